@@ -1,2 +1,6 @@
-//! Shared code of the workspace's examples, benches and integration tests
-//! (the fixture parity runner lives here).
+//! Shared code of the workspace's examples, benches and integration tests:
+//! the fixture reader and the parity runner.
+#![warn(missing_docs)]
+
+pub mod fixture;
+pub mod parity;

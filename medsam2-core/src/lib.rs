@@ -1,3 +1,27 @@
 //! medsam2-core: SAM 2 / MedSAM-2 inference in pure Rust.
+//!
+//! With the default `std` feature the crate holds the network (on candle) and
+//! the predictors; without it, it is `#![no_std]` + `alloc` and exposes the pure
+//! parts: configs, prompt geometry, mask maths and the memory-bank policy.
 #![cfg_attr(not(feature = "std"), no_std)]
+#![warn(missing_docs)]
 extern crate alloc;
+
+#[cfg(feature = "std")]
+pub mod build_sam;
+#[cfg(feature = "std")]
+pub mod checkpoint;
+pub mod config;
+pub mod transforms;
+pub mod error;
+#[cfg(feature = "std")]
+pub mod modeling;
+
+#[cfg(feature = "std")]
+pub mod medical;
+
+#[cfg(feature = "std")]
+pub mod sam2_image_predictor;
+
+pub use config::Sam2Config;
+pub use error::{Error, Result};

@@ -1,0 +1,72 @@
+//! Checks fixture directories (format: shared/fixtures/FORMAT.md) against the
+//! Rust implementation.
+//!
+//! `cargo run --release --example parity -- [--part image|video|one-prompt] [--quiet] DIR...`
+//!
+//! DIR is one fixture folder or a folder of them. Prints every compared tensor
+//! with its max absolute error and tolerance, ends with a one-line summary, and
+//! exits non-zero if anything is outside tolerance or cannot be checked.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use medsam2_tools::fixture::{fixture_dirs_in, Fixture};
+use medsam2_tools::parity::{check_fixture, Part, Report};
+
+#[derive(Parser)]
+#[command(about = "Check reference fixtures against the Rust implementation")]
+struct Args {
+    /// Limit to one part: image, video or one-prompt.
+    #[arg(long)]
+    part: Option<String>,
+    /// Print only failures and the summary.
+    #[arg(long)]
+    quiet: bool,
+    /// Fixture directories (or folders of them).
+    #[arg(required = true)]
+    dirs: Vec<std::path::PathBuf>,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let parts = match args.part.as_deref() {
+        None => vec![],
+        Some(p) => match Part::parse(p) {
+            Some(p) => vec![p],
+            None => {
+                eprintln!("error: unknown part `{p}` (image, video, one-prompt)");
+                return ExitCode::from(2);
+            }
+        },
+    };
+    let mut report = Report { verbose: !args.quiet, ..Default::default() };
+    let mut errors = 0;
+    for d in &args.dirs {
+        let Some(dirs) = fixture_dirs_in(d) else {
+            eprintln!("error: {}: no fixture.json here or in its sub-folders", d.display());
+            errors += 1;
+            continue;
+        };
+        for dir in dirs {
+            let res = Fixture::open(&dir).and_then(|mut f| check_fixture(&mut f, &parts, &mut report));
+            if let Err(e) = res {
+                eprintln!("error: {}: {e}", dir.display());
+                errors += 1;
+            }
+        }
+    }
+    if args.quiet {
+        for c in report.results.iter().filter(|c| !c.ok) {
+            println!("FAIL {} max_abs {:.3e} tol {:.2e} {}", c.name, c.max_abs, c.tol, c.note);
+        }
+    }
+    for s in &report.skipped {
+        println!("not checked: {s}");
+    }
+    println!("{}{}", report.summary(), if errors > 0 { format!(", {errors} error(s)") } else { String::new() });
+    if report.failed() > 0 || errors > 0 || (!parts.is_empty() && !report.skipped.is_empty()) {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}

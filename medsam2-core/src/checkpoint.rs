@@ -1,0 +1,340 @@
+//! Loading official checkpoints: PyTorch `.pt`/`.pth` zip pickles (state dict
+//! under `"model"`, fp32/fp16/bf16 storage) and safetensors (memory-mapped or
+//! from bytes), under the official state-dict key names.
+//!
+//! A [`Checkpoint`] hands out a candle `VarBuilder` that records every key the
+//! model asks for: a missing or wrongly shaped tensor is a typed error naming the
+//! key (and both shapes), and [`Checkpoint::check_all_used`] reports keys the
+//! model did not use (a checkpoint of another model).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use candle_core::{DType, Device, Shape, Tensor};
+use candle_nn::var_builder::SimpleBackend;
+use candle_nn::VarBuilder;
+
+use crate::error::{Error, Result};
+
+/// Floating-point type the network computes in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ComputeDType {
+    /// 32-bit float (default; what parity is proven in).
+    #[default]
+    F32,
+    /// IEEE half precision.
+    F16,
+    /// bfloat16 (GPU backends; candle's CPU convolutions lack it).
+    BF16,
+}
+
+impl ComputeDType {
+    /// The candle dtype.
+    pub fn dtype(self) -> DType {
+        match self {
+            ComputeDType::F32 => DType::F32,
+            ComputeDType::F16 => DType::F16,
+            ComputeDType::BF16 => DType::BF16,
+        }
+    }
+
+    /// Parses `f32`, `f16`/`fp16`/`half`, `bf16`.
+    pub fn parse(s: &str) -> Result<Self> {
+        match s.to_ascii_lowercase().as_str() {
+            "f32" | "fp32" | "float32" => Ok(Self::F32),
+            "f16" | "fp16" | "float16" | "half" => Ok(Self::F16),
+            "bf16" | "bfloat16" => Ok(Self::BF16),
+            _ => Err(Error::invalid(format!("unknown dtype `{s}` (f32, f16, bf16)"))),
+        }
+    }
+}
+
+/// Where the network runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DeviceKind {
+    /// The CPU (always available).
+    #[default]
+    Cpu,
+    /// CUDA GPU with this ordinal (feature `cuda`).
+    Cuda(usize),
+    /// Metal GPU with this ordinal (feature `metal`).
+    Metal(usize),
+}
+
+impl DeviceKind {
+    /// Opens the device, or says which feature is missing.
+    pub fn device(self) -> Result<Device> {
+        match self {
+            DeviceKind::Cpu => Ok(Device::Cpu),
+            DeviceKind::Cuda(i) => {
+                if cfg!(feature = "cuda") {
+                    Ok(Device::new_cuda(i)?)
+                } else {
+                    Err(Error::invalid("CUDA support was not compiled in (build with feature `cuda`)"))
+                }
+            }
+            DeviceKind::Metal(i) => {
+                if cfg!(feature = "metal") {
+                    Ok(Device::new_metal(i)?)
+                } else {
+                    Err(Error::invalid("Metal support was not compiled in (build with feature `metal`)"))
+                }
+            }
+        }
+    }
+
+    /// Parses `cpu`, `cuda`, `cuda:N`, `metal`, `metal:N`.
+    pub fn parse(s: &str) -> Result<Self> {
+        let s = s.to_ascii_lowercase();
+        let (name, idx) = match s.split_once(':') {
+            Some((n, i)) => (
+                n.to_string(),
+                i.parse::<usize>().map_err(|_| Error::invalid(format!("bad device index in `{s}`")))?,
+            ),
+            None => (s.clone(), 0),
+        };
+        match name.as_str() {
+            "cpu" => Ok(Self::Cpu),
+            "cuda" | "gpu" => Ok(Self::Cuda(idx)),
+            "metal" | "mps" => Ok(Self::Metal(idx)),
+            _ => Err(Error::invalid(format!("unknown device `{s}` (cpu, cuda[:N], metal[:N])"))),
+        }
+    }
+}
+
+enum Source {
+    Mmaped(candle_core::safetensors::MmapedSafetensors),
+    Buffered(candle_core::safetensors::BufferedSafetensors),
+    Pth(candle_core::pickle::PthTensors),
+}
+
+impl Source {
+    fn load(&self, name: &str, dev: &Device) -> candle_core::Result<Tensor> {
+        match self {
+            Source::Mmaped(s) => s.load(name, dev),
+            Source::Buffered(s) => s.load(name, dev),
+            Source::Pth(s) => match s.get(name)? {
+                Some(t) => t.to_device(dev),
+                None => candle_core::bail!("cannot find tensor {name}"),
+            },
+        }
+    }
+}
+
+struct Inner {
+    source: Source,
+    shapes: BTreeMap<String, Vec<usize>>,
+    used: Mutex<BTreeSet<String>>,
+    first_error: Mutex<Option<Error>>,
+}
+
+/// An opened checkpoint.
+#[derive(Clone)]
+pub struct Checkpoint {
+    inner: Arc<Inner>,
+    origin: String,
+}
+
+impl std::fmt::Debug for Checkpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Checkpoint")
+            .field("origin", &self.origin)
+            .field("tensors", &self.inner.shapes.len())
+            .finish()
+    }
+}
+
+fn checkpoint_err(path: &str, e: impl std::fmt::Display) -> Error {
+    Error::Checkpoint(format!("{path}: {e}"))
+}
+
+impl Checkpoint {
+    /// Opens a checkpoint by extension: `.safetensors` (memory-mapped) or
+    /// `.pt`/`.pth`/`.ckpt` (PyTorch zip pickle; the state dict under `"model"`
+    /// if present, else the top-level dict).
+    pub fn open(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
+        let shown = path.display().to_string();
+        let meta = std::fs::metadata(path).map_err(|e| Error::Io { path: shown.clone(), source: e })?;
+        if !meta.is_file() {
+            return Err(checkpoint_err(&shown, "not a regular file"));
+        }
+        let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
+        match ext.as_str() {
+            "safetensors" => {
+                // SAFETY: the file is mapped read-only; like every mmap-based
+                // loader we rely on it not being truncated while mapped.
+                let st = unsafe { candle_core::safetensors::MmapedSafetensors::new(path) }
+                    .map_err(|e| checkpoint_err(&shown, e))?;
+                let shapes = st
+                    .tensors()
+                    .into_iter()
+                    .map(|(k, v)| (k, v.shape().to_vec()))
+                    .collect();
+                Ok(Self::from_source(Source::Mmaped(st), shapes, shown))
+            }
+            "pt" | "pth" | "ckpt" | "bin" => Self::open_pth(path, shown),
+            _ => Err(checkpoint_err(
+                &shown,
+                "unknown extension (expected .safetensors, .pt or .pth)",
+            )),
+        }
+    }
+
+    fn open_pth(path: &Path, shown: String) -> Result<Self> {
+        // Validate the zip container first: candle's pickle reader trusts it.
+        let f = std::fs::File::open(path).map_err(|e| Error::Io { path: shown.clone(), source: e })?;
+        let mut magic = [0u8; 4];
+        use std::io::Read;
+        (&f).take(4)
+            .read_exact(&mut magic)
+            .map_err(|_| checkpoint_err(&shown, "file too short to be a PyTorch checkpoint"))?;
+        if &magic != b"PK\x03\x04" {
+            return Err(checkpoint_err(
+                &shown,
+                "not a PyTorch zip checkpoint (legacy non-zip torch.save files are not supported)",
+            ));
+        }
+        let catch = |key: Option<&str>| {
+            std::panic::catch_unwind(|| candle_core::pickle::PthTensors::new(path, key))
+                .map_err(|_| checkpoint_err(&shown, "malformed pickle"))?
+                .map_err(|e| checkpoint_err(&shown, e))
+        };
+        let mut pth = catch(Some("model"))?;
+        if pth.tensor_infos().is_empty() {
+            pth = catch(None)?;
+        }
+        if pth.tensor_infos().is_empty() {
+            return Err(checkpoint_err(&shown, "no tensors found (expected a state dict, under \"model\" or at top level)"));
+        }
+        let shapes = pth
+            .tensor_infos()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.layout.shape().dims().to_vec()))
+            .collect();
+        Ok(Self::from_source(Source::Pth(pth), shapes, shown))
+    }
+
+    /// A safetensors checkpoint held in memory (e.g. embedded or downloaded by the host).
+    pub fn from_safetensors_bytes(bytes: Vec<u8>) -> Result<Self> {
+        let st = candle_core::safetensors::BufferedSafetensors::new(bytes)
+            .map_err(|e| checkpoint_err("<bytes>", e))?;
+        let shapes = st.tensors().into_iter().map(|(k, v)| (k, v.shape().to_vec())).collect();
+        Ok(Self::from_source(Source::Buffered(st), shapes, "<bytes>".into()))
+    }
+
+    fn from_source(source: Source, shapes: BTreeMap<String, Vec<usize>>, origin: String) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                source,
+                shapes,
+                used: Mutex::new(BTreeSet::new()),
+                first_error: Mutex::new(None),
+            }),
+            origin,
+        }
+    }
+
+    /// Number of tensors.
+    pub fn len(&self) -> usize {
+        self.inner.shapes.len()
+    }
+
+    /// Whether the checkpoint holds no tensor.
+    pub fn is_empty(&self) -> bool {
+        self.inner.shapes.is_empty()
+    }
+
+    /// Key names and shapes.
+    pub fn shapes(&self) -> &BTreeMap<String, Vec<usize>> {
+        &self.inner.shapes
+    }
+
+    /// Where it came from (a path or `<bytes>`).
+    pub fn origin(&self) -> &str {
+        &self.origin
+    }
+
+    /// A `VarBuilder` over this checkpoint that converts to `dtype` on `device`.
+    pub fn var_builder(&self, dtype: DType, device: &Device) -> VarBuilder<'static> {
+        VarBuilder::from_backend(Box::new(Recorder(self.inner.clone())), dtype, device.clone())
+    }
+
+    /// The first typed error (missing key, shape mismatch) met while building.
+    pub fn take_error(&self) -> Option<Error> {
+        self.inner.first_error.lock().ok().and_then(|mut e| e.take())
+    }
+
+    /// Errors if the checkpoint holds keys the model never asked for.
+    pub fn check_all_used(&self) -> Result<()> {
+        let used = self.inner.used.lock().map_err(|_| Error::Checkpoint("poisoned lock".into()))?;
+        let unexpected: Vec<&String> =
+            self.inner.shapes.keys().filter(|k| !used.contains(*k)).collect();
+        if unexpected.is_empty() {
+            return Ok(());
+        }
+        let shown: Vec<String> = unexpected.iter().take(8).map(|k| format!("`{k}`")).collect();
+        Err(Error::Checkpoint(format!(
+            "{}: {} unexpected key(s) for this model config: {}{}",
+            self.origin,
+            unexpected.len(),
+            shown.join(", "),
+            if unexpected.len() > 8 { ", ..." } else { "" }
+        )))
+    }
+}
+
+struct Recorder(Arc<Inner>);
+
+impl Recorder {
+    fn fail(&self, e: Error) -> candle_core::Error {
+        let msg = e.to_string();
+        if let Ok(mut slot) = self.0.first_error.lock() {
+            if slot.is_none() {
+                *slot = Some(e);
+            }
+        }
+        candle_core::Error::Msg(msg)
+    }
+}
+
+impl SimpleBackend for Recorder {
+    fn get(
+        &self,
+        s: Shape,
+        name: &str,
+        _: candle_nn::Init,
+        dtype: DType,
+        dev: &Device,
+    ) -> candle_core::Result<Tensor> {
+        let Some(found) = self.0.shapes.get(name) else {
+            return Err(self.fail(Error::Checkpoint(format!("missing key `{name}` (shape {:?})", s.dims()))));
+        };
+        if found.as_slice() != s.dims() {
+            return Err(self.fail(Error::ShapeMismatch {
+                key: name.to_string(),
+                expected: s.dims().to_vec(),
+                found: found.clone(),
+            }));
+        }
+        if let Ok(mut u) = self.0.used.lock() {
+            u.insert(name.to_string());
+        }
+        self.0.source.load(name, dev)?.to_dtype(dtype)
+    }
+
+    fn get_unchecked(&self, name: &str, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
+        if !self.0.shapes.contains_key(name) {
+            return Err(self.fail(Error::Checkpoint(format!("missing key `{name}`"))));
+        }
+        if let Ok(mut u) = self.0.used.lock() {
+            u.insert(name.to_string());
+        }
+        self.0.source.load(name, dev)?.to_dtype(dtype)
+    }
+
+    fn contains_tensor(&self, name: &str) -> bool {
+        self.0.shapes.contains_key(name)
+    }
+}

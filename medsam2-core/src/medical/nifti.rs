@@ -1,0 +1,517 @@
+//! NIfTI-1 single-file images (`.nii`, `.nii.gz`).
+//!
+//! Reading parses the 348-byte header with the `nifti` crate (both byte orders);
+//! the geometry, validation and voxel decoding are done here so that every size
+//! is checked against the bytes actually present before anything is allocated
+//! (the crate's in-memory reader trusts the header's size, and its qform code
+//! panics on some invalid headers).
+//!
+//! Writing builds the header by hand: the crate's writer needs `ndarray` and its
+//! qform computation `nalgebra`, both heavy for one 348-byte record.
+//!
+//! # Geometry
+//! * Transform choice as nibabel: the sform when `sform_code > 0`, else the qform
+//!   when `qform_code > 0`, else `diag(pixdim)` with origin 0 ("method 1").
+//! * NIfTI world space is RAS; the first two rows of the affine are negated to
+//!   get LPS. Spacing = lengths of the affine's columns, direction = the columns
+//!   normalised. Units in metres/microns (`xyzt_units`) are converted to mm.
+//! * Written files carry both an sform (code 1, exact affine in `f32`) and, when
+//!   the direction is orthonormal, a qform (code 1), as ITK writes them.
+//!
+//! # Intensities
+//! When `scl_slope` is finite, non-zero and (`scl_slope`, `scl_inter`) is not
+//! (1, 0), voxels are scaled on read to `f32` (`f64` for 32-bit integer and
+//! `f64` sources). Written files store the voxels unscaled (slope 1, intercept 0).
+
+use std::path::Path;
+
+use nifti::{Endianness, NiftiHeader, NiftiType};
+
+use super::codec::{self, check_limit, read_exact_vec};
+use super::error::{MedicalError, Result};
+use super::volume::{det3, with_voxels, DataType, Geometry, Volume, VoxelData};
+
+const FMT: &str = "NIfTI";
+/// Size of the NIfTI-1 header.
+const HEADER_SIZE: usize = 348;
+/// Voxel offset of files this module writes (header + 4-byte extender).
+const VOX_OFFSET: usize = 352;
+
+/// Reads a `.nii` or `.nii.gz` file (gzip is detected from the content).
+pub fn read_nifti(path: impl AsRef<Path>) -> Result<Volume> {
+    let path = path.as_ref();
+    let bytes = codec::read_file(path)?;
+    parse_nifti(&bytes).map_err(|e| e.with_path(path))
+}
+
+/// Parses the bytes of a single-file NIfTI-1 image, gzip-compressed or not.
+pub fn parse_nifti(bytes: &[u8]) -> Result<Volume> {
+    if codec::is_gzip(bytes) {
+        let mut r = codec::gz_reader(bytes);
+        let head = read_exact_vec(&mut r, HEADER_SIZE, HEADER_SIZE, FMT)?;
+        let info = parse_header(&head)?;
+        let rest = info.vox_offset - HEADER_SIZE + info.nbytes;
+        let hint = codec::gz_reserve_hint(bytes.len());
+        let body = read_exact_vec(&mut r, rest, hint, FMT)?;
+        codec::drain(&mut r, FMT)?;
+        build(&info, &body[info.vox_offset - HEADER_SIZE..])
+    } else {
+        if bytes.len() < HEADER_SIZE {
+            return Err(MedicalError::format(
+                FMT,
+                format!("truncated header: {} of {HEADER_SIZE} bytes", bytes.len()),
+            ));
+        }
+        let info = parse_header(&bytes[..HEADER_SIZE])?;
+        let end = info.vox_offset + info.nbytes;
+        if bytes.len() < end {
+            return Err(MedicalError::format(
+                FMT,
+                format!(
+                    "truncated voxel data: file has {} bytes, header needs {end}",
+                    bytes.len()
+                ),
+            ));
+        }
+        build(&info, &bytes[info.vox_offset..end])
+    }
+}
+
+/// Writes `volume` as NIfTI-1; gzip-compressed when the path ends in `.gz`.
+pub fn write_nifti(path: impl AsRef<Path>, volume: &Volume) -> Result<()> {
+    let path = path.as_ref();
+    let gz = path.to_string_lossy().to_ascii_lowercase().ends_with(".gz");
+    let bytes = encode_nifti(volume, gz)?;
+    codec::write_file(path, &bytes)
+}
+
+/// The bytes of a NIfTI-1 single file (`.nii`) for `volume`, gzip-compressed
+/// (`.nii.gz`) if `gzip`.
+pub fn encode_nifti(volume: &Volume, gzip: bool) -> Result<Vec<u8>> {
+    let mut out = Vec::with_capacity(VOX_OFFSET + volume.num_voxels() * volume.data_type().size());
+    out.extend_from_slice(&header_bytes(volume)?);
+    out.extend_from_slice(&[0u8; 4]); // extender: no extensions
+    with_voxels!(volume.data(), v => {
+        for x in v.iter() {
+            out.extend_from_slice(&x.to_le_bytes());
+        }
+    });
+    if gzip {
+        codec::gzip(&out)
+    } else {
+        Ok(out)
+    }
+}
+
+/// What the header says, validated.
+struct HeaderInfo {
+    dims: [usize; 3],
+    dtype: DataType,
+    big_endian: bool,
+    vox_offset: usize,
+    nbytes: usize,
+    geometry: Geometry,
+    scaling: Option<(f64, f64)>,
+}
+
+fn parse_header(head: &[u8]) -> Result<HeaderInfo> {
+    let h = NiftiHeader::from_reader(head)
+        .map_err(|e| MedicalError::format(FMT, format!("header: {e}")))?;
+    if h.sizeof_hdr != HEADER_SIZE as i32 {
+        return Err(MedicalError::format(
+            FMT,
+            format!("sizeof_hdr is {}, not 348", h.sizeof_hdr),
+        ));
+    }
+    if &h.magic == nifti::header::MAGIC_CODE_NI1 {
+        return Err(MedicalError::unsupported(
+            FMT,
+            "header/image pairs (.hdr/.img); use a single .nii file",
+        ));
+    }
+    let ndim = h.dim[0] as usize;
+    if !(1..=7).contains(&ndim) {
+        return Err(MedicalError::format(
+            FMT,
+            format!("dim[0] = {} (must be 1..7)", h.dim[0]),
+        ));
+    }
+    let mut dims = [1usize; 3];
+    for a in 1..=ndim {
+        let d = h.dim[a];
+        if d == 0 || d > i16::MAX as u16 {
+            return Err(MedicalError::format(
+                FMT,
+                format!("dim[{a}] = {} (must be 1..32767)", d as i16),
+            ));
+        }
+        if a <= 3 {
+            dims[a - 1] = d as usize;
+        } else if d != 1 {
+            return Err(MedicalError::unsupported(
+                FMT,
+                format!("{ndim}-D image with dim[{a}] = {d} (only 3-D volumes)"),
+            ));
+        }
+    }
+    let ntype = h
+        .data_type()
+        .map_err(|_| MedicalError::format(FMT, format!("unknown datatype code {}", h.datatype)))?;
+    let dtype = match ntype {
+        NiftiType::Uint8 => DataType::U8,
+        NiftiType::Int8 => DataType::I8,
+        NiftiType::Uint16 => DataType::U16,
+        NiftiType::Int16 => DataType::I16,
+        NiftiType::Uint32 => DataType::U32,
+        NiftiType::Int32 => DataType::I32,
+        NiftiType::Float32 => DataType::F32,
+        NiftiType::Float64 => DataType::F64,
+        other => {
+            return Err(MedicalError::unsupported(
+                FMT,
+                format!("datatype {other:?}"),
+            ))
+        }
+    };
+    if h.bitpix as usize != dtype.size() * 8 {
+        return Err(MedicalError::format(
+            FMT,
+            format!("bitpix {} does not match datatype {:?}", h.bitpix, ntype),
+        ));
+    }
+    let vo = h.vox_offset;
+    if !vo.is_finite() || vo < VOX_OFFSET as f32 || vo.fract() != 0.0 || vo > 1e9 {
+        return Err(MedicalError::format(
+            FMT,
+            format!("vox_offset {vo} (must be an integer >= 352)"),
+        ));
+    }
+    let vox_offset = vo as usize;
+    let nvox = dims.iter().product::<usize>(); // <= 32767^3, no overflow
+    let nbytes = nvox * dtype.size();
+    check_limit((vox_offset + nbytes) as u64)?;
+
+    let geometry = header_geometry(&h)?;
+    let (slope, inter) = (h.scl_slope as f64, h.scl_inter as f64);
+    let inter = if inter.is_finite() { inter } else { 0.0 };
+    let scaling = (slope.is_finite() && slope != 0.0 && !(slope == 1.0 && inter == 0.0))
+        .then_some((slope, inter));
+    Ok(HeaderInfo {
+        dims,
+        dtype,
+        big_endian: h.endianness == Endianness::Big,
+        vox_offset,
+        nbytes,
+        geometry,
+        scaling,
+    })
+}
+
+/// Millimetres per unit of `xyzt_units` (unknown units are taken as mm).
+fn unit_to_mm(xyzt_units: u8) -> f64 {
+    match xyzt_units & 0x07 {
+        1 => 1000.0, // metre
+        3 => 0.001,  // micron
+        _ => 1.0,
+    }
+}
+
+/// The index -> LPS geometry stored in a header.
+fn header_geometry(h: &NiftiHeader) -> Result<Geometry> {
+    let unit = unit_to_mm(h.xyzt_units);
+    // `m` holds the RAS index->world 3x3 matrix (columns = axes), `t` the translation.
+    let (mut m, mut t);
+    if h.sform_code > 0 {
+        let rows = [h.srow_x, h.srow_y, h.srow_z];
+        m = [[0.0f64; 3]; 3];
+        t = [0.0f64; 3];
+        for r in 0..3 {
+            for c in 0..3 {
+                m[r][c] = rows[r][c] as f64;
+            }
+            t[r] = rows[r][3] as f64;
+        }
+    } else if h.qform_code > 0 {
+        let r = quatern_to_rotation(h.quatern_b as f64, h.quatern_c as f64, h.quatern_d as f64);
+        let pd = |i: usize| {
+            let p = h.pixdim[i] as f64;
+            if p > 0.0 && p.is_finite() {
+                p
+            } else {
+                1.0
+            }
+        };
+        let qfac = if h.pixdim[0] < 0.0 { -1.0 } else { 1.0 };
+        let s = [pd(1), pd(2), pd(3) * qfac];
+        m = r;
+        for row in m.iter_mut() {
+            for c in 0..3 {
+                row[c] *= s[c];
+            }
+        }
+        t = [h.quatern_x as f64, h.quatern_y as f64, h.quatern_z as f64];
+    } else {
+        m = [[0.0; 3]; 3];
+        for (c, row) in m.iter_mut().enumerate() {
+            let p = (h.pixdim[c + 1] as f64).abs();
+            row[c] = if p > 0.0 && p.is_finite() { p } else { 1.0 };
+        }
+        t = [0.0; 3];
+    }
+    // RAS -> LPS and units -> mm.
+    for r in 0..3 {
+        let sign = if r < 2 { -1.0 } else { 1.0 };
+        for c in 0..3 {
+            m[r][c] *= sign * unit;
+        }
+        t[r] *= sign * unit;
+    }
+    if m.iter().flatten().chain(t.iter()).any(|v| !v.is_finite()) || det3(&m).abs() < 1e-12 {
+        return Err(MedicalError::format(
+            FMT,
+            "degenerate or non-finite spatial transform",
+        ));
+    }
+    let columns = [0, 1, 2].map(|c| [m[0][c], m[1][c], m[2][c]]);
+    Geometry::from_step_vectors(columns, t)
+        .map_err(|e| MedicalError::format(FMT, format!("spatial transform: {e}")))
+}
+
+/// Rotation matrix of the unit quaternion `(a, b, c, d)` with `a >= 0` implied
+/// (`nifti_quatern_to_mat44` of nifti_io.c).
+fn quatern_to_rotation(b: f64, c: f64, d: f64) -> [[f64; 3]; 3] {
+    let (mut a, mut b, mut c, mut d) = (1.0 - (b * b + c * c + d * d), b, c, d);
+    if !(a.is_finite() && b.is_finite() && c.is_finite() && d.is_finite()) {
+        return [[f64::NAN; 3]; 3];
+    }
+    if a < 1e-7 {
+        // Special case: a 180-degree rotation; renormalise (b, c, d).
+        let n = (b * b + c * c + d * d).sqrt();
+        a = 0.0;
+        if n > 0.0 {
+            b /= n;
+            c /= n;
+            d /= n;
+        }
+    } else {
+        a = a.sqrt();
+    }
+    [
+        [
+            a * a + b * b - c * c - d * d,
+            2.0 * (b * c - a * d),
+            2.0 * (b * d + a * c),
+        ],
+        [
+            2.0 * (b * c + a * d),
+            a * a + c * c - b * b - d * d,
+            2.0 * (c * d - a * b),
+        ],
+        [
+            2.0 * (b * d - a * c),
+            2.0 * (c * d + a * b),
+            a * a + d * d - c * c - b * b,
+        ],
+    ]
+}
+
+/// Quaternion `(b, c, d)` and `qfac` of an orthonormal matrix (`nifti_mat44_to_quatern`).
+fn rotation_to_quatern(r: &[[f64; 3]; 3]) -> ([f64; 3], f64) {
+    let mut r = *r;
+    let qfac = if det3(&r) < 0.0 {
+        for row in r.iter_mut() {
+            row[2] = -row[2];
+        }
+        -1.0
+    } else {
+        1.0
+    };
+    let (r11, r12, r13) = (r[0][0], r[0][1], r[0][2]);
+    let (r21, r22, r23) = (r[1][0], r[1][1], r[1][2]);
+    let (r31, r32, r33) = (r[2][0], r[2][1], r[2][2]);
+    let trace = r11 + r22 + r33 + 1.0;
+    let (a, mut b, mut c, mut d);
+    if trace > 0.5 {
+        a = 0.5 * trace.sqrt();
+        b = 0.25 * (r32 - r23) / a;
+        c = 0.25 * (r13 - r31) / a;
+        d = 0.25 * (r21 - r12) / a;
+    } else {
+        let xd = 1.0 + r11 - (r22 + r33);
+        let yd = 1.0 + r22 - (r11 + r33);
+        let zd = 1.0 + r33 - (r11 + r22);
+        if xd > 1.0 {
+            b = 0.5 * xd.sqrt();
+            c = 0.25 * (r12 + r21) / b;
+            d = 0.25 * (r13 + r31) / b;
+            a = 0.25 * (r32 - r23) / b;
+        } else if yd > 1.0 {
+            c = 0.5 * yd.sqrt();
+            b = 0.25 * (r12 + r21) / c;
+            d = 0.25 * (r23 + r32) / c;
+            a = 0.25 * (r13 - r31) / c;
+        } else {
+            d = 0.5 * zd.sqrt();
+            b = 0.25 * (r13 + r31) / d;
+            c = 0.25 * (r23 + r32) / d;
+            a = 0.25 * (r21 - r12) / d;
+        }
+        if a < 0.0 {
+            b = -b;
+            c = -c;
+            d = -d;
+        }
+    }
+    ([b, c, d], qfac)
+}
+
+/// Decodes the voxel bytes and applies scaling.
+fn build(info: &HeaderInfo, raw: &[u8]) -> Result<Volume> {
+    let data = VoxelData::from_bytes(info.dtype, raw, info.big_endian);
+    let data = match info.scaling {
+        None => data,
+        Some((slope, inter)) => match info.dtype {
+            DataType::I32 | DataType::U32 | DataType::F64 => VoxelData::F64(
+                with_voxels!(&data, v => v.iter().map(|&x| x as f64 * slope + inter).collect()),
+            ),
+            _ => VoxelData::F32(
+                with_voxels!(&data, v => v.iter().map(|&x| (x as f64 * slope + inter) as f32).collect()),
+            ),
+        },
+    };
+    Volume::new(info.dims, info.geometry, data)
+        .map_err(|e| MedicalError::format(FMT, e.to_string()))
+}
+
+/// NIfTI datatype code of a [`DataType`].
+fn datatype_code(dt: DataType) -> i16 {
+    match dt {
+        DataType::U8 => 2,
+        DataType::I16 => 4,
+        DataType::I32 => 8,
+        DataType::F32 => 16,
+        DataType::F64 => 64,
+        DataType::I8 => 256,
+        DataType::U16 => 512,
+        DataType::U32 => 768,
+    }
+}
+
+/// The 348 little-endian header bytes for `volume`.
+fn header_bytes(volume: &Volume) -> Result<[u8; HEADER_SIZE]> {
+    let dims = volume.dims();
+    if dims.iter().any(|&d| d > i16::MAX as usize) {
+        return Err(MedicalError::InvalidArgument(format!(
+            "NIfTI-1 dimensions are limited to 32767, got {dims:?}"
+        )));
+    }
+    let g = volume.geometry();
+    let dt = volume.data_type();
+    let mut h = [0u8; HEADER_SIZE];
+    let put =
+        |h: &mut [u8; HEADER_SIZE], off: usize, b: &[u8]| h[off..off + b.len()].copy_from_slice(b);
+    put(&mut h, 0, &(HEADER_SIZE as i32).to_le_bytes());
+    h[38] = b'r'; // "regular", as ITK writes
+    let dim: [i16; 8] = [
+        3,
+        dims[0] as i16,
+        dims[1] as i16,
+        dims[2] as i16,
+        1,
+        1,
+        1,
+        1,
+    ];
+    for (i, d) in dim.iter().enumerate() {
+        put(&mut h, 40 + 2 * i, &d.to_le_bytes());
+    }
+    put(&mut h, 70, &datatype_code(dt).to_le_bytes());
+    put(&mut h, 72, &((dt.size() * 8) as i16).to_le_bytes());
+
+    // LPS -> RAS: negate the first two rows.
+    let mut ras = g.scaled_direction();
+    let mut rot = g.direction;
+    let mut origin = g.origin;
+    for r in 0..2 {
+        for c in 0..3 {
+            ras[r][c] = -ras[r][c];
+            rot[r][c] = -rot[r][c];
+        }
+        origin[r] = -origin[r];
+    }
+    let orthonormal = (0..3).all(|i| {
+        (0..3).all(|j| {
+            let dot: f64 = (0..3).map(|r| rot[r][i] * rot[r][j]).sum();
+            (dot - if i == j { 1.0 } else { 0.0 }).abs() < 1e-4
+        })
+    });
+    let (quat, qfac) = if orthonormal {
+        rotation_to_quatern(&rot)
+    } else {
+        ([0.0; 3], 1.0)
+    };
+    let pixdim: [f32; 8] = [
+        qfac as f32,
+        g.spacing[0] as f32,
+        g.spacing[1] as f32,
+        g.spacing[2] as f32,
+        1.0,
+        1.0,
+        1.0,
+        1.0,
+    ];
+    for (i, p) in pixdim.iter().enumerate() {
+        put(&mut h, 76 + 4 * i, &p.to_le_bytes());
+    }
+    put(&mut h, 108, &(VOX_OFFSET as f32).to_le_bytes());
+    put(&mut h, 112, &1.0f32.to_le_bytes()); // scl_slope
+    put(&mut h, 116, &0.0f32.to_le_bytes()); // scl_inter
+    h[123] = 2 | 8; // xyzt_units: mm, s
+    put(&mut h, 148, b"medsam2");
+    put(
+        &mut h,
+        252,
+        &(if orthonormal { 1i16 } else { 0 }).to_le_bytes(),
+    ); // qform_code
+    put(&mut h, 254, &1i16.to_le_bytes()); // sform_code: scanner
+    for (i, q) in quat.iter().chain(origin.iter()).enumerate() {
+        put(&mut h, 256 + 4 * i, &(*q as f32).to_le_bytes());
+    }
+    for r in 0..3 {
+        for c in 0..4 {
+            let v = if c < 3 { ras[r][c] } else { origin[r] };
+            put(&mut h, 280 + 16 * r + 4 * c, &(v as f32).to_le_bytes());
+        }
+    }
+    put(&mut h, 344, b"n+1\0");
+    Ok(h)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quaternion_round_trip() {
+        let c = 0.3f64.cos();
+        let s = 0.3f64.sin();
+        for m in [
+            [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]],
+            [[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]],
+            [[-1.0, 0.0, 0.0], [0.0, -1.0, 0.0], [0.0, 0.0, 1.0]],
+            [[0.0, 1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, -1.0]],
+            [[1.0, 0.0, 0.0], [0.0, c, -s], [0.0, s, c]],
+        ] {
+            let (q, qfac) = rotation_to_quatern(&m);
+            let mut r = quatern_to_rotation(q[0], q[1], q[2]);
+            for row in r.iter_mut() {
+                row[2] *= qfac;
+            }
+            for i in 0..3 {
+                for j in 0..3 {
+                    assert!((r[i][j] - m[i][j]).abs() < 1e-9, "{m:?} -> {r:?}");
+                }
+            }
+        }
+    }
+}

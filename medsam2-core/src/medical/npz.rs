@@ -1,0 +1,576 @@
+//! Reading NumPy `.npy` arrays and `.npz` archives (read-only).
+//!
+//! The archive is opened with the `zip` crate (stored or deflated members, CRCs
+//! checked); each `.npy` member is parsed by the small parser here, which checks
+//! the declared shape against the bytes present before allocating.
+//!
+//! # Sample volumes
+//! [`Npz::volume`] turns a `[D, H, W]` C-order array into a [`Volume`] with
+//! `dims = [W, H, D]` (so `imgs[z][y][x]` is voxel `(x, y, z)`), taking the
+//! geometry from the optional members `spacing` (x, y, z), `origin` (x, y, z)
+//! and `direction` (9 values, row-major, ITK conventions), as in the MedSAM2
+//! sample files. Missing members give 1 mm spacing, origin 0, identity.
+
+use std::io::{Cursor, Read};
+use std::path::Path;
+
+use super::codec::{self, check_limit, read_exact_vec};
+use super::error::{MedicalError, Result};
+use super::volume::{DataType, Geometry, Volume, VoxelData};
+
+const NPY: &str = "NPY";
+const NPZ: &str = "NPZ";
+/// Archives with more members than this are rejected.
+const MAX_MEMBERS: usize = 4096;
+
+/// One NumPy array, converted to C (row-major) order.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NpyArray {
+    /// The shape (outermost axis first; empty for a scalar).
+    pub shape: Vec<usize>,
+    /// The elements in C order. `bool` arrays become `U8`; `int64`/`uint64`
+    /// arrays become `I32`/`U32` when every value fits, else are an error.
+    pub data: VoxelData,
+}
+
+/// The arrays of an `.npz` archive.
+#[derive(Clone, Debug, Default)]
+pub struct Npz {
+    arrays: Vec<(String, NpyArray)>,
+}
+
+impl Npz {
+    /// Reads an `.npz` file.
+    pub fn read(path: impl AsRef<Path>) -> Result<Npz> {
+        let path = path.as_ref();
+        let bytes = codec::read_file(path)?;
+        Npz::parse(&bytes).map_err(|e| e.with_path(path))
+    }
+
+    /// Parses the bytes of an `.npz` archive (members not ending in `.npy` are skipped).
+    pub fn parse(bytes: &[u8]) -> Result<Npz> {
+        let mut zip = zip::ZipArchive::new(Cursor::new(bytes))
+            .map_err(|e| MedicalError::format(NPZ, format!("zip archive: {e}")))?;
+        if zip.len() > MAX_MEMBERS {
+            return Err(MedicalError::format(NPZ, format!("{} members", zip.len())));
+        }
+        let mut arrays = Vec::new();
+        for i in 0..zip.len() {
+            let mut f = zip
+                .by_index(i)
+                .map_err(|e| MedicalError::format(NPZ, format!("member {i}: {e}")))?;
+            let name = f
+                .name()
+                .map_err(|e| MedicalError::format(NPZ, format!("member {i} name: {e}")))?
+                .to_string();
+            let Some(key) = name.strip_suffix(".npy") else {
+                continue;
+            };
+            let size = f.size();
+            check_limit(size)?;
+            let reserve = bytes.len().saturating_mul(8).max(1 << 20);
+            let data = read_exact_vec(&mut f, size as usize, reserve, NPZ)?;
+            // Read on to the end so that the member's CRC is checked.
+            let mut extra = [0u8; 1];
+            let n = f
+                .read(&mut extra)
+                .map_err(|e| MedicalError::format(NPZ, format!("member {name}: {e}")))?;
+            if n != 0 {
+                return Err(MedicalError::format(
+                    NPZ,
+                    format!("member {name} is longer than declared"),
+                ));
+            }
+            let arr = parse_npy(&data).map_err(|e| match e {
+                MedicalError::Format { format, reason } => MedicalError::Format {
+                    format,
+                    reason: format!("{name}: {reason}"),
+                },
+                other => other,
+            })?;
+            arrays.push((key.to_string(), arr));
+        }
+        Ok(Npz { arrays })
+    }
+
+    /// Names of the arrays (without `.npy`), in archive order.
+    pub fn names(&self) -> Vec<&str> {
+        self.arrays.iter().map(|(n, _)| n.as_str()).collect()
+    }
+
+    /// The array called `name`.
+    pub fn get(&self, name: &str) -> Option<&NpyArray> {
+        self.arrays.iter().find(|(n, _)| n == name).map(|(_, a)| a)
+    }
+
+    /// The 3-D (or 2-D, taken as one slice) array `key` as a [`Volume`] with the
+    /// archive's geometry (see the module documentation).
+    pub fn volume(&self, key: &str) -> Result<Volume> {
+        let arr = self.get(key).ok_or_else(|| {
+            MedicalError::InvalidArgument(format!(
+                "no array \"{key}\" in archive (has {:?})",
+                self.names()
+            ))
+        })?;
+        let dims = match arr.shape.as_slice() {
+            [d, h, w] => [*w, *h, *d],
+            [h, w] => [*w, *h, 1],
+            other => {
+                return Err(MedicalError::unsupported(
+                    NPZ,
+                    format!("array \"{key}\" has shape {other:?}; need [D, H, W]"),
+                ))
+            }
+        };
+        let mut g = Geometry::default();
+        if let Some(v) = self.vector("spacing", 3)? {
+            g.spacing = [v[0], v[1], v[2]];
+        }
+        if let Some(v) = self.vector("origin", 3)? {
+            g.origin = [v[0], v[1], v[2]];
+        }
+        if let Some(v) = self.vector("direction", 9)? {
+            g.direction = [[v[0], v[1], v[2]], [v[3], v[4], v[5]], [v[6], v[7], v[8]]];
+        }
+        g.validate()
+            .map_err(|e| MedicalError::format(NPZ, e.to_string()))?;
+        Volume::new(dims, g, arr.data.clone())
+    }
+
+    /// The `n` values of array `name` as `f64`, `None` if absent.
+    fn vector(&self, name: &str, n: usize) -> Result<Option<Vec<f64>>> {
+        let Some(a) = self.get(name) else {
+            return Ok(None);
+        };
+        if a.data.len() != n {
+            return Err(MedicalError::format(
+                NPZ,
+                format!("\"{name}\" has {} values, expected {n}", a.data.len()),
+            ));
+        }
+        Ok(Some(a.data.to_f64_vec()))
+    }
+}
+
+/// Reads array `key` of an `.npz` file as a [`Volume`] (see [`Npz::volume`]).
+pub fn read_npz_volume(path: impl AsRef<Path>, key: &str) -> Result<Volume> {
+    let path = path.as_ref();
+    Npz::read(path)?.volume(key).map_err(|e| e.with_path(path))
+}
+
+/// Parses the bytes of a `.npy` file (format versions 1, 2 and 3).
+pub fn parse_npy(bytes: &[u8]) -> Result<NpyArray> {
+    let bad = |r: String| MedicalError::format(NPY, r);
+    if bytes.len() < 10 || &bytes[..6] != b"\x93NUMPY" {
+        return Err(bad("missing \\x93NUMPY magic".into()));
+    }
+    let (hlen, hstart): (usize, usize) = match bytes[6] {
+        1 => (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10),
+        2 | 3 => {
+            if bytes.len() < 12 {
+                return Err(bad("truncated header".into()));
+            }
+            (
+                u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize,
+                12,
+            )
+        }
+        v => {
+            return Err(MedicalError::unsupported(
+                NPY,
+                format!("format version {v}"),
+            ))
+        }
+    };
+    let hend = hstart
+        .checked_add(hlen)
+        .filter(|&e| e <= bytes.len())
+        .ok_or_else(|| bad(format!("header of {hlen} bytes is truncated")))?;
+    let header =
+        std::str::from_utf8(&bytes[hstart..hend]).map_err(|_| bad("header is not text".into()))?;
+    let dict = parse_header_dict(header)?;
+    let descr = dict
+        .descr
+        .ok_or_else(|| bad("header lacks 'descr'".into()))?;
+    let shape = dict
+        .shape
+        .ok_or_else(|| bad("header lacks 'shape'".into()))?;
+    let fortran = dict.fortran_order.unwrap_or(false);
+
+    let (kind, big_endian) = parse_descr(&descr)?;
+    let n = shape
+        .iter()
+        .try_fold(1usize, |a, &s| a.checked_mul(s))
+        .ok_or_else(|| bad(format!("shape {shape:?} overflows")))?;
+    let elem = kind.size();
+    let nbytes = n
+        .checked_mul(elem)
+        .ok_or_else(|| bad(format!("shape {shape:?} overflows")))?;
+    check_limit(nbytes as u64)?;
+    let body = &bytes[hend..];
+    if body.len() < nbytes {
+        return Err(bad(format!(
+            "truncated data: {} bytes, shape {shape:?} needs {nbytes}",
+            body.len()
+        )));
+    }
+    let raw = &body[..nbytes];
+    let data = match kind {
+        Kind::Plain(dt) => VoxelData::from_bytes(dt, raw, big_endian),
+        Kind::Bool => VoxelData::U8(raw.iter().map(|&b| (b != 0) as u8).collect()),
+        Kind::I64 => {
+            let vals: Vec<i64> = raw
+                .chunks_exact(8)
+                .map(|c| {
+                    let a: [u8; 8] = c.try_into().unwrap_or([0; 8]);
+                    if big_endian {
+                        i64::from_be_bytes(a)
+                    } else {
+                        i64::from_le_bytes(a)
+                    }
+                })
+                .collect();
+            let out: Option<Vec<i32>> = vals.iter().map(|&x| i32::try_from(x).ok()).collect();
+            VoxelData::I32(out.ok_or_else(|| {
+                MedicalError::unsupported(NPY, "int64 values beyond the i32 range")
+            })?)
+        }
+        Kind::U64 => {
+            let out: Option<Vec<u32>> = raw
+                .chunks_exact(8)
+                .map(|c| {
+                    let a: [u8; 8] = c.try_into().unwrap_or([0; 8]);
+                    let x = if big_endian {
+                        u64::from_be_bytes(a)
+                    } else {
+                        u64::from_le_bytes(a)
+                    };
+                    u32::try_from(x).ok()
+                })
+                .collect();
+            VoxelData::U32(out.ok_or_else(|| {
+                MedicalError::unsupported(NPY, "uint64 values beyond the u32 range")
+            })?)
+        }
+    };
+    let data = if fortran && shape.len() > 1 {
+        fortran_to_c(&data, &shape)
+    } else {
+        data
+    };
+    Ok(NpyArray { shape, data })
+}
+
+#[derive(Clone, Copy)]
+enum Kind {
+    Plain(DataType),
+    Bool,
+    I64,
+    U64,
+}
+
+impl Kind {
+    fn size(self) -> usize {
+        match self {
+            Kind::Plain(d) => d.size(),
+            Kind::Bool => 1,
+            Kind::I64 | Kind::U64 => 8,
+        }
+    }
+}
+
+/// Element kind and byte order of a `descr` like `<u2`.
+fn parse_descr(descr: &str) -> Result<(Kind, bool)> {
+    let unsupported = || MedicalError::unsupported(NPY, format!("dtype '{descr}'"));
+    let mut chars = descr.chars();
+    let order = chars.next().ok_or_else(unsupported)?;
+    let big = match order {
+        '<' | '|' | '=' => cfg!(target_endian = "big") && order == '=',
+        '>' => true,
+        _ => return Err(unsupported()),
+    };
+    let kind = match chars.as_str() {
+        "u1" | "B" => Kind::Plain(DataType::U8),
+        "i1" | "b" => Kind::Plain(DataType::I8),
+        "b1" | "?" => Kind::Bool,
+        "u2" => Kind::Plain(DataType::U16),
+        "i2" => Kind::Plain(DataType::I16),
+        "u4" => Kind::Plain(DataType::U32),
+        "i4" => Kind::Plain(DataType::I32),
+        "f4" => Kind::Plain(DataType::F32),
+        "f8" => Kind::Plain(DataType::F64),
+        "i8" => Kind::I64,
+        "u8" => Kind::U64,
+        _ => return Err(unsupported()),
+    };
+    Ok((kind, big))
+}
+
+/// Reorders a Fortran-order array into C order.
+fn fortran_to_c(data: &VoxelData, shape: &[usize]) -> VoxelData {
+    let nd = shape.len();
+    let n: usize = shape.iter().product();
+    // Fortran strides: first axis fastest.
+    let mut fstride = vec![1usize; nd];
+    for a in 1..nd {
+        fstride[a] = fstride[a - 1] * shape[a - 1];
+    }
+    let mut src_index = Vec::with_capacity(n);
+    let mut idx = vec![0usize; nd];
+    for _ in 0..n {
+        src_index.push(idx.iter().zip(&fstride).map(|(i, s)| i * s).sum::<usize>());
+        // Increment the C-order multi-index (last axis fastest).
+        for a in (0..nd).rev() {
+            idx[a] += 1;
+            if idx[a] < shape[a] {
+                break;
+            }
+            idx[a] = 0;
+        }
+    }
+    macro_rules! gather {
+        ($v:expr, $variant:ident) => {
+            VoxelData::$variant(src_index.iter().map(|&s| $v[s]).collect())
+        };
+    }
+    match data {
+        VoxelData::U8(v) => gather!(v, U8),
+        VoxelData::I8(v) => gather!(v, I8),
+        VoxelData::U16(v) => gather!(v, U16),
+        VoxelData::I16(v) => gather!(v, I16),
+        VoxelData::U32(v) => gather!(v, U32),
+        VoxelData::I32(v) => gather!(v, I32),
+        VoxelData::F32(v) => gather!(v, F32),
+        VoxelData::F64(v) => gather!(v, F64),
+    }
+}
+
+#[derive(Default)]
+struct HeaderDict {
+    descr: Option<String>,
+    fortran_order: Option<bool>,
+    shape: Option<Vec<usize>>,
+}
+
+/// Parses the Python dict literal of a `.npy` header.
+fn parse_header_dict(s: &str) -> Result<HeaderDict> {
+    let bad =
+        |r: &str| MedicalError::format(NPY, format!("header dict: {r} in \"{}\"", s.trim_end()));
+    let mut p = s.trim();
+    p = p.strip_prefix('{').ok_or_else(|| bad("missing '{'"))?;
+    let mut d = HeaderDict::default();
+    loop {
+        p = p.trim_start();
+        if p.starts_with('}') {
+            return Ok(d);
+        }
+        let (key, rest) = take_quoted(p).ok_or_else(|| bad("expected a quoted key"))?;
+        p = rest
+            .trim_start()
+            .strip_prefix(':')
+            .ok_or_else(|| bad("expected ':'"))?
+            .trim_start();
+        match key {
+            "descr" => {
+                let (v, rest) = take_quoted(p).ok_or_else(|| bad("'descr' must be a string"))?;
+                d.descr = Some(v.to_string());
+                p = rest;
+            }
+            "fortran_order" => {
+                if let Some(rest) = p.strip_prefix("True") {
+                    d.fortran_order = Some(true);
+                    p = rest;
+                } else if let Some(rest) = p.strip_prefix("False") {
+                    d.fortran_order = Some(false);
+                    p = rest;
+                } else {
+                    return Err(bad("'fortran_order' must be True or False"));
+                }
+            }
+            "shape" => {
+                let rest = p
+                    .strip_prefix('(')
+                    .ok_or_else(|| bad("'shape' must be a tuple"))?;
+                let close = rest.find(')').ok_or_else(|| bad("unclosed shape tuple"))?;
+                let mut shape = Vec::new();
+                for t in rest[..close]
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|t| !t.is_empty())
+                {
+                    let t = t.trim_end_matches('L');
+                    shape.push(t.parse::<usize>().map_err(|_| bad("bad shape entry"))?);
+                    if shape.len() > 32 {
+                        return Err(bad("too many dimensions"));
+                    }
+                }
+                d.shape = Some(shape);
+                p = &rest[close + 1..];
+            }
+            _ => return Err(bad("unknown key")),
+        }
+        p = p.trim_start();
+        if let Some(rest) = p.strip_prefix(',') {
+            p = rest;
+        } else if !p.starts_with('}') {
+            return Err(bad("expected ',' or '}'"));
+        }
+    }
+}
+
+/// Splits a leading `'...'` or `"..."` string off `s`.
+fn take_quoted(s: &str) -> Option<(&str, &str)> {
+    let q = s.chars().next().filter(|c| *c == '\'' || *c == '"')?;
+    let rest = &s[1..];
+    let end = rest.find(q)?;
+    Some((&rest[..end], &rest[end + 1..]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn npy(descr: &str, fortran: bool, shape: &str, body: &[u8]) -> Vec<u8> {
+        let mut h = format!(
+            "{{'descr': '{descr}', 'fortran_order': {}, 'shape': {shape}, }}",
+            if fortran { "True" } else { "False" }
+        );
+        while (10 + h.len() + 1) % 64 != 0 {
+            h.push(' ');
+        }
+        h.push('\n');
+        let mut out = b"\x93NUMPY\x01\x00".to_vec();
+        out.extend_from_slice(&(h.len() as u16).to_le_bytes());
+        out.extend_from_slice(h.as_bytes());
+        out.extend_from_slice(body);
+        out
+    }
+
+    #[test]
+    fn parses_dtypes_orders_and_shapes() {
+        let a = parse_npy(&npy(
+            "<i2",
+            false,
+            "(2, 3)",
+            &[1, 0, 2, 0, 3, 0, 4, 0, 5, 0, 6, 0],
+        ))
+        .unwrap();
+        assert_eq!(a.shape, vec![2, 3]);
+        assert_eq!(a.data, VoxelData::I16(vec![1, 2, 3, 4, 5, 6]));
+        // Fortran order: memory holds columns first.
+        let a = parse_npy(&npy("|u1", true, "(2, 3)", &[1, 4, 2, 5, 3, 6])).unwrap();
+        assert_eq!(a.data, VoxelData::U8(vec![1, 2, 3, 4, 5, 6]));
+        let a = parse_npy(&npy(">f8", false, "(1,)", &2.5f64.to_be_bytes())).unwrap();
+        assert_eq!(a.data, VoxelData::F64(vec![2.5]));
+        let a = parse_npy(&npy("<i8", false, "()", &(-7i64).to_le_bytes())).unwrap();
+        assert_eq!((a.shape.len(), a.data), (0, VoxelData::I32(vec![-7])));
+        let a = parse_npy(&npy("|b1", false, "(3,)", &[0, 1, 2])).unwrap();
+        assert_eq!(a.data, VoxelData::U8(vec![0, 1, 1]));
+        assert!(parse_npy(&npy("<i8", false, "(1,)", &(1i64 << 40).to_le_bytes())).is_err());
+        assert!(parse_npy(&npy("<c8", false, "(1,)", &[0; 8])).is_err());
+        assert!(parse_npy(&npy("<u2", false, "(100000, 100000, 100000)", &[0; 8])).is_err());
+    }
+
+    /// A small `.npz` like the samples: `imgs`, `gts` and geometry members.
+    fn sample_npz(method: zip::CompressionMethod) -> Vec<u8> {
+        use std::io::Write;
+        let opts = zip::write::SimpleFileOptions::default().compression_method(method);
+        let mut w = zip::ZipWriter::new(Cursor::new(Vec::new()));
+        let imgs: Vec<u8> = (0..2 * 3 * 4).map(|i| (i * 7) as u8).collect();
+        let gts: Vec<u8> = (0..2 * 3 * 4).map(|i| (i % 5 == 0) as u8).collect();
+        let f64s = |v: &[f64]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
+        let members: [(&str, Vec<u8>); 5] = [
+            ("imgs.npy", npy("|u1", false, "(2, 3, 4)", &imgs)),
+            ("gts.npy", npy("|u1", false, "(2, 3, 4)", &gts)),
+            (
+                "spacing.npy",
+                npy("<f8", false, "(3,)", &f64s(&[0.5, 0.75, 5.0])),
+            ),
+            (
+                "direction.npy",
+                npy(
+                    "<f8",
+                    false,
+                    "(9,)",
+                    &f64s(&[0.0, 1.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, -1.0]),
+                ),
+            ),
+            (
+                "origin.npy",
+                npy("<f8", false, "(3,)", &f64s(&[1.0, 2.0, 3.0])),
+            ),
+        ];
+        for (name, data) in members {
+            w.start_file(name, opts).unwrap();
+            w.write_all(&data).unwrap();
+        }
+        w.finish().unwrap().into_inner()
+    }
+
+    #[test]
+    fn reads_sample_like_archives() {
+        for method in [
+            zip::CompressionMethod::Stored,
+            zip::CompressionMethod::Deflated,
+        ] {
+            let npz = Npz::parse(&sample_npz(method)).unwrap();
+            assert_eq!(
+                npz.names(),
+                vec!["imgs", "gts", "spacing", "direction", "origin"]
+            );
+            let v = npz.volume("imgs").unwrap();
+            assert_eq!(v.dims(), [4, 3, 2]);
+            assert_eq!(v.get([3, 2, 1]), Some(((3 + 4 * (2 + 3)) * 7) as f64));
+            let g = v.geometry();
+            assert_eq!(g.spacing, [0.5, 0.75, 5.0]);
+            assert_eq!(g.origin, [1.0, 2.0, 3.0]);
+            assert_eq!(
+                g.direction,
+                [[0.0, 1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, -1.0]]
+            );
+            assert!(npz.volume("nope").is_err());
+            assert!(npz.volume("spacing").is_err());
+        }
+    }
+
+    #[test]
+    fn fuzzed_archives_error_without_panic() {
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut rnd = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let t0 = std::time::Instant::now();
+        for method in [
+            zip::CompressionMethod::Stored,
+            zip::CompressionMethod::Deflated,
+        ] {
+            let good = sample_npz(method);
+            for len in 0..good.len() {
+                assert!(
+                    Npz::parse(&good[..len]).is_err(),
+                    "truncated to {len} parsed"
+                );
+            }
+            let mut errors = 0;
+            for _ in 0..3000 {
+                let mut b = good.clone();
+                for _ in 0..1 + rnd() % 3 {
+                    let i = (rnd() % b.len() as u64) as usize;
+                    b[i] ^= 1 + (rnd() % 255) as u8;
+                }
+                if Npz::parse(&b).and_then(|z| z.volume("imgs")).is_err() {
+                    errors += 1;
+                }
+            }
+            // Stored members carry CRCs too, so nearly every flip is caught.
+            assert!(
+                errors > 2000,
+                "{method:?}: only {errors} of 3000 corruptions detected"
+            );
+        }
+        assert!(t0.elapsed().as_secs_f64() < 5.0);
+    }
+}

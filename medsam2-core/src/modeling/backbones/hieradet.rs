@@ -1,0 +1,286 @@
+//! Hiera trunk (`sam2.modeling.backbones.hieradet`): a hierarchical ViT with
+//! windowed and global attention, query pooling at stage changes, and a
+//! windowed background position embedding.
+//!
+//! Tokens travel as NHWC (`[B, H, W, C]`) between blocks, as in the official
+//! code; [`Hiera::forward`] returns the stage outputs as NCHW.
+
+use std::sync::Mutex;
+
+use candle_core::{Module, Result, Tensor};
+use candle_nn::{LayerNorm, Linear, VarBuilder};
+
+use super::utils::{window_partition, window_unpartition, PatchEmbed};
+use crate::config::{Activation, HieraConfig};
+use crate::modeling::interp::interpolate_bicubic;
+use crate::modeling::sam2_utils::{layer_norm, linear, Mlp};
+
+/// Max pooling of an NHWC map with kernel = stride = `s` (`nn.MaxPool2d`,
+/// `ceil_mode=False`: a trailing partial row/column is dropped).
+pub fn max_pool_nhwc(x: &Tensor, s: [usize; 2]) -> Result<Tensor> {
+    let (b, h, w, c) = x.dims4()?;
+    let (ho, wo) = (h / s[0], w / s[1]);
+    if ho == 0 || wo == 0 {
+        candle_core::bail!("max_pool_nhwc: {h}x{w} smaller than the stride {s:?}");
+    }
+    let x = if ho * s[0] != h || wo * s[1] != w {
+        x.narrow(1, 0, ho * s[0])?.narrow(2, 0, wo * s[1])?.contiguous()?
+    } else {
+        x.contiguous()?
+    };
+    x.reshape((b, ho, s[0], wo, s[1], c))?.max(4)?.max(2)
+}
+
+/// Multi-head attention with optional query pooling (`MultiScaleAttention`).
+#[derive(Debug, Clone)]
+pub struct MultiScaleAttention {
+    qkv: Linear,
+    proj: Linear,
+    dim_out: usize,
+    num_heads: usize,
+    q_stride: Option<[usize; 2]>,
+}
+
+impl MultiScaleAttention {
+    /// Loads `qkv` (`dim → 3·dim_out`) and `proj` (`dim_out → dim_out`).
+    pub fn new(
+        dim: usize,
+        dim_out: usize,
+        num_heads: usize,
+        q_stride: Option<[usize; 2]>,
+        vb: VarBuilder,
+    ) -> Result<Self> {
+        if num_heads == 0 || dim_out % num_heads != 0 {
+            candle_core::bail!("MultiScaleAttention: {dim_out} channels not divisible by {num_heads} heads");
+        }
+        Ok(Self {
+            qkv: linear(dim, 3 * dim_out, vb.pp("qkv"))?,
+            proj: linear(dim_out, dim_out, vb.pp("proj"))?,
+            dim_out,
+            num_heads,
+            q_stride,
+        })
+    }
+
+    /// `[B, H, W, dim]` → `[B, H', W', dim_out]` (`H' = H / q_stride` with pooling).
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let (b, h, w, _) = x.dims4()?;
+        let nh = self.num_heads;
+        let hd = self.dim_out / nh;
+        let qkv = self.qkv.forward(x)?.reshape((b, h * w, 3, nh, hd))?;
+        let mut q = qkv.narrow(2, 0, 1)?.squeeze(2)?;
+        let (mut ho, mut wo) = (h, w);
+        if let Some(s) = self.q_stride {
+            let qp = max_pool_nhwc(&q.reshape((b, h, w, self.dim_out))?, s)?;
+            ho = qp.dim(1)?;
+            wo = qp.dim(2)?;
+            q = qp.reshape((b, ho * wo, nh, hd))?;
+        }
+        let k = qkv.narrow(2, 1, 1)?.squeeze(2)?;
+        let v = qkv.narrow(2, 2, 1)?.squeeze(2)?;
+        let q = q.transpose(1, 2)?.contiguous()?;
+        let k = k.transpose(1, 2)?.contiguous()?;
+        let v = v.transpose(1, 2)?.contiguous()?;
+        let scale = 1.0 / (hd as f64).sqrt();
+        let attn = (q.matmul(&k.t()?)? * scale)?;
+        let attn = candle_nn::ops::softmax_last_dim(&attn)?;
+        let o = attn.matmul(&v)?; // [B, nh, Lq, hd]
+        let o = o.transpose(1, 2)?.reshape((b, ho, wo, self.dim_out))?;
+        self.proj.forward(&o)
+    }
+}
+
+/// One Hiera block (`MultiScaleBlock`): (windowed) attention with optional
+/// query pooling and a channel projection of the shortcut, then an MLP.
+#[derive(Debug, Clone)]
+pub struct MultiScaleBlock {
+    norm1: LayerNorm,
+    norm2: LayerNorm,
+    attn: MultiScaleAttention,
+    mlp: Mlp,
+    proj: Option<Linear>,
+    window_size: usize,
+    q_stride: Option<[usize; 2]>,
+}
+
+impl MultiScaleBlock {
+    /// Loads a block; `window_size == 0` means global attention.
+    pub fn new(
+        dim: usize,
+        dim_out: usize,
+        num_heads: usize,
+        q_stride: Option<[usize; 2]>,
+        window_size: usize,
+        vb: VarBuilder,
+    ) -> Result<Self> {
+        let mlp_hidden = (dim_out as f64 * 4.0) as usize;
+        Ok(Self {
+            norm1: layer_norm(dim, 1e-6, vb.pp("norm1"))?,
+            norm2: layer_norm(dim_out, 1e-6, vb.pp("norm2"))?,
+            attn: MultiScaleAttention::new(dim, dim_out, num_heads, q_stride, vb.pp("attn"))?,
+            mlp: Mlp::new(dim_out, mlp_hidden, dim_out, 2, Activation::Gelu, false, vb.pp("mlp"))?,
+            proj: if dim != dim_out { Some(linear(dim, dim_out, vb.pp("proj"))?) } else { None },
+            window_size,
+            q_stride,
+        })
+    }
+
+    /// `[B, H, W, dim]` → `[B, H', W', dim_out]`.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let xn = self.norm1.forward(x)?;
+        let shortcut = match &self.proj {
+            Some(p) => {
+                let s = p.forward(&xn)?;
+                match self.q_stride {
+                    Some(st) => max_pool_nhwc(&s, st)?,
+                    None => s,
+                }
+            }
+            None => x.clone(),
+        };
+        let (h, w) = (xn.dim(1)?, xn.dim(2)?);
+        let mut ws = self.window_size;
+        let (xw, mut pad_hw) = if ws > 0 { window_partition(&xn, ws)? } else { (xn, (h, w)) };
+        let mut y = self.attn.forward(&xw)?;
+        let mut hw = (h, w);
+        if let Some(st) = self.q_stride {
+            ws = self.window_size / st[0];
+            hw = (shortcut.dim(1)?, shortcut.dim(2)?);
+            if ws > 0 {
+                pad_hw = (hw.0 + (ws - hw.0 % ws) % ws, hw.1 + (ws - hw.1 % ws) % ws);
+            }
+        }
+        if self.window_size > 0 {
+            y = window_unpartition(&y, ws, pad_hw, hw)?;
+        }
+        let x = (shortcut + y)?;
+        let m = self.mlp.forward(&self.norm2.forward(&x)?)?;
+        x + m
+    }
+}
+
+/// The Hiera trunk (`Hiera`), always returning every stage's output
+/// (`return_interm_layers=True`).
+#[derive(Debug)]
+pub struct Hiera {
+    patch_embed: PatchEmbed,
+    pos_embed: Tensor,
+    pos_embed_window: Tensor,
+    blocks: Vec<MultiScaleBlock>,
+    stage_ends: Vec<usize>,
+    stage_dims: Vec<usize>,
+    /// Position embedding of the last feature size, `[1, H, W, C]`.
+    pos_cache: Mutex<Option<((usize, usize), Tensor)>>,
+}
+
+impl Hiera {
+    /// Loads the trunk from `vb` at `image_encoder.trunk`.
+    pub fn new(cfg: &HieraConfig, vb: VarBuilder) -> Result<Self> {
+        if cfg.stages.is_empty() || cfg.window_spec.len() != cfg.stages.len() {
+            candle_core::bail!("Hiera: need one window size per stage");
+        }
+        let stage_ends = cfg.stage_ends();
+        let q_pool_blocks: Vec<usize> =
+            stage_ends[..stage_ends.len() - 1].iter().map(|e| e + 1).take(cfg.q_pool).collect();
+        let patch_embed = PatchEmbed::new(3, cfg.embed_dim, 7, 4, 3, vb.pp("patch_embed"))?;
+        let [bh, bw] = cfg.window_pos_embed_bkg_spatial_size;
+        let pos_embed = vb.get((1, cfg.embed_dim, bh, bw), "pos_embed")?;
+        let w0 = cfg.window_spec[0];
+        let pos_embed_window = vb.get((1, cfg.embed_dim, w0, w0), "pos_embed_window")?;
+
+        let depth: usize = cfg.stages.iter().sum();
+        let mut dim = cfg.embed_dim;
+        let mut heads = cfg.num_heads;
+        let mut cur_stage = 0;
+        let mut blocks = Vec::with_capacity(depth);
+        let mut stage_dims = Vec::with_capacity(cfg.stages.len());
+        for i in 0..depth {
+            let mut dim_out = dim;
+            // The first block of a stage still uses the previous stage's window.
+            let mut window = cfg.window_spec[cur_stage];
+            if cfg.global_att_blocks.contains(&i) {
+                window = 0;
+            }
+            if i > 0 && stage_ends.contains(&(i - 1)) {
+                dim_out = (dim as f64 * cfg.dim_mul) as usize;
+                heads = (heads as f64 * cfg.head_mul) as usize;
+                cur_stage += 1;
+            }
+            let q_stride = q_pool_blocks.contains(&i).then_some(cfg.q_stride);
+            blocks.push(MultiScaleBlock::new(
+                dim,
+                dim_out,
+                heads,
+                q_stride,
+                window,
+                vb.pp("blocks").pp(i),
+            )?);
+            dim = dim_out;
+            if stage_ends.contains(&i) {
+                stage_dims.push(dim);
+            }
+        }
+        Ok(Self {
+            patch_embed,
+            pos_embed,
+            pos_embed_window,
+            blocks,
+            stage_ends,
+            stage_dims,
+            pos_cache: Mutex::new(None),
+        })
+    }
+
+    /// Channels of the stage outputs, lowest resolution first (`channel_list`).
+    pub fn channel_list(&self) -> Vec<usize> {
+        self.stage_dims.iter().rev().copied().collect()
+    }
+
+    /// Background embedding resized bicubically to `(h, w)` plus the tiled
+    /// window embedding, as `[1, h, w, C]` (`_get_pos_embed`); cached per size.
+    pub fn pos_embed(&self, h: usize, w: usize) -> Result<Tensor> {
+        if let Ok(guard) = self.pos_cache.lock() {
+            if let Some((hw, t)) = guard.as_ref() {
+                if *hw == (h, w) {
+                    return Ok(t.clone());
+                }
+            }
+        }
+        let (_, _, wh, ww) = self.pos_embed_window.dims4()?;
+        if h % wh != 0 || w % ww != 0 {
+            candle_core::bail!("Hiera: feature size {h}x{w} is not a multiple of the window embedding {wh}x{ww}");
+        }
+        let bg = interpolate_bicubic(&self.pos_embed, h, w)?;
+        let win = self.pos_embed_window.repeat((1, 1, h / wh, w / ww))?;
+        let pe = (bg + win)?.permute((0, 2, 3, 1))?.contiguous()?;
+        if let Ok(mut guard) = self.pos_cache.lock() {
+            *guard = Some(((h, w), pe.clone()));
+        }
+        Ok(pe)
+    }
+
+    /// Stage outputs as NHWC `[B, H_i, W_i, C_i]`, highest resolution first.
+    pub fn forward_nhwc(&self, x: &Tensor) -> Result<Vec<Tensor>> {
+        let x = self.patch_embed.forward(x)?;
+        let (_, h, w, _) = x.dims4()?;
+        let pe = self.pos_embed(h, w)?.to_dtype(x.dtype())?;
+        let mut x = x.broadcast_add(&pe)?;
+        let mut outs = Vec::with_capacity(self.stage_ends.len());
+        for (i, blk) in self.blocks.iter().enumerate() {
+            x = blk.forward(&x)?;
+            if self.stage_ends.contains(&i) {
+                outs.push(x.clone());
+            }
+        }
+        Ok(outs)
+    }
+
+    /// `[B, 3, H, W]` pixels → stage outputs as NCHW `[B, C_i, H_i, W_i]`,
+    /// highest resolution first (`Hiera.forward`).
+    pub fn forward(&self, x: &Tensor) -> Result<Vec<Tensor>> {
+        self.forward_nhwc(x)?
+            .into_iter()
+            .map(|t| t.permute((0, 3, 1, 2))?.contiguous())
+            .collect()
+    }
+}

@@ -1,0 +1,802 @@
+//! Memory attention (`sam2.modeling.memory_attention`) and its rotary-position
+//! attention (`sam2.modeling.sam.transformer.RoPEAttention`).
+//!
+//! The current frame's features attend to themselves, then to the memory bank
+//! (spatial memories of earlier frames followed by object-pointer tokens).
+//! Rotary encodings are written in real form: a pair `(x₀, x₁)` of a head's
+//! channels is rotated by `θ` as `(x₀ cos θ − x₁ sin θ, x₀ sin θ + x₁ cos θ)`,
+//! which is the official complex product `(x₀ + i x₁)·e^{iθ}`.
+//!
+//! The cross-attention keys and values of a memory depend only on that memory
+//! (and its position encoding), so [`MemoryAttention::project_memory`] and
+//! [`MemoryAttention::forward_projected`] let a caller compute them apart from
+//! the attention itself.
+
+use std::sync::{Arc, Mutex};
+
+use candle_core::{DType, Device, DeviceLocation, Module, Result, Tensor};
+use candle_nn::{Linear, VarBuilder};
+
+use crate::config::{
+    Activation, MemoryAttentionConfig, MemoryAttentionLayerConfig, RoPEAttentionConfig,
+};
+use crate::modeling::memory_encoder::{cpu_f32, layer_norm_last};
+use crate::modeling::sam2_utils::{activation, linear};
+
+/// Epsilon of the `nn.LayerNorm`s of memory attention (PyTorch default).
+const LN_EPS: f64 = 1e-5;
+
+/// Largest attention-score block (elements) computed at once; queries are
+/// processed in row chunks beyond it, which bounds the memory of the
+/// 4096 × 28k score matrix of a full bank at 1024.
+const MAX_SCORE_ELEMS: usize = 1 << 23;
+
+/// Axial rotary tables (`compute_axial_cis`) in real form, f32, computed as
+/// PyTorch does: for a head dim `dim`, `dim / 4` frequencies
+/// `1 / theta^(4i / dim)`; token `t` sits at `x = t mod end_x`,
+/// `y = t div end_x`; the first `dim / 4` pairs rotate by `x · f_i`, the next
+/// `dim / 4` by `y · f_i`. Returns `(cos, sin)`, each `end_x · end_y` rows of
+/// `dim / 2` values (row-major).
+pub fn compute_axial_rope(
+    dim: usize,
+    end_x: usize,
+    end_y: usize,
+    theta: f64,
+) -> (Vec<f32>, Vec<f32>) {
+    let quarter = dim / 4;
+    let half = dim / 2;
+    let freqs: Vec<f32> = (0..quarter)
+        .map(|i| 1.0f32 / (theta as f32).powf((4 * i) as f32 / dim as f32))
+        .collect();
+    let n = end_x * end_y;
+    let mut cos = vec![0f32; n * half];
+    let mut sin = vec![0f32; n * half];
+    for t in 0..n {
+        let tx = (t % end_x) as f32;
+        let ty = (t / end_x) as f32;
+        let (c, s) = (
+            &mut cos[t * half..(t + 1) * half],
+            &mut sin[t * half..(t + 1) * half],
+        );
+        for (i, f) in freqs.iter().enumerate() {
+            let ax = tx * f;
+            let ay = ty * f;
+            c[i] = ax.cos();
+            s[i] = ax.sin();
+            c[quarter + i] = ay.cos();
+            s[quarter + i] = ay.sin();
+        }
+    }
+    (cos, sin)
+}
+
+/// Side of the square token map of `n` tokens (`sqrt(n)`, as the official
+/// rebuilds its tables), or an error when `n` is not a square.
+pub fn square_side(n: usize) -> Result<usize> {
+    let s = (n as f64).sqrt().round() as usize;
+    if s * s != n {
+        candle_core::bail!("RoPE attention: {n} query tokens do not form a square map");
+    }
+    Ok(s)
+}
+
+#[derive(Debug)]
+struct RopeEntry {
+    n: usize,
+    dim: usize,
+    theta_bits: u64,
+    location: DeviceLocation,
+    cos: Tensor,
+    sin: Tensor,
+}
+
+/// Rotary tables shared by attention layers, built once per
+/// (token count, head dim, theta, device): the official rebuilds its table
+/// from `sqrt(token count)` whenever the count differs from `feat_sizes`.
+#[derive(Debug, Clone, Default)]
+pub struct RopeCache {
+    entries: Arc<Mutex<Vec<RopeEntry>>>,
+}
+
+impl RopeCache {
+    /// An empty cache.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Tables `(cos, sin)`, each `[n, dim / 2]` f32 on `device`, for a square
+    /// map of `n` tokens.
+    pub fn tables(
+        &self,
+        n: usize,
+        dim: usize,
+        theta: f64,
+        device: &Device,
+    ) -> Result<(Tensor, Tensor)> {
+        let location = device.location();
+        let theta_bits = theta.to_bits();
+        let mut entries = self
+            .entries
+            .lock()
+            .map_err(|_| candle_core::Error::msg("RoPE cache poisoned"))?;
+        if let Some(e) = entries.iter().find(|e| {
+            e.n == n && e.dim == dim && e.theta_bits == theta_bits && e.location == location
+        }) {
+            return Ok((e.cos.clone(), e.sin.clone()));
+        }
+        let side = square_side(n)?;
+        let (c, s) = compute_axial_rope(dim, side, side, theta);
+        let cos = Tensor::from_vec(c, (n, dim / 2), device)?;
+        let sin = Tensor::from_vec(s, (n, dim / 2), device)?;
+        entries.push(RopeEntry {
+            n,
+            dim,
+            theta_bits,
+            location,
+            cos: cos.clone(),
+            sin: sin.clone(),
+        });
+        Ok((cos, sin))
+    }
+}
+
+/// `apply_rotary_enc` on one tensor: `x` `[B, H, L, d]`, tables `[n, d / 2]`.
+/// The first `n_rope` tokens are rotated, token `l` by table row `l mod n`
+/// (`repeat_freqs_k`: several memories share the query's positions); the
+/// remaining tokens (object pointers, `num_k_exclude_rope`) pass unchanged.
+/// `n_rope` must be a multiple of `n`.
+pub fn apply_rotary_enc(x: &Tensor, cos: &Tensor, sin: &Tensor, n_rope: usize) -> Result<Tensor> {
+    let (b, h, l, d) = x.dims4()?;
+    let (n, half) = cos.dims2()?;
+    if half * 2 != d || sin.dims2()? != (n, half) {
+        candle_core::bail!("RoPE: tables {:?} do not fit head dim {d}", cos.shape());
+    }
+    if n_rope > l || n == 0 || n_rope % n != 0 {
+        candle_core::bail!(
+            "RoPE: {n_rope} rotated tokens of {l} are not a multiple of the {n}-token map"
+        );
+    }
+    if n_rope == 0 {
+        return Ok(x.clone());
+    }
+    let dtype = x.dtype();
+    let xf = x.to_dtype(DType::F32)?.contiguous()?;
+    let cos = cos.to_dtype(DType::F32)?.contiguous()?;
+    let sin = sin.to_dtype(DType::F32)?.contiguous()?;
+    if xf.device().is_cpu() {
+        let out = {
+            let (xs, xl) = xf.storage_and_layout();
+            let (cs, cl) = cos.storage_and_layout();
+            let (ss, sl) = sin.storage_and_layout();
+            match (cpu_f32(&xs, xl), cpu_f32(&cs, cl), cpu_f32(&ss, sl)) {
+                (Some(xv), Some(cv), Some(sv)) => Some(rope_cpu(xv, cv, sv, l, d, n, n_rope)),
+                _ => None,
+            }
+        };
+        if let Some(out) = out {
+            return Tensor::from_vec(out, (b, h, l, d), xf.device())?.to_dtype(dtype);
+        }
+    }
+    rope_generic(&xf, &cos, &sin, n_rope)?.to_dtype(dtype)
+}
+
+/// Device-independent [`apply_rotary_enc`] on f32 tensors: the leading tokens
+/// are rotated as `n_rope / n` maps of `n` tokens by candle's interleaved
+/// rotary op, the rest is appended unchanged.
+fn rope_generic(xf: &Tensor, cos: &Tensor, sin: &Tensor, n_rope: usize) -> Result<Tensor> {
+    let (b, h, l, d) = xf.dims4()?;
+    let n = cos.dim(0)?;
+    let r = n_rope / n;
+    let head = xf
+        .narrow(2, 0, n_rope)?
+        .contiguous()?
+        .reshape((b, h * r, n, d))?;
+    let rotated = candle_nn::rotary_emb::rope_i(&head, cos, sin)?.reshape((b, h, n_rope, d))?;
+    if n_rope < l {
+        Tensor::cat(&[rotated, xf.narrow(2, n_rope, l - n_rope)?], 2)
+    } else {
+        Ok(rotated)
+    }
+}
+
+/// CPU kernel of [`apply_rotary_enc`] on contiguous `[BH, l, d]` data.
+fn rope_cpu(
+    x: &[f32],
+    cos: &[f32],
+    sin: &[f32],
+    l: usize,
+    d: usize,
+    n: usize,
+    n_rope: usize,
+) -> Vec<f32> {
+    let half = d / 2;
+    let mut out = vec![0f32; x.len()];
+    for (src, dst) in x.chunks_exact(l * d).zip(out.chunks_exact_mut(l * d)) {
+        for t in 0..l {
+            let s = &src[t * d..(t + 1) * d];
+            let o = &mut dst[t * d..(t + 1) * d];
+            if t >= n_rope {
+                o.copy_from_slice(s);
+                continue;
+            }
+            let row = t % n;
+            let c = &cos[row * half..(row + 1) * half];
+            let sn = &sin[row * half..(row + 1) * half];
+            for (((op, sp), &cv), &sv) in
+                o.chunks_exact_mut(2).zip(s.chunks_exact(2)).zip(c).zip(sn)
+            {
+                let (x0, x1) = (sp[0], sp[1]);
+                op[0] = x0 * cv - x1 * sv;
+                op[1] = x0 * sv + x1 * cv;
+            }
+        }
+    }
+    out
+}
+
+/// `e^x` for `x ≤ 0` (inputs below −87 give ≈ 1e-38), branch-free so that
+/// loops over it vectorise: Cody–Waite reduction by ln 2 and the Cephes
+/// `expf` polynomial (≈ 1 ulp).
+#[inline(always)]
+fn exp_nonpos(x: f32) -> f32 {
+    const LOG2E: f32 = std::f32::consts::LOG2_E;
+    const C1: f32 = 0.693_359_4;
+    const C2: f32 = -2.121_944_4e-4;
+    const ROUND: f32 = 12_582_912.0; // 1.5 · 2^23: adding it rounds to an integer
+    let x = if x < -87.0 { -87.0 } else { x };
+    let n = (x * LOG2E + ROUND) - ROUND;
+    let r = x - n * C1 - n * C2;
+    let p = 1.987_569_1e-4;
+    let p = p * r + 1.398_199_9e-3;
+    let p = p * r + 8.333_452e-3;
+    let p = p * r + 4.166_579_6e-2;
+    let p = p * r + 1.666_666_5e-1;
+    let p = p * r + 5.000_000_1e-1;
+    let y = p * (r * r) + r + 1.0;
+    y * f32::from_bits(((n as i32 + 127) as u32) << 23)
+}
+
+/// Softmax of each row of `src` (rows of `n`) into `dst`.
+#[inline(always)]
+fn softmax_rows_impl(src: &[f32], dst: &mut [f32], n: usize) {
+    const LANES: usize = 8;
+    for (s, d) in src.chunks_exact(n).zip(dst.chunks_exact_mut(n)) {
+        let mut m = [f32::NEG_INFINITY; LANES];
+        let mut chunks = s.chunks_exact(LANES);
+        for c in &mut chunks {
+            for i in 0..LANES {
+                m[i] = if c[i] > m[i] { c[i] } else { m[i] };
+            }
+        }
+        let mut max = m
+            .iter()
+            .fold(f32::NEG_INFINITY, |a, &b| if b > a { b } else { a });
+        for &v in chunks.remainder() {
+            max = if v > max { v } else { max };
+        }
+        for (dv, &sv) in d.iter_mut().zip(s) {
+            *dv = exp_nonpos(sv - max);
+        }
+        let mut acc = [0f32; LANES];
+        let mut chunks = d.chunks_exact(LANES);
+        for c in &mut chunks {
+            for i in 0..LANES {
+                acc[i] += c[i];
+            }
+        }
+        let sum = acc.iter().sum::<f32>() + chunks.remainder().iter().sum::<f32>();
+        let inv = 1.0 / sum;
+        for dv in d.iter_mut() {
+            *dv *= inv;
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn softmax_rows_avx2(src: &[f32], dst: &mut [f32], n: usize) {
+    softmax_rows_impl(src, dst, n)
+}
+
+/// Softmax of rows, with the AVX2 build of the loop where the CPU has it.
+fn softmax_rows(src: &[f32], dst: &mut [f32], n: usize) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU supports AVX2 (checked just above).
+        unsafe { softmax_rows_avx2(src, dst, n) };
+        return;
+    }
+    softmax_rows_impl(src, dst, n)
+}
+
+/// Softmax over the last dim. f32 CPU tensors use a vectorised exponential
+/// and all threads (the attention scores are the largest tensors of the
+/// tracking step); other tensors use candle's op.
+pub fn softmax_last(x: &Tensor) -> Result<Tensor> {
+    let n = x.dim(candle_core::D::Minus1)?;
+    if x.device().is_cpu() && x.dtype() == DType::F32 && n > 0 {
+        let x = x.contiguous()?;
+        let out = {
+            let (xs, xl) = x.storage_and_layout();
+            cpu_f32(&xs, xl).map(|src| {
+                let mut dst = vec![0f32; src.len()];
+                let rows = src.len() / n;
+                let threads = candle_core::utils::get_num_threads().clamp(1, rows.max(1));
+                if threads == 1 || src.len() < 1 << 16 {
+                    softmax_rows(src, &mut dst, n);
+                } else {
+                    let per = rows.div_ceil(threads) * n;
+                    std::thread::scope(|sc| {
+                        for (s, d) in src.chunks(per).zip(dst.chunks_mut(per)) {
+                            sc.spawn(move || softmax_rows(s, d, n));
+                        }
+                    });
+                }
+                dst
+            })
+        };
+        if let Some(out) = out {
+            return Tensor::from_vec(out, x.shape(), x.device());
+        }
+    }
+    candle_nn::ops::softmax_last_dim(x)
+}
+
+/// `softmax(q kᵀ / sqrt(d)) v` on `[B, H, L, d]` tensors, as contiguous batched
+/// matmuls; long query sets go in row chunks to bound the score matrix.
+pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Tensor> {
+    let (b, h, lq, d) = q.dims4()?;
+    let lk = k.dim(2)?;
+    let q = (q.contiguous()? * (1.0 / (d as f64).sqrt()))?;
+    let kt = k.contiguous()?.t()?;
+    let v = v.contiguous()?;
+    let block = |qc: &Tensor| -> Result<Tensor> {
+        let scores = qc.matmul(&kt)?;
+        let probs = softmax_last(&scores)?;
+        probs.matmul(&v)
+    };
+    let rows = (MAX_SCORE_ELEMS / (b * h * lk).max(1)).max(1);
+    if rows >= lq {
+        return block(&q);
+    }
+    let mut outs = Vec::with_capacity(lq.div_ceil(rows));
+    let mut start = 0;
+    while start < lq {
+        let len = rows.min(lq - start);
+        outs.push(block(&q.narrow(2, start, len)?)?);
+        start += len;
+    }
+    Tensor::cat(&outs, 2)
+}
+
+/// Attention with rotary position encoding (`RoPEAttention`): `q_proj`,
+/// `k_proj`, `v_proj` (from `kv_in_dim`), `out_proj`, `num_heads` heads of
+/// `embedding_dim / downsample_rate / num_heads` channels.
+#[derive(Debug, Clone)]
+pub struct RoPEAttention {
+    q_proj: Linear,
+    k_proj: Linear,
+    v_proj: Linear,
+    out_proj: Linear,
+    num_heads: usize,
+    head_dim: usize,
+    rope_theta: f64,
+    rope_k_repeat: bool,
+    rope: RopeCache,
+}
+
+impl RoPEAttention {
+    /// Loads the four projections under `vb`; rotary tables come from `rope`.
+    pub fn new(cfg: &RoPEAttentionConfig, rope: RopeCache, vb: VarBuilder) -> Result<Self> {
+        let internal = cfg.embedding_dim / cfg.downsample_rate.max(1);
+        let kv_in = cfg.kv_in_dim.unwrap_or(cfg.embedding_dim);
+        if cfg.num_heads == 0
+            || internal % cfg.num_heads != 0
+            || (internal / cfg.num_heads) % 4 != 0
+        {
+            candle_core::bail!(
+                "RoPE attention: head dim of {internal} channels over {} heads must be a multiple of 4",
+                cfg.num_heads
+            );
+        }
+        Ok(Self {
+            q_proj: linear(cfg.embedding_dim, internal, vb.pp("q_proj"))?,
+            k_proj: linear(kv_in, internal, vb.pp("k_proj"))?,
+            v_proj: linear(kv_in, internal, vb.pp("v_proj"))?,
+            out_proj: linear(internal, cfg.embedding_dim, vb.pp("out_proj"))?,
+            num_heads: cfg.num_heads,
+            head_dim: internal / cfg.num_heads,
+            rope_theta: cfg.rope_theta,
+            rope_k_repeat: cfg.rope_k_repeat,
+            rope,
+        })
+    }
+
+    /// `[B, L, H·dh]` → `[B, H, L, dh]` (contiguous).
+    fn separate_heads(&self, x: &Tensor) -> Result<Tensor> {
+        let (b, l, _) = x.dims3()?;
+        x.reshape((b, l, self.num_heads, self.head_dim))?
+            .transpose(1, 2)?
+            .contiguous()
+    }
+
+    /// Projected, unrotated queries `[B, H, Lq, dh]` of `q` `[B, Lq, C]`.
+    pub fn project_q(&self, q: &Tensor) -> Result<Tensor> {
+        self.separate_heads(&self.q_proj.forward(&q.contiguous()?)?)
+    }
+
+    /// Projected, unrotated keys and values `[B, H, Lk, dh]` of `k`, `v`
+    /// `[B, Lk, kv_in_dim]` (what a memory cache would keep).
+    pub fn project_kv(&self, k: &Tensor, v: &Tensor) -> Result<(Tensor, Tensor)> {
+        let k = self.separate_heads(&self.k_proj.forward(&k.contiguous()?)?)?;
+        let v = self.separate_heads(&self.v_proj.forward(&v.contiguous()?)?)?;
+        Ok((k, v))
+    }
+
+    /// Rotates projected queries and keys (all but the last
+    /// `num_k_exclude_rope` keys), attends and applies `out_proj`:
+    /// `[B, H, Lq, dh]`, `[B, H, Lk, dh]` ×2 → `[B, Lq, C]`.
+    pub fn attend(
+        &self,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        num_k_exclude_rope: usize,
+    ) -> Result<Tensor> {
+        let (b, _, lq, _) = q.dims4()?;
+        let lk = k.dim(2)?;
+        if num_k_exclude_rope > lk {
+            candle_core::bail!("RoPE attention: {num_k_exclude_rope} excluded keys of {lk}");
+        }
+        let n_rope = lk - num_k_exclude_rope;
+        if n_rope != lq && !self.rope_k_repeat {
+            candle_core::bail!(
+                "RoPE attention: {n_rope} rotated keys for {lq} queries without rope_k_repeat"
+            );
+        }
+        let (cos, sin) = self
+            .rope
+            .tables(lq, self.head_dim, self.rope_theta, q.device())?;
+        let q = apply_rotary_enc(q, &cos, &sin, lq)?;
+        let k = apply_rotary_enc(k, &cos, &sin, n_rope)?;
+        let out = attention(&q, &k, v)?;
+        let out =
+            out.transpose(1, 2)?
+                .contiguous()?
+                .reshape((b, lq, self.num_heads * self.head_dim))?;
+        self.out_proj.forward(&out)
+    }
+
+    /// `forward(q, k, v, num_k_exclude_rope)`: `q` `[B, Lq, C]`, `k`, `v`
+    /// `[B, Lk, kv_in_dim]` → `[B, Lq, C]`. `Lq` must be a square map.
+    pub fn forward(
+        &self,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        num_k_exclude_rope: usize,
+    ) -> Result<Tensor> {
+        let qh = self.project_q(q)?;
+        let (kh, vh) = self.project_kv(k, v)?;
+        self.attend(&qh, &kh, &vh, num_k_exclude_rope)
+    }
+}
+
+/// Projected cross-attention keys and values of one layer, `[B, H, M, dh]`.
+#[derive(Debug, Clone)]
+pub struct ProjectedMemory {
+    /// Keys (unrotated).
+    pub k: Tensor,
+    /// Values.
+    pub v: Tensor,
+}
+
+/// One layer (`MemoryAttentionLayer`), pre-norm: self-attention, cross-attention
+/// to the memory, MLP, each added to the residual stream.
+#[derive(Debug, Clone)]
+pub struct MemoryAttentionLayer {
+    self_attn: RoPEAttention,
+    cross_attn_image: RoPEAttention,
+    linear1: Linear,
+    linear2: Linear,
+    norms: [(Tensor, Tensor); 3],
+    act: Activation,
+    pos_enc_at_attn: bool,
+    pos_enc_at_cross_attn_keys: bool,
+    pos_enc_at_cross_attn_queries: bool,
+}
+
+impl MemoryAttentionLayer {
+    /// Loads `self_attn`, `cross_attn_image`, `linear1/2`, `norm1/2/3` under `vb`.
+    pub fn new(
+        cfg: &MemoryAttentionLayerConfig,
+        d_model: usize,
+        rope: RopeCache,
+        vb: VarBuilder,
+    ) -> Result<Self> {
+        let norm = |name: &str| -> Result<(Tensor, Tensor)> {
+            let v = vb.pp(name);
+            Ok((v.get(d_model, "weight")?, v.get(d_model, "bias")?))
+        };
+        Ok(Self {
+            self_attn: RoPEAttention::new(&cfg.self_attention, rope.clone(), vb.pp("self_attn"))?,
+            cross_attn_image: RoPEAttention::new(
+                &cfg.cross_attention,
+                rope,
+                vb.pp("cross_attn_image"),
+            )?,
+            linear1: linear(d_model, cfg.dim_feedforward, vb.pp("linear1"))?,
+            linear2: linear(cfg.dim_feedforward, d_model, vb.pp("linear2"))?,
+            norms: [norm("norm1")?, norm("norm2")?, norm("norm3")?],
+            act: cfg.activation,
+            pos_enc_at_attn: cfg.pos_enc_at_attn,
+            pos_enc_at_cross_attn_keys: cfg.pos_enc_at_cross_attn_keys,
+            pos_enc_at_cross_attn_queries: cfg.pos_enc_at_cross_attn_queries,
+        })
+    }
+
+    fn norm(&self, i: usize, x: &Tensor) -> Result<Tensor> {
+        layer_norm_last(x, &self.norms[i].0, &self.norms[i].1, LN_EPS)
+    }
+
+    /// Cross-attention keys (`memory + pos` when `pos_enc_at_cross_attn_keys`)
+    /// and values (`memory`), projected: `memory`, `pos` `[B, M, Cm]`.
+    pub fn project_memory(&self, memory: &Tensor, pos: &Tensor) -> Result<ProjectedMemory> {
+        let k_in = if self.pos_enc_at_cross_attn_keys {
+            (memory + pos)?
+        } else {
+            memory.clone()
+        };
+        let (k, v) = self.cross_attn_image.project_kv(&k_in, memory)?;
+        Ok(ProjectedMemory { k, v })
+    }
+
+    /// The layer on batch-first `tgt`, `query_pos` `[B, L, C]` with projected memory.
+    pub fn forward_projected(
+        &self,
+        tgt: &Tensor,
+        query_pos: &Tensor,
+        memory: &ProjectedMemory,
+        num_k_exclude_rope: usize,
+    ) -> Result<Tensor> {
+        // Self-attention.
+        let t2 = self.norm(0, tgt)?;
+        let qk = if self.pos_enc_at_attn {
+            (&t2 + query_pos)?
+        } else {
+            t2.clone()
+        };
+        let tgt = (tgt + self.self_attn.forward(&qk, &qk, &t2, 0)?)?;
+        // Cross-attention.
+        let t2 = self.norm(1, &tgt)?;
+        let q = if self.pos_enc_at_cross_attn_queries {
+            (&t2 + query_pos)?
+        } else {
+            t2
+        };
+        let q = self.cross_attn_image.project_q(&q)?;
+        let ca = self
+            .cross_attn_image
+            .attend(&q, &memory.k, &memory.v, num_k_exclude_rope)?;
+        let tgt = (tgt + ca)?;
+        // MLP.
+        let t2 = self.norm(2, &tgt)?;
+        let t2 = self
+            .linear2
+            .forward(&activation(&self.linear1.forward(&t2)?, self.act)?)?;
+        tgt + t2
+    }
+
+    /// `forward(tgt, memory, pos, query_pos, num_k_exclude_rope)` on batch-first
+    /// tensors: `tgt`, `query_pos` `[B, L, C]`, `memory`, `pos` `[B, M, Cm]`.
+    pub fn forward(
+        &self,
+        tgt: &Tensor,
+        memory: &Tensor,
+        pos: &Tensor,
+        query_pos: &Tensor,
+        num_k_exclude_rope: usize,
+    ) -> Result<Tensor> {
+        let mem = self.project_memory(memory, pos)?;
+        self.forward_projected(tgt, query_pos, &mem, num_k_exclude_rope)
+    }
+}
+
+/// Memory attention (`MemoryAttention`): `layers.{i}` then the final `norm`.
+#[derive(Debug, Clone)]
+pub struct MemoryAttention {
+    layers: Vec<MemoryAttentionLayer>,
+    norm: (Tensor, Tensor),
+    pos_enc_at_input: bool,
+}
+
+impl MemoryAttention {
+    /// Loads `layers.{i}` and `norm` under `vb` (`memory_attention`).
+    pub fn new(cfg: &MemoryAttentionConfig, vb: VarBuilder) -> Result<Self> {
+        let rope = RopeCache::new();
+        let layers = (0..cfg.num_layers)
+            .map(|i| {
+                MemoryAttentionLayer::new(
+                    &cfg.layer,
+                    cfg.d_model,
+                    rope.clone(),
+                    vb.pp("layers").pp(i),
+                )
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let n = vb.pp("norm");
+        Ok(Self {
+            layers,
+            norm: (n.get(cfg.d_model, "weight")?, n.get(cfg.d_model, "bias")?),
+            pos_enc_at_input: cfg.pos_enc_at_input,
+        })
+    }
+
+    /// Projected cross-attention keys/values of every layer for `memory`,
+    /// `memory_pos` `[M, B, Cm]` (sequence-first).
+    pub fn project_memory(
+        &self,
+        memory: &Tensor,
+        memory_pos: &Tensor,
+    ) -> Result<Vec<ProjectedMemory>> {
+        let memory = memory.transpose(0, 1)?.contiguous()?;
+        let memory_pos = memory_pos.transpose(0, 1)?.contiguous()?;
+        self.layers
+            .iter()
+            .map(|l| l.project_memory(&memory, &memory_pos))
+            .collect()
+    }
+
+    /// [`MemoryAttention::forward`] with memory projected by
+    /// [`MemoryAttention::project_memory`].
+    pub fn forward_projected(
+        &self,
+        curr: &Tensor,
+        curr_pos: &Tensor,
+        memory: &[ProjectedMemory],
+        num_obj_ptr_tokens: usize,
+    ) -> Result<Tensor> {
+        if memory.len() != self.layers.len() {
+            candle_core::bail!(
+                "memory attention: {} projected memories for {} layers",
+                memory.len(),
+                self.layers.len()
+            );
+        }
+        self.run(curr, curr_pos, |i, layer, output, query_pos| {
+            layer.forward_projected(output, query_pos, &memory[i], num_obj_ptr_tokens)
+        })
+    }
+
+    /// `forward(curr, memory, curr_pos, memory_pos, num_obj_ptr_tokens)` on
+    /// sequence-first tensors: `curr`, `curr_pos` `[L, B, C]` (L a square map),
+    /// `memory`, `memory_pos` `[M, B, Cm]` (spatial memories first, then
+    /// `num_obj_ptr_tokens` pointer tokens, which are not rotated) → `[L, B, C]`.
+    /// Each layer's keys and values are projected when the layer runs.
+    pub fn forward(
+        &self,
+        curr: &Tensor,
+        memory: &Tensor,
+        curr_pos: &Tensor,
+        memory_pos: &Tensor,
+        num_obj_ptr_tokens: usize,
+    ) -> Result<Tensor> {
+        if curr.dim(1)? != memory.dim(1)? {
+            candle_core::bail!(
+                "memory attention: batch of curr {:?} and memory {:?} differ",
+                curr.shape(),
+                memory.shape()
+            );
+        }
+        let memory = memory.transpose(0, 1)?.contiguous()?;
+        let memory_pos = memory_pos.transpose(0, 1)?.contiguous()?;
+        self.run(curr, curr_pos, |_, layer, output, query_pos| {
+            layer.forward(output, &memory, &memory_pos, query_pos, num_obj_ptr_tokens)
+        })
+    }
+
+    /// Input encoding, layers (batch-first), final norm, back to sequence-first.
+    fn run(
+        &self,
+        curr: &Tensor,
+        curr_pos: &Tensor,
+        mut layer_fn: impl FnMut(usize, &MemoryAttentionLayer, &Tensor, &Tensor) -> Result<Tensor>,
+    ) -> Result<Tensor> {
+        if curr.dims3()? != curr_pos.dims3()? {
+            candle_core::bail!(
+                "memory attention: curr {:?} vs curr_pos {:?}",
+                curr.shape(),
+                curr_pos.shape()
+            );
+        }
+        let output = if self.pos_enc_at_input {
+            (curr + (curr_pos * 0.1)?)?
+        } else {
+            curr.clone()
+        };
+        let mut output = output.transpose(0, 1)?.contiguous()?;
+        let query_pos = curr_pos.transpose(0, 1)?.contiguous()?;
+        for (i, layer) in self.layers.iter().enumerate() {
+            output = layer_fn(i, layer, &output, &query_pos)?;
+        }
+        let normed = layer_norm_last(&output, &self.norm.0, &self.norm.1, LN_EPS)?;
+        normed.transpose(0, 1)?.contiguous()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The generic (non-CPU) rotary path equals the CPU kernel, including
+    /// repeated maps, excluded tokens and several heads.
+    #[test]
+    fn rope_generic_matches_cpu_kernel() -> Result<()> {
+        let dev = Device::Cpu;
+        let (c, s) = compute_axial_rope(16, 3, 3, 10000.0);
+        let cos = Tensor::from_vec(c, (9, 8), &dev)?;
+        let sin = Tensor::from_vec(s, (9, 8), &dev)?;
+        let x = Tensor::randn(0f32, 1.0, (2, 3, 9 * 4 + 5, 16), &dev)?;
+        for n_rope in [0, 9, 27, 36] {
+            let fast = apply_rotary_enc(&x, &cos, &sin, n_rope)?;
+            let slow = if n_rope == 0 {
+                x.clone()
+            } else {
+                rope_generic(&x, &cos, &sin, n_rope)?
+            };
+            let d = (fast - slow)?.abs()?.max_all()?.to_scalar::<f32>()?;
+            assert!(d < 1e-6, "n_rope {n_rope}: {d}");
+        }
+        Ok(())
+    }
+
+    /// The vectorised exponential is within 2 ulp of the exact one on [-87, 0].
+    #[test]
+    fn exp_nonpos_accuracy() {
+        let mut worst = 0f64;
+        for i in 0..=870_000 {
+            let x = -(i as f32) * 1e-4;
+            let want = (x as f64).exp();
+            let rel = ((exp_nonpos(x) as f64 - want) / want).abs();
+            worst = worst.max(rel);
+        }
+        assert!(worst < 2.5e-7, "max relative error {worst:e}");
+        assert_eq!(exp_nonpos(0.0), 1.0);
+    }
+
+    /// The threaded, vectorised softmax equals candle's.
+    #[test]
+    fn softmax_matches_candle() -> Result<()> {
+        let dev = Device::Cpu;
+        for shape in [(3usize, 5usize, 13usize), (2, 300, 1031)] {
+            let x = (Tensor::randn(0f32, 4.0, shape, &dev)? - 3.0)?;
+            let got = softmax_last(&x)?;
+            let want = candle_nn::ops::softmax_last_dim(&x)?;
+            let d = (got - want)?.abs()?.max_all()?.to_scalar::<f32>()?;
+            assert!(d < 1e-6, "{shape:?}: {d}");
+        }
+        Ok(())
+    }
+
+    /// The tensor-op layer norm (other devices) equals the CPU loop.
+    #[test]
+    fn layer_norm_paths_agree() -> Result<()> {
+        let dev = Device::Cpu;
+        let x = (Tensor::randn(0f32, 1.0, (3, 5, 32), &dev)? + 20.0)?;
+        let w = Tensor::randn(1f32, 0.1, 32, &dev)?;
+        let b = Tensor::randn(0f32, 0.1, 32, &dev)?;
+        let fast = layer_norm_last(&x, &w, &b, 1e-5)?;
+        let slow = layer_norm_last(
+            &x.to_dtype(DType::F64)?,
+            &w.to_dtype(DType::F64)?,
+            &b.to_dtype(DType::F64)?,
+            1e-5,
+        )?;
+        let d = (fast.to_dtype(DType::F64)? - slow)?
+            .abs()?
+            .max_all()?
+            .to_scalar::<f64>()?;
+        assert!(d < 1e-5, "{d}");
+        Ok(())
+    }
+}

@@ -1,0 +1,10 @@
+//! SAM heads (`sam2.modeling.sam`): prompt encoder, two-way transformer and
+//! mask decoder.
+
+pub mod mask_decoder;
+pub mod prompt_encoder;
+pub mod transformer;
+
+pub use mask_decoder::{AllMasks, MaskDecoder, MaskDecoderOutput};
+pub use prompt_encoder::PromptEncoder;
+pub use transformer::{Attention, TwoWayAttentionBlock, TwoWayTransformer};

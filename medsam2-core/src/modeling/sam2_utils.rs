@@ -1,0 +1,190 @@
+//! Shared building blocks (`sam2.modeling.sam2_utils`): MLP, LayerNorm2d,
+//! activations, and a fast depthwise convolution.
+
+use candle_core::{DType, Module, Result, Tensor, D};
+use candle_nn::{Linear, VarBuilder};
+
+use crate::config::Activation;
+
+/// Applies an activation (`get_activation_fn`); GELU is the exact erf form.
+pub fn activation(x: &Tensor, act: Activation) -> Result<Tensor> {
+    match act {
+        Activation::Relu => x.relu(),
+        Activation::Gelu => x.gelu_erf(),
+    }
+}
+
+/// `nn.Linear` with weights `{prefix}.weight` `[out, in]` and `{prefix}.bias`.
+pub fn linear(in_dim: usize, out_dim: usize, vb: VarBuilder) -> Result<Linear> {
+    candle_nn::linear(in_dim, out_dim, vb)
+}
+
+/// Multi-layer perceptron (`MLP`): `layers.{i}` linears, activation between them.
+#[derive(Debug, Clone)]
+pub struct Mlp {
+    layers: Vec<Linear>,
+    act: Activation,
+    sigmoid_output: bool,
+}
+
+impl Mlp {
+    /// Loads `num_layers` linears under `{vb}.layers.{i}`.
+    pub fn new(
+        input_dim: usize,
+        hidden_dim: usize,
+        output_dim: usize,
+        num_layers: usize,
+        act: Activation,
+        sigmoid_output: bool,
+        vb: VarBuilder,
+    ) -> Result<Self> {
+        let mut layers = Vec::with_capacity(num_layers);
+        for i in 0..num_layers {
+            let n = if i == 0 { input_dim } else { hidden_dim };
+            let k = if i + 1 == num_layers { output_dim } else { hidden_dim };
+            layers.push(linear(n, k, vb.pp("layers").pp(i))?);
+        }
+        Ok(Self { layers, act, sigmoid_output })
+    }
+}
+
+impl Module for Mlp {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let mut x = x.clone();
+        let n = self.layers.len();
+        for (i, l) in self.layers.iter().enumerate() {
+            x = l.forward(&x)?;
+            if i + 1 < n {
+                x = activation(&x, self.act)?;
+            }
+        }
+        if self.sigmoid_output {
+            x = candle_nn::ops::sigmoid(&x)?;
+        }
+        Ok(x)
+    }
+}
+
+/// Layer norm over the channel dim of an NCHW map (`LayerNorm2d`).
+#[derive(Debug, Clone)]
+pub struct LayerNorm2d {
+    weight: Tensor,
+    bias: Tensor,
+    eps: f64,
+}
+
+impl LayerNorm2d {
+    /// Loads `weight` and `bias` of `num_channels`.
+    pub fn new(num_channels: usize, eps: f64, vb: VarBuilder) -> Result<Self> {
+        Ok(Self {
+            weight: vb.get(num_channels, "weight")?,
+            bias: vb.get(num_channels, "bias")?,
+            eps,
+        })
+    }
+}
+
+impl Module for LayerNorm2d {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let c = self.weight.dim(0)?;
+        let u = x.mean_keepdim(1)?;
+        let xc = x.broadcast_sub(&u)?;
+        let s = xc.sqr()?.mean_keepdim(1)?;
+        let x = xc.broadcast_div(&(s + self.eps)?.sqrt()?)?;
+        x.broadcast_mul(&self.weight.reshape((1, c, 1, 1))?)?
+            .broadcast_add(&self.bias.reshape((1, c, 1, 1))?)
+    }
+}
+
+/// Standard `nn.LayerNorm` over the last dim.
+pub fn layer_norm(dim: usize, eps: f64, vb: VarBuilder) -> Result<candle_nn::LayerNorm> {
+    candle_nn::layer_norm(dim, candle_nn::LayerNormConfig { eps, ..Default::default() }, vb)
+}
+
+/// Depthwise `nn.Conv2d` (`groups = channels`), stride 1.
+///
+/// Written by hand because candle splits a grouped conv into one conv per
+/// channel, which is 25-35x slower for the memory encoder's 7x7 convs.
+#[derive(Debug, Clone)]
+pub struct DepthwiseConv2d {
+    weight: Tensor,
+    bias: Tensor,
+    kernel: usize,
+    padding: usize,
+}
+
+impl DepthwiseConv2d {
+    /// Loads `weight` `[C, 1, k, k]` and `bias` `[C]`.
+    pub fn new(channels: usize, kernel: usize, padding: usize, vb: VarBuilder) -> Result<Self> {
+        Ok(Self {
+            weight: vb.get((channels, 1, kernel, kernel), "weight")?,
+            bias: vb.get(channels, "bias")?,
+            kernel,
+            padding,
+        })
+    }
+}
+
+impl Module for DepthwiseConv2d {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let dtype = x.dtype();
+        let (b, c, h, w) = x.dims4()?;
+        let k = self.kernel;
+        let p = self.padding;
+        let ho = (h + 2 * p + 1).saturating_sub(k);
+        let wo = (w + 2 * p + 1).saturating_sub(k);
+        if !x.device().is_cpu() {
+            let conv = x.conv2d(&self.weight.to_dtype(dtype)?, p, 1, 1, c)?;
+            return conv.broadcast_add(&self.bias.to_dtype(dtype)?.reshape((1, c, 1, 1))?);
+        }
+        let xs = x.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+        let ws = self.weight.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+        let bs = self.bias.to_dtype(DType::F32)?.to_vec1::<f32>()?;
+        let mut out = vec![0f32; b * c * ho * wo];
+        for bi in 0..b {
+            for ci in 0..c {
+                let src = &xs[(bi * c + ci) * h * w..][..h * w];
+                let dst = &mut out[(bi * c + ci) * ho * wo..][..ho * wo];
+                dst.fill(bs[ci]);
+                let wk = &ws[ci * k * k..][..k * k];
+                for ky in 0..k {
+                    for kx in 0..k {
+                        let wv = wk[ky * k + kx];
+                        for oy in 0..ho {
+                            let iy = oy + ky;
+                            if iy < p || iy >= h + p {
+                                continue;
+                            }
+                            let srow = &src[(iy - p) * w..][..w];
+                            let drow = &mut dst[oy * wo..][..wo];
+                            // ox + kx - p in [0, w)
+                            let lo = p.saturating_sub(kx);
+                            let hi = (w + p).saturating_sub(kx).min(wo);
+                            if lo >= hi {
+                                continue;
+                            }
+                            let off = lo + kx - p;
+                            for (d, s) in drow[lo..hi].iter_mut().zip(&srow[off..off + (hi - lo)]) {
+                                *d += wv * s;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        Tensor::from_vec(out, (b, c, ho, wo), x.device())?.to_dtype(dtype)
+    }
+}
+
+/// Softmax over the last dim in f32 (numerically as PyTorch), back to the input dtype.
+pub fn softmax_last(x: &Tensor) -> Result<Tensor> {
+    let dt = x.dtype();
+    candle_nn::ops::softmax_last_dim(&x.to_dtype(DType::F32)?)?.to_dtype(dt)
+}
+
+/// Scaled dot-product attention `softmax(q kᵀ / sqrt(d)) v` on `[.., L, d]` tensors.
+pub fn sdpa(q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Tensor> {
+    let d = q.dim(D::Minus1)? as f64;
+    let attn = (q.contiguous()?.matmul(&k.t()?.contiguous()?)? * (1.0 / d.sqrt()))?;
+    softmax_last(&attn)?.matmul(&v.contiguous()?)
+}
