@@ -119,7 +119,8 @@ pub fn check_fixture(f: &mut Fixture, parts: &[Part], report: &mut Report) -> Re
         }
         match part {
             Part::Image => check_image(f, report)?,
-            Part::Video | Part::OnePrompt => {
+            Part::Video => check_video(f, report)?,
+            Part::OnePrompt => {
                 report.skipped.push(format!("{}: the {} part is not implemented yet", f.name(), part.key()));
             }
         }
@@ -228,4 +229,285 @@ pub fn check_image(f: &mut Fixture, report: &mut Report) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Tracking-call logits after the first memory: max-abs ≤ this and sign agreement.
+pub const TRACK_LOGIT_TOL: f32 = 1e-2;
+/// Minimum fraction of pixels whose logit sign agrees, for tracked masks.
+pub const SIGN_AGREEMENT: f64 = 0.995;
+
+/// Sign agreement of two logit maps (fraction of elements with the same `> 0`).
+pub fn sign_agreement(got: &Tensor, want: &Tensor) -> Result<f64> {
+    let g = got.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+    let w = want.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+    if g.len() != w.len() || g.is_empty() {
+        return Ok(0.0);
+    }
+    let same = g.iter().zip(&w).filter(|(a, b)| (**a > 0.0) == (**b > 0.0)).count();
+    Ok(same as f64 / g.len() as f64)
+}
+
+/// BF16-stored tensors (memory features): an element agrees when it is within
+/// `ulps` BF16 ulps of the reference (a rounding flip) or within `rel`·max(1,
+/// max|ref|) — the encoder tolerance [`REL_TOL`] for memories of prompted
+/// frames, the tracking tolerance [`TRACK_LOGIT_TOL`] for memories encoded after
+/// memory attention (FORMAT.md: tracked calls drift like their logits); at
+/// least `min_frac` of the elements must agree.
+pub fn compare_bf16_ulps(name: &str, got: &Tensor, want: &Tensor, ulps: u16, rel: f32, min_frac: f64) -> Result<Compared> {
+    let g = got.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+    let w = want.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+    let mut c = compare_abs(name, got, want, f32::INFINITY)?;
+    if g.len() != w.len() {
+        c.ok = false;
+        return Ok(c);
+    }
+    let abs_tol = rel * w.iter().fold(1f32, |m, v| m.max(v.abs()));
+    let ulp = |v: f32| -> f32 {
+        // BF16 keeps 8 significant bits: ulp = 2^(exponent - 7).
+        if v == 0.0 || !v.is_finite() {
+            return 0.0;
+        }
+        let e = v.abs().log2().floor();
+        (e - 7.0).exp2()
+    };
+    let within = g.iter().zip(&w).filter(|(a, b)| (**a - **b).abs() <= (ulps as f32 * ulp(**b)).max(abs_tol)).count();
+    let frac = within as f64 / g.len().max(1) as f64;
+    c.tol = abs_tol;
+    c.note = format!(
+        "{:.3}% within max({ulps} bf16 ulps, {abs_tol:.1e}), need {:.1}%",
+        frac * 100.0,
+        min_frac * 100.0
+    );
+    c.ok = frac >= min_frac;
+    Ok(c)
+}
+
+fn tracked_logits(name: &str, got: &Tensor, want: &Tensor) -> Result<Compared> {
+    let mut c = compare_abs(name, got, want, TRACK_LOGIT_TOL)?;
+    let agree = sign_agreement(got, want)?;
+    c.note = format!("sign agreement {:.3}%", agree * 100.0);
+    c.ok = c.ok && agree >= SIGN_AGREEMENT;
+    Ok(c)
+}
+
+fn json_f32s(v: &Value) -> Vec<f32> {
+    let mut out = Vec::new();
+    fn walk(v: &Value, out: &mut Vec<f32>) {
+        match v {
+            Value::Array(a) => a.iter().for_each(|x| walk(x, out)),
+            Value::Number(n) => out.push(n.as_f64().unwrap_or(f64::NAN) as f32),
+            _ => {}
+        }
+    }
+    walk(v, &mut out);
+    out
+}
+
+/// The video part: replays the events through a volume session and compares
+/// every tracking call, memory-attention call, conditioning output and returned mask.
+pub fn check_video(f: &mut Fixture, report: &mut Report) -> Result<()> {
+    use medsam2_core::sam2_video_predictor::{Direction, PixelFrames, Sam2VideoPredictor, SessionOptions};
+    let model = load_model(f, "video_model")?;
+    let v = f.json["video"].clone();
+    let pre = format!("{}/video/", f.name());
+    let hw = json_f32s(&v["video_hw"]);
+    let (vh, vw) = (hw[0] as usize, hw[1] as usize);
+    let frames = f.f32("video", &name_of(&v, "frames")?)?;
+    let provider = PixelFrames { pixels: frames, hw: [vh, vw] };
+    let opts = SessionOptions { trace: true, feature_cache_frames: 4, ..Default::default() };
+    let mut sess = Sam2VideoPredictor::new(model.clone(), Box::new(provider), opts)?;
+    let obj_ids: Vec<u32> = v["obj_ids"].as_array().map(|a| a.iter().filter_map(|x| x.as_u64()).map(|x| x as u32).collect()).unwrap_or_default();
+
+    // Replay the events, collecting what each API call returned.
+    let mut returned: Vec<(usize, medsam2_core::sam2_video_predictor::FrameMasks)> = Vec::new();
+    for ev in v["events"].as_array().cloned().unwrap_or_default() {
+        let idx = ev["index"].as_u64().unwrap_or(0) as usize;
+        let frame = ev["frame_idx"].as_u64().unwrap_or(0) as usize;
+        let obj = ev["obj_id"].as_u64().unwrap_or(0) as u32;
+        match ev["type"].as_str().unwrap_or("") {
+            "add_new_points_or_box" => {
+                let pts: Vec<[f32; 2]> = json_f32s(&ev["points"]).chunks(2).map(|c| [c[0], c[1]]).collect();
+                let labels: Vec<i32> = json_f32s(&ev["labels"]).iter().map(|&l| l as i32).collect();
+                let b = json_f32s(&ev["box"]);
+                let bbox = if b.len() == 4 { Some([b[0], b[1], b[2], b[3]]) } else { None };
+                let clear = ev["clear_old_points"].as_bool().unwrap_or(true);
+                returned.push((idx, sess.add_points_or_box(frame, obj, &pts, &labels, bbox, clear)?));
+            }
+            "add_new_mask" => {
+                let name = ev["mask"].as_str().unwrap_or("").to_string();
+                let m = f.tensor("video", &name)?.flatten_all()?.to_vec1::<u8>()?;
+                returned.push((idx, sess.add_mask(frame, obj, &m)?));
+            }
+            "propagate_in_video" => {
+                let start = ev["start_frame_idx"].as_u64().map(|x| x as usize);
+                let dir = if ev["reverse"].as_bool().unwrap_or(false) { Direction::Backward } else { Direction::Forward };
+                let max = ev["max_frame_num_to_track"].as_u64().map(|x| x as usize);
+                let mut got = Vec::new();
+                sess.propagate(start, dir, max, |fm, _| {
+                    got.push(fm.clone());
+                    true
+                })?;
+                let visited: Vec<usize> = got.iter().map(|g| g.frame_idx).collect();
+                let want: Vec<usize> = json_f32s(&ev["frames_visited"]).iter().map(|&x| x as usize).collect();
+                report.push(&pre, Compared {
+                    name: format!("event.{idx}/frames_visited"),
+                    max_abs: if visited == want { 0.0 } else { f32::INFINITY },
+                    tol: 0.0,
+                    note: format!("{visited:?}"),
+                    ok: visited == want,
+                });
+                returned.extend(got.into_iter().map(|g| (idx, g)));
+            }
+            other => return Err(FixtureError::Format(format!("unknown video event `{other}`"))),
+        }
+    }
+    if sess.obj_ids() != obj_ids.as_slice() {
+        report.push(&pre, Compared { name: "obj_ids".into(), max_abs: f32::INFINITY, tol: 0.0, note: format!("{:?}", sess.obj_ids()), ok: false });
+    }
+
+    // Tracking calls, in execution order.
+    let calls = v["calls"].as_array().cloned().unwrap_or_default();
+    report.push(&pre, Compared {
+        name: "calls.count".into(),
+        max_abs: (calls.len() as f32 - sess.calls.len() as f32).abs(),
+        tol: 0.0,
+        note: format!("{} calls, reference {}", sess.calls.len(), calls.len()),
+        ok: calls.len() == sess.calls.len(),
+    });
+    let mut seen_memory = false;
+    for (c, got) in calls.iter().zip(&sess.calls) {
+        let i = c["index"].as_u64().unwrap_or(0);
+        let cp = format!("{pre}call.{i}/");
+        let same = c["obj_idx"].as_u64() == Some(got.obj_idx as u64)
+            && c["frame_idx"].as_u64() == Some(got.frame_idx as u64)
+            && c["reverse"].as_bool() == Some(got.reverse)
+            && c["is_init_cond_frame"].as_bool() == Some(got.is_init_cond_frame);
+        report.push(&cp, Compared {
+            name: "identity".into(),
+            max_abs: if same { 0.0 } else { f32::INFINITY },
+            tol: 0.0,
+            note: format!("obj {} frame {} reverse {}", got.obj_idx, got.frame_idx, got.reverse),
+            ok: same,
+        });
+        seen_memory |= got.out.memory_attention.is_some();
+        let t = |f: &mut Fixture, role: &str| -> Result<Option<Tensor>> {
+            match c["tensors"].get(role).and_then(|x| x.as_str()) {
+                Some(n) => Ok(Some(f.tensor("video", n)?)),
+                None => Ok(None),
+            }
+        };
+        if let Some(w) = t(f, "pred_masks")? {
+            let g = &got.out.frame.pred_masks;
+            report.push(&cp, if seen_memory { tracked_logits("pred_masks", g, &w)? } else { compare_abs("pred_masks", g, &w, MASK_LOGIT_TOL)? });
+        }
+        for role in ["object_score_logits", "obj_ptr"] {
+            if let Some(w) = t(f, role)? {
+                let g = if role == "obj_ptr" { &got.out.frame.obj_ptr } else { &got.out.frame.object_score_logits };
+                report.push(&cp, if seen_memory { compare_abs(role, g, &w, TRACK_LOGIT_TOL)? } else { compare_rel(role, g, &w, REL_TOL)? });
+            }
+        }
+        if let Some(w) = t(f, "maskmem_features")? {
+            match &got.out.frame.maskmem_features {
+                Some(g) => {
+                    let rel = if seen_memory { TRACK_LOGIT_TOL } else { REL_TOL };
+                    report.push(&cp, compare_bf16_ulps("maskmem_features", g, &w, 2, rel, 0.999)?)
+                }
+                None => report.push(&cp, Compared { name: "maskmem_features".into(), max_abs: f32::INFINITY, tol: 0.0, note: "not computed".into(), ok: false }),
+            }
+        }
+    }
+
+    // Memory-attention calls: inputs and output in the flow, and the output
+    // recomputed from the reference inputs (an isolated check at the tight tolerance).
+    for ma in v["memory_attention"].as_array().cloned().unwrap_or_default() {
+        let ci = ma["call"].as_u64().unwrap_or(0) as usize;
+        let mp = format!("{pre}memory_attention.call{ci}/");
+        let Some(tr) = sess.calls.get(ci).and_then(|c| c.out.memory_attention.clone()) else {
+            report.push(&mp, Compared { name: "present".into(), max_abs: f32::INFINITY, tol: 0.0, note: "no memory attention in this call".into(), ok: false });
+            continue;
+        };
+        let n = |role: &str| name_of(&ma, role);
+        let want = |f: &mut Fixture, role: &str| -> Result<Tensor> { f.f32("video", &n(role)?) };
+        let (curr, curr_pos, memory, memory_pos, output) =
+            (want(f, "curr")?, want(f, "curr_pos")?, want(f, "memory")?, want(f, "memory_pos")?, want(f, "output")?);
+        let nptr = ma["num_obj_ptr_tokens"].as_u64().unwrap_or(0) as usize;
+        report.push(&mp, Compared {
+            name: "num_obj_ptr_tokens".into(),
+            max_abs: (nptr as f32 - tr.num_obj_ptr_tokens as f32).abs(),
+            tol: 0.0,
+            note: String::new(),
+            ok: nptr == tr.num_obj_ptr_tokens,
+        });
+        report.push(&mp, compare_abs("curr", &tr.curr, &curr, TRACK_LOGIT_TOL)?);
+        report.push(&mp, compare_rel("curr_pos", &tr.curr_pos, &curr_pos, REL_TOL)?);
+        report.push(&mp, compare_bf16_ulps("memory", &tr.memory, &memory, 2, TRACK_LOGIT_TOL, 0.999)?);
+        report.push(&mp, compare_rel("memory_pos", &tr.memory_pos, &memory_pos, REL_TOL)?);
+        report.push(&mp, compare_abs("output", &tr.output, &output, TRACK_LOGIT_TOL)?);
+        let iso = model.memory_attention.forward(&curr, &memory, &curr_pos, &memory_pos, nptr)?;
+        report.push(&mp, compare_rel("output(reference inputs)", &iso, &output, REL_TOL)?);
+    }
+
+    // Conditioning outputs after propagation.
+    for co in v["cond_outputs"].as_array().cloned().unwrap_or_default() {
+        let oi = co["obj_idx"].as_u64().unwrap_or(0) as usize;
+        let fi = co["frame_idx"].as_u64().unwrap_or(0) as usize;
+        let cp = format!("{pre}cond.obj{oi}.frame{fi}/");
+        let Some(out) = sess_cond_output(&sess, oi, fi) else {
+            report.push(&cp, Compared { name: "present".into(), max_abs: f32::INFINITY, tol: 0.0, note: "missing".into(), ok: false });
+            continue;
+        };
+        let t = |f: &mut Fixture, role: &str| -> Result<Tensor> { f.tensor("video", &name_of(&co, role)?) };
+        report.push(&cp, compare_abs("pred_masks", &out.pred_masks, &t(f, "pred_masks")?, MASK_LOGIT_TOL)?);
+        report.push(&cp, compare_rel("obj_ptr", &out.obj_ptr, &t(f, "obj_ptr")?, REL_TOL)?);
+        report.push(&cp, compare_rel("object_score_logits", &out.object_score_logits, &t(f, "object_score_logits")?, REL_TOL)?);
+        if let Some(g) = &out.maskmem_features {
+            report.push(&cp, compare_bf16_ulps("maskmem_features", g, &t(f, "maskmem_features")?, 2, REL_TOL, 0.999)?);
+        }
+    }
+
+    // What every API call returned.
+    let outputs = v["outputs"].as_array().cloned().unwrap_or_default();
+    report.push(&pre, Compared {
+        name: "outputs.count".into(),
+        max_abs: (outputs.len() as f32 - returned.len() as f32).abs(),
+        tol: 0.0,
+        note: String::new(),
+        ok: outputs.len() == returned.len(),
+    });
+    for (o, (_, got)) in outputs.iter().zip(&returned) {
+        let op = format!("{pre}event.{}/frame.{}/", o["event"], o["frame_idx"]);
+        let t = |f: &mut Fixture, role: &str| -> Result<Option<Tensor>> {
+            match o["tensors"].get(role).and_then(|x| x.as_str()) {
+                Some(n) => Ok(Some(f.tensor("video", n)?)),
+                None => Ok(None),
+            }
+        };
+        let tracked = o["event"].as_u64().unwrap_or(0) >= 4;
+        if let Some(w) = t(f, "masks_in")? {
+            report.push(&op, if tracked { tracked_logits("masks_in", &got.low_res, &w)? } else { compare_abs("masks_in", &got.low_res, &w, MASK_LOGIT_TOL)? });
+        }
+        let logits = got.video_res_logits()?;
+        if let Some(w) = t(f, "video_res_masks")? {
+            report.push(&op, if tracked { tracked_logits("video_res_masks", &logits, &w)? } else { compare_abs("video_res_masks", &logits, &w, MASK_LOGIT_TOL)? });
+        }
+        if let Some(w) = t(f, "video_res_binary")? {
+            let agree = sign_agreement(&logits, &(w.to_dtype(DType::F32)? - 0.5)?)?;
+            report.push(&op, Compared {
+                name: "video_res_binary".into(),
+                max_abs: (1.0 - agree) as f32,
+                tol: (1.0 - SIGN_AGREEMENT) as f32,
+                note: format!("{:.3}% pixels agree", agree * 100.0),
+                ok: agree >= SIGN_AGREEMENT,
+            });
+        }
+    }
+    Ok(())
+}
+
+fn sess_cond_output(
+    s: &medsam2_core::sam2_video_predictor::Sam2VideoPredictor,
+    obj_idx: usize,
+    frame_idx: usize,
+) -> Option<medsam2_core::memory_bank::FrameOutput> {
+    s.object_memory(obj_idx).and_then(|m| m.cond.get(&frame_idx).cloned())
 }

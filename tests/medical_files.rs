@@ -220,7 +220,7 @@ fn nifti_and_nrrd_samples_match_their_writers_and_the_npz() {
 /// A volume of `dtype` with values spanning the type's range.
 fn test_volume(dtype: DataType, geometry: Geometry) -> Volume {
     let dims = [5, 4, 3];
-    let n = 60;
+    let n: usize = 60;
     let data = match dtype {
         DataType::U8 => VoxelData::U8((0..n).map(|i| (i * 53 % 256) as u8).collect()),
         DataType::I8 => VoxelData::I8((0..n).map(|i| (i as i32 * 53 % 256 - 128) as i8).collect()),
@@ -468,4 +468,60 @@ fn convert_and_evaluate_library_functions_on_samples() {
     assert_eq!(lines.len(), 2);
     assert!(lines[1].starts_with("1,0."));
     let _ = std::fs::remove_dir_all(&tmp);
+}
+
+#[test]
+fn real_volume_slices_to_frames_and_labels_assemble_back() {
+    use medical::intensity::{self, Normalization, Stretch, Window};
+    use medical::slicing::{self, Axis, LabelAssembler};
+    let Some(dir) = data_dir() else { return };
+    let c = &CASES[1];
+    let npz = Npz::read(dir.join(format!("{}.npz", c.name))).unwrap();
+    let (img, gt) = (npz.volume("imgs").unwrap(), npz.volume("gts").unwrap());
+    // Axial frames are `imgs[k]` (H x W): pixel (x, y) of frame k = imgs[k, y, x].
+    let frames = slicing::frames_u8(&img, Axis::K).unwrap();
+    assert_eq!(frames.len(), c.depth);
+    assert_eq!((frames[5].width, frames[5].height), (512, 512));
+    for (t, &e) in c.row.iter().enumerate() {
+        assert_eq!(frames[5].get(250 + t, 256), Some(e));
+    }
+    let rgb = slicing::gray_to_rgb(&frames[5]);
+    assert_eq!(&rgb[3 * (256 * 512 + 250)..][..3], &[c.row[0]; 3]);
+    // The samples are already windowed to 0..255: the identity map keeps them.
+    let same = intensity::to_u8(&img, &Normalization::Identity, Stretch::Bounds).unwrap();
+    assert_eq!(same.data(), img.data());
+    let unit = intensity::to_unit_f32(
+        &img,
+        &Normalization::Window(Window::new(255.0, 127.5).unwrap()),
+        Stretch::Bounds,
+    )
+    .unwrap();
+    assert_eq!(
+        unit.get([250, 256, 5]),
+        Some((c.row[0] as f64 / 255.0) as f32 as f64)
+    );
+    // Ground-truth masks per frame (any axis) assemble back into the label volume.
+    for axis in [Axis::K, Axis::J, Axis::I] {
+        let mut asm = LabelAssembler::new(&img, axis);
+        for f in 0..slicing::num_frames(gt.dims(), axis) {
+            let m = slicing::label_frame_mask(&gt, axis, f, 1.0).unwrap();
+            asm.add_mask(f, 1, &m.data).unwrap();
+        }
+        let labels = asm.finish().unwrap();
+        assert_eq!(labels.data(), gt.data(), "{axis:?}");
+        assert_eq!(labels.geometry(), img.geometry());
+    }
+    // A prompt at a lesion voxel, given in physical coordinates.
+    let [nx, ny, _] = gt.dims();
+    let d = gt.data().as_u8().unwrap();
+    let o = d.iter().position(|&v| v == 1).unwrap();
+    let voxel = [
+        (o % nx) as f64,
+        ((o / nx) % ny) as f64,
+        (o / (nx * ny)) as f64,
+    ];
+    let p = img.index_to_physical(voxel);
+    let fp = slicing::physical_to_frame_point(&img, Axis::K, p).unwrap();
+    assert_eq!(fp.frame, c.lesion_z.0);
+    assert!((fp.x - voxel[0]).abs() < 1e-9 && (fp.y - voxel[1]).abs() < 1e-9);
 }

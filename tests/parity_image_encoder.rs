@@ -30,7 +30,9 @@ fn compare(name: &str, got: &Tensor, want: &Tensor) -> (f32, f32) {
     (err, tol)
 }
 
-fn run_fixture(name: &str) {
+/// Runs the fixture in `dtype`: f32 takes the fast CPU kernels, f64 the
+/// generic candle path.
+fn run_fixture(name: &str, dtype: DType) {
     let Some(root) = fixtures_dir() else {
         println!("skipped: shared fixtures not found (set MEDSAM2_SHARED_FIXTURES)");
         return;
@@ -42,7 +44,7 @@ fn run_fixture(name: &str) {
     }
     let cfg = Sam2Config::from_yaml_file(dir.join("config.yaml")).expect("config.yaml");
     let vb = unsafe {
-        VarBuilder::from_mmaped_safetensors(&[dir.join("weights.safetensors")], DType::F32, &Device::Cpu)
+        VarBuilder::from_mmaped_safetensors(&[dir.join("weights.safetensors")], dtype, &Device::Cpu)
     }
     .expect("weights");
     let t: HashMap<String, Tensor> =
@@ -51,9 +53,9 @@ fn run_fixture(name: &str) {
 
     let encoder = ImageEncoder::new(&cfg.image_encoder, vb.pp("image_encoder")).expect("encoder");
     let high_res = HighResConvs::new(cfg.hidden_dim(), vb.pp("sam_mask_decoder")).expect("conv_s0/s1");
-    let pixels = get("pixels");
+    let pixels = &get("pixels").to_dtype(dtype).unwrap();
 
-    println!("fixture {name}");
+    println!("fixture {name} ({dtype:?})");
     let trunk = encoder.trunk().forward(pixels).expect("trunk");
     assert_eq!(trunk.len(), 4);
     for (i, out) in trunk.iter().enumerate() {
@@ -81,15 +83,21 @@ fn run_fixture(name: &str) {
     // A second pass hits the position-embedding caches and must agree exactly.
     let again = forward_image(&encoder, Some(&high_res), pixels).expect("second pass");
     let d = (&again.vision_features - &out.vision_features).unwrap().abs().unwrap().max_all().unwrap();
-    assert_eq!(d.to_scalar::<f32>().unwrap(), 0.0);
+    assert_eq!(d.to_dtype(DType::F64).unwrap().to_scalar::<f64>().unwrap(), 0.0);
 }
 
 #[test]
 fn image_encoder_parity_sam2_1() {
-    run_fixture("tiny-sam2.1");
+    run_fixture("tiny-sam2.1", DType::F32);
 }
 
 #[test]
 fn image_encoder_parity_sam2_0() {
-    run_fixture("tiny-sam2.0");
+    run_fixture("tiny-sam2.0", DType::F32);
+}
+
+#[test]
+fn image_encoder_parity_generic_path_f64() {
+    run_fixture("tiny-sam2.1", DType::F64);
+    run_fixture("tiny-sam2.0", DType::F64);
 }

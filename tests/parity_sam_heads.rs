@@ -122,9 +122,14 @@ fn check(what: &str, ours: &Tensor, reference: &Tensor, tol: Option<f32>) -> f32
 #[test]
 fn parity_prompt_encoder_and_mask_decoder() {
     let Some(dirs) = fixture_dirs() else { return };
-    for dir in dirs {
-        let fx = load(&dir);
-        let n = &fx.name;
+    for (dir, cpu_kernels) in dirs.iter().flat_map(|d| [(d, true), (d, false)]) {
+        let mut fx = load(dir);
+        fx.mask_decoder.set_cpu_kernels(cpu_kernels);
+        let n = &format!(
+            "{}{}",
+            fx.name,
+            if cpu_kernels { "" } else { "[tensor-ops]" }
+        );
         let s = fx.cfg.image_size;
         let dense_pe = fx.prompt_encoder.get_dense_pe().unwrap();
         check(
@@ -293,8 +298,9 @@ fn parity_box_corner_path() {
 #[test]
 fn parity_batched_prompts_repeat_image() {
     let Some(dirs) = fixture_dirs() else { return };
-    for dir in dirs {
-        let fx = load(&dir);
+    for (dir, cpu_kernels) in dirs.iter().flat_map(|d| [(d, true), (d, false)]) {
+        let mut fx = load(dir);
+        fx.mask_decoder.set_cpu_kernels(cpu_kernels);
         let names = ["points_pos_neg", "box"];
         let cases: Vec<&serde_json::Value> = names
             .iter()
@@ -343,7 +349,8 @@ fn parity_batched_prompts_repeat_image() {
             )
             .unwrap();
         for (b, case) in cases.iter().enumerate() {
-            let cn = format!("{}/batched[{b}]={}", fx.name, names[b]);
+            let mode = if cpu_kernels { "" } else { "[tensor-ops]" };
+            let cn = format!("{}{mode}/batched[{b}]={}", fx.name, names[b]);
             check(
                 &format!("{cn}/decoder_all_masks"),
                 &all.masks.narrow(0, b, 1).unwrap(),

@@ -12,6 +12,8 @@ pub mod build_sam;
 #[cfg(feature = "std")]
 pub mod checkpoint;
 pub mod config;
+#[cfg(feature = "std")]
+pub mod memory_bank;
 pub mod transforms;
 pub mod error;
 #[cfg(feature = "std")]
@@ -22,6 +24,8 @@ pub mod medical;
 
 #[cfg(feature = "std")]
 pub mod sam2_image_predictor;
+#[cfg(feature = "std")]
+pub mod sam2_video_predictor;
 
 pub use config::Sam2Config;
 pub use error::{Error, Result};

@@ -31,7 +31,6 @@ from safetensors.torch import load_file
 torch.set_num_threads(1)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import gen_fixtures as G  # noqa: E402  (hydra_build, image-case replay helpers)
-from sam2.sam2_image_predictor import SAM2ImagePredictor  # noqa: E402
 
 MEAN = torch.tensor([0.485, 0.456, 0.406])[:, None, None]
 STD = torch.tensor([0.229, 0.224, 0.225])[:, None, None]

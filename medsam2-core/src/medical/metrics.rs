@@ -30,7 +30,8 @@ use super::error::{MedicalError, Result};
 use super::intensity::percentile;
 use super::volume::{with_voxels, Volume};
 
-/// Dice coefficient `2|P∩G| / (|P| + |G|)` (1 when both are empty).
+/// Dice coefficient `2|P∩G| / (|P| + |G|)` (1 when both are empty). The masks
+/// should have equal lengths; only their common prefix is compared.
 pub fn dice(pred: &[bool], gt: &[bool]) -> f64 {
     let (inter, p, g) = counts(pred, gt);
     if p + g == 0 {
@@ -40,7 +41,8 @@ pub fn dice(pred: &[bool], gt: &[bool]) -> f64 {
     }
 }
 
-/// Intersection over union `|P∩G| / |P∪G|` (1 when both are empty).
+/// Intersection over union `|P∩G| / |P∪G|` (1 when both are empty); masks
+/// as for [`dice`].
 pub fn iou(pred: &[bool], gt: &[bool]) -> f64 {
     let (inter, p, g) = counts(pred, gt);
     let union = p + g - inter;
@@ -63,8 +65,23 @@ fn counts(pred: &[bool], gt: &[bool]) -> (usize, usize, usize) {
     (inter, p, g)
 }
 
+/// Fails unless `len` voxels fill `dims`.
+fn check_len(len: usize, dims: [usize; 3]) -> Result<()> {
+    if Some(len) != dims.iter().try_fold(1usize, |a, &d| a.checked_mul(d)) {
+        return Err(MedicalError::ShapeMismatch(format!(
+            "{len} voxels for dims {dims:?}"
+        )));
+    }
+    Ok(())
+}
+
 /// The border voxels of `mask` (see the module documentation).
-pub fn surface_voxels(mask: &[bool], dims: [usize; 3]) -> Vec<bool> {
+pub fn surface_voxels(mask: &[bool], dims: [usize; 3]) -> Result<Vec<bool>> {
+    check_len(mask.len(), dims)?;
+    Ok(surface_unchecked(mask, dims))
+}
+
+fn surface_unchecked(mask: &[bool], dims: [usize; 3]) -> Vec<bool> {
     let [nx, ny, nz] = dims;
     let mut out = vec![false; mask.len()];
     for k in 0..nz {
@@ -99,7 +116,12 @@ pub fn squared_distance_transform(
     features: &[bool],
     dims: [usize; 3],
     spacing: [f64; 3],
-) -> Vec<f64> {
+) -> Result<Vec<f64>> {
+    check_len(features.len(), dims)?;
+    Ok(sdt_unchecked(features, dims, spacing))
+}
+
+fn sdt_unchecked(features: &[bool], dims: [usize; 3], spacing: [f64; 3]) -> Vec<f64> {
     let mut d: Vec<f64> = features
         .iter()
         .map(|&f| if f { 0.0 } else { f64::INFINITY })
@@ -232,14 +254,8 @@ pub fn surface_distances(
     dims: [usize; 3],
     spacing: [f64; 3],
 ) -> Result<SurfaceDistances> {
-    let n: usize = dims.iter().product();
-    if pred.len() != n || gt.len() != n {
-        return Err(MedicalError::ShapeMismatch(format!(
-            "masks of {} and {} voxels for dims {dims:?}",
-            pred.len(),
-            gt.len()
-        )));
-    }
+    check_len(pred.len(), dims)?;
+    check_len(gt.len(), dims)?;
     if spacing.iter().any(|s| !s.is_finite() || *s <= 0.0) {
         return Err(MedicalError::InvalidArgument(format!(
             "spacing {spacing:?}"
@@ -262,13 +278,13 @@ pub fn surface_distances(
         out
     };
     let (p, g) = (crop(pred), crop(gt));
-    let (bp, bg) = (surface_voxels(&p, cd), surface_voxels(&g, cd));
+    let (bp, bg) = (surface_unchecked(&p, cd), surface_unchecked(&g, cd));
     let directed = |from: &[bool], to: &[bool]| -> Vec<f64> {
         if !to.iter().any(|&b| b) {
             // Nothing to reach: every border voxel is infinitely far.
             return from.iter().filter(|&&f| f).map(|_| f64::INFINITY).collect();
         }
-        let dt = squared_distance_transform(to, cd, spacing);
+        let dt = sdt_unchecked(to, cd, spacing);
         from.iter()
             .zip(&dt)
             .filter(|(f, _)| **f)
@@ -537,7 +553,7 @@ mod tests {
             let n = dims.iter().product();
             let density = 1 + rnd() % 20;
             let f: Vec<bool> = (0..n).map(|_| rnd() % 100 < density).collect();
-            let got = squared_distance_transform(&f, dims, s);
+            let got = squared_distance_transform(&f, dims, s).unwrap();
             let exp = brute(&f, dims, s);
             for (g, e) in got.iter().zip(&exp) {
                 assert!(

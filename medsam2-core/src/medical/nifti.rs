@@ -180,13 +180,14 @@ fn parse_header(head: &[u8]) -> Result<HeaderInfo> {
         ));
     }
     let vo = h.vox_offset;
-    if !vo.is_finite() || vo < VOX_OFFSET as f32 || vo.fract() != 0.0 || vo > 1e9 {
+    if !vo.is_finite() || vo < 0.0 || vo.fract() != 0.0 || vo > 1e9 {
         return Err(MedicalError::format(
             FMT,
-            format!("vox_offset {vo} (must be an integer >= 352)"),
+            format!("vox_offset {vo} (must be a non-negative integer)"),
         ));
     }
-    let vox_offset = vo as usize;
+    // As nifti1_io: a single-file offset below 352 means "right after the header".
+    let vox_offset = (vo as usize).max(VOX_OFFSET);
     let nvox = dims.iter().product::<usize>(); // <= 32767^3, no overflow
     let nbytes = nvox * dtype.size();
     check_limit((vox_offset + nbytes) as u64)?;

@@ -7,13 +7,46 @@
 
 use std::sync::Mutex;
 
-use candle_core::{Module, Result, Tensor};
+use candle_core::{DType, Device, Module, Result, Tensor, D};
 use candle_nn::{LayerNorm, Linear, VarBuilder};
 
+use super::cpu::{self, Buf, F32Ref};
 use super::utils::{window_partition, window_unpartition, PatchEmbed};
-use crate::config::{Activation, HieraConfig};
+use crate::config::HieraConfig;
 use crate::modeling::interp::interpolate_bicubic;
-use crate::modeling::sam2_utils::{layer_norm, linear, Mlp};
+use crate::modeling::sam2_utils::{layer_norm, linear};
+
+/// Slice of a loaded weight (always contiguous f32 on the fast path).
+fn weight_ref(t: &Tensor) -> Result<F32Ref<'_>> {
+    F32Ref::new(t)
+}
+
+/// Layer norm over the last dim with candle ops (any dtype and device;
+/// half types are normalised in f32).
+fn layer_norm_generic(x: &Tensor, ln: &LayerNorm) -> Result<Tensor> {
+    let dt = x.dtype();
+    let internal = match dt {
+        DType::F16 | DType::BF16 => DType::F32,
+        d => d,
+    };
+    let x = x.to_dtype(internal)?;
+    let xc = x.broadcast_sub(&x.mean_keepdim(D::Minus1)?)?;
+    let var = xc.sqr()?.mean_keepdim(D::Minus1)?;
+    let y = xc.broadcast_div(&(var + ln.eps())?.sqrt()?)?.to_dtype(dt)?;
+    let y = y.broadcast_mul(ln.weight())?;
+    match ln.bias() {
+        Some(b) => y.broadcast_add(b),
+        None => Ok(y),
+    }
+}
+
+/// Bias of a linear layer (all Hiera/FPN layers have one).
+fn bias_of(l: &Linear) -> Result<&Tensor> {
+    match l.bias() {
+        Some(b) => Ok(b),
+        None => candle_core::bail!("linear layer without bias"),
+    }
+}
 
 /// Max pooling of an NHWC map with kernel = stride = `s` (`nn.MaxPool2d`,
 /// `ceil_mode=False`: a trailing partial row/column is dropped).
@@ -97,8 +130,12 @@ pub struct MultiScaleBlock {
     norm1: LayerNorm,
     norm2: LayerNorm,
     attn: MultiScaleAttention,
-    mlp: Mlp,
+    /// `mlp.layers.0` / `mlp.layers.1`, exact GELU between them.
+    fc1: Linear,
+    fc2: Linear,
     proj: Option<Linear>,
+    dim: usize,
+    dim_out: usize,
     window_size: usize,
     q_stride: Option<[usize; 2]>,
 }
@@ -118,8 +155,11 @@ impl MultiScaleBlock {
             norm1: layer_norm(dim, 1e-6, vb.pp("norm1"))?,
             norm2: layer_norm(dim_out, 1e-6, vb.pp("norm2"))?,
             attn: MultiScaleAttention::new(dim, dim_out, num_heads, q_stride, vb.pp("attn"))?,
-            mlp: Mlp::new(dim_out, mlp_hidden, dim_out, 2, Activation::Gelu, false, vb.pp("mlp"))?,
+            fc1: linear(dim_out, mlp_hidden, vb.pp("mlp").pp("layers").pp(0))?,
+            fc2: linear(mlp_hidden, dim_out, vb.pp("mlp").pp("layers").pp(1))?,
             proj: if dim != dim_out { Some(linear(dim, dim_out, vb.pp("proj"))?) } else { None },
+            dim,
+            dim_out,
             window_size,
             q_stride,
         })
@@ -127,7 +167,7 @@ impl MultiScaleBlock {
 
     /// `[B, H, W, dim]` → `[B, H', W', dim_out]`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let xn = self.norm1.forward(x)?;
+        let xn = layer_norm_generic(x, &self.norm1)?;
         let shortcut = match &self.proj {
             Some(p) => {
                 let s = p.forward(&xn)?;
@@ -154,8 +194,85 @@ impl MultiScaleBlock {
             y = window_unpartition(&y, ws, pad_hw, hw)?;
         }
         let x = (shortcut + y)?;
-        let m = self.mlp.forward(&self.norm2.forward(&x)?)?;
-        x + m
+        let m = self.fc1.forward(&layer_norm_generic(&x, &self.norm2)?)?.gelu_erf()?;
+        x + self.fc2.forward(&m)?
+    }
+
+    /// Fast f32 CPU forward on NHWC tokens `x` of a `b × h × w` map; returns
+    /// the new tokens and map size.
+    fn forward_fast(&self, x: Buf, (b, h, w): (usize, usize, usize)) -> Result<(Vec<f32>, usize, usize)> {
+        let n = b * h * w;
+        let ln1w = weight_ref(self.norm1.weight())?;
+        let ln1b = match self.norm1.bias() {
+            Some(t) => weight_ref(t)?,
+            None => candle_core::bail!("norm1 without bias"),
+        };
+        let qkv_w = weight_ref(self.attn.qkv.weight())?;
+        let qkv_b = weight_ref(bias_of(&self.attn.qkv)?)?;
+        let proj = match &self.proj {
+            Some(p) => Some((weight_ref(p.weight())?, weight_ref(bias_of(p)?)?)),
+            None => None,
+        };
+        let ln1 = (ln1w.slice(), ln1b.slice(), self.norm1.eps() as f32);
+        let second = proj.as_ref().map(|(w, b)| (w.slice(), b.slice()));
+        let (qkv, projected) = {
+            let guard;
+            let xs: &[f32] = match &x {
+                Buf::Owned(v) => v,
+                Buf::Shared(t) => {
+                    guard = F32Ref::new(t)?;
+                    guard.slice()
+                }
+            };
+            if xs.len() != n * self.dim {
+                candle_core::bail!("MultiScaleBlock: input has {} values, expected {n}x{}", xs.len(), self.dim);
+            }
+            cpu::ln_linear(xs, n, self.dim, ln1, qkv_w.slice(), qkv_b.slice(), second)
+        };
+        let mut shortcut = match projected {
+            Some(p) => match self.q_stride {
+                Some(s) => cpu::max_pool(&p, b, h, w, self.dim_out, s),
+                None => p,
+            },
+            None => x.into_owned()?,
+        };
+        let geom = cpu::AttnGeom {
+            b,
+            h,
+            w,
+            c: self.dim_out,
+            heads: self.attn.num_heads,
+            window: self.window_size,
+            q_stride: self.q_stride,
+        };
+        let (o, ho, wo) = cpu::attention(&qkv, qkv_b.slice(), &geom)?;
+        drop(qkv);
+        let m = b * ho * wo;
+        if shortcut.len() != m * self.dim_out {
+            candle_core::bail!("MultiScaleBlock: shortcut and attention sizes differ");
+        }
+        let pw = weight_ref(self.attn.proj.weight())?;
+        let pb = weight_ref(bias_of(&self.attn.proj)?)?;
+        cpu::linear_residual(&mut shortcut, &o, m, self.dim_out, pw.slice(), pb.slice());
+        drop(o);
+        let ln2w = weight_ref(self.norm2.weight())?;
+        let ln2b = match self.norm2.bias() {
+            Some(t) => weight_ref(t)?,
+            None => candle_core::bail!("norm2 without bias"),
+        };
+        let (w1, b1) = (weight_ref(self.fc1.weight())?, weight_ref(bias_of(&self.fc1)?)?);
+        let (w2, b2) = (weight_ref(self.fc2.weight())?, weight_ref(bias_of(&self.fc2)?)?);
+        let mw = cpu::MlpWeights {
+            ln_w: ln2w.slice(),
+            ln_b: ln2b.slice(),
+            eps: self.norm2.eps() as f32,
+            w1: w1.slice(),
+            b1: b1.slice(),
+            w2: w2.slice(),
+            b2: b2.slice(),
+        };
+        cpu::mlp_residual(&mut shortcut, m, self.dim_out, &mw);
+        Ok((shortcut, ho, wo))
     }
 }
 
@@ -261,6 +378,9 @@ impl Hiera {
 
     /// Stage outputs as NHWC `[B, H_i, W_i, C_i]`, highest resolution first.
     pub fn forward_nhwc(&self, x: &Tensor) -> Result<Vec<Tensor>> {
+        if cpu::is_cpu_f32(x) && cpu::is_cpu_f32(&self.pos_embed) {
+            return self.forward_nhwc_fast(x);
+        }
         let x = self.patch_embed.forward(x)?;
         let (_, h, w, _) = x.dims4()?;
         let pe = self.pos_embed(h, w)?.to_dtype(x.dtype())?;
@@ -270,6 +390,40 @@ impl Hiera {
             x = blk.forward(&x)?;
             if self.stage_ends.contains(&i) {
                 outs.push(x.clone());
+            }
+        }
+        Ok(outs)
+    }
+
+    /// Fast f32 CPU path of [`Hiera::forward_nhwc`].
+    fn forward_nhwc_fast(&self, x: &Tensor) -> Result<Vec<Tensor>> {
+        let (b, ci, h, w) = x.dims4()?;
+        let (k, stride, pad) = (self.patch_embed.kernel, self.patch_embed.stride, self.patch_embed.padding);
+        if h + 2 * pad < k || w + 2 * pad < k || stride == 0 {
+            candle_core::bail!("Hiera: input {h}x{w} smaller than the patch kernel");
+        }
+        let (ho, wo) = ((h + 2 * pad - k) / stride + 1, (w + 2 * pad - k) / stride + 1);
+        let pe = self.pos_embed(ho, wo)?;
+        let x = x.contiguous()?;
+        let (mut buf, mut hw) = {
+            let px = F32Ref::new(&x)?;
+            let pw = weight_ref(self.patch_embed.weight())?;
+            let pb = weight_ref(self.patch_embed.bias()?)?;
+            let pos = F32Ref::new(&pe)?;
+            let (v, h1, w1) =
+                cpu::patch_embed(px.slice(), (b, ci, h, w), pw.slice(), pb.slice(), pos.slice(), k, stride, pad)?;
+            (Buf::Owned(v), (h1, w1))
+        };
+        let mut outs = Vec::with_capacity(self.stage_ends.len());
+        for (i, blk) in self.blocks.iter().enumerate() {
+            let (v, h1, w1) = blk.forward_fast(buf, (b, hw.0, hw.1))?;
+            hw = (h1, w1);
+            if self.stage_ends.contains(&i) {
+                let t = Tensor::from_vec(v, (b, h1, w1, blk.dim_out), &Device::Cpu)?;
+                outs.push(t.clone());
+                buf = Buf::Shared(t);
+            } else {
+                buf = Buf::Owned(v);
             }
         }
         Ok(outs)

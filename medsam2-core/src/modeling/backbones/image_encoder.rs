@@ -6,6 +6,7 @@ use std::sync::Mutex;
 use candle_core::{Module, Result, Tensor};
 use candle_nn::{Conv2d, Conv2dConfig, VarBuilder};
 
+use super::cpu::{self, F32Ref};
 use super::hieradet::Hiera;
 use crate::config::{FpnInterp, FpnNeckConfig, FuseType, ImageEncoderConfig};
 use crate::modeling::position_encoding::PositionEmbeddingSine;
@@ -19,6 +20,8 @@ pub struct FpnNeck {
     interp: FpnInterp,
     fuse: FuseType,
     top_down_levels: Vec<usize>,
+    /// Lateral convs are 1×1, stride 1, no padding (they are plain linears).
+    pointwise: bool,
     /// Position encodings `[1, d_model, h, w]` by feature size.
     pos_cache: Mutex<HashMap<(usize, usize), Tensor>>,
 }
@@ -46,6 +49,7 @@ impl FpnNeck {
             interp: cfg.fpn_interp_model,
             fuse: cfg.fuse_type,
             top_down_levels,
+            pointwise: cfg.kernel_size == 1 && cfg.stride == 1 && cfg.padding == 0,
             pos_cache: Mutex::new(HashMap::new()),
         })
     }
@@ -53,18 +57,30 @@ impl FpnNeck {
     /// Sine encoding `[B, d_model, h, w]` of a `[B, C, h, w]` map, in its dtype.
     pub fn position_encoding(&self, x: &Tensor) -> Result<Tensor> {
         let (b, _, h, w) = x.dims4()?;
+        self.position_encoding_for(b, h, w, x.dtype(), x.device())
+    }
+
+    /// Sine encoding `[b, d_model, h, w]` (cached per size).
+    pub fn position_encoding_for(
+        &self,
+        b: usize,
+        h: usize,
+        w: usize,
+        dtype: candle_core::DType,
+        device: &candle_core::Device,
+    ) -> Result<Tensor> {
         let cached = self.pos_cache.lock().ok().and_then(|c| c.get(&(h, w)).cloned());
         let pe = match cached {
             Some(pe) => pe,
             None => {
-                let pe = self.position_encoding.encode(h, w, x.device())?;
+                let pe = self.position_encoding.encode(h, w, device)?;
                 if let Ok(mut c) = self.pos_cache.lock() {
                     c.insert((h, w), pe.clone());
                 }
                 pe
             }
         };
-        let pe = pe.to_dtype(x.dtype())?;
+        let pe = pe.to_dtype(dtype)?;
         if b == 1 {
             Ok(pe)
         } else {
@@ -106,6 +122,53 @@ impl FpnNeck {
         let feats: Vec<Tensor> = out.into_iter().flatten().collect();
         let pos = feats.iter().take(keep).map(|f| self.position_encoding(f)).collect::<Result<Vec<_>>>()?;
         Ok((feats, pos))
+    }
+}
+
+impl FpnNeck {
+    /// Fast f32 CPU neck on NHWC trunk outputs; `None` where unsupported
+    /// (non-1×1 laterals, bilinear top-down). Returns NHWC levels
+    /// `(data, h, w)` of `d_model` channels, highest resolution first.
+    fn forward_nhwc_fast(&self, xs: &[Tensor]) -> Result<Option<Vec<(Vec<f32>, usize, usize)>>> {
+        let n = self.convs.len();
+        if !self.pointwise || self.interp != FpnInterp::Nearest || xs.len() != n || !xs.iter().all(cpu::is_cpu_f32) {
+            return Ok(None);
+        }
+        let mut out: Vec<Option<(Vec<f32>, usize, usize)>> = (0..n).map(|_| None).collect();
+        let mut prev: Option<(usize, usize, usize)> = None; // level index, h, w
+        for i in (0..n).rev() {
+            let x = xs[i].contiguous()?;
+            let (b, h, w, c) = x.dims4()?;
+            let conv = &self.convs[n - 1 - i];
+            let wt = F32Ref::new(conv.weight())?;
+            let bias = match conv.bias() {
+                Some(t) => F32Ref::new(t)?,
+                None => candle_core::bail!("FpnNeck: lateral conv without bias"),
+            };
+            let d = bias.slice().len();
+            if wt.slice().len() != d * c {
+                candle_core::bail!("FpnNeck: lateral conv {i} expects other channels than {c}");
+            }
+            let mut lat = {
+                let xv = F32Ref::new(&x)?;
+                cpu::linear(xv.slice(), b * h * w, c, wt.slice(), bias.slice())
+            };
+            if let (Some((pi, ph, pw)), true) = (prev, self.top_down_levels.contains(&i)) {
+                if h != 2 * ph || w != 2 * pw {
+                    candle_core::bail!("FpnNeck: level {i} is {h}x{w}, top-down gives {}x{}", 2 * ph, 2 * pw);
+                }
+                let scale = match self.fuse {
+                    FuseType::Sum => 1.0,
+                    FuseType::Avg => 0.5,
+                };
+                if let Some((p, _, _)) = &out[pi] {
+                    cpu::add_upsampled_nearest2x(&mut lat, p, (b, h, w, d), scale);
+                }
+            }
+            out[i] = Some((lat, h, w));
+            prev = Some((i, h, w));
+        }
+        Ok(Some(out.into_iter().flatten().collect()))
     }
 }
 
@@ -162,8 +225,64 @@ impl ImageEncoder {
 
     /// `[B, 3, S, S]` normalised pixels → features (`ImageEncoder.forward`).
     pub fn forward(&self, x: &Tensor) -> Result<ImageEncoderOutput> {
-        let trunk = self.trunk.forward(x)?;
-        self.forward_from_trunk(&trunk)
+        self.forward_with_high_res(x, None)
+    }
+
+    /// [`ImageEncoder::forward`], then the high-res projections if given
+    /// (`SAM2Base.forward_image`).
+    pub fn forward_with_high_res(&self, x: &Tensor, high_res: Option<&HighResConvs>) -> Result<ImageEncoderOutput> {
+        let trunk = self.trunk.forward_nhwc(x)?;
+        if let Some(levels) = self.neck.forward_nhwc_fast(&trunk)? {
+            let b = x.dim(0)?;
+            let keep = levels.len().saturating_sub(self.scalp);
+            let mut feats = Vec::with_capacity(keep);
+            for (i, (v, h, w)) in levels.into_iter().take(keep).enumerate() {
+                let conv = match (high_res, i) {
+                    (Some(hr), 0) => Some(&hr.conv_s0),
+                    (Some(hr), 1) => Some(&hr.conv_s1),
+                    _ => None,
+                };
+                let d = v.len() / (b * h * w).max(1);
+                let (v, d) = match conv {
+                    Some(conv) => {
+                        let wt = F32Ref::new(conv.weight())?;
+                        let bias = match conv.bias() {
+                            Some(t) => F32Ref::new(t)?,
+                            None => candle_core::bail!("HighResConvs: conv without bias"),
+                        };
+                        let o = bias.slice().len();
+                        if wt.slice().len() != o * d {
+                            candle_core::bail!("HighResConvs: conv expects other channels than {d}");
+                        }
+                        (cpu::linear(&v, b * h * w, d, wt.slice(), bias.slice()), o)
+                    }
+                    None => (v, d),
+                };
+                feats.push(cpu::nhwc_to_nchw(&v, b, h, w, d)?);
+            }
+            // Position encodings follow the neck's features (before the projections).
+            let pos = feats
+                .iter()
+                .map(|f| {
+                    let (b, _, h, w) = f.dims4()?;
+                    self.neck.position_encoding_for(b, h, w, f.dtype(), f.device())
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let vision_features = match feats.last() {
+                Some(f) => f.clone(),
+                None => candle_core::bail!("ImageEncoder: no feature level left after the scalp"),
+            };
+            return Ok(ImageEncoderOutput { vision_features, vision_pos_enc: pos, backbone_fpn: feats });
+        }
+        let trunk = trunk
+            .into_iter()
+            .map(|t| t.permute((0, 3, 1, 2))?.contiguous())
+            .collect::<Result<Vec<_>>>()?;
+        let mut out = self.forward_from_trunk(&trunk)?;
+        if let Some(hr) = high_res {
+            hr.apply(&mut out)?;
+        }
+        Ok(out)
     }
 
     /// Neck and scalp on precomputed NCHW trunk outputs.
@@ -216,9 +335,5 @@ pub fn forward_image(
     high_res: Option<&HighResConvs>,
     pixels: &Tensor,
 ) -> Result<ImageEncoderOutput> {
-    let mut out = encoder.forward(pixels)?;
-    if let Some(hr) = high_res {
-        hr.apply(&mut out)?;
-    }
-    Ok(out)
+    encoder.forward_with_high_res(pixels, high_res)
 }

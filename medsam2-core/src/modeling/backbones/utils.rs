@@ -54,6 +54,9 @@ pub fn window_unpartition(
 #[derive(Debug, Clone)]
 pub struct PatchEmbed {
     proj: Conv2d,
+    pub(crate) kernel: usize,
+    pub(crate) stride: usize,
+    pub(crate) padding: usize,
 }
 
 impl PatchEmbed {
@@ -67,7 +70,25 @@ impl PatchEmbed {
         vb: VarBuilder,
     ) -> Result<Self> {
         let cfg = Conv2dConfig { padding, stride, ..Default::default() };
-        Ok(Self { proj: candle_nn::conv2d(in_chans, embed_dim, kernel, cfg, vb.pp("proj"))? })
+        Ok(Self {
+            proj: candle_nn::conv2d(in_chans, embed_dim, kernel, cfg, vb.pp("proj"))?,
+            kernel,
+            stride,
+            padding,
+        })
+    }
+
+    /// Conv weight `[embed_dim, in_chans, k, k]`.
+    pub fn weight(&self) -> &Tensor {
+        self.proj.weight()
+    }
+
+    /// Conv bias `[embed_dim]`.
+    pub fn bias(&self) -> Result<&Tensor> {
+        match self.proj.bias() {
+            Some(b) => Ok(b),
+            None => candle_core::bail!("PatchEmbed without bias"),
+        }
     }
 
     /// `[B, C_in, H, W]` → `[B, H', W', embed_dim]`.

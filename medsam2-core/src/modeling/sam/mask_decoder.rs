@@ -875,3 +875,138 @@ mod cpu {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::cpu;
+    use candle_core::{Device, Tensor};
+
+    #[test]
+    fn fast_gelu_matches_exact_gelu() {
+        let xs: Vec<f32> = (-120_000..=120_000).map(|i| i as f32 * 1e-4).collect();
+        let exact = Tensor::new(xs.as_slice(), &Device::Cpu)
+            .and_then(|t| t.to_dtype(candle_core::DType::F64))
+            .and_then(|t| t.gelu_erf())
+            .and_then(|t| t.to_vec1::<f64>())
+            .expect("exact gelu");
+        let mut worst = 0f64;
+        for (x, e) in xs.iter().zip(&exact) {
+            let err = (cpu::gelu(*x) as f64 - e).abs() / (x.abs() as f64).max(1.0);
+            worst = worst.max(err);
+        }
+        assert!(worst < 1e-6, "fast GELU relative error {worst:e}");
+    }
+}
+
+#[cfg(test)]
+mod zz_profile_tmp {
+    use candle_core::{DType, Device, Tensor};
+    use candle_nn::{VarBuilder, VarMap};
+    use candle_core::Module;
+    use crate::config::{ModelSize, Version};
+    use crate::modeling::sam::{MaskDecoder, PromptEncoder, TwoWayTransformer};
+    use crate::Sam2Config;
+    use std::time::Instant;
+fn cpu_time() -> f64 {
+    let s = std::fs::read_to_string("/proc/self/stat").unwrap();
+    let f: Vec<&str> = s.rsplit(')').next().unwrap().split_whitespace().collect();
+    (f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap()) / 100.0
+}
+fn t<F: FnMut() -> R, R>(name: &str, mut f: F) -> R {
+    let mut out = f();
+    let n = 30;
+    let mut best = f64::MAX;
+    let c0 = cpu_time();
+    for _ in 0..n { let st = Instant::now(); out = f(); best = best.min(st.elapsed().as_secs_f64()); }
+    let c1 = cpu_time();
+    println!("{name}: best wall {:.2} ms, cpu {:.2} ms/iter", best * 1e3, (c1 - c0) * 1e3 / n as f64);
+    out
+}
+
+#[test]
+    #[ignore]
+    fn zz_profile() {
+    let cfg = Sam2Config::preset(Version::Sam2_1, ModelSize::Tiny);
+    let dev = Device::Cpu;
+    let varmap = VarMap::new();
+    let vb = VarBuilder::from_varmap(&varmap, DType::F32, &dev);
+    PromptEncoder::new(&cfg.prompt_encoder(), vb.pp("sam_prompt_encoder")).unwrap();
+    MaskDecoder::new(&cfg.mask_decoder(), vb.pp("sam_mask_decoder")).unwrap();
+    for var in varmap.all_vars() {
+        let dims = var.dims().to_vec();
+        let std = if dims.len() >= 2 { (dims[0] as f64 / dims.iter().product::<usize>() as f64).sqrt() } else { 0.1 };
+        var.set(&Tensor::randn(0f32, std as f32, dims, &dev).unwrap()).unwrap();
+    }
+    let vb = VarBuilder::from_varmap(&varmap, DType::F32, &dev);
+    let pe = PromptEncoder::new(&cfg.prompt_encoder(), vb.pp("sam_prompt_encoder")).unwrap();
+    let dec = MaskDecoder::new(&cfg.mask_decoder(), vb.pp("sam_mask_decoder")).unwrap();
+    let tr = TwoWayTransformer::new(&cfg.mask_decoder().transformer, vb.pp("sam_mask_decoder.transformer")).unwrap();
+    let image_embed = Tensor::randn(0f32, 1.0, (1, 256, 64, 64), &dev).unwrap();
+    let feat_s0 = Tensor::randn(0f32, 1.0, (1, 32, 256, 256), &dev).unwrap();
+    let feat_s1 = Tensor::randn(0f32, 1.0, (1, 64, 128, 128), &dev).unwrap();
+    let dense_pe = pe.get_dense_pe().unwrap();
+    let coords = Tensor::from_slice(&[512f32, 400.0], (1, 1, 2), &dev).unwrap();
+    let labels = Tensor::from_slice(&[1i32], (1, 1), &dev).unwrap();
+    let (sparse, dense) = t("prompt encoder", || pe.forward(Some((&coords, &labels)), None, None).unwrap());
+    let tokens = Tensor::randn(0f32, 1.0, (1, 8, 256), &dev).unwrap();
+    let src = t("src+dense", || image_embed.broadcast_add(&dense).unwrap());
+    t("transformer", || tr.forward(&src, &dense_pe, &tokens).unwrap());
+    let att = crate::modeling::sam::Attention::new(256, 8, 2, None, vb.pp("sam_mask_decoder.transformer.layers.0.cross_attn_token_to_image")).unwrap();
+    let keys = Tensor::randn(0f32, 1.0, (1, 4096, 256), &dev).unwrap();
+    t("attn many_keys", || att.forward_many_keys(&tokens, &keys, &keys).unwrap());
+    t("attn many_queries", || att.forward_many_queries(&keys, &tokens, &tokens).unwrap());
+    t("attn std t2i", || att.forward(&tokens, &keys, &keys).unwrap());
+    t("attn std i2t", || att.forward(&keys, &tokens, &tokens).unwrap());
+    let ln = crate::modeling::sam2_utils::layer_norm(256, 1e-5, vb.pp("sam_mask_decoder.transformer.layers.0.norm4")).unwrap();
+    t("ln 4096x256", || candle_core::Module::forward(&ln, &keys).unwrap());
+    t("add 4096x256", || (&keys + &keys).unwrap());
+    let blk0 = crate::modeling::sam::TwoWayAttentionBlock::new(256, 8, 2048, 2, true, vb.pp("sam_mask_decoder.transformer.layers.0")).unwrap();
+    let blk1 = crate::modeling::sam::TwoWayAttentionBlock::new(256, 8, 2048, 2, false, vb.pp("sam_mask_decoder.transformer.layers.1")).unwrap();
+    t("block0", || blk0.forward(&tokens, &keys, &tokens, &keys).unwrap());
+    t("block1", || blk1.forward(&tokens, &keys, &tokens, &keys).unwrap());
+    t("transpose copy 256x4096", || image_embed.flatten_from(2).unwrap().transpose(1, 2).unwrap().contiguous().unwrap());
+    {
+        let q = &keys; let k = &tokens;
+        let kb = t("kproj+blocks", || att.head_blocks_pub(&att.k_proj().forward(k).unwrap()).unwrap());
+        let m = t("m = kb@Wq", || kb.broadcast_matmul(att.q_proj().weight()).unwrap());
+        let sc = t("scores = q @ m^T", || q.matmul(&m.transpose(1, 2).unwrap()).unwrap());
+        let sc4 = sc.reshape((1, 4096, 8, 8)).unwrap();
+        let p = t("softmax", || crate::modeling::sam2_utils::softmax_last(&sc4).unwrap().reshape((1, 4096, 64)).unwrap());
+        let vo = t("vo", || kb.broadcast_matmul(&att.out_proj().weight().t().unwrap()).unwrap());
+        t("p @ vo", || p.matmul(&vo).unwrap());
+        let mm = t("m contiguous T", || m.transpose(1, 2).unwrap().contiguous().unwrap());
+        t("scores = q @ mT contig", || q.matmul(&mm).unwrap());
+        let w = Tensor::randn(0f32, 1.0, (256, 2048), &dev).unwrap();
+        t("mlp-ish 8x256x2048", || tokens.broadcast_matmul(&w).unwrap());
+    }
+    {
+        let srcu = Tensor::randn(0f32, 1.0, (1, 4096, 256), &dev).unwrap();
+        let hyper = Tensor::randn(0f32, 1.0, (1, 4, 32), &dev).unwrap();
+        let hr = (feat_s0.clone(), feat_s1.clone());
+        t("upscale cpu", || dec.upscale_masks_cpu(&srcu, 64, 64, Some(&hr), &hyper).unwrap());
+        t("upscale tensor-ops", || dec.upscale_masks(&srcu, 64, 64, Some(&hr), &hyper).unwrap());
+        let y1 = t("dc1 unshuffled", || dec.upscale_dc1.unshuffled(&srcu.transpose(1, 2).unwrap()).unwrap().contiguous().unwrap());
+        let _ = y1;
+        let yv: Vec<f32> = (0..128 * 16384).map(|i| ((i % 97) as f32 - 48.0) * 0.05).collect();
+        let fv: Vec<f32> = (0..32 * 65536).map(|i| ((i % 89) as f32 - 44.0) * 0.05).collect();
+        let hv = vec![0.1f32; 4 * 32];
+        let bias = vec![0.1f32; 32];
+        let a = super::cpu::Stage2 { y: &yv, batch: 1, channels: 32, h: 128, w: 128, bias: &bias, feat: Some((&fv, false)), hyper: &hv, tokens: 4 };
+        t("stage2", || super::cpu::stage2(&a, &dev).unwrap());
+        let yv: Vec<f32> = (0..256 * 4096).map(|i| ((i % 97) as f32 - 48.0) * 0.05).collect();
+        let fv: Vec<f32> = (0..64 * 16384).map(|i| ((i % 89) as f32 - 44.0) * 0.05).collect();
+        let bias = vec![0.1f32; 64];
+        let a = super::cpu::Stage1 { y: &yv, batch: 1, channels: 64, h: 64, w: 64, bias: &bias, feat: Some((&fv, false)), ln_weight: &bias, ln_bias: &bias, eps: 1e-6 };
+        t("stage1", || super::cpu::stage1(&a, &dev).unwrap());
+        let xs = Tensor::randn(0f32, 1.0, (4096, 256), &dev).unwrap();
+        let wt = Tensor::randn(0f32, 1.0, (256, 256), &dev).unwrap();
+        t("gemm 4096x256 @ 256x256", || xs.matmul(&wt).unwrap());
+        t("gemm 256x256 @ (4096x256)^T", || wt.matmul(&xs.t().unwrap()).unwrap());
+        let xs2 = Tensor::randn(0f32, 1.0, (256, 4096), &dev).unwrap();
+        t("gemm 256x256 @ 256x4096", || wt.matmul(&xs2).unwrap());
+    }
+    t("predict_masks", || dec.predict_masks(&image_embed, &dense_pe, &sparse, &dense, false, Some((&feat_s0, &feat_s1))).unwrap());
+    t("forward multimask", || dec.forward(&image_embed, &dense_pe, &sparse, &dense, true, false, Some((&feat_s0, &feat_s1))).unwrap());
+    t("forward single", || dec.forward(&image_embed, &dense_pe, &sparse, &dense, false, false, Some((&feat_s0, &feat_s1))).unwrap());
+}
+}

@@ -106,6 +106,8 @@ impl Attention {
 
     /// Spreads per-token head vectors `[B, N, I]` block-diagonally over the
     /// heads: `[B, heads·N, I]`, row `(h, n)` keeps only head `h`'s columns.
+    #[doc(hidden)]
+    pub fn head_blocks_pub(&self, x: &Tensor) -> Result<Tensor> { self.head_blocks(x) }
     fn head_blocks(&self, x: &Tensor) -> Result<Tensor> {
         let (b, n, i) = x.dims3()?;
         let h = self.num_heads;

@@ -1,0 +1,807 @@
+//! Fast f32 CPU kernels of the image encoder: row-parallel fused linear
+//! layers, layer norm, GELU, max pooling and batched window/global attention.
+//!
+//! Work is spread over candle's persistent thread pool; every GEMM inside a
+//! task is single-threaded (`gemm` crate, the engine behind candle's matmul),
+//! so one task = one block of rows (or one window × head) that stays in cache.
+
+use std::cell::RefCell;
+use std::ops::Range;
+
+use candle_core::{CpuStorage, Device, Result, Storage, StorageRef, Tensor};
+
+/// A raw pointer that tasks share to write disjoint parts of one buffer.
+#[derive(Clone, Copy)]
+pub(crate) struct SyncPtr(pub *mut f32);
+// SAFETY: every user writes disjoint index ranges and joins before reading.
+unsafe impl Send for SyncPtr {}
+unsafe impl Sync for SyncPtr {}
+
+impl SyncPtr {
+    /// The pointer (a method, so closures capture the whole `Sync` wrapper).
+    #[inline(always)]
+    pub(crate) fn ptr(self) -> *mut f32 {
+        self.0
+    }
+}
+
+/// Runs `f(task)` for every task in `0..n` on candle's CPU pool.
+pub(crate) fn par_tasks(n: usize, f: impl Fn(usize) + Sync) {
+    if n == 1 {
+        f(0);
+        return;
+    }
+    candle_core::utils::barrier_pool().execute_chunked(n, |r: Range<usize>| r.for_each(&f));
+}
+
+/// Number of worker threads.
+pub(crate) fn num_threads() -> usize {
+    candle_core::utils::get_num_threads().max(1)
+}
+
+/// Whether a tensor can take the fast path (f32 on the CPU).
+pub(crate) fn is_cpu_f32(t: &Tensor) -> bool {
+    matches!(t.device(), Device::Cpu) && t.dtype() == candle_core::DType::F32
+}
+
+/// Read access to the f32 data of a contiguous CPU tensor.
+pub(crate) struct F32Ref<'a> {
+    guard: StorageRef<'a>,
+    range: Range<usize>,
+}
+
+impl<'a> F32Ref<'a> {
+    /// Borrows `t`'s elements; fails unless it is a contiguous f32 CPU tensor.
+    pub(crate) fn new(t: &'a Tensor) -> Result<Self> {
+        let (guard, layout) = t.storage_and_layout();
+        let Some((a, b)) = layout.contiguous_offsets() else {
+            candle_core::bail!("fast path: tensor is not contiguous");
+        };
+        match &*guard {
+            Storage::Cpu(CpuStorage::F32(_)) => {}
+            _ => candle_core::bail!("fast path: tensor is not f32 on the CPU"),
+        }
+        Ok(Self { guard, range: a..b })
+    }
+
+    /// The elements.
+    pub(crate) fn slice(&self) -> &[f32] {
+        match &*self.guard {
+            Storage::Cpu(CpuStorage::F32(v)) => &v[self.range.clone()],
+            _ => &[],
+        }
+    }
+}
+
+/// An f32 buffer that is either owned or borrowed from a tensor.
+pub(crate) enum Buf {
+    /// Owned data.
+    Owned(Vec<f32>),
+    /// Data held by a contiguous CPU f32 tensor.
+    Shared(Tensor),
+}
+
+impl Buf {
+    /// Owned data, copying a shared tensor.
+    pub(crate) fn into_owned(self) -> Result<Vec<f32>> {
+        match self {
+            Buf::Owned(v) => Ok(v),
+            Buf::Shared(t) => t.flatten_all()?.to_vec1::<f32>(),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// SIMD dispatch: the kernels below are written as plain loops that LLVM
+// vectorises; on x86-64 they are compiled a second time with AVX2+FMA and that
+// copy is chosen at run time.
+
+#[cfg(target_arch = "x86_64")]
+fn has_avx2_fma() -> bool {
+    use std::sync::OnceLock;
+    static F: OnceLock<bool> = OnceLock::new();
+    *F.get_or_init(|| is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"))
+}
+
+macro_rules! simd_fn {
+    ($(#[$m:meta])* $vis:vis fn $name:ident($($arg:ident : $ty:ty),* $(,)?) $body:block) => {
+        $(#[$m])*
+        $vis fn $name($($arg: $ty),*) {
+            #[inline(always)]
+            fn inner($($arg: $ty),*) $body
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx2,fma")]
+                unsafe fn avx2($($arg: $ty),*) {
+                    inner($($arg),*)
+                }
+                if has_avx2_fma() {
+                    // SAFETY: the CPU supports the enabled features.
+                    return unsafe { avx2($($arg),*) };
+                }
+            }
+            inner($($arg),*)
+        }
+    };
+}
+
+/// `exp(x)` for f32 (Cephes polynomial, ~1 ulp), written to vectorise.
+#[inline(always)]
+fn exp_f32(x: f32) -> f32 {
+    const LOG2E: f32 = std::f32::consts::LOG2_E;
+    const LN2_HI: f32 = 0.693_359_4;
+    const LN2_LO: f32 = -2.121_944_4e-4;
+    const ROUND: f32 = 12_582_912.0; // 1.5 · 2^23
+    let x = x.clamp(-87.3, 88.0);
+    let n = (x * LOG2E + ROUND) - ROUND;
+    let r = x - n * LN2_HI - n * LN2_LO;
+    let mut p = 1.987_569_1e-4f32;
+    p = p * r + 1.398_199_9e-3;
+    p = p * r + 8.333_452e-3;
+    p = p * r + 4.166_579_6e-2;
+    p = p * r + 1.666_666_5e-1;
+    p = p * r + 5.000_000_1e-1;
+    let y = p * r * r + r + 1.0;
+    f32::from_bits(((n as i32 + 127) << 23) as u32) * y
+}
+
+/// `erf(x)` with the Abramowitz–Stegun 7.1.26 formula that PyTorch's
+/// vectorised CPU `erf` (and hence its exact GELU) uses; |error| < 1.5e-7.
+#[inline(always)]
+fn erf_f32(x: f32) -> f32 {
+    let a = x.abs();
+    let t = 1.0 / (0.327_591_1 * a + 1.0);
+    let mut r = 1.061_405_4f32;
+    r = r * t - 1.453_152;
+    r = r * t + 1.421_413_8;
+    r = r * t - 0.284_496_74;
+    r = r * t + 0.254_829_6;
+    let y = 1.0 - r * t * exp_f32(-a * a);
+    y.copysign(x)
+}
+
+simd_fn! {
+    /// Exact (erf) GELU in place.
+    pub(crate) fn gelu_inplace(xs: &mut [f32]) {
+        for v in xs.iter_mut() {
+            let x = *v;
+            *v = 0.5 * x * (1.0 + erf_f32(x * std::f32::consts::FRAC_1_SQRT_2));
+        }
+    }
+}
+
+simd_fn! {
+    /// Row softmax of `scale · s` in place over rows of length `n`.
+    pub(crate) fn softmax_rows(s: &mut [f32], n: usize, scale: f32) {
+        for row in s.chunks_exact_mut(n) {
+            let mut m8 = [f32::NEG_INFINITY; 8];
+            let mut it = row.chunks_exact(8);
+            for c in &mut it {
+                for j in 0..8 {
+                    m8[j] = m8[j].max(c[j]);
+                }
+            }
+            let mut m = it.remainder().iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+            for v in m8 {
+                m = m.max(v);
+            }
+            let mut s8 = [0f32; 8];
+            let mut it = row.chunks_exact_mut(8);
+            for c in &mut it {
+                for j in 0..8 {
+                    let e = exp_f32((c[j] - m) * scale);
+                    c[j] = e;
+                    s8[j] += e;
+                }
+            }
+            let mut sum = 0f32;
+            for v in it.into_remainder() {
+                let e = exp_f32((*v - m) * scale);
+                *v = e;
+                sum += e;
+            }
+            sum += s8.iter().sum::<f32>();
+            let inv = 1.0 / sum;
+            for v in row.iter_mut() {
+                *v *= inv;
+            }
+        }
+    }
+}
+
+simd_fn! {
+    /// Layer norm over rows of length `c` (two-pass mean/variance in f32).
+    pub(crate) fn layer_norm_rows(src: &[f32], dst: &mut [f32], c: usize, w: &[f32], b: &[f32], eps: f32) {
+        for (x, y) in src.chunks_exact(c).zip(dst.chunks_exact_mut(c)) {
+            let mut s8 = [0f32; 8];
+            let mut it = x.chunks_exact(8);
+            for ch in &mut it {
+                for j in 0..8 {
+                    s8[j] += ch[j];
+                }
+            }
+            let mean = (it.remainder().iter().sum::<f32>() + s8.iter().sum::<f32>()) / c as f32;
+            let mut v8 = [0f32; 8];
+            let mut it = x.chunks_exact(8);
+            for ch in &mut it {
+                for j in 0..8 {
+                    let d = ch[j] - mean;
+                    v8[j] += d * d;
+                }
+            }
+            let rem: f32 = it.remainder().iter().map(|&v| (v - mean) * (v - mean)).sum();
+            let var = (rem + v8.iter().sum::<f32>()) / c as f32;
+            let inv = 1.0 / (var + eps).sqrt();
+            for i in 0..c {
+                y[i] = (x[i] - mean) * inv * w[i] + b[i];
+            }
+        }
+    }
+}
+
+simd_fn! {
+    /// `dst[r] = bias` for every row of length `bias.len()`.
+    fn fill_rows(dst: &mut [f32], bias: &[f32]) {
+        for row in dst.chunks_exact_mut(bias.len()) {
+            row.copy_from_slice(bias);
+        }
+    }
+}
+
+simd_fn! {
+    /// `dst[r] += bias` for every row of length `bias.len()`.
+    fn add_rows(dst: &mut [f32], bias: &[f32]) {
+        for row in dst.chunks_exact_mut(bias.len()) {
+            for (d, b) in row.iter_mut().zip(bias) {
+                *d += b;
+            }
+        }
+    }
+}
+
+/// Single-threaded `dst (m×n, row stride dst_rs) (+)= lhs (m×k) · rhs (k×n)`,
+/// with element strides given as (row, column).
+///
+/// # Safety
+/// Pointers and strides must address valid memory for the given sizes, and
+/// `dst` must not alias the inputs.
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn sgemm(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: *mut f32,
+    dst_rs: usize,
+    accumulate: bool,
+    lhs: *const f32,
+    lhs_s: (isize, isize),
+    rhs: *const f32,
+    rhs_s: (isize, isize),
+) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    gemm::gemm(
+        m,
+        n,
+        k,
+        dst,
+        1,
+        dst_rs as isize,
+        accumulate,
+        lhs,
+        lhs_s.1,
+        lhs_s.0,
+        rhs,
+        rhs_s.1,
+        rhs_s.0,
+        1.0f32,
+        1.0f32,
+        false,
+        false,
+        false,
+        gemm::Parallelism::None,
+    )
+}
+
+/// `y = x · Wᵀ` for `W` `[n, k]` (PyTorch layout): `rows` rows of `x`
+/// (row stride `k`) into `y` (row stride `n`), accumulating into `y`.
+///
+/// # Safety
+/// `x` must hold `rows·k` and `y` `rows·n` elements; `w` `n·k`.
+pub(crate) unsafe fn linear_acc(x: *const f32, rows: usize, w: &[f32], n: usize, k: usize, y: *mut f32) {
+    sgemm(rows, n, k, y, n, true, x, (k as isize, 1), w.as_ptr(), (1, k as isize))
+}
+
+thread_local! {
+    static SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Runs `f` with a thread-local scratch buffer of at least `len` elements.
+pub(crate) fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
+    SCRATCH.with(|s| match s.try_borrow_mut() {
+        Ok(mut v) => {
+            if v.len() < len {
+                v.resize(len, 0.0);
+            }
+            f(&mut v[..len])
+        }
+        // Re-entered on this thread (should not happen): use a fresh buffer.
+        Err(_) => f(&mut vec![0f32; len]),
+    })
+}
+
+/// Rows per task for row-parallel work on `n` rows.
+pub(crate) fn row_block(n: usize, c: usize) -> usize {
+    // ~64-256 rows, and at least ~4 tasks per thread when there are few rows.
+    let by_cache = (32768 / c.max(1)).clamp(32, 256);
+    let by_balance = n.div_ceil(4 * num_threads()).max(16);
+    by_cache.min(by_balance)
+}
+
+/// Uninitialised-free allocation of `n` zeros (the kernels overwrite it).
+pub(crate) fn alloc(n: usize) -> Vec<f32> {
+    vec![0f32; n]
+}
+
+/// Layer norm + linear: `out = LN(x) · Wᵀ + b` over `n` rows of width `c`
+/// (`W` `[o, c]`). Optionally also `out2 = LN(x) · W2ᵀ + b2` (`W2` `[o2, c]`).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn ln_linear(
+    x: &[f32],
+    n: usize,
+    c: usize,
+    ln: (&[f32], &[f32], f32),
+    w: &[f32],
+    b: &[f32],
+    second: Option<(&[f32], &[f32])>,
+) -> (Vec<f32>, Option<Vec<f32>>) {
+    let o = b.len();
+    let mut out = alloc(n * o);
+    let mut out2 = second.map(|(_, b2)| alloc(n * b2.len()));
+    let rb = row_block(n, c.max(o));
+    let po = SyncPtr(out.as_mut_ptr());
+    let po2 = out2.as_mut().map(|v| SyncPtr(v.as_mut_ptr()));
+    par_tasks(n.div_ceil(rb), |t| {
+        let r0 = t * rb;
+        let rows = rb.min(n - r0);
+        with_scratch(rows * c, |xn| {
+            layer_norm_rows(&x[r0 * c..(r0 + rows) * c], xn, c, ln.0, ln.1, ln.2);
+            // SAFETY: disjoint row ranges of the outputs.
+            unsafe {
+                let y = std::slice::from_raw_parts_mut(po.ptr().add(r0 * o), rows * o);
+                fill_rows(y, b);
+                linear_acc(xn.as_ptr(), rows, w, o, c, y.as_mut_ptr());
+                if let (Some((w2, b2)), Some(p2)) = (second, po2) {
+                    let o2 = b2.len();
+                    let y2 = std::slice::from_raw_parts_mut(p2.ptr().add(r0 * o2), rows * o2);
+                    fill_rows(y2, b2);
+                    linear_acc(xn.as_ptr(), rows, w2, o2, c, y2.as_mut_ptr());
+                }
+            }
+        });
+    });
+    (out, out2)
+}
+
+/// `acc += x · Wᵀ + b` over `n` rows (`x` width `k`, `acc` width `b.len()`).
+pub(crate) fn linear_residual(acc: &mut [f32], x: &[f32], n: usize, k: usize, w: &[f32], b: &[f32]) {
+    let o = b.len();
+    let rb = row_block(n, k.max(o));
+    let pa = SyncPtr(acc.as_mut_ptr());
+    par_tasks(n.div_ceil(rb), |t| {
+        let r0 = t * rb;
+        let rows = rb.min(n - r0);
+        // SAFETY: disjoint row ranges of `acc`.
+        unsafe {
+            let y = std::slice::from_raw_parts_mut(pa.ptr().add(r0 * o), rows * o);
+            add_rows(y, b);
+            linear_acc(x[r0 * k..].as_ptr(), rows, w, o, k, y.as_mut_ptr());
+        }
+    });
+}
+
+/// `out = x · Wᵀ + b` over `n` rows.
+pub(crate) fn linear(x: &[f32], n: usize, k: usize, w: &[f32], b: &[f32]) -> Vec<f32> {
+    let mut out = alloc(n * b.len());
+    let o = b.len();
+    let rb = row_block(n, k.max(o));
+    let po = SyncPtr(out.as_mut_ptr());
+    par_tasks(n.div_ceil(rb), |t| {
+        let r0 = t * rb;
+        let rows = rb.min(n - r0);
+        // SAFETY: disjoint row ranges of `out`.
+        unsafe {
+            let y = std::slice::from_raw_parts_mut(po.ptr().add(r0 * o), rows * o);
+            fill_rows(y, b);
+            linear_acc(x[r0 * k..].as_ptr(), rows, w, o, k, y.as_mut_ptr());
+        }
+    });
+    out
+}
+
+/// Weights of the fused MLP residual.
+pub(crate) struct MlpWeights<'a> {
+    pub ln_w: &'a [f32],
+    pub ln_b: &'a [f32],
+    pub eps: f32,
+    pub w1: &'a [f32],
+    pub b1: &'a [f32],
+    pub w2: &'a [f32],
+    pub b2: &'a [f32],
+}
+
+/// `x += fc2(GELU(fc1(LN(x))))` over `n` rows of width `c`, row block by row
+/// block so that the hidden activations stay in cache.
+pub(crate) fn mlp_residual(x: &mut [f32], n: usize, c: usize, m: &MlpWeights<'_>) {
+    let hdim = m.b1.len();
+    let rb = row_block(n, hdim);
+    let px = SyncPtr(x.as_mut_ptr());
+    par_tasks(n.div_ceil(rb), |t| {
+        let r0 = t * rb;
+        let rows = rb.min(n - r0);
+        with_scratch(rows * (c + hdim), |buf| {
+            let (xn, hid) = buf.split_at_mut(rows * c);
+            // SAFETY: disjoint row ranges of `x`.
+            unsafe {
+                let xr = std::slice::from_raw_parts_mut(px.ptr().add(r0 * c), rows * c);
+                layer_norm_rows(xr, xn, c, m.ln_w, m.ln_b, m.eps);
+                fill_rows(hid, m.b1);
+                linear_acc(xn.as_ptr(), rows, m.w1, hdim, c, hid.as_mut_ptr());
+                gelu_inplace(hid);
+                add_rows(xr, m.b2);
+                linear_acc(hid.as_ptr(), rows, m.w2, c, hdim, xr.as_mut_ptr());
+            }
+        });
+    });
+}
+
+/// Max pooling of NHWC `[b, h, w, c]` with kernel = stride = `s` (floor).
+pub(crate) fn max_pool(x: &[f32], b: usize, h: usize, w: usize, c: usize, s: [usize; 2]) -> Vec<f32> {
+    let (ho, wo) = (h / s[0], w / s[1]);
+    let mut out = alloc(b * ho * wo * c);
+    let po = SyncPtr(out.as_mut_ptr());
+    par_tasks(b * ho, |t| {
+        let (bi, oy) = (t / ho, t % ho);
+        // SAFETY: one output row per task.
+        let dst = unsafe { std::slice::from_raw_parts_mut(po.ptr().add(t * wo * c), wo * c) };
+        for ox in 0..wo {
+            let d = &mut dst[ox * c..(ox + 1) * c];
+            d.fill(f32::NEG_INFINITY);
+            for a in 0..s[0] {
+                for bb in 0..s[1] {
+                    let (y, xx) = (oy * s[0] + a, ox * s[1] + bb);
+                    let src = &x[((bi * h + y) * w + xx) * c..][..c];
+                    for (dv, sv) in d.iter_mut().zip(src) {
+                        *dv = dv.max(*sv);
+                    }
+                }
+            }
+        }
+    });
+    out
+}
+
+/// Geometry of one attention call on an NHWC token map.
+pub(crate) struct AttnGeom {
+    /// Images.
+    pub b: usize,
+    /// Map height.
+    pub h: usize,
+    /// Map width.
+    pub w: usize,
+    /// Channels per q/k/v (`dim_out`).
+    pub c: usize,
+    /// Heads.
+    pub heads: usize,
+    /// Window side; 0 = global attention.
+    pub window: usize,
+    /// Query pooling stride.
+    pub q_stride: Option<[usize; 2]>,
+}
+
+/// Multi-head attention of `MultiScaleAttention` on a `qkv` buffer
+/// `[b·h·w, 3c]` (natural token order, un-padded) whose bias is `qkv_bias`
+/// (= the qkv of a zero token, used for window padding). Windows are
+/// `window × window` tiles of the zero-padded map, queries optionally
+/// max-pooled inside each window. Returns the attention output `[b·ho·wo, c]`
+/// in natural order (before `proj`) and `(ho, wo)`.
+pub(crate) fn attention(qkv: &[f32], qkv_bias: &[f32], g: &AttnGeom) -> Result<(Vec<f32>, usize, usize)> {
+    let (b, h, w, c, heads) = (g.b, g.h, g.w, g.c, g.heads);
+    if heads == 0 || c % heads != 0 || qkv.len() != b * h * w * 3 * c || qkv_bias.len() != 3 * c {
+        candle_core::bail!("attention: inconsistent sizes");
+    }
+    let hd = c / heads;
+    let scale = 1.0 / (hd as f32).sqrt();
+    let [sy, sx] = g.q_stride.unwrap_or([1, 1]);
+    if sy == 0 || sx == 0 {
+        candle_core::bail!("attention: zero query stride");
+    }
+    let (ho, wo) = (h / sy, w / sx);
+    let mut out = alloc(b * ho * wo * c);
+    let po = SyncPtr(out.as_mut_ptr());
+    let c3 = 3 * c;
+
+    if g.window == 0 {
+        // Global attention: keys/values are read in place, queries in chunks.
+        let l = h * w;
+        let lq = ho * wo;
+        let qc = 64.min(lq.max(1));
+        let chunks = lq.div_ceil(qc);
+        par_tasks(b * heads * chunks, |t| {
+            let bi = t / (heads * chunks);
+            let hh = (t / chunks) % heads;
+            let q0 = (t % chunks) * qc;
+            let rows = qc.min(lq - q0);
+            let base = &qkv[bi * l * c3..(bi + 1) * l * c3];
+            with_scratch(rows * hd + rows * l, |buf| {
+                let (q, s) = buf.split_at_mut(rows * hd);
+                let q_ptr: *const f32;
+                let q_rs: isize;
+                if g.q_stride.is_some() {
+                    for r in 0..rows {
+                        let (oy, ox) = ((q0 + r) / wo, (q0 + r) % wo);
+                        let qd = &mut q[r * hd..(r + 1) * hd];
+                        qd.fill(f32::NEG_INFINITY);
+                        for a in 0..sy {
+                            for bb in 0..sx {
+                                let tok = (oy * sy + a) * w + ox * sx + bb;
+                                let src = &base[tok * c3 + hh * hd..][..hd];
+                                for (d, v) in qd.iter_mut().zip(src) {
+                                    *d = d.max(*v);
+                                }
+                            }
+                        }
+                    }
+                    q_ptr = q.as_ptr();
+                    q_rs = hd as isize;
+                } else {
+                    q_ptr = base[q0 * c3 + hh * hd..].as_ptr();
+                    q_rs = c3 as isize;
+                }
+                let k_ptr = base[c + hh * hd..].as_ptr();
+                let v_ptr = base[2 * c + hh * hd..].as_ptr();
+                // SAFETY: all pointers address rows inside `base`/scratch; the
+                // output rows of this task are disjoint from other tasks'.
+                unsafe {
+                    sgemm(rows, l, hd, s.as_mut_ptr(), l, false, q_ptr, (q_rs, 1), k_ptr, (1, c3 as isize));
+                    softmax_rows(s, l, scale);
+                    let dst = po.ptr().add((bi * lq + q0) * c + hh * hd);
+                    sgemm(rows, hd, l, dst, c, false, s.as_ptr(), (l as isize, 1), v_ptr, (c3 as isize, 1));
+                }
+            });
+        });
+        return Ok((out, ho, wo));
+    }
+
+    // Windowed attention over the zero-padded map.
+    let ws = g.window;
+    let (nwy, nwx) = (h.div_ceil(ws), w.div_ceil(ws));
+    let (wqy, wqx) = (ws / sy, ws / sx);
+    if wqy == 0 || wqx == 0 || ho.div_ceil(wqy) != nwy || wo.div_ceil(wqx) != nwx {
+        candle_core::bail!("attention: window {ws} and query stride {sy}x{sx} do not tile {h}x{w}");
+    }
+    let l = ws * ws;
+    let lq = wqy * wqx;
+    par_tasks(b * nwy * nwx * heads, |t| {
+        let hh = t % heads;
+        let win = t / heads;
+        let (bi, wy, wx) = (win / (nwy * nwx), (win / nwx) % nwy, win % nwx);
+        let base = &qkv[bi * h * w * c3..(bi + 1) * h * w * c3];
+        with_scratch(2 * l * hd + lq * hd + lq * l + lq * hd, |buf| {
+            let (k, rest) = buf.split_at_mut(l * hd);
+            let (v, rest) = rest.split_at_mut(l * hd);
+            let (q, rest) = rest.split_at_mut(lq * hd);
+            let (s, o) = rest.split_at_mut(lq * l);
+            // Row of token (y, x) of this window (padding = the bias row).
+            let row = |y: usize, x: usize| window_row(base, qkv_bias, (wy * ws + y, wx * ws + x), (h, w));
+            for y in 0..ws {
+                for x in 0..ws {
+                    let r = row(y, x);
+                    let i = y * ws + x;
+                    k[i * hd..(i + 1) * hd].copy_from_slice(&r[c + hh * hd..][..hd]);
+                    v[i * hd..(i + 1) * hd].copy_from_slice(&r[2 * c + hh * hd..][..hd]);
+                }
+            }
+            for qy in 0..wqy {
+                for qx in 0..wqx {
+                    let qd = &mut q[(qy * wqx + qx) * hd..][..hd];
+                    qd.fill(f32::NEG_INFINITY);
+                    for a in 0..sy {
+                        for bb in 0..sx {
+                            let src = &row(qy * sy + a, qx * sx + bb)[hh * hd..][..hd];
+                            for (d, v) in qd.iter_mut().zip(src) {
+                                *d = d.max(*v);
+                            }
+                        }
+                    }
+                }
+            }
+            // SAFETY: scratch buffers of the sizes given.
+            unsafe {
+                let hd_i = hd as isize;
+                sgemm(lq, l, hd, s.as_mut_ptr(), l, false, q.as_ptr(), (hd_i, 1), k.as_ptr(), (1, hd_i));
+                softmax_rows(s, l, scale);
+                sgemm(lq, hd, l, o.as_mut_ptr(), hd, false, s.as_ptr(), (l as isize, 1), v.as_ptr(), (hd_i, 1));
+            }
+            for qy in 0..wqy {
+                let gy = wy * wqy + qy;
+                if gy >= ho {
+                    break;
+                }
+                for qx in 0..wqx {
+                    let gx = wx * wqx + qx;
+                    if gx >= wo {
+                        break;
+                    }
+                    let src = &o[(qy * wqx + qx) * hd..][..hd];
+                    // SAFETY: each (token, head) slot is written by one task.
+                    unsafe {
+                        let dst = po.ptr().add(((bi * ho + gy) * wo + gx) * c + hh * hd);
+                        std::ptr::copy_nonoverlapping(src.as_ptr(), dst, hd);
+                    }
+                }
+            }
+        });
+    });
+    Ok((out, ho, wo))
+}
+
+/// `lat[b, y, x, :] += prev[b, y / 2, x / 2, :]` (nearest 2× upsampling of
+/// `prev` `[b, h/2, w/2, c]` added to `lat` `[b, h, w, c]`), then `· scale`.
+pub(crate) fn add_upsampled_nearest2x(lat: &mut [f32], prev: &[f32], (b, h, w, c): (usize, usize, usize, usize), scale: f32) {
+    let (ph, pw) = (h / 2, w / 2);
+    let pl = SyncPtr(lat.as_mut_ptr());
+    par_tasks(b * h, |t| {
+        let (bi, y) = (t / h, t % h);
+        // SAFETY: one output row per task.
+        let row = unsafe { std::slice::from_raw_parts_mut(pl.ptr().add(t * w * c), w * c) };
+        let src = &prev[(bi * ph + y / 2) * pw * c..][..pw * c];
+        for x in 0..w {
+            for (d, s) in row[x * c..(x + 1) * c].iter_mut().zip(&src[(x / 2) * c..(x / 2 + 1) * c]) {
+                *d = (*d + s) * scale;
+            }
+        }
+    });
+}
+
+/// Strided conv of NCHW pixels straight to NHWC tokens plus a per-position
+/// embedding: `out[b, y, x, :] = conv(x)[b, :, y, x] + bias + pos[y, x, :]`.
+/// `weight` is `[co, ci, k, k]`, `pos` `[ho·wo·co]`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn patch_embed(
+    px: &[f32],
+    (b, ci, h, w): (usize, usize, usize, usize),
+    weight: &[f32],
+    bias: &[f32],
+    pos: &[f32],
+    k: usize,
+    stride: usize,
+    pad: usize,
+) -> Result<(Vec<f32>, usize, usize)> {
+    let co = bias.len();
+    let kk = ci * k * k;
+    if stride == 0 || h + 2 * pad < k || w + 2 * pad < k || weight.len() != co * kk {
+        candle_core::bail!("patch_embed: bad geometry");
+    }
+    let ho = (h + 2 * pad - k) / stride + 1;
+    let wo = (w + 2 * pad - k) / stride + 1;
+    if pos.len() != ho * wo * co || px.len() != b * ci * h * w {
+        candle_core::bail!("patch_embed: position embedding or input size mismatch");
+    }
+    let mut out = alloc(b * ho * wo * co);
+    let po = SyncPtr(out.as_mut_ptr());
+    par_tasks(b * ho, |t| {
+        let (bi, oy) = (t / ho, t % ho);
+        with_scratch(wo * kk, |cols| {
+            for ox in 0..wo {
+                let col = &mut cols[ox * kk..(ox + 1) * kk];
+                for c in 0..ci {
+                    let plane = &px[(bi * ci + c) * h * w..][..h * w];
+                    for ky in 0..k {
+                        let iy = (oy * stride + ky) as isize - pad as isize;
+                        let dst = &mut col[(c * k + ky) * k..][..k];
+                        if iy < 0 || iy >= h as isize {
+                            dst.fill(0.0);
+                            continue;
+                        }
+                        let src_row = &plane[iy as usize * w..][..w];
+                        for (kx, d) in dst.iter_mut().enumerate() {
+                            let ix = (ox * stride + kx) as isize - pad as isize;
+                            *d = if ix < 0 || ix >= w as isize { 0.0 } else { src_row[ix as usize] };
+                        }
+                    }
+                }
+            }
+            // SAFETY: one output row (image, y) per task.
+            unsafe {
+                let y = std::slice::from_raw_parts_mut(po.ptr().add(t * wo * co), wo * co);
+                y.copy_from_slice(&pos[oy * wo * co..(oy + 1) * wo * co]);
+                add_rows(y, bias);
+                sgemm(wo, co, kk, y.as_mut_ptr(), co, true, cols.as_ptr(), (kk as isize, 1), weight.as_ptr(), (1, kk as isize));
+            }
+        });
+    });
+    Ok((out, ho, wo))
+}
+
+/// The qkv row of map position `(y, x)`, or `bias` outside the `hw` map.
+#[inline]
+fn window_row<'a>(base: &'a [f32], bias: &'a [f32], yx: (usize, usize), hw: (usize, usize)) -> &'a [f32] {
+    let c3 = bias.len();
+    if yx.0 < hw.0 && yx.1 < hw.1 {
+        &base[(yx.0 * hw.1 + yx.1) * c3..][..c3]
+    } else {
+        bias
+    }
+}
+
+/// NHWC `[b, h·w, c]` → NCHW tensor `[b, c, h, w]`.
+pub(crate) fn nhwc_to_nchw(x: &[f32], b: usize, h: usize, w: usize, c: usize) -> Result<Tensor> {
+    let hw = h * w;
+    let mut out = alloc(b * c * hw);
+    let po = SyncPtr(out.as_mut_ptr());
+    const T: usize = 32;
+    let tiles = hw.div_ceil(T);
+    par_tasks(b * tiles, |t| {
+        let (bi, p0) = (t / tiles, (t % tiles) * T);
+        let p1 = (p0 + T).min(hw);
+        for ch in 0..c {
+            for p in p0..p1 {
+                // SAFETY: each (image, pixel) tile is written by one task.
+                unsafe { *po.ptr().add((bi * c + ch) * hw + p) = x[(bi * hw + p) * c + ch] };
+            }
+        }
+    });
+    Tensor::from_vec(out, (b, c, h, w), &Device::Cpu)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exp_and_erf_are_accurate() {
+        let mut worst_exp = 0f64;
+        let mut worst_erf = 0f64;
+        for i in -20000..=20000 {
+            let x = i as f32 * 0.004;
+            let e = exp_f32(x) as f64;
+            let r = (x as f64).exp();
+            worst_exp = worst_exp.max(((e - r) / r).abs());
+            let x = i as f32 * 0.0005;
+            worst_erf = worst_erf.max((erf_f32(x) as f64 - libm::erf(x as f64)).abs());
+        }
+        assert!(worst_exp < 3e-7, "exp rel err {worst_exp}");
+        assert!(worst_erf < 3e-7, "erf abs err {worst_erf}");
+        assert_eq!(exp_f32(-1000.0) < 1e-37, true);
+    }
+
+    #[test]
+    fn softmax_and_layer_norm() {
+        let mut s: Vec<f32> = (0..30).map(|i| (i as f32 * 0.37).sin() * 4.0).collect();
+        let orig = s.clone();
+        softmax_rows(&mut s, 10, 0.5);
+        for (row, o) in s.chunks(10).zip(orig.chunks(10)) {
+            let m = o.iter().fold(f32::MIN, |a, &b| a.max(b));
+            let z: f64 = o.iter().map(|&v| (((v - m) * 0.5) as f64).exp()).sum();
+            for (p, &v) in row.iter().zip(o) {
+                let want = (((v - m) * 0.5) as f64).exp() / z;
+                assert!((*p as f64 - want).abs() < 1e-6);
+            }
+        }
+        let x: Vec<f32> = (0..22).map(|i| 100.0 + (i as f32 * 0.7).cos()).collect();
+        let w: Vec<f32> = (0..11).map(|i| 1.0 + i as f32 * 0.1).collect();
+        let b: Vec<f32> = (0..11).map(|i| i as f32 * -0.05).collect();
+        let mut y = vec![0f32; 22];
+        layer_norm_rows(&x, &mut y, 11, &w, &b, 1e-6);
+        for (xr, yr) in x.chunks(11).zip(y.chunks(11)) {
+            let m = xr.iter().map(|&v| v as f64).sum::<f64>() / 11.0;
+            let var = xr.iter().map(|&v| (v as f64 - m).powi(2)).sum::<f64>() / 11.0;
+            for i in 0..11 {
+                let want = (xr[i] as f64 - m) / (var + 1e-6).sqrt() * w[i] as f64 + b[i] as f64;
+                assert!((yr[i] as f64 - want).abs() < 1e-4, "{} vs {want}", yr[i]);
+            }
+        }
+    }
+}

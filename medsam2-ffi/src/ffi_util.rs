@@ -1,0 +1,240 @@
+//! Internal helpers: the error type, the thread-local last error, the panic
+//! guard around every exported body, and checked pointer conversions.
+
+use std::cell::RefCell;
+use std::ffi::{c_char, CStr, CString};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use medsam2_core::medical::MedicalError;
+
+use crate::general::medsam2_status;
+
+/// An error on its way to C: a status code and a message.
+#[derive(Debug)]
+pub(crate) struct FfiError {
+    pub status: medsam2_status,
+    pub message: String,
+}
+
+pub(crate) type FfiResult<T> = Result<T, FfiError>;
+
+impl FfiError {
+    pub fn new(status: medsam2_status, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            message: message.into(),
+        }
+    }
+
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Self::new(medsam2_status::MEDSAM2_ERR_INVALID_ARGUMENT, message)
+    }
+
+    pub fn null(name: &str) -> Self {
+        Self::new(
+            medsam2_status::MEDSAM2_ERR_NULL_POINTER,
+            format!("`{name}` is NULL"),
+        )
+    }
+
+    pub fn state(message: impl Into<String>) -> Self {
+        Self::new(medsam2_status::MEDSAM2_ERR_INVALID_STATE, message)
+    }
+
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::new(medsam2_status::MEDSAM2_ERR_INTERNAL, message)
+    }
+
+    pub fn too_small(name: &str, needed: usize, given: usize) -> Self {
+        Self::new(
+            medsam2_status::MEDSAM2_ERR_BUFFER_TOO_SMALL,
+            format!("`{name}` holds {given} elements, {needed} are needed"),
+        )
+    }
+}
+
+impl From<medsam2_core::Error> for FfiError {
+    fn from(e: medsam2_core::Error) -> Self {
+        use medsam2_core::Error as E;
+        use medsam2_status as S;
+        let status = match &e {
+            E::Config(_) => S::MEDSAM2_ERR_CONFIG,
+            E::Checkpoint(_) | E::ShapeMismatch { .. } => S::MEDSAM2_ERR_CHECKPOINT,
+            E::InvalidInput(_) => S::MEDSAM2_ERR_INVALID_ARGUMENT,
+            E::Cancelled => S::MEDSAM2_ERR_CANCELLED,
+            E::Io { .. } => S::MEDSAM2_ERR_IO,
+            _ => S::MEDSAM2_ERR_INTERNAL,
+        };
+        Self::new(status, e.to_string())
+    }
+}
+
+impl From<MedicalError> for FfiError {
+    fn from(e: MedicalError) -> Self {
+        use medsam2_status as S;
+        let status = match &e {
+            MedicalError::Io(_) | MedicalError::File { .. } => S::MEDSAM2_ERR_IO,
+            MedicalError::Format { .. }
+            | MedicalError::Unsupported { .. }
+            | MedicalError::UnknownFormat(_) => S::MEDSAM2_ERR_IO,
+            _ => S::MEDSAM2_ERR_INVALID_ARGUMENT,
+        };
+        Self::new(status, e.to_string())
+    }
+}
+
+thread_local! {
+    static LAST_ERROR: RefCell<CString> = RefCell::new(CString::default());
+}
+
+fn set_last_error(message: &str) {
+    let clean: Vec<u8> = message
+        .bytes()
+        .map(|b| if b == 0 { b' ' } else { b })
+        .collect();
+    let c = CString::new(clean).unwrap_or_default();
+    let _ = LAST_ERROR.try_with(|slot| *slot.borrow_mut() = c);
+}
+
+/// The message of the last failed call on this thread (empty if none).
+pub(crate) fn last_error_ptr() -> *const c_char {
+    static EMPTY: &CStr = c"";
+    LAST_ERROR
+        .try_with(|slot| slot.borrow().as_ptr())
+        .unwrap_or(EMPTY.as_ptr())
+}
+
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "unknown panic payload".to_string()
+    }
+}
+
+/// Runs an exported body: clears the last error, catches panics, and turns
+/// the outcome into a status (recording the message on failure).
+pub(crate) fn run(body: impl FnOnce() -> FfiResult<()>) -> medsam2_status {
+    set_last_error("");
+    match catch_unwind(AssertUnwindSafe(body)) {
+        Ok(Ok(())) => medsam2_status::MEDSAM2_OK,
+        Ok(Err(e)) => {
+            set_last_error(&e.message);
+            e.status
+        }
+        Err(payload) => {
+            set_last_error(&format!(
+                "internal error (panic): {}",
+                panic_message(payload.as_ref())
+            ));
+            medsam2_status::MEDSAM2_ERR_PANIC
+        }
+    }
+}
+
+/// A required UTF-8 C string.
+///
+/// # Safety
+/// `p` is NULL or points to a NUL-terminated string.
+pub(crate) unsafe fn c_str<'a>(p: *const c_char, name: &str) -> FfiResult<&'a str> {
+    if p.is_null() {
+        return Err(FfiError::null(name));
+    }
+    CStr::from_ptr(p)
+        .to_str()
+        .map_err(|_| FfiError::invalid(format!("`{name}` is not valid UTF-8")))
+}
+
+/// An optional UTF-8 C string (NULL or empty gives `None`).
+///
+/// # Safety
+/// As [`c_str`].
+pub(crate) unsafe fn opt_c_str<'a>(p: *const c_char, name: &str) -> FfiResult<Option<&'a str>> {
+    if p.is_null() {
+        return Ok(None);
+    }
+    let s = c_str(p, name)?;
+    Ok(if s.is_empty() { None } else { Some(s) })
+}
+
+/// A caller's input array of `len` elements (empty when `len` is 0, even if `p` is NULL).
+///
+/// # Safety
+/// `p` is NULL or valid for reading `len` elements of `T`, suitably aligned.
+pub(crate) unsafe fn in_slice<'a, T>(p: *const T, len: usize, name: &str) -> FfiResult<&'a [T]> {
+    if len == 0 {
+        return Ok(&[]);
+    }
+    if p.is_null() {
+        return Err(FfiError::null(name));
+    }
+    if len
+        .checked_mul(std::mem::size_of::<T>())
+        .is_none_or(|b| b > isize::MAX as usize)
+    {
+        return Err(FfiError::invalid(format!(
+            "`{name}`: length {len} is too large"
+        )));
+    }
+    Ok(std::slice::from_raw_parts(p, len))
+}
+
+/// The first `needed` elements of a caller's output buffer of `len` elements.
+///
+/// # Safety
+/// `p` is NULL or valid for writing `len` elements of `T`, suitably aligned.
+pub(crate) unsafe fn out_slice<'a, T>(
+    p: *mut T,
+    len: usize,
+    needed: usize,
+    name: &str,
+) -> FfiResult<&'a mut [T]> {
+    if p.is_null() {
+        return Err(FfiError::null(name));
+    }
+    if len < needed {
+        return Err(FfiError::too_small(name, needed, len));
+    }
+    Ok(std::slice::from_raw_parts_mut(p, needed))
+}
+
+/// A shared reference from a handle.
+///
+/// # Safety
+/// `p` is NULL or a live handle of type `T` created by this library.
+pub(crate) unsafe fn handle<'a, T>(p: *const T, name: &str) -> FfiResult<&'a T> {
+    p.as_ref().ok_or_else(|| FfiError::null(name))
+}
+
+/// An exclusive reference from a handle.
+///
+/// # Safety
+/// `p` is NULL or a live handle of type `T` created by this library, not in
+/// use by another thread.
+pub(crate) unsafe fn handle_mut<'a, T>(p: *mut T, name: &str) -> FfiResult<&'a mut T> {
+    p.as_mut().ok_or_else(|| FfiError::null(name))
+}
+
+/// Writes `v` through an optional out-pointer.
+///
+/// # Safety
+/// `p` is NULL or valid for writing one `T`.
+pub(crate) unsafe fn write_opt<T>(p: *mut T, v: T) {
+    if !p.is_null() {
+        p.write(v);
+    }
+}
+
+/// Writes `v` through a required out-pointer.
+///
+/// # Safety
+/// `p` is NULL or valid for writing one `T`.
+pub(crate) unsafe fn write_out<T>(p: *mut T, v: T, name: &str) -> FfiResult<()> {
+    if p.is_null() {
+        return Err(FfiError::null(name));
+    }
+    p.write(v);
+    Ok(())
+}
