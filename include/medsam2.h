@@ -39,7 +39,7 @@
 /**
  * Patch version of the library.
  */
-#define MEDSAM2_VERSION_PATCH 0
+#define MEDSAM2_VERSION_PATCH 1
 
 /**
  * Version of the binary interface described by this header. It changes
@@ -58,6 +58,39 @@
  * Largest image side accepted, in pixels.
  */
 #define MEDSAM2_MAX_IMAGE_SIDE 65536
+
+/**
+ * Largest object id (labels are `uint16_t`; 0 is the background).
+ */
+#define MEDSAM2_MAX_OBJECT_ID 65535
+
+/**
+ * Slices along index axis `i` (the fastest in memory); slice pixel `(x, y)`
+ * is voxel `(f, x, y)`.
+ */
+#define MEDSAM2_AXIS_I 0
+
+/**
+ * Slices along index axis `j`; slice pixel `(x, y)` is voxel `(x, f, y)`.
+ */
+#define MEDSAM2_AXIS_J 1
+
+/**
+ * Slices along index axis `k` (the slowest; axial slices of most CT);
+ * slice pixel `(x, y)` is voxel `(x, y, f)`.
+ */
+#define MEDSAM2_AXIS_K 2
+
+/**
+ * Stretch from the min/max of the clipped volume (MedSAM2's preprocessing; default).
+ */
+#define MEDSAM2_STRETCH_CLIPPED_MINMAX 0
+
+/**
+ * Stretch from the clip bounds (radiology display convention: the window's
+ * lower edge is 0, its upper edge 255).
+ */
+#define MEDSAM2_STRETCH_BOUNDS 1
 
 /**
  * Result of every call that can fail. `MEDSAM2_OK` is 0; on any other value
@@ -142,6 +175,16 @@ typedef struct medsam2_model medsam2_model;
  * they can all share one `medsam2_model`.
  */
 typedef struct medsam2_predictor medsam2_predictor;
+
+/**
+ * A volume segmentation session: the slices of one volume, the objects
+ * prompted on them and their propagated masks. Opaque.
+ *
+ * Not thread-safe: one session must not be used by two threads at the same
+ * time (it may move between threads). Sessions on different threads may
+ * share one `medsam2_model`.
+ */
+typedef struct medsam2_session medsam2_session;
 
 /**
  * An intensity window: values in `[level - width/2, level + width/2]` map
@@ -251,6 +294,105 @@ typedef struct medsam2_prompt {
 } medsam2_prompt;
 
 /**
+ * A 3-D volume described by the caller (copied by `medsam2_session_new`).
+ *
+ * Voxel `(i, j, k)` is element `i + dims[0] * (j + dims[1] * k)` of
+ * `voxels` (`i` fastest, the order of NIfTI, NRRD and ITK buffers; a C array
+ * `[nz][ny][nx]`), in native byte order, no alignment required.
+ *
+ * Geometry (LPS millimetres, as ITK and 3D Slicer):
+ * `physical = origin + direction * (spacing .* index)`.
+ */
+typedef struct medsam2_volume {
+    /**
+     * The voxels (`dims[0] * dims[1] * dims[2]` elements of `pixel_type`).
+     */
+    const void *voxels;
+    /**
+     * Element type: `MEDSAM2_PIXEL_U8`, `_I16`, `_U16` or `_F32`.
+     */
+    medsam2_pixel_type pixel_type;
+    /**
+     * Sizes along index axes `i`, `j`, `k` (each >= 1).
+     */
+    uint32_t dims[3];
+    /**
+     * Voxel spacing along `i`, `j`, `k` in mm (> 0).
+     */
+    double spacing[3];
+    /**
+     * Physical position of the centre of voxel `(0, 0, 0)`.
+     */
+    double origin[3];
+    /**
+     * Direction cosines, row-major: `direction[3 * row + col]`; column `col`
+     * is the unit vector of index axis `col` (ITK's `GetDirection()`). All
+     * zeros means identity.
+     */
+    double direction[9];
+} medsam2_volume;
+
+/**
+ * How voxel intensities are mapped to the model's grey input (one of the
+ * `MEDSAM2_INTENSITY_*` constants).
+ */
+typedef uint32_t medsam2_intensity_mode;
+
+/**
+ * Intensity mapping of a volume to the model's input.
+ */
+typedef struct medsam2_intensity {
+    /**
+     * `MEDSAM2_INTENSITY_*`.
+     */
+    medsam2_intensity_mode mode;
+    /**
+     * The window for `MEDSAM2_INTENSITY_WINDOW`.
+     */
+    struct medsam2_window window;
+    /**
+     * Lower percentile (0..100) for `MEDSAM2_INTENSITY_PERCENTILE`.
+     */
+    double lower_percentile;
+    /**
+     * Upper percentile (lower..100) for `MEDSAM2_INTENSITY_PERCENTILE`.
+     */
+    double upper_percentile;
+    /**
+     * `MEDSAM2_STRETCH_CLIPPED_MINMAX` (0) or `MEDSAM2_STRETCH_BOUNDS`.
+     */
+    uint32_t stretch;
+} medsam2_intensity;
+
+/**
+ * Optional settings of a session (NULL gives the defaults).
+ */
+typedef struct medsam2_session_options {
+    /**
+     * Slices whose image features are kept in memory (LRU); 0 = default (8).
+     */
+    uint32_t feature_cache_slices;
+    /**
+     * Nonzero: where objects overlap, only the one with the highest score
+     * keeps the voxel (the official `non_overlap_masks`).
+     */
+    int32_t non_overlap_masks;
+} medsam2_session_options;
+
+/**
+ * Direction of a propagation (one of the `MEDSAM2_DIRECTION_*` constants).
+ */
+typedef uint32_t medsam2_direction;
+
+/**
+ * Progress callback of `medsam2_session_propagate`: called on the calling
+ * thread after each slice with the slices done and the total; return 0 to
+ * continue, nonzero to cancel. It must not unwind (longjmp, C++ exceptions)
+ * through the library, nor call into the same session.
+ */
+typedef int (*medsam2_progress_fn)(void *user, uint32_t done, uint32_t total);
+
+/**
  * Unsigned 8-bit values (0..255; RGB or grey images).
  */
 #define MEDSAM2_PIXEL_U8 1
@@ -270,6 +412,38 @@ typedef struct medsam2_prompt {
  * already mapped to `0..1` (no window).
  */
 #define MEDSAM2_PIXEL_F32 4
+
+/**
+ * u8 voxels used as they are (other types are rejected).
+ */
+#define MEDSAM2_INTENSITY_NONE 1
+
+/**
+ * Clip to a window (`medsam2_intensity.window`, e.g. from
+ * `medsam2_window_preset`), then stretch to 0..255.
+ */
+#define MEDSAM2_INTENSITY_WINDOW 2
+
+/**
+ * Clip to percentiles of the non-zero voxels (MedSAM's MR default: 0.5 and
+ * 99.5), keep zeros at 0, then stretch to 0..255.
+ */
+#define MEDSAM2_INTENSITY_PERCENTILE 3
+
+/**
+ * Towards increasing slice index.
+ */
+#define MEDSAM2_DIRECTION_FORWARD 1
+
+/**
+ * Towards decreasing slice index.
+ */
+#define MEDSAM2_DIRECTION_BACKWARD 2
+
+/**
+ * Forward, then backward from the same start slice.
+ */
+#define MEDSAM2_DIRECTION_BOTH 3
 
 #ifdef __cplusplus
 extern "C" {
@@ -569,6 +743,284 @@ enum medsam2_status medsam2_predictor_last_logits(const struct medsam2_predictor
 enum medsam2_status medsam2_predictor_last_low_res_logits(const struct medsam2_predictor *predictor,
                                                           float *out,
                                                           size_t out_len);
+
+/**
+ * Creates a session over a volume: maps its intensities to 0..255 grey and
+ * cuts it into slices along `axis` (`MEDSAM2_AXIS_I`, `_J` or `_K`).
+ * Slice images are encoded lazily (when first prompted or propagated).
+ *
+ * * `model`: kept alive by the session.
+ * * `volume`: copied; the caller keeps ownership of `volume->voxels`.
+ * * `intensity`: the intensity mapping (required).
+ * * `options`: NULL for defaults.
+ * * `out_session`: receives the session, or NULL on failure; free it with
+ *   `medsam2_session_free`.
+ *
+ * Errors: `MEDSAM2_ERR_NULL_POINTER`, `MEDSAM2_ERR_INVALID_ARGUMENT` (unknown
+ * pixel type, mode, stretch or axis, zero or too large dims, invalid
+ * geometry, window or percentiles, non-u8 voxels with
+ * `MEDSAM2_INTENSITY_NONE`).
+ *
+ * Thread-safe with respect to `model`.
+ *
+ * # Safety
+ * Pointers are NULL or valid; `volume->voxels` is NULL or readable for
+ * `dims[0] * dims[1] * dims[2]` elements of `pixel_type`.
+ */
+enum medsam2_status medsam2_session_new(const struct medsam2_model *model,
+                                        const struct medsam2_volume *volume,
+                                        const struct medsam2_intensity *intensity,
+                                        uint32_t axis,
+                                        const struct medsam2_session_options *options,
+                                        struct medsam2_session **out_session);
+
+/**
+ * Frees a session. NULL is accepted (no-op). Always returns `MEDSAM2_OK`.
+ *
+ * # Safety
+ * `session` is NULL or a live session not in use by another thread; it must
+ * not be used afterwards.
+ */
+enum medsam2_status medsam2_session_free(struct medsam2_session *session);
+
+/**
+ * The slice geometry: number of slices along the session's axis and the
+ * slice size in pixels (`width` columns, `height` rows). Any out-pointer may
+ * be NULL.
+ *
+ * Errors: `MEDSAM2_ERR_NULL_POINTER` (session).
+ *
+ * # Safety
+ * `session` is NULL or a live session; out-pointers are NULL or writable.
+ */
+enum medsam2_status medsam2_session_slice_shape(const struct medsam2_session *session,
+                                                uint32_t *out_num_slices,
+                                                uint32_t *out_width,
+                                                uint32_t *out_height);
+
+/**
+ * Converts a physical point (LPS, mm) to a slice index and continuous pixel
+ * coordinates on it (the nearest slice; pixel centres at integers), for
+ * prompts placed in patient space.
+ *
+ * Errors: `MEDSAM2_ERR_NULL_POINTER`, `MEDSAM2_ERR_INVALID_ARGUMENT` (point
+ * not finite or outside the volume's slices).
+ *
+ * # Safety
+ * `session` is NULL or a live session; `point` is NULL or readable for 3
+ * doubles; out-pointers are NULL or writable.
+ */
+enum medsam2_status medsam2_session_physical_to_slice(const struct medsam2_session *session,
+                                                      const double *point,
+                                                      uint32_t *out_slice,
+                                                      float *out_x,
+                                                      float *out_y);
+
+/**
+ * Adds clicks for an object on a slice and segments the slice. The object
+ * is created on first use (ids 1..=`MEDSAM2_MAX_OBJECT_ID`).
+ *
+ * * `points`: `2 * num_points` floats `x, y` in slice pixels (`x` column,
+ *   `y` row, see `MEDSAM2_AXIS_*`); `labels`: `num_points` values, 1 =
+ *   object, 0 = background. `num_points` >= 1.
+ * * `clear_old_points`: nonzero replaces the object's earlier clicks on this
+ *   slice; 0 adds to them (a correction: call `medsam2_session_propagate`
+ *   again to carry it through the volume).
+ * * `out_mask`: NULL, or receives the object's new mask on this slice,
+ *   `width * height` bytes (0/1, row-major; see
+ *   `medsam2_session_slice_shape`); `out_mask_len` is its size.
+ *
+ * Errors: `MEDSAM2_ERR_NULL_POINTER`, `MEDSAM2_ERR_INVALID_ARGUMENT` (slice
+ * out of range, object id 0 or too large, no point, a point outside the
+ * slice, a bad label), `MEDSAM2_ERR_BUFFER_TOO_SMALL`, `MEDSAM2_ERR_INTERNAL`.
+ *
+ * # Safety
+ * Pointers are NULL or valid for their documented lengths.
+ */
+enum medsam2_status medsam2_session_add_points(struct medsam2_session *session,
+                                               uint32_t slice,
+                                               uint32_t obj_id,
+                                               const float *points,
+                                               const int32_t *labels,
+                                               size_t num_points,
+                                               int32_t clear_old_points,
+                                               uint8_t *out_mask,
+                                               size_t out_mask_len);
+
+/**
+ * Adds a box for an object on a slice (replacing the object's earlier
+ * prompts on that slice) and segments the slice.
+ *
+ * * `bbox`: 4 floats `x0, y0, x1, y1` in slice pixels (top-left, bottom-right).
+ * * `out_mask`, `out_mask_len`: as in `medsam2_session_add_points`.
+ *
+ * Errors: as `medsam2_session_add_points` (box outside the slice or inverted).
+ *
+ * # Safety
+ * Pointers are NULL or valid for their documented lengths.
+ */
+enum medsam2_status medsam2_session_add_box(struct medsam2_session *session,
+                                            uint32_t slice,
+                                            uint32_t obj_id,
+                                            const float *bbox,
+                                            uint8_t *out_mask,
+                                            size_t out_mask_len);
+
+/**
+ * Adds a mask for an object on a slice (replacing its earlier prompts on
+ * that slice), e.g. a manual or corrected segmentation.
+ *
+ * * `mask`: `width * height` bytes, row-major, nonzero = object;
+ *   `mask_len` must be exactly `width * height`.
+ * * `out_mask`, `out_mask_len`: as in `medsam2_session_add_points`.
+ *
+ * Errors: as `medsam2_session_add_points` (wrong `mask_len`).
+ *
+ * # Safety
+ * Pointers are NULL or valid for their documented lengths.
+ */
+enum medsam2_status medsam2_session_add_mask(struct medsam2_session *session,
+                                             uint32_t slice,
+                                             uint32_t obj_id,
+                                             const uint8_t *mask,
+                                             size_t mask_len,
+                                             uint8_t *out_mask,
+                                             size_t out_mask_len);
+
+/**
+ * Removes an object's prompts on one slice (its other slices are kept).
+ *
+ * Errors: `MEDSAM2_ERR_NULL_POINTER`, `MEDSAM2_ERR_INVALID_ARGUMENT` (slice
+ * out of range, unknown object).
+ *
+ * # Safety
+ * `session` is NULL or a live session.
+ */
+enum medsam2_status medsam2_session_clear_prompts(struct medsam2_session *session,
+                                                  uint32_t slice,
+                                                  uint32_t obj_id);
+
+/**
+ * Propagates every object's prompts through the slices.
+ *
+ * * `direction`: `MEDSAM2_DIRECTION_FORWARD`, `_BACKWARD` or `_BOTH`.
+ * * `start_slice`: the slice to start from, or -1 for the first prompted slice.
+ * * `max_slices`: at most this many slices beyond the start per direction;
+ *   0 for no limit.
+ * * `progress`, `user`: NULL, or a callback called after each slice with
+ *   `user`; returning nonzero cancels.
+ *
+ * A cancelled propagation returns `MEDSAM2_ERR_CANCELLED` and leaves the
+ * session valid: slices done so far keep their masks, and propagating again
+ * redoes the rest. Propagating again after adding prompts (corrections)
+ * re-tracks the slices.
+ *
+ * Errors: `MEDSAM2_ERR_NULL_POINTER`, `MEDSAM2_ERR_INVALID_ARGUMENT` (bad
+ * direction, start out of range), `MEDSAM2_ERR_INVALID_STATE` (no prompt
+ * yet), `MEDSAM2_ERR_CANCELLED`, `MEDSAM2_ERR_INTERNAL`.
+ *
+ * # Safety
+ * `session` is NULL or a live session; `progress` is NULL or a function
+ * that may be called with `user`.
+ */
+enum medsam2_status medsam2_session_propagate(struct medsam2_session *session,
+                                              medsam2_direction direction,
+                                              int64_t start_slice,
+                                              uint32_t max_slices,
+                                              medsam2_progress_fn progress,
+                                              void *user);
+
+/**
+ * The ids of the session's objects, in creation order.
+ *
+ * * `out_ids`: NULL (to query the count only), or receives the ids;
+ *   `out_ids_len` is its size in elements.
+ * * `out_count`: NULL, or receives the number of objects.
+ *
+ * Errors: `MEDSAM2_ERR_NULL_POINTER` (session),
+ * `MEDSAM2_ERR_BUFFER_TOO_SMALL` (`out_count` is still written).
+ *
+ * # Safety
+ * `session` is NULL or a live session; out-pointers are NULL or writable
+ * for their documented lengths.
+ */
+enum medsam2_status medsam2_session_object_ids(const struct medsam2_session *session,
+                                               uint32_t *out_ids,
+                                               size_t out_ids_len,
+                                               size_t *out_count);
+
+/**
+ * Copies one object's current mask on a slice (0/1 bytes, `width *
+ * height`, row-major): its prompt output or propagated mask, all zeros where
+ * it has none yet.
+ *
+ * Errors: `MEDSAM2_ERR_NULL_POINTER`, `MEDSAM2_ERR_INVALID_ARGUMENT` (slice
+ * out of range, unknown object), `MEDSAM2_ERR_BUFFER_TOO_SMALL`.
+ *
+ * # Safety
+ * `session` is NULL or a live session; `out` is NULL or writable for
+ * `out_len` bytes.
+ */
+enum medsam2_status medsam2_session_get_object_mask(const struct medsam2_session *session,
+                                                    uint32_t slice,
+                                                    uint32_t obj_id,
+                                                    uint8_t *out,
+                                                    size_t out_len);
+
+/**
+ * Copies the label map of one slice: `width * height` `uint16_t` values,
+ * row-major, each the id of the object covering the pixel or 0 (where
+ * objects overlap, the one created last wins).
+ *
+ * Errors: `MEDSAM2_ERR_NULL_POINTER`, `MEDSAM2_ERR_INVALID_ARGUMENT` (slice
+ * out of range), `MEDSAM2_ERR_BUFFER_TOO_SMALL`.
+ *
+ * # Safety
+ * `session` is NULL or a live session; `out` is NULL or writable for
+ * `out_len` values.
+ */
+enum medsam2_status medsam2_session_get_slice_labels(const struct medsam2_session *session,
+                                                     uint32_t slice,
+                                                     uint16_t *out,
+                                                     size_t out_len);
+
+/**
+ * Copies the label volume: `dims[0] * dims[1] * dims[2]` `uint16_t` values
+ * in the input volume's voxel order (`i` fastest), each the id of the object
+ * covering the voxel or 0 (overlaps as in `medsam2_session_get_slice_labels`).
+ * Slices not reached by a propagation are 0.
+ *
+ * Errors: `MEDSAM2_ERR_NULL_POINTER`, `MEDSAM2_ERR_BUFFER_TOO_SMALL`,
+ * `MEDSAM2_ERR_INTERNAL`.
+ *
+ * # Safety
+ * `session` is NULL or a live session; `out` is NULL or writable for
+ * `out_len` values.
+ */
+enum medsam2_status medsam2_session_get_labels(const struct medsam2_session *session,
+                                               uint16_t *out,
+                                               size_t out_len);
+
+/**
+ * Removes an object with all its prompts and masks.
+ *
+ * Errors: `MEDSAM2_ERR_NULL_POINTER`, `MEDSAM2_ERR_INVALID_ARGUMENT` (unknown object).
+ *
+ * # Safety
+ * `session` is NULL or a live session.
+ */
+enum medsam2_status medsam2_session_remove_object(struct medsam2_session *session, uint32_t obj_id);
+
+/**
+ * Forgets every object, prompt and mask (the volume and its cached slice
+ * features are kept, so prompting again is fast).
+ *
+ * Errors: `MEDSAM2_ERR_NULL_POINTER`.
+ *
+ * # Safety
+ * `session` is NULL or a live session.
+ */
+enum medsam2_status medsam2_session_reset(struct medsam2_session *session);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -61,7 +61,8 @@ pub struct Report {
 }
 
 impl Report {
-    fn push(&mut self, prefix: &str, mut c: Compared) {
+    /// Adds a comparison under `prefix` (printing it when verbose).
+    pub fn push(&mut self, prefix: &str, mut c: Compared) {
         c.name = format!("{prefix}{}", c.name);
         if self.verbose {
             println!(
@@ -314,7 +315,14 @@ pub fn check_video(f: &mut Fixture, report: &mut Report) -> Result<()> {
     let (vh, vw) = (hw[0] as usize, hw[1] as usize);
     let frames = f.f32("video", &name_of(&v, "frames")?)?;
     let provider = PixelFrames { pixels: frames, hw: [vh, vw] };
-    let opts = SessionOptions { trace: true, feature_cache_frames: 4, ..Default::default() };
+    // The official predictor's settings (`build_sam2_video_predictor`).
+    let opts = SessionOptions {
+        trace: true,
+        feature_cache_frames: 4,
+        add_all_frames_to_correct_as_cond: false,
+        non_overlap_masks: false,
+        binarize_mask_from_pts_for_mem_enc: true,
+    };
     let mut sess = Sam2VideoPredictor::new(model.clone(), Box::new(provider), opts)?;
     let obj_ids: Vec<u32> = v["obj_ids"].as_array().map(|a| a.iter().filter_map(|x| x.as_u64()).map(|x| x as u32).collect()).unwrap_or_default();
 

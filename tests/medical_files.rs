@@ -525,3 +525,23 @@ fn real_volume_slices_to_frames_and_labels_assemble_back() {
     assert_eq!(fp.frame, c.lesion_z.0);
     assert!((fp.x - voxel[0]).abs() < 1e-9 && (fp.y - voxel[1]).abs() < 1e-9);
 }
+
+#[test]
+fn detached_nrrd_header_reads_its_data_file() {
+    let dir = temp_dir("nhdr");
+    let v = test_volume(DataType::I16, permuted_geometry());
+    let attached = nrrd::encode_nrrd(&v, NrrdEncoding::Raw).unwrap();
+    let split = attached.windows(2).position(|w| w == b"\n\n").unwrap() + 2;
+    let header = String::from_utf8(attached[..split - 1].to_vec()).unwrap();
+    std::fs::write(dir.join("v.nhdr"), format!("{header}data file: v.raw\n")).unwrap();
+    std::fs::write(dir.join("v.raw"), &attached[split..]).unwrap();
+    let back = medical::read_volume(dir.join("v.nhdr")).unwrap();
+    assert_eq!(back.data(), v.data());
+    assert_eq!(back.geometry(), v.geometry());
+    // Without a path there is nothing to resolve the data file against.
+    let nhdr = std::fs::read(dir.join("v.nhdr")).unwrap();
+    assert!(nrrd::parse_nrrd(&nhdr).is_err());
+    std::fs::remove_file(dir.join("v.raw")).unwrap();
+    assert!(medical::read_volume(dir.join("v.nhdr")).is_err());
+    let _ = std::fs::remove_dir_all(&dir);
+}

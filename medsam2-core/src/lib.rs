@@ -12,6 +12,7 @@ pub mod build_sam;
 #[cfg(feature = "std")]
 pub mod checkpoint;
 pub mod config;
+pub mod confidence_bank;
 #[cfg(feature = "std")]
 pub mod memory_bank;
 pub mod transforms;
@@ -26,6 +27,8 @@ pub mod medical;
 pub mod sam2_image_predictor;
 #[cfg(feature = "std")]
 pub mod sam2_video_predictor;
+#[cfg(feature = "std")]
+pub mod one_prompt;
 
 pub use config::Sam2Config;
 pub use error::{Error, Result};

@@ -129,6 +129,9 @@ pub struct SessionOptions {
     /// Non-overlapping object masks in the outputs (`non_overlap_masks`).
     pub non_overlap_masks: bool,
     /// A corrected frame becomes a conditioning frame (`add_all_frames_to_correct_as_cond`).
+    /// Default `true` here (the official default is `false`): a correction on a
+    /// tracked slice then sticks through later propagations instead of being
+    /// overwritten by re-tracking.
     pub add_all_frames_to_correct_as_cond: bool,
     /// Binarise click masks before memory encoding (`build_sam2_video_predictor` sets it).
     pub binarize_mask_from_pts_for_mem_enc: bool,
@@ -141,7 +144,7 @@ impl Default for SessionOptions {
         Self {
             feature_cache_frames: 8,
             non_overlap_masks: false,
-            add_all_frames_to_correct_as_cond: false,
+            add_all_frames_to_correct_as_cond: true,
             binarize_mask_from_pts_for_mem_enc: true,
             trace: false,
         }

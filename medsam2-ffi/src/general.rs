@@ -10,7 +10,7 @@ pub const MEDSAM2_VERSION_MAJOR: u32 = 0;
 /// Minor version of the library.
 pub const MEDSAM2_VERSION_MINOR: u32 = 1;
 /// Patch version of the library.
-pub const MEDSAM2_VERSION_PATCH: u32 = 0;
+pub const MEDSAM2_VERSION_PATCH: u32 = 1;
 
 /// Version of the binary interface described by this header. It changes
 /// whenever a function signature, a struct layout or a constant changes

@@ -77,15 +77,22 @@ fn every_exported_function_is_documented() {
     // cbindgen copies `///` comments; a function without one would appear bare.
     let h = generate();
     let lines: Vec<&str> = h.lines().collect();
+    let mut n = 0;
     for (i, l) in lines.iter().enumerate() {
-        if l.starts_with("medsam2_status medsam2_")
-            || l.starts_with("const char *medsam2_")
-            || l.starts_with("uint32_t medsam2_")
-        {
+        let is_decl = !l.starts_with([' ', '#', '*', '/', '}'])
+            && !l.starts_with("typedef")
+            && l.contains(" medsam2_") | l.contains("*medsam2_")
+            && l.contains('(');
+        if is_decl {
+            n += 1;
             assert!(
                 i > 0 && lines[i - 1].trim_end().ends_with("*/"),
                 "undocumented: {l}"
             );
         }
     }
+    assert!(
+        n >= 30,
+        "only {n} function declarations found in the header"
+    );
 }

@@ -148,7 +148,10 @@ impl Npz {
                 format!("\"{name}\" has {} values, expected {n}", a.data.len()),
             ));
         }
-        Ok(Some(a.data.to_f64_vec()))
+        // `+ 0.0` turns the negative zeros ITK often stores into plain zeros.
+        Ok(Some(
+            a.data.to_f64_vec().into_iter().map(|x| x + 0.0).collect(),
+        ))
     }
 }
 

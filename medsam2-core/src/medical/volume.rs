@@ -461,10 +461,17 @@ impl Volume {
         &self.data
     }
 
-    /// The voxels, mutably (the length cannot change through a `&mut VoxelData`
-    /// without replacing the variant; keep it equal to [`Volume::num_voxels`]).
-    pub fn data_mut(&mut self) -> &mut VoxelData {
-        &mut self.data
+    /// Replaces the voxels (any type; the count must stay [`Volume::num_voxels`]).
+    pub fn set_data(&mut self, data: VoxelData) -> Result<()> {
+        if data.len() != self.data.len() {
+            return Err(MedicalError::ShapeMismatch(format!(
+                "{} voxels for a volume of {}",
+                data.len(),
+                self.data.len()
+            )));
+        }
+        self.data = data;
+        Ok(())
     }
 
     /// Consumes the volume, returning its voxels.
@@ -620,5 +627,9 @@ mod tests {
         );
         assert_eq!(v.physical_to_voxel([-0.6, 0.0, 0.0]).unwrap(), None);
         assert_eq!(v.min_max(), Some((0.0, 23.0)));
+        let mut v2 = v.clone();
+        assert!(v2.set_data(VoxelData::U8(vec![0; 3])).is_err());
+        v2.set_data(VoxelData::F32(vec![1.5; 24])).unwrap();
+        assert_eq!(v2.get([0, 0, 0]), Some(1.5));
     }
 }

@@ -151,7 +151,7 @@ pub fn apply_rotary_enc(x: &Tensor, cos: &Tensor, sin: &Tensor, n_rope: usize) -
     if half * 2 != d || sin.dims2()? != (n, half) {
         candle_core::bail!("RoPE: tables {:?} do not fit head dim {d}", cos.shape());
     }
-    if n_rope > l || n == 0 || n_rope % n != 0 {
+    if n_rope > l || n == 0 || !n_rope.is_multiple_of(n) {
         candle_core::bail!(
             "RoPE: {n_rope} rotated tokens of {l} are not a multiple of the {n}-token map"
         );
@@ -252,7 +252,7 @@ fn exp_nonpos(x: f32) -> f32 {
     let p = p * r + 8.333_452e-3;
     let p = p * r + 4.166_579_6e-2;
     let p = p * r + 1.666_666_5e-1;
-    let p = p * r + 5.000_000_1e-1;
+    let p = p * r + 0.5;
     let y = p * (r * r) + r + 1.0;
     // `t`'s low mantissa bits hold `n` (two's complement): build 2^n from
     // them with integer ops only (a float-to-int cast would not vectorise).
@@ -399,8 +399,8 @@ impl RoPEAttention {
         let internal = cfg.embedding_dim / cfg.downsample_rate.max(1);
         let kv_in = cfg.kv_in_dim.unwrap_or(cfg.embedding_dim);
         if cfg.num_heads == 0
-            || internal % cfg.num_heads != 0
-            || (internal / cfg.num_heads) % 4 != 0
+            || !internal.is_multiple_of(cfg.num_heads)
+            || !(internal / cfg.num_heads).is_multiple_of(4)
         {
             candle_core::bail!(
                 "RoPE attention: head dim of {internal} channels over {} heads must be a multiple of 4",

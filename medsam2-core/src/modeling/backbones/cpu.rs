@@ -133,7 +133,9 @@ fn exp_f32(x: f32) -> f32 {
     const LN2_LO: f32 = -2.121_944_4e-4;
     const ROUND: f32 = 12_582_912.0; // 1.5 · 2^23
     let x = x.clamp(-87.3, 88.0);
-    let n = (x * LOG2E + ROUND) - ROUND;
+    // z = ROUND + round(x·log2 e): its low mantissa bits hold the integer.
+    let z = x * LOG2E + ROUND;
+    let n = z - ROUND;
     let r = x - n * LN2_HI - n * LN2_LO;
     let mut p = 1.987_569_1e-4f32;
     p = p * r + 1.398_199_9e-3;
@@ -142,7 +144,9 @@ fn exp_f32(x: f32) -> f32 {
     p = p * r + 1.666_666_5e-1;
     p = p * r + 5.000_000_1e-1;
     let y = p * r * r + r + 1.0;
-    f32::from_bits(((n as i32 + 127) << 23) as u32) * y
+    // 2^n from the bits of z (integer ops only, so the loop stays vectorised).
+    let two_n = f32::from_bits(z.to_bits().wrapping_sub(0x4B40_0000).wrapping_add(127) << 23);
+    two_n * y
 }
 
 /// `erf(x)` with the Abramowitz–Stegun 7.1.26 formula that PyTorch's
@@ -332,16 +336,62 @@ pub(crate) fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R 
 }
 
 /// Rows per task for row-parallel work on `n` rows.
-pub(crate) fn row_block(n: usize, c: usize) -> usize {
-    // ~64-256 rows, and at least ~4 tasks per thread when there are few rows.
-    let by_cache = (32768 / c.max(1)).clamp(32, 256);
-    let by_balance = n.div_ceil(4 * num_threads()).max(16);
-    by_cache.min(by_balance)
+pub(crate) fn row_block(n: usize) -> usize {
+    // Up to 256 rows (each GEMM call re-packs the weights, so few large calls
+    // are cheaper), and at least two tasks per thread when there are few rows.
+    n.div_ceil(2 * num_threads()).clamp(16, 256)
 }
 
-/// Uninitialised-free allocation of `n` zeros (the kernels overwrite it).
+thread_local! {
+    /// Buffers recycled within one encoder pass (avoids page faults on the
+    /// large activations); emptied by [`clear_pool`].
+    static POOL: RefCell<Vec<Vec<f32>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// A buffer of `n` elements with unspecified (initialised) contents, reusing
+/// a recycled buffer when one is large enough.
 pub(crate) fn alloc(n: usize) -> Vec<f32> {
-    vec![0f32; n]
+    let reused = POOL.with(|p| {
+        let mut p = p.try_borrow_mut().ok()?;
+        let best = p
+            .iter()
+            .enumerate()
+            .filter(|(_, v)| v.capacity() >= n)
+            .min_by_key(|(_, v)| v.capacity())
+            .map(|(i, _)| i)?;
+        Some(p.swap_remove(best))
+    });
+    match reused {
+        Some(mut v) => {
+            if v.len() >= n {
+                v.truncate(n);
+            } else {
+                v.resize(n, 0.0);
+            }
+            v
+        }
+        None => vec![0f32; n],
+    }
+}
+
+/// Returns a buffer for reuse by [`alloc`] on this thread.
+pub(crate) fn recycle(v: Vec<f32>) {
+    if v.capacity() >= 1 << 16 {
+        POOL.with(|p| {
+            if let Ok(mut p) = p.try_borrow_mut() {
+                p.push(v);
+            }
+        });
+    }
+}
+
+/// Frees the recycled buffers of this thread.
+pub(crate) fn clear_pool() {
+    POOL.with(|p| {
+        if let Ok(mut p) = p.try_borrow_mut() {
+            p.clear();
+        }
+    });
 }
 
 /// Layer norm + linear: `out = LN(x) · Wᵀ + b` over `n` rows of width `c`
@@ -359,7 +409,7 @@ pub(crate) fn ln_linear(
     let o = b.len();
     let mut out = alloc(n * o);
     let mut out2 = second.map(|(_, b2)| alloc(n * b2.len()));
-    let rb = row_block(n, c.max(o));
+    let rb = row_block(n);
     let po = SyncPtr(out.as_mut_ptr());
     let po2 = out2.as_mut().map(|v| SyncPtr(v.as_mut_ptr()));
     par_tasks(n.div_ceil(rb), |t| {
@@ -387,7 +437,7 @@ pub(crate) fn ln_linear(
 /// `acc += x · Wᵀ + b` over `n` rows (`x` width `k`, `acc` width `b.len()`).
 pub(crate) fn linear_residual(acc: &mut [f32], x: &[f32], n: usize, k: usize, w: &[f32], b: &[f32]) {
     let o = b.len();
-    let rb = row_block(n, k.max(o));
+    let rb = row_block(n);
     let pa = SyncPtr(acc.as_mut_ptr());
     par_tasks(n.div_ceil(rb), |t| {
         let r0 = t * rb;
@@ -405,7 +455,7 @@ pub(crate) fn linear_residual(acc: &mut [f32], x: &[f32], n: usize, k: usize, w:
 pub(crate) fn linear(x: &[f32], n: usize, k: usize, w: &[f32], b: &[f32]) -> Vec<f32> {
     let mut out = alloc(n * b.len());
     let o = b.len();
-    let rb = row_block(n, k.max(o));
+    let rb = row_block(n);
     let po = SyncPtr(out.as_mut_ptr());
     par_tasks(n.div_ceil(rb), |t| {
         let r0 = t * rb;
@@ -435,7 +485,7 @@ pub(crate) struct MlpWeights<'a> {
 /// block so that the hidden activations stay in cache.
 pub(crate) fn mlp_residual(x: &mut [f32], n: usize, c: usize, m: &MlpWeights<'_>) {
     let hdim = m.b1.len();
-    let rb = row_block(n, hdim);
+    let rb = row_block(n);
     let px = SyncPtr(x.as_mut_ptr());
     par_tasks(n.div_ceil(rb), |t| {
         let r0 = t * rb;
@@ -526,7 +576,8 @@ pub(crate) fn attention(qkv: &[f32], qkv_bias: &[f32], g: &AttnGeom) -> Result<(
         // Global attention: keys/values are read in place, queries in chunks.
         let l = h * w;
         let lq = ho * wo;
-        let qc = 64.min(lq.max(1));
+        // Large query chunks: every chunk re-packs this head's keys and values.
+        let qc = 512.min(lq.max(1));
         let chunks = lq.div_ceil(qc);
         par_tasks(b * heads * chunks, |t| {
             let bi = t / (heads * chunks);

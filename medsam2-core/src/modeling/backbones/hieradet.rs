@@ -230,10 +230,19 @@ impl MultiScaleBlock {
             cpu::ln_linear(xs, n, self.dim, ln1, qkv_w.slice(), qkv_b.slice(), second)
         };
         let mut shortcut = match projected {
-            Some(p) => match self.q_stride {
-                Some(s) => cpu::max_pool(&p, b, h, w, self.dim_out, s),
-                None => p,
-            },
+            Some(p) => {
+                if let Buf::Owned(v) = x {
+                    cpu::recycle(v);
+                }
+                match self.q_stride {
+                    Some(s) => {
+                        let pooled = cpu::max_pool(&p, b, h, w, self.dim_out, s);
+                        cpu::recycle(p);
+                        pooled
+                    }
+                    None => p,
+                }
+            }
             None => x.into_owned()?,
         };
         let geom = cpu::AttnGeom {
@@ -246,7 +255,7 @@ impl MultiScaleBlock {
             q_stride: self.q_stride,
         };
         let (o, ho, wo) = cpu::attention(&qkv, qkv_b.slice(), &geom)?;
-        drop(qkv);
+        cpu::recycle(qkv);
         let m = b * ho * wo;
         if shortcut.len() != m * self.dim_out {
             candle_core::bail!("MultiScaleBlock: shortcut and attention sizes differ");
@@ -254,7 +263,7 @@ impl MultiScaleBlock {
         let pw = weight_ref(self.attn.proj.weight())?;
         let pb = weight_ref(bias_of(&self.attn.proj)?)?;
         cpu::linear_residual(&mut shortcut, &o, m, self.dim_out, pw.slice(), pb.slice());
-        drop(o);
+        cpu::recycle(o);
         let ln2w = weight_ref(self.norm2.weight())?;
         let ln2b = match self.norm2.bias() {
             Some(t) => weight_ref(t)?,
@@ -426,6 +435,7 @@ impl Hiera {
                 buf = Buf::Owned(v);
             }
         }
+        cpu::clear_pool();
         Ok(outs)
     }
 

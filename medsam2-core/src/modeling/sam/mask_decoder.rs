@@ -7,6 +7,7 @@ use candle_core::{DType, IndexOp, Module, Result, Tensor, D};
 use candle_nn::{Linear, VarBuilder};
 
 use crate::config::{Activation, MaskDecoderConfig};
+use crate::modeling::sam::cpu;
 use crate::modeling::sam::transformer::TwoWayTransformer;
 use crate::modeling::sam2_utils::{activation, linear, LayerNorm2d, Mlp};
 
@@ -265,6 +266,7 @@ impl MaskDecoder {
     /// (default `true`); `false` runs the plain tensor-op path everywhere.
     pub fn set_cpu_kernels(&mut self, on: bool) {
         self.cpu_kernels = on;
+        self.transformer.set_cpu_kernels(on);
     }
 
     /// The configuration.
@@ -408,7 +410,7 @@ impl MaskDecoder {
             (true, None) => candle_core::bail!("mask decoder: high-res features are required"),
             (false, _) => None,
         };
-        let masks = if self.cpu_kernels && src.device().is_cpu() && dt == DType::F32 {
+        let masks = if self.cpu_kernels && cpu::applies(&src) {
             self.upscale_masks_cpu(&src, h, w, high_res.as_ref(), &hyper_in)?
         } else {
             self.upscale_masks(&src, h, w, high_res.as_ref(), &hyper_in)?
@@ -595,290 +597,9 @@ impl MaskDecoder {
     }
 }
 
-/// CPU kernels of the upscaling path (f32): pixel shuffle of the 2x2
-/// transposed convs fused with bias, high-res feature addition, LayerNorm2d,
-/// GELU and the hypernetwork product, processed one output row at a time.
-mod cpu {
-    use candle_core::{Layout, Result, Storage, Tensor};
-
-    /// A contiguous f32 CPU tensor's data.
-    pub(super) fn slice<'a>(storage: &'a Storage, layout: &Layout) -> Result<&'a [f32]> {
-        match storage {
-            Storage::Cpu(cpu) if layout.is_contiguous() => {
-                let start = layout.start_offset();
-                Ok(&cpu.as_slice::<f32>()?[start..start + layout.shape().elem_count()])
-            }
-            _ => candle_core::bail!("mask decoder: expected a contiguous CPU tensor"),
-        }
-    }
-
-    /// `erf` for f32, rational approximation on [-4, 4] (|error| < 1e-6),
-    /// branch-free so that loops over it vectorise.
-    #[inline(always)]
-    fn erf(x: f32) -> f32 {
-        let x = if x > 4.0 {
-            4.0
-        } else if x < -4.0 {
-            -4.0
-        } else {
-            x
-        };
-        let x2 = x * x;
-        let mut p = -2.726_142_3e-10_f32;
-        p = p * x2 + 2.770_681_4e-8;
-        p = p * x2 - 2.101_024e-6;
-        p = p * x2 - 5.692_506_4e-5;
-        p = p * x2 - 7.349_906_3e-4;
-        p = p * x2 - 2.954_600_0e-3;
-        p = p * x2 - 1.609_603_3e-2;
-        let mut q = -1.456_607_2e-5_f32;
-        q = q * x2 - 2.133_740_6e-4;
-        q = q * x2 - 1.682_827e-3;
-        q = q * x2 - 7.373_329_2e-3;
-        q = q * x2 - 1.426_473_9e-2;
-        x * p / q
-    }
-
-    /// Exact-form GELU `x/2 · (1 + erf(x/√2))`.
-    #[inline(always)]
-    pub(super) fn gelu(x: f32) -> f32 {
-        0.5 * x * (1.0 + erf(x * std::f32::consts::FRAC_1_SQRT_2))
-    }
-
-    /// Raw output pointer shared by threads writing disjoint rows.
-    #[derive(Clone, Copy)]
-    struct OutPtr(*mut f32);
-    // SAFETY: every task writes a disjoint set of output rows.
-    unsafe impl Send for OutPtr {}
-    unsafe impl Sync for OutPtr {}
-
-    /// Runs `task(first, last, scratch)` over `0..n` split among threads.
-    fn parallel_rows<F>(n: usize, scratch_len: usize, task: F)
-    where
-        F: Fn(std::ops::Range<usize>, &mut [f32]) + Sync,
-    {
-        let threads = candle_core::utils::get_num_threads().clamp(1, n.max(1));
-        if threads == 1 {
-            task(0..n, &mut vec![0f32; scratch_len]);
-            return;
-        }
-        let chunk = n.div_ceil(threads);
-        std::thread::scope(|s| {
-            for t in 1..threads {
-                let task = &task;
-                s.spawn(move || {
-                    task(
-                        t * chunk..((t + 1) * chunk).min(n),
-                        &mut vec![0f32; scratch_len],
-                    )
-                });
-            }
-            task(0..chunk.min(n), &mut vec![0f32; scratch_len]);
-        });
-    }
-
-    /// Shapes of the first upscaling stage.
-    pub(super) struct Stage1<'a> {
-        /// Conv output `[B, O·4, h·w]` (rows o, i, j).
-        pub y: &'a [f32],
-        pub batch: usize,
-        pub channels: usize,
-        pub h: usize,
-        pub w: usize,
-        pub bias: &'a [f32],
-        /// High-res features `[B or 1, O, 2h, 2w]` and whether they have a batch.
-        pub feat: Option<(&'a [f32], bool)>,
-        pub ln_weight: &'a [f32],
-        pub ln_bias: &'a [f32],
-        pub eps: f32,
-    }
-
-    /// `GELU(LayerNorm2d(shuffle(y) + bias + feat))` → `[B, O, 2h, 2w]`.
-    pub(super) fn stage1(a: &Stage1, device: &candle_core::Device) -> Result<Tensor> {
-        let (b, o, h, w) = (a.batch, a.channels, a.h, a.w);
-        let (ho, wo) = (2 * h, 2 * w);
-        let mut out = vec![0f32; b * o * ho * wo];
-        let ptr = OutPtr(out.as_mut_ptr());
-        parallel_rows(b * ho, (o + 2) * wo, |rows, scratch| {
-            #[cfg(target_arch = "x86_64")]
-            if std::arch::is_x86_feature_detected!("avx2") {
-                // SAFETY: the CPU supports AVX2.
-                unsafe { stage1_avx2(a, rows, scratch, ptr) };
-                return;
-            }
-            stage1_rows(a, rows, scratch, ptr);
-        });
-        Tensor::from_vec(out, (b, o, ho, wo), device)
-    }
-
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2")]
-    unsafe fn stage1_avx2(
-        a: &Stage1,
-        rows: std::ops::Range<usize>,
-        scratch: &mut [f32],
-        ptr: OutPtr,
-    ) {
-        stage1_rows(a, rows, scratch, ptr)
-    }
-
-    #[inline(always)]
-    fn stage1_rows(a: &Stage1, rows: std::ops::Range<usize>, scratch: &mut [f32], ptr: OutPtr) {
-        let (o, h, w) = (a.channels, a.h, a.w);
-        let (ho, wo) = (2 * h, 2 * w);
-        let (tmp, rest) = scratch.split_at_mut(o * wo);
-        let (mean, inv) = rest.split_at_mut(wo);
-        for row in rows {
-            let (bi, r) = (row / ho, row % ho);
-            let (y, i) = (r / 2, r % 2);
-            let yb = &a.y[bi * o * 4 * h * w..];
-            for c in 0..o {
-                let t = &mut tmp[c * wo..(c + 1) * wo];
-                let src0 = &yb[((c * 4 + i * 2) * h + y) * w..][..w];
-                let src1 = &yb[((c * 4 + i * 2 + 1) * h + y) * w..][..w];
-                for (x, pair) in t.chunks_exact_mut(2).enumerate() {
-                    pair[0] = src0[x] + a.bias[c];
-                    pair[1] = src1[x] + a.bias[c];
-                }
-                if let Some((feat, batched)) = a.feat {
-                    let fb = if batched { bi } else { 0 };
-                    let f = &feat[((fb * o + c) * ho + r) * wo..][..wo];
-                    for (v, f) in t.iter_mut().zip(f) {
-                        *v += f;
-                    }
-                }
-            }
-            mean.fill(0.0);
-            for c in 0..o {
-                for (m, v) in mean.iter_mut().zip(&tmp[c * wo..(c + 1) * wo]) {
-                    *m += v;
-                }
-            }
-            let n = o as f32;
-            for m in mean.iter_mut() {
-                *m /= n;
-            }
-            inv.fill(0.0);
-            for c in 0..o {
-                for ((s, v), m) in inv
-                    .iter_mut()
-                    .zip(&tmp[c * wo..(c + 1) * wo])
-                    .zip(mean.iter())
-                {
-                    let d = v - m;
-                    *s += d * d;
-                }
-            }
-            for s in inv.iter_mut() {
-                *s = 1.0 / (*s / n + a.eps).sqrt();
-            }
-            for c in 0..o {
-                let (lw, lb) = (a.ln_weight[c], a.ln_bias[c]);
-                // SAFETY: row (bi, c, r) belongs to this task only.
-                let dst = unsafe {
-                    std::slice::from_raw_parts_mut(ptr.0.add(((bi * o + c) * ho + r) * wo), wo)
-                };
-                let t = &tmp[c * wo..(c + 1) * wo];
-                for (((d, v), m), s) in dst.iter_mut().zip(t).zip(mean.iter()).zip(inv.iter()) {
-                    *d = gelu((v - m) * s * lw + lb);
-                }
-            }
-        }
-    }
-
-    /// Shapes of the second upscaling stage and the mask product.
-    pub(super) struct Stage2<'a> {
-        /// Conv output `[B, O·4, h·w]` (rows o, i, j).
-        pub y: &'a [f32],
-        pub batch: usize,
-        pub channels: usize,
-        pub h: usize,
-        pub w: usize,
-        pub bias: &'a [f32],
-        /// High-res features `[B or 1, O, 2h, 2w]` and whether they have a batch.
-        pub feat: Option<(&'a [f32], bool)>,
-        /// Hypernetwork weights `[B, T, O]`.
-        pub hyper: &'a [f32],
-        pub tokens: usize,
-    }
-
-    /// `hyper @ GELU(shuffle(y) + bias + feat)` → masks `[B, T, 2h, 2w]`.
-    pub(super) fn stage2(a: &Stage2, device: &candle_core::Device) -> Result<Tensor> {
-        let (b, o, h, w, t) = (a.batch, a.channels, a.h, a.w, a.tokens);
-        let (ho, wo) = (2 * h, 2 * w);
-        let mut out = vec![0f32; b * t * ho * wo];
-        let ptr = OutPtr(out.as_mut_ptr());
-        parallel_rows(b * ho, o * wo, |rows, scratch| {
-            #[cfg(target_arch = "x86_64")]
-            if std::arch::is_x86_feature_detected!("avx2") {
-                // SAFETY: the CPU supports AVX2.
-                unsafe { stage2_avx2(a, rows, scratch, ptr) };
-                return;
-            }
-            stage2_rows(a, rows, scratch, ptr);
-        });
-        Tensor::from_vec(out, (b, t, ho, wo), device)
-    }
-
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2")]
-    unsafe fn stage2_avx2(
-        a: &Stage2,
-        rows: std::ops::Range<usize>,
-        scratch: &mut [f32],
-        ptr: OutPtr,
-    ) {
-        stage2_rows(a, rows, scratch, ptr)
-    }
-
-    #[inline(always)]
-    fn stage2_rows(a: &Stage2, rows: std::ops::Range<usize>, scratch: &mut [f32], ptr: OutPtr) {
-        let (o, h, w, nt) = (a.channels, a.h, a.w, a.tokens);
-        let (ho, wo) = (2 * h, 2 * w);
-        for row in rows {
-            let (bi, r) = (row / ho, row % ho);
-            let (y, i) = (r / 2, r % 2);
-            let yb = &a.y[bi * o * 4 * h * w..];
-            for c in 0..o {
-                let t = &mut scratch[c * wo..(c + 1) * wo];
-                let src0 = &yb[((c * 4 + i * 2) * h + y) * w..][..w];
-                let src1 = &yb[((c * 4 + i * 2 + 1) * h + y) * w..][..w];
-                for (x, pair) in t.chunks_exact_mut(2).enumerate() {
-                    pair[0] = src0[x] + a.bias[c];
-                    pair[1] = src1[x] + a.bias[c];
-                }
-                if let Some((feat, batched)) = a.feat {
-                    let fb = if batched { bi } else { 0 };
-                    let f = &feat[((fb * o + c) * ho + r) * wo..][..wo];
-                    for (v, f) in t.iter_mut().zip(f) {
-                        *v = gelu(*v + f);
-                    }
-                } else {
-                    for v in t.iter_mut() {
-                        *v = gelu(*v);
-                    }
-                }
-            }
-            for k in 0..nt {
-                let hk = &a.hyper[(bi * nt + k) * o..][..o];
-                // SAFETY: row (bi, k, r) belongs to this task only.
-                let dst = unsafe {
-                    std::slice::from_raw_parts_mut(ptr.0.add(((bi * nt + k) * ho + r) * wo), wo)
-                };
-                dst.fill(0.0);
-                for (c, hv) in hk.iter().enumerate() {
-                    for (d, v) in dst.iter_mut().zip(&scratch[c * wo..(c + 1) * wo]) {
-                        *d += hv * v;
-                    }
-                }
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use super::cpu;
+    use crate::modeling::sam::cpu;
     use candle_core::{Device, Tensor};
 
     #[test]
@@ -900,113 +621,295 @@ mod tests {
 
 #[cfg(test)]
 mod zz_profile_tmp {
-    use candle_core::{DType, Device, Tensor};
-    use candle_nn::{VarBuilder, VarMap};
-    use candle_core::Module;
     use crate::config::{ModelSize, Version};
+    use crate::modeling::sam::cpu;
     use crate::modeling::sam::{MaskDecoder, PromptEncoder, TwoWayTransformer};
     use crate::Sam2Config;
+    use candle_core::Module;
+    use candle_core::{DType, Device, Tensor};
+    use candle_nn::{VarBuilder, VarMap};
     use std::time::Instant;
-fn cpu_time() -> f64 {
-    let s = std::fs::read_to_string("/proc/self/stat").unwrap();
-    let f: Vec<&str> = s.rsplit(')').next().unwrap().split_whitespace().collect();
-    (f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap()) / 100.0
-}
-fn t<F: FnMut() -> R, R>(name: &str, mut f: F) -> R {
-    let mut out = f();
-    let n = 30;
-    let mut best = f64::MAX;
-    let c0 = cpu_time();
-    for _ in 0..n { let st = Instant::now(); out = f(); best = best.min(st.elapsed().as_secs_f64()); }
-    let c1 = cpu_time();
-    println!("{name}: best wall {:.2} ms, cpu {:.2} ms/iter", best * 1e3, (c1 - c0) * 1e3 / n as f64);
-    out
-}
+    fn cpu_time() -> f64 {
+        let s = std::fs::read_to_string("/proc/self/stat").unwrap();
+        let f: Vec<&str> = s.rsplit(')').next().unwrap().split_whitespace().collect();
+        (f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap()) / 100.0
+    }
+    fn t<F: FnMut() -> R, R>(name: &str, mut f: F) -> R {
+        let mut out = f();
+        let n = 30;
+        let mut best = f64::MAX;
+        let c0 = cpu_time();
+        for _ in 0..n {
+            let st = Instant::now();
+            out = f();
+            best = best.min(st.elapsed().as_secs_f64());
+        }
+        let c1 = cpu_time();
+        println!(
+            "{name}: best wall {:.2} ms, cpu {:.2} ms/iter",
+            best * 1e3,
+            (c1 - c0) * 1e3 / n as f64
+        );
+        out
+    }
 
-#[test]
+    #[test]
     #[ignore]
     fn zz_profile() {
-    let cfg = Sam2Config::preset(Version::Sam2_1, ModelSize::Tiny);
-    let dev = Device::Cpu;
-    let varmap = VarMap::new();
-    let vb = VarBuilder::from_varmap(&varmap, DType::F32, &dev);
-    PromptEncoder::new(&cfg.prompt_encoder(), vb.pp("sam_prompt_encoder")).unwrap();
-    MaskDecoder::new(&cfg.mask_decoder(), vb.pp("sam_mask_decoder")).unwrap();
-    for var in varmap.all_vars() {
-        let dims = var.dims().to_vec();
-        let std = if dims.len() >= 2 { (dims[0] as f64 / dims.iter().product::<usize>() as f64).sqrt() } else { 0.1 };
-        var.set(&Tensor::randn(0f32, std as f32, dims, &dev).unwrap()).unwrap();
+        let cfg = Sam2Config::preset(Version::Sam2_1, ModelSize::Tiny);
+        let dev = Device::Cpu;
+        let varmap = VarMap::new();
+        let vb = VarBuilder::from_varmap(&varmap, DType::F32, &dev);
+        PromptEncoder::new(&cfg.prompt_encoder(), vb.pp("sam_prompt_encoder")).unwrap();
+        MaskDecoder::new(&cfg.mask_decoder(), vb.pp("sam_mask_decoder")).unwrap();
+        for var in varmap.all_vars() {
+            let dims = var.dims().to_vec();
+            let std = if dims.len() >= 2 {
+                (dims[0] as f64 / dims.iter().product::<usize>() as f64).sqrt()
+            } else {
+                0.1
+            };
+            var.set(&Tensor::randn(0f32, std as f32, dims, &dev).unwrap())
+                .unwrap();
+        }
+        let vb = VarBuilder::from_varmap(&varmap, DType::F32, &dev);
+        let pe = PromptEncoder::new(&cfg.prompt_encoder(), vb.pp("sam_prompt_encoder")).unwrap();
+        let dec = MaskDecoder::new(&cfg.mask_decoder(), vb.pp("sam_mask_decoder")).unwrap();
+        let tr = TwoWayTransformer::new(
+            &cfg.mask_decoder().transformer,
+            vb.pp("sam_mask_decoder.transformer"),
+        )
+        .unwrap();
+        let image_embed = Tensor::randn(0f32, 1.0, (1, 256, 64, 64), &dev).unwrap();
+        let feat_s0 = Tensor::randn(0f32, 1.0, (1, 32, 256, 256), &dev).unwrap();
+        let feat_s1 = Tensor::randn(0f32, 1.0, (1, 64, 128, 128), &dev).unwrap();
+        let dense_pe = pe.get_dense_pe().unwrap();
+        let coords = Tensor::from_slice(&[512f32, 400.0], (1, 1, 2), &dev).unwrap();
+        let labels = Tensor::from_slice(&[1i32], (1, 1), &dev).unwrap();
+        let (sparse, dense) = t("prompt encoder", || {
+            pe.forward(Some((&coords, &labels)), None, None).unwrap()
+        });
+        let tokens = Tensor::randn(0f32, 1.0, (1, 8, 256), &dev).unwrap();
+        let src = t("src+dense", || image_embed.broadcast_add(&dense).unwrap());
+        t("transformer", || {
+            tr.forward(&src, &dense_pe, &tokens).unwrap()
+        });
+        let att = crate::modeling::sam::Attention::new(
+            256,
+            8,
+            2,
+            None,
+            vb.pp("sam_mask_decoder.transformer.layers.0.cross_attn_token_to_image"),
+        )
+        .unwrap();
+        let keys = Tensor::randn(0f32, 1.0, (1, 4096, 256), &dev).unwrap();
+        t("attn many_keys", || {
+            att.forward_many_keys(&tokens, &keys, &keys).unwrap()
+        });
+        t("attn many_queries", || {
+            att.forward_many_queries(&keys, &tokens, &tokens).unwrap()
+        });
+        t("attn std t2i", || {
+            att.forward(&tokens, &keys, &keys).unwrap()
+        });
+        t("attn std i2t", || {
+            att.forward(&keys, &tokens, &tokens).unwrap()
+        });
+        let ln = crate::modeling::sam2_utils::layer_norm(
+            256,
+            1e-5,
+            vb.pp("sam_mask_decoder.transformer.layers.0.norm4"),
+        )
+        .unwrap();
+        t("ln 4096x256", || {
+            candle_core::Module::forward(&ln, &keys).unwrap()
+        });
+        t("add 4096x256", || (&keys + &keys).unwrap());
+        let blk0 = crate::modeling::sam::TwoWayAttentionBlock::new(
+            256,
+            8,
+            2048,
+            2,
+            true,
+            vb.pp("sam_mask_decoder.transformer.layers.0"),
+        )
+        .unwrap();
+        let blk1 = crate::modeling::sam::TwoWayAttentionBlock::new(
+            256,
+            8,
+            2048,
+            2,
+            false,
+            vb.pp("sam_mask_decoder.transformer.layers.1"),
+        )
+        .unwrap();
+        t("block0", || {
+            blk0.forward(&tokens, &keys, &tokens, &keys).unwrap()
+        });
+        t("block1", || {
+            blk1.forward(&tokens, &keys, &tokens, &keys).unwrap()
+        });
+        t("transpose copy 256x4096", || {
+            image_embed
+                .flatten_from(2)
+                .unwrap()
+                .transpose(1, 2)
+                .unwrap()
+                .contiguous()
+                .unwrap()
+        });
+        {
+            let q = &keys;
+            let k = &tokens;
+            let kb = t("kproj+blocks", || {
+                att.k_proj()
+                    .forward(k)
+                    .unwrap()
+                    .unsqueeze(1)
+                    .unwrap()
+                    .broadcast_as((1, 8, 8, 128))
+                    .unwrap()
+                    .reshape((1, 64, 128))
+                    .unwrap()
+            });
+            let m = t("m = kb@Wq", || {
+                kb.broadcast_matmul(att.q_proj().weight()).unwrap()
+            });
+            let sc = t("scores = q @ m^T", || {
+                q.matmul(&m.transpose(1, 2).unwrap()).unwrap()
+            });
+            let sc4 = sc.reshape((1, 4096, 8, 8)).unwrap();
+            let p = t("softmax", || {
+                crate::modeling::sam2_utils::softmax_last(&sc4)
+                    .unwrap()
+                    .reshape((1, 4096, 64))
+                    .unwrap()
+            });
+            t("softmax cpu", || cpu::softmax_last(&sc4).unwrap());
+            let sc5 = Tensor::randn(0f32, 1.0, (1, 64, 4096), &dev).unwrap();
+            t("softmax cpu 64x4096", || cpu::softmax_last(&sc5).unwrap());
+            t("softmax 64x4096", || {
+                crate::modeling::sam2_utils::softmax_last(&sc5).unwrap()
+            });
+            t("transpose cpu", || {
+                cpu::transpose_last2(&image_embed.flatten_from(2).unwrap()).unwrap()
+            });
+            let vo = t("vo", || {
+                kb.broadcast_matmul(&att.out_proj().weight().t().unwrap())
+                    .unwrap()
+            });
+            t("p @ vo", || p.matmul(&vo).unwrap());
+            let mm = t("m contiguous T", || {
+                m.transpose(1, 2).unwrap().contiguous().unwrap()
+            });
+            t("scores = q @ mT contig", || q.matmul(&mm).unwrap());
+            let w = Tensor::randn(0f32, 1.0, (256, 2048), &dev).unwrap();
+            t("mlp-ish 8x256x2048", || {
+                tokens.broadcast_matmul(&w).unwrap()
+            });
+        }
+        {
+            let srcu = Tensor::randn(0f32, 1.0, (1, 4096, 256), &dev).unwrap();
+            let hyper = Tensor::randn(0f32, 1.0, (1, 4, 32), &dev).unwrap();
+            let hr = (feat_s0.clone(), feat_s1.clone());
+            t("upscale cpu", || {
+                dec.upscale_masks_cpu(&srcu, 64, 64, Some(&hr), &hyper)
+                    .unwrap()
+            });
+            t("upscale tensor-ops", || {
+                dec.upscale_masks(&srcu, 64, 64, Some(&hr), &hyper).unwrap()
+            });
+            let y1 = t("dc1 unshuffled", || {
+                dec.upscale_dc1
+                    .unshuffled(&srcu.transpose(1, 2).unwrap())
+                    .unwrap()
+                    .contiguous()
+                    .unwrap()
+            });
+            let _ = y1;
+            let yv: Vec<f32> = (0..128 * 16384)
+                .map(|i| ((i % 97) as f32 - 48.0) * 0.05)
+                .collect();
+            let fv: Vec<f32> = (0..32 * 65536)
+                .map(|i| ((i % 89) as f32 - 44.0) * 0.05)
+                .collect();
+            let hv = vec![0.1f32; 4 * 32];
+            let bias = vec![0.1f32; 32];
+            let a = cpu::Stage2 {
+                y: &yv,
+                batch: 1,
+                channels: 32,
+                h: 128,
+                w: 128,
+                bias: &bias,
+                feat: Some((&fv, false)),
+                hyper: &hv,
+                tokens: 4,
+            };
+            t("stage2", || cpu::stage2(&a, &dev).unwrap());
+            let yv: Vec<f32> = (0..256 * 4096)
+                .map(|i| ((i % 97) as f32 - 48.0) * 0.05)
+                .collect();
+            let fv: Vec<f32> = (0..64 * 16384)
+                .map(|i| ((i % 89) as f32 - 44.0) * 0.05)
+                .collect();
+            let bias = vec![0.1f32; 64];
+            let a = cpu::Stage1 {
+                y: &yv,
+                batch: 1,
+                channels: 64,
+                h: 64,
+                w: 64,
+                bias: &bias,
+                feat: Some((&fv, false)),
+                ln_weight: &bias,
+                ln_bias: &bias,
+                eps: 1e-6,
+            };
+            t("stage1", || cpu::stage1(&a, &dev).unwrap());
+            let xs = Tensor::randn(0f32, 1.0, (4096, 256), &dev).unwrap();
+            let wt = Tensor::randn(0f32, 1.0, (256, 256), &dev).unwrap();
+            t("gemm 4096x256 @ 256x256", || xs.matmul(&wt).unwrap());
+            t("gemm 256x256 @ (4096x256)^T", || {
+                wt.matmul(&xs.t().unwrap()).unwrap()
+            });
+            let xs2 = Tensor::randn(0f32, 1.0, (256, 4096), &dev).unwrap();
+            t("gemm 256x256 @ 256x4096", || wt.matmul(&xs2).unwrap());
+        }
+        t("predict_masks", || {
+            dec.predict_masks(
+                &image_embed,
+                &dense_pe,
+                &sparse,
+                &dense,
+                false,
+                Some((&feat_s0, &feat_s1)),
+            )
+            .unwrap()
+        });
+        t("forward multimask", || {
+            dec.forward(
+                &image_embed,
+                &dense_pe,
+                &sparse,
+                &dense,
+                true,
+                false,
+                Some((&feat_s0, &feat_s1)),
+            )
+            .unwrap()
+        });
+        t("forward single", || {
+            dec.forward(
+                &image_embed,
+                &dense_pe,
+                &sparse,
+                &dense,
+                false,
+                false,
+                Some((&feat_s0, &feat_s1)),
+            )
+            .unwrap()
+        });
     }
-    let vb = VarBuilder::from_varmap(&varmap, DType::F32, &dev);
-    let pe = PromptEncoder::new(&cfg.prompt_encoder(), vb.pp("sam_prompt_encoder")).unwrap();
-    let dec = MaskDecoder::new(&cfg.mask_decoder(), vb.pp("sam_mask_decoder")).unwrap();
-    let tr = TwoWayTransformer::new(&cfg.mask_decoder().transformer, vb.pp("sam_mask_decoder.transformer")).unwrap();
-    let image_embed = Tensor::randn(0f32, 1.0, (1, 256, 64, 64), &dev).unwrap();
-    let feat_s0 = Tensor::randn(0f32, 1.0, (1, 32, 256, 256), &dev).unwrap();
-    let feat_s1 = Tensor::randn(0f32, 1.0, (1, 64, 128, 128), &dev).unwrap();
-    let dense_pe = pe.get_dense_pe().unwrap();
-    let coords = Tensor::from_slice(&[512f32, 400.0], (1, 1, 2), &dev).unwrap();
-    let labels = Tensor::from_slice(&[1i32], (1, 1), &dev).unwrap();
-    let (sparse, dense) = t("prompt encoder", || pe.forward(Some((&coords, &labels)), None, None).unwrap());
-    let tokens = Tensor::randn(0f32, 1.0, (1, 8, 256), &dev).unwrap();
-    let src = t("src+dense", || image_embed.broadcast_add(&dense).unwrap());
-    t("transformer", || tr.forward(&src, &dense_pe, &tokens).unwrap());
-    let att = crate::modeling::sam::Attention::new(256, 8, 2, None, vb.pp("sam_mask_decoder.transformer.layers.0.cross_attn_token_to_image")).unwrap();
-    let keys = Tensor::randn(0f32, 1.0, (1, 4096, 256), &dev).unwrap();
-    t("attn many_keys", || att.forward_many_keys(&tokens, &keys, &keys).unwrap());
-    t("attn many_queries", || att.forward_many_queries(&keys, &tokens, &tokens).unwrap());
-    t("attn std t2i", || att.forward(&tokens, &keys, &keys).unwrap());
-    t("attn std i2t", || att.forward(&keys, &tokens, &tokens).unwrap());
-    let ln = crate::modeling::sam2_utils::layer_norm(256, 1e-5, vb.pp("sam_mask_decoder.transformer.layers.0.norm4")).unwrap();
-    t("ln 4096x256", || candle_core::Module::forward(&ln, &keys).unwrap());
-    t("add 4096x256", || (&keys + &keys).unwrap());
-    let blk0 = crate::modeling::sam::TwoWayAttentionBlock::new(256, 8, 2048, 2, true, vb.pp("sam_mask_decoder.transformer.layers.0")).unwrap();
-    let blk1 = crate::modeling::sam::TwoWayAttentionBlock::new(256, 8, 2048, 2, false, vb.pp("sam_mask_decoder.transformer.layers.1")).unwrap();
-    t("block0", || blk0.forward(&tokens, &keys, &tokens, &keys).unwrap());
-    t("block1", || blk1.forward(&tokens, &keys, &tokens, &keys).unwrap());
-    t("transpose copy 256x4096", || image_embed.flatten_from(2).unwrap().transpose(1, 2).unwrap().contiguous().unwrap());
-    {
-        let q = &keys; let k = &tokens;
-        let kb = t("kproj+blocks", || att.head_blocks_pub(&att.k_proj().forward(k).unwrap()).unwrap());
-        let m = t("m = kb@Wq", || kb.broadcast_matmul(att.q_proj().weight()).unwrap());
-        let sc = t("scores = q @ m^T", || q.matmul(&m.transpose(1, 2).unwrap()).unwrap());
-        let sc4 = sc.reshape((1, 4096, 8, 8)).unwrap();
-        let p = t("softmax", || crate::modeling::sam2_utils::softmax_last(&sc4).unwrap().reshape((1, 4096, 64)).unwrap());
-        let vo = t("vo", || kb.broadcast_matmul(&att.out_proj().weight().t().unwrap()).unwrap());
-        t("p @ vo", || p.matmul(&vo).unwrap());
-        let mm = t("m contiguous T", || m.transpose(1, 2).unwrap().contiguous().unwrap());
-        t("scores = q @ mT contig", || q.matmul(&mm).unwrap());
-        let w = Tensor::randn(0f32, 1.0, (256, 2048), &dev).unwrap();
-        t("mlp-ish 8x256x2048", || tokens.broadcast_matmul(&w).unwrap());
-    }
-    {
-        let srcu = Tensor::randn(0f32, 1.0, (1, 4096, 256), &dev).unwrap();
-        let hyper = Tensor::randn(0f32, 1.0, (1, 4, 32), &dev).unwrap();
-        let hr = (feat_s0.clone(), feat_s1.clone());
-        t("upscale cpu", || dec.upscale_masks_cpu(&srcu, 64, 64, Some(&hr), &hyper).unwrap());
-        t("upscale tensor-ops", || dec.upscale_masks(&srcu, 64, 64, Some(&hr), &hyper).unwrap());
-        let y1 = t("dc1 unshuffled", || dec.upscale_dc1.unshuffled(&srcu.transpose(1, 2).unwrap()).unwrap().contiguous().unwrap());
-        let _ = y1;
-        let yv: Vec<f32> = (0..128 * 16384).map(|i| ((i % 97) as f32 - 48.0) * 0.05).collect();
-        let fv: Vec<f32> = (0..32 * 65536).map(|i| ((i % 89) as f32 - 44.0) * 0.05).collect();
-        let hv = vec![0.1f32; 4 * 32];
-        let bias = vec![0.1f32; 32];
-        let a = super::cpu::Stage2 { y: &yv, batch: 1, channels: 32, h: 128, w: 128, bias: &bias, feat: Some((&fv, false)), hyper: &hv, tokens: 4 };
-        t("stage2", || super::cpu::stage2(&a, &dev).unwrap());
-        let yv: Vec<f32> = (0..256 * 4096).map(|i| ((i % 97) as f32 - 48.0) * 0.05).collect();
-        let fv: Vec<f32> = (0..64 * 16384).map(|i| ((i % 89) as f32 - 44.0) * 0.05).collect();
-        let bias = vec![0.1f32; 64];
-        let a = super::cpu::Stage1 { y: &yv, batch: 1, channels: 64, h: 64, w: 64, bias: &bias, feat: Some((&fv, false)), ln_weight: &bias, ln_bias: &bias, eps: 1e-6 };
-        t("stage1", || super::cpu::stage1(&a, &dev).unwrap());
-        let xs = Tensor::randn(0f32, 1.0, (4096, 256), &dev).unwrap();
-        let wt = Tensor::randn(0f32, 1.0, (256, 256), &dev).unwrap();
-        t("gemm 4096x256 @ 256x256", || xs.matmul(&wt).unwrap());
-        t("gemm 256x256 @ (4096x256)^T", || wt.matmul(&xs.t().unwrap()).unwrap());
-        let xs2 = Tensor::randn(0f32, 1.0, (256, 4096), &dev).unwrap();
-        t("gemm 256x256 @ 256x4096", || wt.matmul(&xs2).unwrap());
-    }
-    t("predict_masks", || dec.predict_masks(&image_embed, &dense_pe, &sparse, &dense, false, Some((&feat_s0, &feat_s1))).unwrap());
-    t("forward multimask", || dec.forward(&image_embed, &dense_pe, &sparse, &dense, true, false, Some((&feat_s0, &feat_s1))).unwrap());
-    t("forward single", || dec.forward(&image_embed, &dense_pe, &sparse, &dense, false, false, Some((&feat_s0, &feat_s1))).unwrap());
-}
 }

@@ -1,6 +1,7 @@
 //! SAM heads (`sam2.modeling.sam`): prompt encoder, two-way transformer and
 //! mask decoder.
 
+mod cpu;
 pub mod mask_decoder;
 pub mod prompt_encoder;
 pub mod transformer;

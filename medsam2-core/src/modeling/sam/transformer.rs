@@ -9,6 +9,7 @@ use candle_core::{Module, Result, Tensor};
 use candle_nn::{LayerNorm, Linear, VarBuilder};
 
 use crate::config::{Activation, TwoWayTransformerConfig};
+use crate::modeling::sam::cpu;
 use crate::modeling::sam2_utils::{layer_norm, linear, sdpa, softmax_last, Mlp};
 
 /// `nn.LayerNorm` default epsilon.
@@ -24,6 +25,7 @@ pub struct Attention {
     out_proj: Linear,
     num_heads: usize,
     internal_dim: usize,
+    cpu_kernels: bool,
 }
 
 impl Attention {
@@ -49,7 +51,21 @@ impl Attention {
             out_proj: linear(internal_dim, embedding_dim, vb.pp("out_proj"))?,
             num_heads,
             internal_dim,
+            cpu_kernels: true,
         })
+    }
+
+    /// Uses the CPU kernels (softmax) on f32 CPU tensors (default `true`).
+    pub fn set_cpu_kernels(&mut self, on: bool) {
+        self.cpu_kernels = on;
+    }
+
+    fn softmax(&self, x: &Tensor) -> Result<Tensor> {
+        if self.cpu_kernels && cpu::applies(x) {
+            cpu::softmax_last(x)
+        } else {
+            softmax_last(x)
+        }
     }
 
     /// Number of heads.
@@ -106,8 +122,6 @@ impl Attention {
 
     /// Spreads per-token head vectors `[B, N, I]` block-diagonally over the
     /// heads: `[B, heads·N, I]`, row `(h, n)` keeps only head `h`'s columns.
-    #[doc(hidden)]
-    pub fn head_blocks_pub(&self, x: &Tensor) -> Result<Tensor> { self.head_blocks(x) }
     fn head_blocks(&self, x: &Tensor) -> Result<Tensor> {
         let (b, n, i) = x.dims3()?;
         let h = self.num_heads;
@@ -134,7 +148,7 @@ impl Attention {
         let a = self
             .head_blocks(&qp)?
             .broadcast_matmul(self.k_proj.weight())?;
-        let p = softmax_last(&a.matmul(&k.contiguous()?.transpose(1, 2)?)?)?;
+        let p = self.softmax(&a.matmul(&k.contiguous()?.transpose(1, 2)?)?)?;
         // out_h = P_h v Wv_hᵀ + bv_h (rows of P_h sum to 1).
         let pv = p
             .matmul(&v.contiguous()?)?
@@ -170,7 +184,9 @@ impl Attention {
             let c = kb.broadcast_matmul(&bq.unsqueeze(1)?)?.transpose(1, 2)?;
             scores = scores.broadcast_add(&c)?;
         }
-        let p = softmax_last(&scores.reshape((b, nq, h, nk))?)?.reshape((b, nq, h * nk))?;
+        let p = self
+            .softmax(&scores.reshape((b, nq, h, nk))?)?
+            .reshape((b, nq, h * nk))?;
         // out = Σ_h P_h (v_h Wo_hᵀ) + bo.
         let vblk = self.head_blocks(&self.v_proj.forward(&v.contiguous()?)?)?;
         let vo = vblk.broadcast_matmul(&self.out_proj.weight().t()?)?;
@@ -234,6 +250,17 @@ impl TwoWayAttentionBlock {
         })
     }
 
+    /// Uses the CPU kernels on f32 CPU tensors (default `true`).
+    pub fn set_cpu_kernels(&mut self, on: bool) {
+        for a in [
+            &mut self.self_attn,
+            &mut self.cross_attn_token_to_image,
+            &mut self.cross_attn_image_to_token,
+        ] {
+            a.set_cpu_kernels(on);
+        }
+    }
+
     /// Updates `(queries [B, Nq, C], keys [B, HW, C])` given their position
     /// encodings `query_pe` (the prompt tokens) and `key_pe` (image PE).
     pub fn forward(
@@ -278,6 +305,7 @@ pub struct TwoWayTransformer {
     layers: Vec<TwoWayAttentionBlock>,
     final_attn_token_to_image: Attention,
     norm_final_attn: LayerNorm,
+    cpu_kernels: bool,
 }
 
 impl TwoWayTransformer {
@@ -305,7 +333,28 @@ impl TwoWayTransformer {
                 vb.pp("final_attn_token_to_image"),
             )?,
             norm_final_attn: layer_norm(cfg.embedding_dim, LN_EPS, vb.pp("norm_final_attn"))?,
+            cpu_kernels: true,
         })
+    }
+
+    /// Uses the CPU kernels on f32 CPU tensors (default `true`); `false` runs
+    /// plain tensor ops everywhere.
+    pub fn set_cpu_kernels(&mut self, on: bool) {
+        self.cpu_kernels = on;
+        self.final_attn_token_to_image.set_cpu_kernels(on);
+        for l in &mut self.layers {
+            l.set_cpu_kernels(on);
+        }
+    }
+
+    /// `[B, C, h, w]` → `[B, h·w, C]`.
+    fn to_tokens(&self, x: &Tensor) -> Result<Tensor> {
+        let x = x.flatten_from(2)?;
+        if self.cpu_kernels && cpu::applies(&x) {
+            cpu::transpose_last2(&x)
+        } else {
+            x.transpose(1, 2)?.contiguous()
+        }
     }
 
     /// Runs the transformer.
@@ -318,11 +367,8 @@ impl TwoWayTransformer {
         image_pe: &Tensor,
         point_embedding: &Tensor,
     ) -> Result<(Tensor, Tensor)> {
-        let keys = image_embedding
-            .flatten_from(2)?
-            .transpose(1, 2)?
-            .contiguous()?;
-        let key_pe = image_pe.flatten_from(2)?.transpose(1, 2)?.contiguous()?;
+        let keys = self.to_tokens(image_embedding)?;
+        let key_pe = self.to_tokens(image_pe)?;
         let mut queries = point_embedding.contiguous()?;
         let mut keys = keys;
         for layer in &self.layers {
