@@ -13,9 +13,7 @@ use medsam2_core::sam2_video_predictor::{Direction, GreyFrames, Sam2VideoPredict
 
 fn setup(size: usize, frames: usize) -> (Sam2VideoPredictor, usize) {
     let cfg = Sam2Config::preset(Version::Sam2_1, ModelSize::Tiny).with_image_size(size).unwrap();
-    let varmap = candle_nn::VarMap::new();
-    let vb = candle_nn::VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
-    let model = Arc::new(Sam2Base::new(cfg, vb).unwrap());
+    let model = Arc::new(Sam2Base::with_random_weights(cfg, &Device::Cpu).unwrap());
     let (h, w) = (size, size);
     let slices: Vec<Vec<u8>> = (0..frames)
         .map(|z| (0..h * w).map(|i| (((i % w) ^ (i / w) ^ z) & 0xff) as u8).collect())

@@ -39,9 +39,7 @@ fn rss_kib(field: &str) -> u64 {
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let a = Args::parse();
     let cfg = Sam2Config::preset(Version::Sam2_1, ModelSize::Tiny).with_image_size(a.size)?;
-    let varmap = candle_nn::VarMap::new();
-    let vb = candle_nn::VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
-    let model = Arc::new(Sam2Base::new(cfg, vb)?);
+    let model = Arc::new(Sam2Base::with_random_weights(cfg, &Device::Cpu)?);
     let n = a.side;
     let slices: Vec<Vec<u8>> = (0..a.slices)
         .map(|z| (0..n * n).map(|i| (((i % n) ^ (i / n) ^ z) & 0xff) as u8).collect())

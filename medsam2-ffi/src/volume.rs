@@ -417,7 +417,10 @@ fn object_mask(fm: &FrameMasks, obj_id: u32, out: &mut [u8]) -> FfiResult<()> {
     match fm.obj_ids.iter().position(|&o| o == obj_id) {
         Some(i) => {
             let masks = fm.binary_masks()?;
-            out.copy_from_slice(&masks[i]);
+            let m = masks.get(i).filter(|m| m.len() == out.len());
+            out.copy_from_slice(
+                m.ok_or_else(|| FfiError::internal("mask count or size mismatch"))?,
+            );
         }
         None => out.fill(0),
     }
@@ -739,8 +742,15 @@ pub unsafe extern "C" fn medsam2_session_get_object_mask(
 /// the object covering each pixel, 0 for background; where objects overlap,
 /// the one created last wins.
 fn slice_labels(s: &medsam2_session, f: usize, mut put: impl FnMut(usize, u16)) -> FfiResult<()> {
+    if s.vp.obj_ids().is_empty() {
+        return Ok(());
+    }
     let fm = s.vp.frame_masks(f)?;
     let masks = fm.binary_masks()?;
+    let [h, w] = s.vp.video_hw();
+    if masks.len() != fm.obj_ids.len() || masks.iter().any(|m| m.len() != h * w) {
+        return Err(FfiError::internal("mask count or size mismatch"));
+    }
     for (id, m) in fm.obj_ids.iter().zip(&masks) {
         for (p, &v) in m.iter().enumerate() {
             if v != 0 {

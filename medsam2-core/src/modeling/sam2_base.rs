@@ -625,3 +625,31 @@ impl Sam2Base {
 fn pix_for_memory(feats: &BackboneFeatures) -> Tensor {
     feats.vision_feats.clone()
 }
+
+impl Sam2Base {
+    /// A model with random weights (candle's default initialisers) under the
+    /// official names, for benchmarks and demos. The weights are detached from
+    /// candle's autograd so that outputs do not keep computation graphs alive.
+    pub fn with_random_weights(cfg: Sam2Config, device: &Device) -> Result<Self> {
+        let varmap = candle_nn::VarMap::new();
+        // First pass creates the variables; the second builds from detached copies.
+        Self::new(cfg.clone(), VarBuilder::from_varmap(&varmap, DType::F32, device))?;
+        let tensors: std::collections::HashMap<String, Tensor> = varmap
+            .data()
+            .lock()
+            .map_err(|_| Error::invalid("poisoned lock"))?
+            .iter()
+            .map(|(k, v)| (k.clone(), v.as_tensor().detach()))
+            .collect();
+        Self::new(cfg, VarBuilder::from_tensors(tensors, DType::F32, device))
+    }
+
+    /// Every weight as `(official name, tensor)` (e.g. to save a checkpoint).
+    pub fn named_weights_from(varmap: &candle_nn::VarMap) -> Vec<(String, Tensor)> {
+        varmap
+            .data()
+            .lock()
+            .map(|d| d.iter().map(|(k, v)| (k.clone(), v.as_tensor().detach())).collect())
+            .unwrap_or_default()
+    }
+}

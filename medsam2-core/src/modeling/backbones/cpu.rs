@@ -308,13 +308,53 @@ pub(crate) unsafe fn sgemm(
     )
 }
 
-/// `y = x · Wᵀ` for `W` `[n, k]` (PyTorch layout): `rows` rows of `x`
-/// (row stride `k`) into `y` (row stride `n`), accumulating into `y`.
+/// `y += x · Wᵀ` with the weight given transposed, `wt = Wᵀ` `[k, n]`:
+/// `rows` rows of `x` (row stride `k`) into `y` (row stride `n`).
 ///
 /// # Safety
-/// `x` must hold `rows·k` and `y` `rows·n` elements; `w` `n·k`.
-pub(crate) unsafe fn linear_acc(x: *const f32, rows: usize, w: &[f32], n: usize, k: usize, y: *mut f32) {
-    sgemm(rows, n, k, y, n, true, x, (k as isize, 1), w.as_ptr(), (1, k as isize))
+/// `x` must hold `rows·k` and `y` `rows·n` elements; `wt` `k·n`.
+pub(crate) unsafe fn linear_acc(x: *const f32, rows: usize, wt: &[f32], n: usize, k: usize, y: *mut f32) {
+    sgemm(rows, n, k, y, n, true, x, (k as isize, 1), wt.as_ptr(), (n as isize, 1))
+}
+
+/// A linear layer (`nn.Linear`) whose weight is stored transposed
+/// (`[in, out]`, the faster GEMM operand) when it lives on the CPU in f32;
+/// the candle layer used by the generic path is a view of that storage.
+#[derive(Debug, Clone)]
+pub(crate) struct TLinear {
+    lin: candle_nn::Linear,
+    wt: Option<Tensor>,
+}
+
+impl TLinear {
+    /// Loads `weight` `[out, in]` and `bias` `[out]`.
+    pub(crate) fn new(in_dim: usize, out_dim: usize, vb: candle_nn::VarBuilder) -> Result<Self> {
+        let l = candle_nn::linear(in_dim, out_dim, vb)?;
+        Self::from_parts(l.weight().clone(), l.bias().cloned())
+    }
+
+    /// From a weight `[out, in]` and an optional bias.
+    pub(crate) fn from_parts(w: Tensor, b: Option<Tensor>) -> Result<Self> {
+        if is_cpu_f32(&w) {
+            let wt = w.t()?.contiguous()?;
+            Ok(Self { lin: candle_nn::Linear::new(wt.t()?, b), wt: Some(wt) })
+        } else {
+            Ok(Self { lin: candle_nn::Linear::new(w, b), wt: None })
+        }
+    }
+
+    /// Generic forward (any dtype/device).
+    pub(crate) fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        candle_core::Module::forward(&self.lin, x)
+    }
+
+    /// `(Wᵀ [in, out], bias)` for the fast kernels.
+    pub(crate) fn fast(&self) -> Result<(F32Ref<'_>, F32Ref<'_>)> {
+        let (Some(wt), Some(b)) = (&self.wt, self.lin.bias()) else {
+            candle_core::bail!("fast path: linear layer without a CPU f32 weight or a bias");
+        };
+        Ok((F32Ref::new(wt)?, F32Ref::new(b)?))
+    }
 }
 
 thread_local! {
@@ -394,8 +434,8 @@ pub(crate) fn clear_pool() {
     });
 }
 
-/// Layer norm + linear: `out = LN(x) · Wᵀ + b` over `n` rows of width `c`
-/// (`W` `[o, c]`). Optionally also `out2 = LN(x) · W2ᵀ + b2` (`W2` `[o2, c]`).
+/// Layer norm + linear: `out = LN(x) · W + b` over `n` rows of width `c`
+/// (`w` = `Wᵀ` `[c, o]`). Optionally also `out2 = LN(x) · W2 + b2`.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn ln_linear(
     x: &[f32],
@@ -434,7 +474,7 @@ pub(crate) fn ln_linear(
     (out, out2)
 }
 
-/// `acc += x · Wᵀ + b` over `n` rows (`x` width `k`, `acc` width `b.len()`).
+/// `acc += x · W + b` over `n` rows (`w` `[k, o]`, `x` width `k`, `acc` width `o`).
 pub(crate) fn linear_residual(acc: &mut [f32], x: &[f32], n: usize, k: usize, w: &[f32], b: &[f32]) {
     let o = b.len();
     let rb = row_block(n);
@@ -451,7 +491,7 @@ pub(crate) fn linear_residual(acc: &mut [f32], x: &[f32], n: usize, k: usize, w:
     });
 }
 
-/// `out = x · Wᵀ + b` over `n` rows.
+/// `out = x · W + b` over `n` rows (`w` `[k, o]`).
 pub(crate) fn linear(x: &[f32], n: usize, k: usize, w: &[f32], b: &[f32]) -> Vec<f32> {
     let mut out = alloc(n * b.len());
     let o = b.len();
@@ -470,7 +510,7 @@ pub(crate) fn linear(x: &[f32], n: usize, k: usize, w: &[f32], b: &[f32]) -> Vec
     out
 }
 
-/// Weights of the fused MLP residual.
+/// Weights of the fused MLP residual (linear weights transposed, `[in, out]`).
 pub(crate) struct MlpWeights<'a> {
     pub ln_w: &'a [f32],
     pub ln_b: &'a [f32],
@@ -824,8 +864,9 @@ mod tests {
             worst_erf = worst_erf.max((erf_f32(x) as f64 - libm::erf(x as f64)).abs());
         }
         assert!(worst_exp < 3e-7, "exp rel err {worst_exp}");
-        assert!(worst_erf < 3e-7, "erf abs err {worst_erf}");
-        assert_eq!(exp_f32(-1000.0) < 1e-37, true);
+        // A&S 7.1.26 is within 1.5e-7; f32 evaluation adds a few ulps near 1.
+        assert!(worst_erf < 6e-7, "erf abs err {worst_erf}");
+        assert!(exp_f32(-1000.0) < 1e-37);
     }
 
     #[test]

@@ -7,14 +7,14 @@
 
 use std::sync::Mutex;
 
-use candle_core::{DType, Device, Module, Result, Tensor, D};
-use candle_nn::{LayerNorm, Linear, VarBuilder};
+use candle_core::{DType, Device, Result, Tensor, D};
+use candle_nn::{LayerNorm, VarBuilder};
 
-use super::cpu::{self, Buf, F32Ref};
+use super::cpu::{self, Buf, F32Ref, TLinear};
 use super::utils::{window_partition, window_unpartition, PatchEmbed};
 use crate::config::HieraConfig;
 use crate::modeling::interp::interpolate_bicubic;
-use crate::modeling::sam2_utils::{layer_norm, linear};
+use crate::modeling::sam2_utils::layer_norm;
 
 /// Slice of a loaded weight (always contiguous f32 on the fast path).
 fn weight_ref(t: &Tensor) -> Result<F32Ref<'_>> {
@@ -40,13 +40,6 @@ fn layer_norm_generic(x: &Tensor, ln: &LayerNorm) -> Result<Tensor> {
     }
 }
 
-/// Bias of a linear layer (all Hiera/FPN layers have one).
-fn bias_of(l: &Linear) -> Result<&Tensor> {
-    match l.bias() {
-        Some(b) => Ok(b),
-        None => candle_core::bail!("linear layer without bias"),
-    }
-}
 
 /// Max pooling of an NHWC map with kernel = stride = `s` (`nn.MaxPool2d`,
 /// `ceil_mode=False`: a trailing partial row/column is dropped).
@@ -67,8 +60,8 @@ pub fn max_pool_nhwc(x: &Tensor, s: [usize; 2]) -> Result<Tensor> {
 /// Multi-head attention with optional query pooling (`MultiScaleAttention`).
 #[derive(Debug, Clone)]
 pub struct MultiScaleAttention {
-    qkv: Linear,
-    proj: Linear,
+    qkv: TLinear,
+    proj: TLinear,
     dim_out: usize,
     num_heads: usize,
     q_stride: Option<[usize; 2]>,
@@ -87,8 +80,8 @@ impl MultiScaleAttention {
             candle_core::bail!("MultiScaleAttention: {dim_out} channels not divisible by {num_heads} heads");
         }
         Ok(Self {
-            qkv: linear(dim, 3 * dim_out, vb.pp("qkv"))?,
-            proj: linear(dim_out, dim_out, vb.pp("proj"))?,
+            qkv: TLinear::new(dim, 3 * dim_out, vb.pp("qkv"))?,
+            proj: TLinear::new(dim_out, dim_out, vb.pp("proj"))?,
             dim_out,
             num_heads,
             q_stride,
@@ -131,9 +124,9 @@ pub struct MultiScaleBlock {
     norm2: LayerNorm,
     attn: MultiScaleAttention,
     /// `mlp.layers.0` / `mlp.layers.1`, exact GELU between them.
-    fc1: Linear,
-    fc2: Linear,
-    proj: Option<Linear>,
+    fc1: TLinear,
+    fc2: TLinear,
+    proj: Option<TLinear>,
     dim: usize,
     dim_out: usize,
     window_size: usize,
@@ -155,9 +148,9 @@ impl MultiScaleBlock {
             norm1: layer_norm(dim, 1e-6, vb.pp("norm1"))?,
             norm2: layer_norm(dim_out, 1e-6, vb.pp("norm2"))?,
             attn: MultiScaleAttention::new(dim, dim_out, num_heads, q_stride, vb.pp("attn"))?,
-            fc1: linear(dim_out, mlp_hidden, vb.pp("mlp").pp("layers").pp(0))?,
-            fc2: linear(mlp_hidden, dim_out, vb.pp("mlp").pp("layers").pp(1))?,
-            proj: if dim != dim_out { Some(linear(dim, dim_out, vb.pp("proj"))?) } else { None },
+            fc1: TLinear::new(dim_out, mlp_hidden, vb.pp("mlp").pp("layers").pp(0))?,
+            fc2: TLinear::new(mlp_hidden, dim_out, vb.pp("mlp").pp("layers").pp(1))?,
+            proj: if dim != dim_out { Some(TLinear::new(dim, dim_out, vb.pp("proj"))?) } else { None },
             dim,
             dim_out,
             window_size,
@@ -207,10 +200,9 @@ impl MultiScaleBlock {
             Some(t) => weight_ref(t)?,
             None => candle_core::bail!("norm1 without bias"),
         };
-        let qkv_w = weight_ref(self.attn.qkv.weight())?;
-        let qkv_b = weight_ref(bias_of(&self.attn.qkv)?)?;
+        let (qkv_w, qkv_b) = self.attn.qkv.fast()?;
         let proj = match &self.proj {
-            Some(p) => Some((weight_ref(p.weight())?, weight_ref(bias_of(p)?)?)),
+            Some(p) => Some(p.fast()?),
             None => None,
         };
         let ln1 = (ln1w.slice(), ln1b.slice(), self.norm1.eps() as f32);
@@ -260,8 +252,7 @@ impl MultiScaleBlock {
         if shortcut.len() != m * self.dim_out {
             candle_core::bail!("MultiScaleBlock: shortcut and attention sizes differ");
         }
-        let pw = weight_ref(self.attn.proj.weight())?;
-        let pb = weight_ref(bias_of(&self.attn.proj)?)?;
+        let (pw, pb) = self.attn.proj.fast()?;
         cpu::linear_residual(&mut shortcut, &o, m, self.dim_out, pw.slice(), pb.slice());
         cpu::recycle(o);
         let ln2w = weight_ref(self.norm2.weight())?;
@@ -269,8 +260,8 @@ impl MultiScaleBlock {
             Some(t) => weight_ref(t)?,
             None => candle_core::bail!("norm2 without bias"),
         };
-        let (w1, b1) = (weight_ref(self.fc1.weight())?, weight_ref(bias_of(&self.fc1)?)?);
-        let (w2, b2) = (weight_ref(self.fc2.weight())?, weight_ref(bias_of(&self.fc2)?)?);
+        let (w1, b1) = self.fc1.fast()?;
+        let (w2, b2) = self.fc2.fast()?;
         let mw = cpu::MlpWeights {
             ln_w: ln2w.slice(),
             ln_b: ln2b.slice(),

@@ -6,10 +6,20 @@ use std::sync::Mutex;
 use candle_core::{Module, Result, Tensor};
 use candle_nn::{Conv2d, Conv2dConfig, VarBuilder};
 
-use super::cpu::{self, F32Ref};
+use super::cpu::{self, F32Ref, TLinear};
 use super::hieradet::Hiera;
 use crate::config::{FpnInterp, FpnNeckConfig, FuseType, ImageEncoderConfig};
 use crate::modeling::position_encoding::PositionEmbeddingSine;
+
+/// A 1×1 conv `[o, c, 1, 1]` as a linear layer.
+fn conv1x1_linear(conv: &Conv2d) -> Result<TLinear> {
+    let w = conv.weight();
+    let (o, c, kh, kw) = w.dims4()?;
+    if kh != 1 || kw != 1 {
+        candle_core::bail!("conv1x1_linear: kernel {kh}x{kw}");
+    }
+    TLinear::from_parts(w.reshape((o, c))?, conv.bias().cloned())
+}
 
 /// Feature-pyramid neck (`FpnNeck`): 1×1 lateral convs to `d_model`, a
 /// top-down path on `fpn_top_down_levels`, and a sine position encoding per level.
@@ -20,8 +30,9 @@ pub struct FpnNeck {
     interp: FpnInterp,
     fuse: FuseType,
     top_down_levels: Vec<usize>,
-    /// Lateral convs are 1×1, stride 1, no padding (they are plain linears).
-    pointwise: bool,
+    /// The lateral convs as linears (`[C_i, d_model]` weights) when they are
+    /// 1×1, stride 1, unpadded, for the fast path.
+    pointwise: Option<Vec<TLinear>>,
     /// Position encodings `[1, d_model, h, w]` by feature size.
     pos_cache: Mutex<HashMap<(usize, usize), Tensor>>,
 }
@@ -39,6 +50,11 @@ impl FpnNeck {
                 candle_nn::conv2d(c, cfg.d_model, cfg.kernel_size, conv_cfg, vb.pp("convs").pp(i).pp("conv"))
             })
             .collect::<Result<Vec<_>>>()?;
+        let pointwise = if cfg.kernel_size == 1 && cfg.stride == 1 && cfg.padding == 0 {
+            Some(convs.iter().map(conv1x1_linear).collect::<Result<Vec<_>>>()?)
+        } else {
+            None
+        };
         let top_down_levels = match &cfg.fpn_top_down_levels {
             Some(l) => l.clone(),
             None => (0..convs.len()).collect(),
@@ -49,7 +65,7 @@ impl FpnNeck {
             interp: cfg.fpn_interp_model,
             fuse: cfg.fuse_type,
             top_down_levels,
-            pointwise: cfg.kernel_size == 1 && cfg.stride == 1 && cfg.padding == 0,
+            pointwise,
             pos_cache: Mutex::new(HashMap::new()),
         })
     }
@@ -131,7 +147,10 @@ impl FpnNeck {
     /// `(data, h, w)` of `d_model` channels, highest resolution first.
     fn forward_nhwc_fast(&self, xs: &[Tensor]) -> Result<Option<Vec<(Vec<f32>, usize, usize)>>> {
         let n = self.convs.len();
-        if !self.pointwise || self.interp != FpnInterp::Nearest || xs.len() != n || !xs.iter().all(cpu::is_cpu_f32) {
+        let Some(laterals) = &self.pointwise else {
+            return Ok(None);
+        };
+        if self.interp != FpnInterp::Nearest || xs.len() != n || !xs.iter().all(cpu::is_cpu_f32) {
             return Ok(None);
         }
         let mut out: Vec<Option<(Vec<f32>, usize, usize)>> = (0..n).map(|_| None).collect();
@@ -139,12 +158,7 @@ impl FpnNeck {
         for i in (0..n).rev() {
             let x = xs[i].contiguous()?;
             let (b, h, w, c) = x.dims4()?;
-            let conv = &self.convs[n - 1 - i];
-            let wt = F32Ref::new(conv.weight())?;
-            let bias = match conv.bias() {
-                Some(t) => F32Ref::new(t)?,
-                None => candle_core::bail!("FpnNeck: lateral conv without bias"),
-            };
+            let (wt, bias) = laterals[n - 1 - i].fast()?;
             let d = bias.slice().len();
             if wt.slice().len() != d * c {
                 candle_core::bail!("FpnNeck: lateral conv {i} expects other channels than {c}");
@@ -238,18 +252,14 @@ impl ImageEncoder {
             let mut feats = Vec::with_capacity(keep);
             for (i, (v, h, w)) in levels.into_iter().take(keep).enumerate() {
                 let conv = match (high_res, i) {
-                    (Some(hr), 0) => Some(&hr.conv_s0),
-                    (Some(hr), 1) => Some(&hr.conv_s1),
+                    (Some(hr), 0) => Some(&hr.s0_linear),
+                    (Some(hr), 1) => Some(&hr.s1_linear),
                     _ => None,
                 };
                 let d = v.len() / (b * h * w).max(1);
                 let (v, d) = match conv {
                     Some(conv) => {
-                        let wt = F32Ref::new(conv.weight())?;
-                        let bias = match conv.bias() {
-                            Some(t) => F32Ref::new(t)?,
-                            None => candle_core::bail!("HighResConvs: conv without bias"),
-                        };
+                        let (wt, bias) = conv.fast()?;
                         let o = bias.slice().len();
                         if wt.slice().len() != o * d {
                             candle_core::bail!("HighResConvs: conv expects other channels than {d}");
@@ -305,6 +315,8 @@ impl ImageEncoder {
 pub struct HighResConvs {
     conv_s0: Conv2d,
     conv_s1: Conv2d,
+    s0_linear: TLinear,
+    s1_linear: TLinear,
 }
 
 impl HighResConvs {
@@ -312,10 +324,9 @@ impl HighResConvs {
     /// `sam_mask_decoder`.
     pub fn new(transformer_dim: usize, vb: VarBuilder) -> Result<Self> {
         let cfg = Conv2dConfig::default();
-        Ok(Self {
-            conv_s0: candle_nn::conv2d(transformer_dim, transformer_dim / 8, 1, cfg, vb.pp("conv_s0"))?,
-            conv_s1: candle_nn::conv2d(transformer_dim, transformer_dim / 4, 1, cfg, vb.pp("conv_s1"))?,
-        })
+        let conv_s0 = candle_nn::conv2d(transformer_dim, transformer_dim / 8, 1, cfg, vb.pp("conv_s0"))?;
+        let conv_s1 = candle_nn::conv2d(transformer_dim, transformer_dim / 4, 1, cfg, vb.pp("conv_s1"))?;
+        Ok(Self { s0_linear: conv1x1_linear(&conv_s0)?, s1_linear: conv1x1_linear(&conv_s1)?, conv_s0, conv_s1 })
     }
 
     /// Replaces `backbone_fpn[0]` and `[1]` by their projections.

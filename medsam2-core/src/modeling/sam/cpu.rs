@@ -281,8 +281,10 @@ pub(crate) fn exp(x: f32) -> f32 {
     } else {
         x
     };
-    // n = round(x / ln 2) by the 1.5·2^23 trick.
-    let n = (x * std::f32::consts::LOG2_E + 12_582_912.0) - 12_582_912.0;
+    // n = round(x / ln 2) by the 1.5·2^23 trick; the float's low mantissa
+    // bits then hold n, which gives 2^n by integer ops only.
+    let k = x * std::f32::consts::LOG2_E + 12_582_912.0;
+    let n = k - 12_582_912.0;
     let r = x - n * 0.693_359_4 + n * 2.121_944_4e-4;
     let mut p = 1.987_569_1e-4_f32;
     p = p * r + 1.398_199_9e-3;
@@ -291,7 +293,7 @@ pub(crate) fn exp(x: f32) -> f32 {
     p = p * r + 1.666_666_5e-1;
     p = p * r + 5.000_000_1e-1;
     let e = p * r * r + r + 1.0;
-    e * f32::from_bits(((n as i32 + 127) as u32) << 23)
+    e * f32::from_bits(k.to_bits().wrapping_sub(0x4B40_0000 - 127) << 23)
 }
 
 /// In-place softmax of each contiguous row of `n` values of `x`.
@@ -384,6 +386,78 @@ pub(crate) fn softmax_last(x: &Tensor) -> Result<Tensor> {
     Tensor::from_vec(data, x.shape(), x.device())
 }
 
+/// In-place softmax across the `t` rows of length `n` of each group.
+#[inline(always)]
+fn softmax_group_inline(x: &mut [f32], t: usize, n: usize, scratch: &mut [f32]) {
+    let (max, sum) = scratch.split_at_mut(n);
+    for g in x.chunks_exact_mut(t * n) {
+        max.fill(f32::NEG_INFINITY);
+        for row in g.chunks_exact(n) {
+            for (m, &v) in max.iter_mut().zip(row) {
+                *m = if v > *m { v } else { *m };
+            }
+        }
+        sum.fill(0.0);
+        for row in g.chunks_exact_mut(n) {
+            for ((v, m), s) in row.iter_mut().zip(max.iter()).zip(sum.iter_mut()) {
+                *v = exp(*v - m);
+                *s += *v;
+            }
+        }
+        for row in g.chunks_exact_mut(n) {
+            for (v, s) in row.iter_mut().zip(sum.iter()) {
+                *v /= s;
+            }
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn softmax_group_avx2(x: &mut [f32], t: usize, n: usize, scratch: &mut [f32]) {
+    softmax_group_inline(x, t, n, scratch)
+}
+
+/// Softmax over dim 2 of a `[B, G, T, N]` f32 CPU tensor (vectorised along `N`).
+pub(crate) fn softmax_dim2(x: &Tensor) -> Result<Tensor> {
+    let (b, g, t, n) = x.dims4()?;
+    let x = x.contiguous()?;
+    let mut data = {
+        let (st, l) = x.storage_and_layout();
+        slice(&st, l)?.to_vec()
+    };
+    let groups = b * g;
+    if groups > 0 && t > 0 && n > 0 {
+        let threads = candle_core::utils::get_num_threads().clamp(1, groups);
+        let per = if data.len() < 65_536 {
+            groups
+        } else {
+            groups.div_ceil(threads)
+        };
+        let run = |chunk: &mut [f32]| {
+            let mut scratch = vec![0f32; 2 * n];
+            #[cfg(target_arch = "x86_64")]
+            if std::arch::is_x86_feature_detected!("avx2") {
+                // SAFETY: the CPU supports AVX2.
+                unsafe { softmax_group_avx2(chunk, t, n, &mut scratch) };
+                return;
+            }
+            softmax_group_inline(chunk, t, n, &mut scratch);
+        };
+        std::thread::scope(|s| {
+            let mut chunks = data.chunks_mut(per * t * n);
+            let first = chunks.next();
+            for c in chunks {
+                s.spawn(move || run(c));
+            }
+            if let Some(c) = first {
+                run(c);
+            }
+        });
+    }
+    Tensor::from_vec(data, (b, g, t, n), x.device())
+}
+
 /// `[B, C, N]` → `[B, N, C]` (contiguous) for an f32 CPU tensor of rank 3.
 pub(crate) fn transpose_last2(x: &Tensor) -> Result<Tensor> {
     let (b, c, n) = x.dims3()?;
@@ -392,16 +466,21 @@ pub(crate) fn transpose_last2(x: &Tensor) -> Result<Tensor> {
     {
         let (g, l) = x.storage_and_layout();
         let src = slice(&g, l)?;
-        const T: usize = 16;
+        // Tiles of 8 source rows (their stride can map them to one cache
+        // set) by 64 columns.
+        const TC: usize = 8;
+        const TN: usize = 64;
         for bi in 0..b {
             let s = &src[bi * c * n..(bi + 1) * c * n];
             let d = &mut out[bi * c * n..(bi + 1) * c * n];
-            for c0 in (0..c).step_by(T) {
-                for n0 in (0..n).step_by(T) {
-                    for ci in c0..(c0 + T).min(c) {
-                        let row = &s[ci * n..];
-                        for ni in n0..(n0 + T).min(n) {
-                            d[ni * c + ci] = row[ni];
+            for c0 in (0..c).step_by(TC) {
+                let c1 = (c0 + TC).min(c);
+                for n0 in (0..n).step_by(TN) {
+                    let n1 = (n0 + TN).min(n);
+                    for ni in n0..n1 {
+                        let drow = &mut d[ni * c + c0..ni * c + c1];
+                        for (k, v) in drow.iter_mut().enumerate() {
+                            *v = s[(c0 + k) * n + ni];
                         }
                     }
                 }
@@ -456,11 +535,111 @@ mod tests {
                 .unwrap();
             let err = err.to_scalar::<f64>().unwrap();
             assert!(err < 1e-6, "softmax {shape:?}: max-abs error {err:e}");
+            let (b0, g0, n0) = shape;
+            let x4 = x.reshape((b0, 1, g0, n0)).unwrap();
+            let ours = softmax_dim2(&x4)
+                .unwrap()
+                .to_dtype(candle_core::DType::F64)
+                .unwrap();
+            let r64 =
+                candle_nn::ops::softmax(&x4.to_dtype(candle_core::DType::F64).unwrap(), 2).unwrap();
+            let err = (ours - &r64)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .max(0)
+                .unwrap();
+            let err = err.to_scalar::<f64>().unwrap();
+            assert!(err < 1e-6, "softmax_dim2 {shape:?}: max-abs error {err:e}");
             let t = transpose_last2(&x).unwrap();
             let r = x.transpose(1, 2).unwrap().contiguous().unwrap();
             let same = t.flatten_all().unwrap().to_vec1::<f32>().unwrap()
                 == r.flatten_all().unwrap().to_vec1::<f32>().unwrap();
             assert!(same && t.dims() == r.dims());
         }
+    }
+}
+
+#[cfg(test)]
+mod zz_bench_tmp {
+    use super::*;
+    fn best<F: FnMut()>(mut f: F) -> f64 {
+        let mut b = f64::MAX;
+        for _ in 0..20 {
+            let st = std::time::Instant::now();
+            f();
+            b = b.min(st.elapsed().as_secs_f64());
+        }
+        b * 1e9 / (1 << 20) as f64
+    }
+    #[target_feature(enable = "avx2")]
+    unsafe fn exp_avx2(v: &mut [f32]) {
+        for x in v.iter_mut() {
+            *x = exp(*x);
+        }
+    }
+    #[target_feature(enable = "avx2")]
+    unsafe fn gelu_avx2(v: &mut [f32]) {
+        for x in v.iter_mut() {
+            *x = gelu(*x);
+        }
+    }
+    #[target_feature(enable = "avx2")]
+    unsafe fn fma_avx2(v: &mut [f32]) {
+        for x in v.iter_mut() {
+            *x = *x * 0.999 + 0.001;
+        }
+    }
+    #[test]
+    #[ignore]
+    fn zz_exp_speed() {
+        let mut v: Vec<f32> = (0..1 << 20).map(|i| -((i % 1000) as f32) * 0.01).collect();
+        println!(
+            "softmax rows 4096 avx2: {:.3} ns/elem",
+            best(|| unsafe { softmax_rows_avx2(&mut v, 4096) })
+        );
+        println!(
+            "softmax rows 4096 sse: {:.3} ns/elem",
+            best(|| softmax_rows_inline(&mut v, 4096))
+        );
+        println!(
+            "exp avx2: {:.3} ns/elem",
+            best(|| unsafe { exp_avx2(&mut v) })
+        );
+        println!(
+            "gelu avx2: {:.3} ns/elem",
+            best(|| unsafe { gelu_avx2(&mut v) })
+        );
+        println!(
+            "mul-add avx2: {:.3} ns/elem",
+            best(|| unsafe { fma_avx2(&mut v) })
+        );
+        println!(
+            "std exp: {:.3} ns/elem",
+            best(|| for x in v.iter_mut() {
+                *x = (*x).exp();
+            })
+        );
+        let x = Tensor::from_vec(v.clone(), (1, 256, 4096), &Device::Cpu).unwrap();
+        println!(
+            "transpose: {:.3} ns/elem",
+            best(|| {
+                transpose_last2(&x).unwrap();
+            })
+        );
+        println!(
+            "candle transpose: {:.3} ns/elem",
+            best(|| {
+                x.transpose(1, 2).unwrap().contiguous().unwrap();
+            })
+        );
+        println!(
+            "candle copy: {:.3} ns/elem",
+            best(|| {
+                x.copy().unwrap();
+            })
+        );
     }
 }

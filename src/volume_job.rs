@@ -1,0 +1,2124 @@
+//! The main job, shared by the examples `segment_volume` and
+//! `evaluate_prompts` and by the integration test `tests/main_job.rs`: turn a
+//! volume into grey slices, parse and check prompts, run a session over the
+//! slices, assemble the label volume, simulate the papers' prompts, and draw
+//! a montage.
+//!
+//! # Slices and prompt coordinates
+//! Slices are the frames of [`medsam2_core::medical::slicing`] along one index
+//! axis: slice `Z` holds the voxels whose index on that axis is `Z`; pixel
+//! `(X, Y)` of a slice is column `X` (the lower remaining index axis) and row
+//! `Y` (the higher one). For the default axis 2 (`k`) and an array `[D, H, W]`
+//! in NumPy (`.npz`), `X` is the `W` index, `Y` the `H` index, `Z` the `D`
+//! index; for a NIfTI/NRRD file `X = i`, `Y = j`, `Z = k`. Prompts in
+//! physical coordinates are LPS millimetres, mapped to the nearest slice.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use medsam2_core::medical::intensity::{self, Normalization, Stretch, Window};
+use medsam2_core::medical::slicing::{self, Axis, LabelAssembler};
+use medsam2_core::medical::{self, metrics, MedicalError, Volume};
+use medsam2_core::sam2_video_predictor::{
+    Direction, GreyFrames, Progress, Sam2VideoPredictor, SessionOptions,
+};
+
+/// An error of the main job: one line for the user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobError(pub String);
+
+impl fmt::Display for JobError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for JobError {}
+
+impl From<String> for JobError {
+    fn from(s: String) -> Self {
+        JobError(s)
+    }
+}
+
+impl From<&str> for JobError {
+    fn from(s: &str) -> Self {
+        JobError(s.to_string())
+    }
+}
+
+impl From<medsam2_core::Error> for JobError {
+    fn from(e: medsam2_core::Error) -> Self {
+        JobError(e.to_string())
+    }
+}
+
+impl From<MedicalError> for JobError {
+    fn from(e: MedicalError) -> Self {
+        JobError(e.to_string())
+    }
+}
+
+/// `Result` with [`JobError`].
+pub type Result<T> = std::result::Result<T, JobError>;
+
+/// Formats an error as the single line the examples print: `error: ...`
+/// (newlines folded into `; `).
+pub fn error_line(e: &dyn fmt::Display) -> String {
+    let msg = e.to_string();
+    let one: Vec<&str> = msg
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    format!("error: {}", one.join("; "))
+}
+
+/// Seeded pseudo-random numbers (SplitMix64): the same seed gives the same
+/// sequence on every platform.
+#[derive(Clone, Debug)]
+pub struct SplitMix64(u64);
+
+impl SplitMix64 {
+    /// A generator from a seed.
+    pub fn new(seed: u64) -> Self {
+        SplitMix64(seed)
+    }
+
+    /// A generator whose seed mixes `seed` with a text (e.g. case name and
+    /// strategy), so results do not depend on the order cases are visited.
+    pub fn for_item(seed: u64, item: &str) -> Self {
+        // FNV-1a of the text, then one SplitMix64 step to spread it.
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in item.bytes() {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        let mut g = SplitMix64(seed ^ h);
+        SplitMix64(g.next_u64())
+    }
+
+    /// The next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// A number in `0..n` (`0` when `n` is 0).
+    pub fn below(&mut self, n: usize) -> usize {
+        ((u128::from(self.next_u64()) * n as u128) >> 64) as usize
+    }
+}
+
+// ---------------------------------------------------------------- intensity
+
+/// How voxel values become the model's grey levels.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum IntensitySpec {
+    /// `u8` volumes are taken as already windowed (`0..=255` kept); other
+    /// types get the abdomen (soft-tissue) CT window W400 L40.
+    Auto,
+    /// Clip to a CT window (Hounsfield units).
+    Window(Window),
+    /// MR and other modalities: 0.5th-99.5th percentiles of the non-zero voxels.
+    Percentile,
+    /// Values clipped to `0..=255` as they are.
+    Identity,
+}
+
+impl IntensitySpec {
+    /// Parses `auto`, `none`, `percentile`, a preset name (`abdomen`,
+    /// `soft-tissue`, `lung`, `bone`, `brain`, `mediastinum`) or `W,L`.
+    pub fn parse(s: &str) -> Result<IntensitySpec> {
+        let t = s.trim().to_ascii_lowercase();
+        match t.as_str() {
+            "auto" => return Ok(IntensitySpec::Auto),
+            "none" | "identity" => return Ok(IntensitySpec::Identity),
+            "percentile" | "mr" => return Ok(IntensitySpec::Percentile),
+            _ => {}
+        }
+        if let Some(w) = Window::preset(&t) {
+            return Ok(IntensitySpec::Window(w));
+        }
+        if let Some((w, l)) = t.split_once(',') {
+            let (w, l) = (parse_f64(w, "window width")?, parse_f64(l, "window level")?);
+            return Ok(IntensitySpec::Window(Window::new(w, l)?));
+        }
+        let names: Vec<&str> = Window::PRESETS.iter().map(|(n, _)| *n).collect();
+        Err(JobError(format!(
+            "unknown window `{s}`: use auto, none, percentile, W,L or a preset ({})",
+            names.join(", ")
+        )))
+    }
+
+    /// The normalisation for `volume`.
+    pub fn normalization(&self, volume: &Volume) -> Normalization {
+        match *self {
+            IntensitySpec::Auto if volume.data_type() == medical::DataType::U8 => {
+                Normalization::Identity
+            }
+            IntensitySpec::Auto => Normalization::Window(Window::ABDOMEN),
+            IntensitySpec::Window(w) => Normalization::Window(w),
+            IntensitySpec::Percentile => Normalization::MR_DEFAULT,
+            IntensitySpec::Identity => Normalization::Identity,
+        }
+    }
+}
+
+/// Parses an axis number `0`, `1` or `2`.
+pub fn parse_axis(s: &str) -> Result<Axis> {
+    s.trim()
+        .parse::<usize>()
+        .ok()
+        .and_then(Axis::from_index)
+        .ok_or_else(|| JobError(format!("bad axis `{s}`: use 0, 1 or 2")))
+}
+
+fn parse_f64(s: &str, what: &str) -> Result<f64> {
+    let v: f64 = s
+        .trim()
+        .parse()
+        .map_err(|_| JobError(format!("bad {what} `{}`: not a number", s.trim())))?;
+    if !v.is_finite() {
+        return Err(JobError(format!("bad {what} `{}`: not finite", s.trim())));
+    }
+    Ok(v)
+}
+
+// ------------------------------------------------------------------- slices
+
+/// A volume as grey `u8` slices along an axis, ready for a session.
+#[derive(Clone, Debug)]
+pub struct Slices {
+    /// The slicing axis.
+    pub axis: Axis,
+    /// Columns per slice.
+    pub width: usize,
+    /// Rows per slice.
+    pub height: usize,
+    /// The slices, row-major, `width * height` bytes each.
+    pub frames: Vec<Vec<u8>>,
+}
+
+impl Slices {
+    /// Maps `volume` to grey levels with `norm` (clipped min/max stretch, as
+    /// the MedSAM2 reference code) and cuts it along `axis`.
+    pub fn from_volume(volume: &Volume, axis: Axis, norm: &Normalization) -> Result<Slices> {
+        let grey = intensity::to_u8(volume, norm, Stretch::ClippedMinMax)?;
+        let frames = slicing::frames_u8(&grey, axis)?;
+        let (width, height) = slicing::frame_size(volume.dims(), axis);
+        Ok(Slices {
+            axis,
+            width,
+            height,
+            frames: frames.into_iter().map(|f| f.data).collect(),
+        })
+    }
+
+    /// Number of slices.
+    pub fn len(&self) -> usize {
+        self.frames.len()
+    }
+
+    /// Whether there are no slices.
+    pub fn is_empty(&self) -> bool {
+        self.frames.is_empty()
+    }
+
+    /// A session over the slices; `cache_frames` bounds the encoder features kept.
+    pub fn session(
+        &self,
+        model: std::sync::Arc<medsam2_core::modeling::sam2_base::Sam2Base>,
+        cache_frames: usize,
+        non_overlap: bool,
+    ) -> Result<Sam2VideoPredictor> {
+        let frames = GreyFrames::new(self.frames.clone(), self.height, self.width)?;
+        let opts = SessionOptions {
+            feature_cache_frames: cache_frames.max(1),
+            non_overlap_masks: non_overlap,
+            ..Default::default()
+        };
+        Ok(Sam2VideoPredictor::new(model, Box::new(frames), opts)?)
+    }
+}
+
+// ------------------------------------------------------------------ prompts
+
+/// The prompt of one object on one slice: a box and/or clicks, or a mask.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SlicePrompt {
+    /// The slice.
+    pub frame: usize,
+    /// Box `[x0, y0, x1, y1]` in slice pixels.
+    pub bbox: Option<[f32; 4]>,
+    /// Clicks `[x, y]` in slice pixels.
+    pub points: Vec<[f32; 2]>,
+    /// Click labels: 1 object, 0 background.
+    pub labels: Vec<i32>,
+    /// Mask prompt (slice-sized, non-zero = object); excludes box and clicks.
+    pub mask: Option<Vec<u8>>,
+}
+
+impl SlicePrompt {
+    /// An empty prompt on `frame`.
+    pub fn on(frame: usize) -> Self {
+        SlicePrompt {
+            frame,
+            bbox: None,
+            points: Vec::new(),
+            labels: Vec::new(),
+            mask: None,
+        }
+    }
+}
+
+/// All prompts of one object.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ObjectPrompts {
+    /// Object id (>= 1); also its value in the label volume.
+    pub obj_id: u32,
+    /// Its prompts, at most one per slice.
+    pub slices: Vec<SlicePrompt>,
+}
+
+impl ObjectPrompts {
+    /// The prompt on `frame`, created if missing.
+    fn slice_mut(&mut self, frame: usize) -> &mut SlicePrompt {
+        if let Some(i) = self.slices.iter().position(|s| s.frame == frame) {
+            return &mut self.slices[i];
+        }
+        self.slices.push(SlicePrompt::on(frame));
+        self.slices.sort_by_key(|s| s.frame);
+        let i = self
+            .slices
+            .iter()
+            .position(|s| s.frame == frame)
+            .unwrap_or(0);
+        &mut self.slices[i]
+    }
+
+    /// The first prompted slice.
+    pub fn first_frame(&self) -> Option<usize> {
+        self.slices.iter().map(|s| s.frame).min()
+    }
+}
+
+/// Splits an optional `OBJ:` prefix off a prompt argument.
+fn split_object(s: &str, what: &str) -> Result<(Option<u32>, String)> {
+    match s.split_once(':') {
+        Some((o, rest)) => {
+            let id: u32 = o.trim().parse().map_err(|_| {
+                JobError(format!("bad {what} `{s}`: object id `{o}` is not a number"))
+            })?;
+            if id == 0 {
+                return Err(JobError(format!(
+                    "bad {what} `{s}`: object ids start at 1 (0 is the background)"
+                )));
+            }
+            Ok((Some(id), rest.to_string()))
+        }
+        None => Ok((None, s.to_string())),
+    }
+}
+
+fn numbers(s: &str, n: usize, what: &str, form: &str) -> Result<Vec<f64>> {
+    let parts: Vec<&str> = s.split(',').collect();
+    if parts.len() != n {
+        return Err(JobError(format!(
+            "bad {what} `{s}`: expected {form} ({n} numbers)"
+        )));
+    }
+    parts.iter().map(|p| parse_f64(p, what)).collect()
+}
+
+/// Parses the `--box` and `--point` arguments.
+///
+/// * Voxel coordinates: box `[OBJ:]Z,X0,Y0,X1,Y1`, point `[OBJ:]Z,X,Y,LABEL`
+///   (`Z` the slice along `axis`, `X` column, `Y` row; see the module docs).
+/// * With `physical`: box `[OBJ:]X0,Y0,Z0,X1,Y1,Z1` (two opposite LPS corners
+///   in mm, prompted on the slice nearest their middle), point
+///   `[OBJ:]X,Y,Z,LABEL` (LPS mm, on the nearest slice).
+///
+/// Without `OBJ:`, the n-th box is object n and points belong to object 1.
+/// `LABEL` is 1 (object) or 0 (background). Coordinates are checked against
+/// the volume: every error names the argument.
+pub fn parse_prompts(
+    volume: &Volume,
+    axis: Axis,
+    boxes: &[String],
+    points: &[String],
+    physical: bool,
+) -> Result<Vec<ObjectPrompts>> {
+    let dims = volume.dims();
+    let n = slicing::num_frames(dims, axis);
+    let (w, h) = slicing::frame_size(dims, axis);
+    let mut objects: Vec<ObjectPrompts> = Vec::new();
+    let mut next_box_id = 1u32;
+    for arg in boxes {
+        let (id, rest) = split_object(arg, "--box")?;
+        let id = id.unwrap_or_else(|| {
+            let i = next_box_id;
+            next_box_id += 1;
+            i
+        });
+        let (frame, b) = if physical {
+            let v = numbers(&rest, 6, "--box", "X0,Y0,Z0,X1,Y1,Z1 in LPS mm")?;
+            let fb = slicing::physical_box_to_frame_box(
+                volume,
+                axis,
+                [v[0], v[1], v[2]],
+                [v[3], v[4], v[5]],
+            )
+            .map_err(|e| JobError(format!("--box `{arg}` is outside the volume: {e}")))?;
+            (
+                (fb.first_frame + fb.last_frame) / 2,
+                [fb.x0, fb.y0, fb.x1, fb.y1],
+            )
+        } else {
+            let v = numbers(&rest, 5, "--box", "Z,X0,Y0,X1,Y1 in voxels")?;
+            let (x0, x1) = (v[1].min(v[3]), v[1].max(v[3]));
+            let (y0, y1) = (v[2].min(v[4]), v[2].max(v[4]));
+            (check_slice(v[0], n, axis, arg, "--box")?, [x0, y0, x1, y1])
+        };
+        let [x0, y0] = check_pixel(b[0], b[1], w, h, arg, "--box")?;
+        let [x1, y1] = check_pixel(b[2], b[3], w, h, arg, "--box")?;
+        let o = object_mut(&mut objects, id);
+        let sp = o.slice_mut(frame);
+        if sp.bbox.is_some() {
+            return Err(JobError(format!(
+                "--box `{arg}`: object {id} already has a box on slice {frame}"
+            )));
+        }
+        sp.bbox = Some([x0, y0, x1, y1]);
+    }
+    for arg in points {
+        let (id, rest) = split_object(arg, "--point")?;
+        let id = id.unwrap_or(1);
+        let (frame, x, y, label) = if physical {
+            let v = numbers(&rest, 4, "--point", "X,Y,Z,LABEL in LPS mm")?;
+            let fp = slicing::physical_to_frame_point(volume, axis, [v[0], v[1], v[2]])
+                .map_err(|e| JobError(format!("--point `{arg}` is outside the volume: {e}")))?;
+            (fp.frame, fp.x, fp.y, v[3])
+        } else {
+            let v = numbers(&rest, 4, "--point", "Z,X,Y,LABEL in voxels")?;
+            (
+                check_slice(v[0], n, axis, arg, "--point")?,
+                v[1],
+                v[2],
+                v[3],
+            )
+        };
+        if label != 0.0 && label != 1.0 {
+            return Err(JobError(format!(
+                "--point `{arg}`: LABEL must be 1 (object) or 0 (background)"
+            )));
+        }
+        let p = check_pixel(x, y, w, h, arg, "--point")?;
+        let sp = object_mut(&mut objects, id).slice_mut(frame);
+        sp.points.push(p);
+        sp.labels.push(label as i32);
+    }
+    objects.sort_by_key(|o| o.obj_id);
+    Ok(objects)
+}
+
+fn object_mut(objects: &mut Vec<ObjectPrompts>, id: u32) -> &mut ObjectPrompts {
+    if let Some(i) = objects.iter().position(|o| o.obj_id == id) {
+        return &mut objects[i];
+    }
+    objects.push(ObjectPrompts {
+        obj_id: id,
+        slices: Vec::new(),
+    });
+    let last = objects.len() - 1;
+    &mut objects[last]
+}
+
+fn check_slice(z: f64, n: usize, axis: Axis, arg: &str, flag: &str) -> Result<usize> {
+    let r = z.round();
+    if (r - z).abs() > 1e-6 || r < 0.0 || r >= n as f64 {
+        return Err(JobError(format!(
+            "{flag} `{arg}` is outside the volume: slice {z} is not one of 0..{} along axis {}",
+            n.saturating_sub(1),
+            axis as usize
+        )));
+    }
+    Ok(r as usize)
+}
+
+/// Checks a pixel lies on the slice (half a pixel of slack at the edges, then
+/// clamped to the pixel centres).
+fn check_pixel(x: f64, y: f64, w: usize, h: usize, arg: &str, flag: &str) -> Result<[f32; 2]> {
+    let inside = |v: f64, n: usize| v >= -0.5 && v <= n as f64 - 0.5;
+    if !inside(x, w) || !inside(y, h) {
+        return Err(JobError(format!(
+            "{flag} `{arg}` is outside the volume: pixel ({x:.1}, {y:.1}) is not on the {w}x{h} slice (X 0..{}, Y 0..{})",
+            w - 1,
+            h - 1
+        )));
+    }
+    Ok([
+        x.clamp(0.0, (w - 1) as f64) as f32,
+        y.clamp(0.0, (h - 1) as f64) as f32,
+    ])
+}
+
+/// Which slice of an object a prompt is taken from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KeySlice {
+    /// The slice where the object has the largest area (first one on ties).
+    Largest,
+    /// The middle of the object's slice range (the nearest slice holding it).
+    Middle,
+    /// A given slice.
+    Fixed(usize),
+}
+
+impl KeySlice {
+    /// Parses `largest`, `middle` or a slice number.
+    pub fn parse(s: &str) -> Result<KeySlice> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "largest" => Ok(KeySlice::Largest),
+            "middle" => Ok(KeySlice::Middle),
+            t => t.parse().map(KeySlice::Fixed).map_err(|_| {
+                JobError(format!(
+                    "bad key slice `{s}`: largest, middle or a slice number"
+                ))
+            }),
+        }
+    }
+}
+
+/// The masks of one label of a label volume, per slice along an axis.
+#[derive(Clone, Debug)]
+pub struct LabelSlices {
+    /// The label value.
+    pub label: u32,
+    /// Slice-sized masks (1 = label), one per slice.
+    pub masks: Vec<Vec<u8>>,
+    /// Pixels of the label per slice.
+    pub areas: Vec<usize>,
+}
+
+impl LabelSlices {
+    /// The key slice (`None` if the label is absent; a fixed slice is returned as is).
+    pub fn key_slice(&self, key: KeySlice) -> Option<usize> {
+        let present: Vec<usize> = (0..self.areas.len())
+            .filter(|&z| self.areas[z] > 0)
+            .collect();
+        let (&lo, &hi) = (present.first()?, present.last()?);
+        Some(match key {
+            KeySlice::Fixed(z) => z,
+            KeySlice::Largest => {
+                let max = self.areas.iter().copied().max().unwrap_or(0);
+                self.areas.iter().position(|&a| a == max).unwrap_or(lo)
+            }
+            KeySlice::Middle => {
+                let mid = (lo + hi) / 2;
+                // Nearest slice holding the label (lower one on ties).
+                *present
+                    .iter()
+                    .min_by_key(|&&z| (z.abs_diff(mid), z))
+                    .unwrap_or(&mid)
+            }
+        })
+    }
+}
+
+/// The non-zero labels of a label volume (integers >= 1), with their masks
+/// along `axis`.
+pub fn label_slices(labels: &Volume, axis: Axis) -> Result<Vec<LabelSlices>> {
+    let values = labels.data().to_f64_vec();
+    let mut set = std::collections::BTreeSet::new();
+    for &v in &values {
+        if v != 0.0 {
+            if v.fract() != 0.0 || v < 1.0 || v > u32::MAX as f64 {
+                return Err(JobError(format!(
+                    "label volume holds {v}: labels must be whole numbers >= 0"
+                )));
+            }
+            set.insert(v as u32);
+        }
+    }
+    let dims = labels.dims();
+    let mut out = Vec::new();
+    for label in set {
+        let on: Vec<u8> = values
+            .iter()
+            .map(|&v| u8::from(v == label as f64))
+            .collect();
+        let mut masks = Vec::new();
+        let mut areas = Vec::new();
+        for z in 0..slicing::num_frames(dims, axis) {
+            let f = slicing::extract_frame(&on, dims, axis, z)?;
+            areas.push(f.data.iter().filter(|&&v| v != 0).count());
+            masks.push(f.data);
+        }
+        out.push(LabelSlices {
+            label,
+            masks,
+            areas,
+        });
+    }
+    Ok(out)
+}
+
+/// Mask prompts from a label volume on the input's grid: every non-zero label
+/// `L` becomes object `L`, prompted with its mask on its key slice.
+pub fn mask_prompts(
+    input: &Volume,
+    labels: &Volume,
+    axis: Axis,
+    key: KeySlice,
+) -> Result<Vec<ObjectPrompts>> {
+    if labels.dims() != input.dims() {
+        return Err(JobError(format!(
+            "--mask has dims {:?} but the volume has {:?}",
+            labels.dims(),
+            input.dims()
+        )));
+    }
+    let ls = label_slices(labels, axis)?;
+    if ls.is_empty() {
+        return Err(JobError("--mask holds no non-zero label".into()));
+    }
+    let n = slicing::num_frames(input.dims(), axis);
+    let mut out = Vec::new();
+    for l in ls {
+        let z = l.key_slice(key).unwrap_or(0);
+        if z >= n {
+            return Err(JobError(format!(
+                "--mask-slice {z} is outside the volume (0..{} along axis {})",
+                n - 1,
+                axis as usize
+            )));
+        }
+        if l.areas[z] == 0 {
+            return Err(JobError(format!(
+                "--mask: label {} is absent from slice {z}",
+                l.label
+            )));
+        }
+        let mut sp = SlicePrompt::on(z);
+        sp.mask = Some(l.masks[z].clone());
+        out.push(ObjectPrompts {
+            obj_id: l.label,
+            slices: vec![sp],
+        });
+    }
+    Ok(out)
+}
+
+/// Merges two prompt lists; an object prompted on the same slice by both is
+/// an error (a slice takes either a mask or a box and clicks).
+pub fn merge_prompts(
+    mut a: Vec<ObjectPrompts>,
+    b: Vec<ObjectPrompts>,
+) -> Result<Vec<ObjectPrompts>> {
+    for ob in b {
+        let oa = object_mut(&mut a, ob.obj_id);
+        for sp in ob.slices {
+            if oa.slices.iter().any(|s| s.frame == sp.frame) {
+                return Err(JobError(format!(
+                    "object {} has both a mask and a box or clicks on slice {}",
+                    ob.obj_id, sp.frame
+                )));
+            }
+            oa.slices.push(sp);
+        }
+        oa.slices.sort_by_key(|s| s.frame);
+    }
+    a.sort_by_key(|o| o.obj_id);
+    Ok(a)
+}
+
+/// Bounding box `[x0, y0, x1, y1]` (inclusive pixel indices) of a mask.
+pub fn mask_bbox(mask: &[u8], width: usize) -> Option<[usize; 4]> {
+    let mut b: Option<[usize; 4]> = None;
+    for (i, _) in mask.iter().enumerate().filter(|(_, &v)| v != 0) {
+        let (x, y) = (i % width, i / width);
+        b = Some(match b {
+            None => [x, y, x, y],
+            Some([x0, y0, x1, y1]) => [x0.min(x), y0.min(y), x1.max(x), y1.max(y)],
+        });
+    }
+    b
+}
+
+/// The mask's "centre": the pixel farthest from the background (the image
+/// border counts as background), in mm with the in-plane `spacing`
+/// `[column, row]`; ties go to the pixel nearest the centroid, then the first.
+pub fn mask_center(
+    mask: &[u8],
+    width: usize,
+    height: usize,
+    spacing: [f64; 2],
+) -> Option<[usize; 2]> {
+    if mask.len() != width * height || !mask.iter().any(|&v| v != 0) {
+        return None;
+    }
+    // Pad by one background pixel on each side.
+    let (pw, ph) = (width + 2, height + 2);
+    let mut bg = vec![true; pw * ph];
+    let (mut cx, mut cy, mut cnt) = (0.0, 0.0, 0.0);
+    for y in 0..height {
+        for x in 0..width {
+            if mask[y * width + x] != 0 {
+                bg[(y + 1) * pw + x + 1] = false;
+                cx += x as f64;
+                cy += y as f64;
+                cnt += 1.0;
+            }
+        }
+    }
+    let (cx, cy) = (cx / cnt, cy / cnt);
+    let d = metrics::squared_distance_transform(&bg, [pw, ph, 1], [spacing[0], spacing[1], 1.0])
+        .ok()?;
+    let mut best: Option<(f64, f64, usize, usize)> = None;
+    for y in 0..height {
+        for x in 0..width {
+            if mask[y * width + x] == 0 {
+                continue;
+            }
+            let dist = d[(y + 1) * pw + x + 1];
+            let c = (x as f64 - cx).powi(2) + (y as f64 - cy).powi(2);
+            let better = match best {
+                None => true,
+                Some((bd, bc, _, _)) => dist > bd || (dist == bd && c < bc),
+            };
+            if better {
+                best = Some((dist, c, x, y));
+            }
+        }
+    }
+    best.map(|(_, _, x, y)| [x, y])
+}
+
+// -------------------------------------------------------------- the session
+
+/// How prompts are propagated through the volume.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Propagation {
+    /// One session: forward from the first prompted slice to the end, then
+    /// backward from it to the start (the backward pass sees the forward
+    /// pass's memories).
+    Joint,
+    /// The MedSAM2 reference: forward from the first prompted slice, then the
+    /// session is reset, prompted again, and propagated backward from the
+    /// last prompted slice; the two results are united.
+    Separate,
+    /// Forward only, from the first prompted slice (Medical-SAM2's evaluation).
+    Forward,
+}
+
+impl Propagation {
+    /// Parses `joint`, `separate` or `forward`.
+    pub fn parse(s: &str) -> Result<Propagation> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "joint" | "both" => Ok(Propagation::Joint),
+            "separate" => Ok(Propagation::Separate),
+            "forward" => Ok(Propagation::Forward),
+            _ => Err(JobError(format!(
+                "bad propagation `{s}`: joint, separate or forward"
+            ))),
+        }
+    }
+}
+
+/// Masks of a segmented volume: per object, per slice.
+#[derive(Clone, Debug)]
+pub struct Segmentation {
+    /// Object ids.
+    pub obj_ids: Vec<u32>,
+    /// `masks[o][z]`: binary mask (1 = object) of object `o` on slice `z`,
+    /// `None` where the slice was not reached.
+    pub masks: Vec<Vec<Option<Vec<u8>>>>,
+    /// Columns per slice.
+    pub width: usize,
+    /// Rows per slice.
+    pub height: usize,
+    /// Seconds spent on the prompts (including encoding the prompted slices).
+    pub prompt_seconds: f64,
+    /// Seconds spent propagating.
+    pub propagation_seconds: f64,
+    /// Slice visits made by propagation (a slice visited by two passes counts twice).
+    pub visits: usize,
+}
+
+impl Segmentation {
+    /// Number of slices.
+    pub fn num_frames(&self) -> usize {
+        self.masks.first().map_or(0, Vec::len)
+    }
+
+    /// Total seconds (prompts and propagation).
+    pub fn seconds(&self) -> f64 {
+        self.prompt_seconds + self.propagation_seconds
+    }
+
+    fn merge(&mut self, obj: usize, frame: usize, mask: Vec<u8>) {
+        match &mut self.masks[obj][frame] {
+            Some(m) => m.iter_mut().zip(&mask).for_each(|(a, &b)| *a |= b),
+            slot @ None => *slot = Some(mask),
+        }
+    }
+
+    /// Object `o`'s mask as a voxel mask in volume order for a grid of `dims`
+    /// cut along `axis`.
+    pub fn object_voxels(&self, o: usize, dims: [usize; 3], axis: Axis) -> Vec<bool> {
+        let mut out = vec![false; dims.iter().product()];
+        let (c, r) = axis.in_plane();
+        for (z, m) in self.masks[o].iter().enumerate() {
+            let Some(m) = m else { continue };
+            for (p, _) in m.iter().enumerate().filter(|(_, &v)| v != 0) {
+                let mut idx = [0usize; 3];
+                idx[axis as usize] = z;
+                idx[c] = p % self.width;
+                idx[r] = p / self.width;
+                out[idx[0] + dims[0] * (idx[1] + dims[1] * idx[2])] = true;
+            }
+        }
+        out
+    }
+
+    /// Keeps only the largest 26-connected 3-D component of every object (the
+    /// MedSAM2 reference post-processing).
+    pub fn keep_largest_component(&mut self) {
+        let n = self.num_frames();
+        let (w, h) = (self.width, self.height);
+        for o in 0..self.masks.len() {
+            // Treat the slices as a (w, h, n) grid.
+            let dims = [w, h, n];
+            let mut on = vec![false; w * h * n];
+            for (z, m) in self.masks[o].iter().enumerate() {
+                if let Some(m) = m {
+                    for (p, &v) in m.iter().enumerate() {
+                        on[z * w * h + p] = v != 0;
+                    }
+                }
+            }
+            let keep = largest_component(&on, dims);
+            for (z, m) in self.masks[o].iter_mut().enumerate() {
+                if let Some(m) = m {
+                    for (p, v) in m.iter_mut().enumerate() {
+                        *v = u8::from(keep[z * w * h + p]);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The largest 26-connected component of a 3-D mask (`dims` `[nx, ny, nz]`,
+/// x fastest); the first found wins ties.
+pub fn largest_component(mask: &[bool], dims: [usize; 3]) -> Vec<bool> {
+    let [nx, ny, nz] = dims;
+    let mut comp = vec![0u32; mask.len()];
+    let mut best = (0usize, 0u32);
+    let mut next = 0u32;
+    let mut stack = Vec::new();
+    for start in 0..mask.len() {
+        if !mask[start] || comp[start] != 0 {
+            continue;
+        }
+        next += 1;
+        comp[start] = next;
+        stack.push(start);
+        let mut size = 0usize;
+        while let Some(p) = stack.pop() {
+            size += 1;
+            let (x, y, z) = (p % nx, (p / nx) % ny, p / (nx * ny));
+            for dz in -1i64..=1 {
+                for dy in -1i64..=1 {
+                    for dx in -1i64..=1 {
+                        let (qx, qy, qz) = (x as i64 + dx, y as i64 + dy, z as i64 + dz);
+                        if qx < 0
+                            || qy < 0
+                            || qz < 0
+                            || qx >= nx as i64
+                            || qy >= ny as i64
+                            || qz >= nz as i64
+                        {
+                            continue;
+                        }
+                        let q = qx as usize + nx * (qy as usize + ny * qz as usize);
+                        if mask[q] && comp[q] == 0 {
+                            comp[q] = next;
+                            stack.push(q);
+                        }
+                    }
+                }
+            }
+        }
+        if size > best.0 {
+            best = (size, next);
+        }
+    }
+    comp.iter().map(|&c| c != 0 && c == best.1).collect()
+}
+
+fn add_prompts(session: &mut Sam2VideoPredictor, objects: &[ObjectPrompts]) -> Result<()> {
+    for o in objects {
+        for sp in &o.slices {
+            if let Some(m) = &sp.mask {
+                session.add_mask(sp.frame, o.obj_id, m).map_err(|e| {
+                    JobError(format!("object {} slice {}: {e}", o.obj_id, sp.frame))
+                })?;
+            } else {
+                session
+                    .add_points_or_box(sp.frame, o.obj_id, &sp.points, &sp.labels, sp.bbox, true)
+                    .map_err(|e| {
+                        JobError(format!("object {} slice {}: {e}", o.obj_id, sp.frame))
+                    })?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Slices one pass visits (as the session's propagation orders them).
+fn pass_len(n: usize, start: usize, reverse: bool) -> usize {
+    if reverse {
+        if start == 0 {
+            0
+        } else {
+            start + 1
+        }
+    } else {
+        n - start
+    }
+}
+
+/// Prompts `objects` in `session` (which is reset first) and propagates them
+/// through all slices; `on_progress` sees the slice visits done and to do over
+/// all passes.
+pub fn segment(
+    session: &mut Sam2VideoPredictor,
+    objects: &[ObjectPrompts],
+    mode: Propagation,
+    on_progress: &mut dyn FnMut(Progress),
+) -> Result<Segmentation> {
+    if objects.is_empty() || objects.iter().any(|o| o.slices.is_empty()) {
+        return Err(JobError("no prompt: give --box, --point or --mask".into()));
+    }
+    let n = session.num_frames();
+    let [h, w] = session.video_hw();
+    let first = objects
+        .iter()
+        .filter_map(|o| o.first_frame())
+        .min()
+        .unwrap_or(0);
+    let last = objects
+        .iter()
+        .flat_map(|o| o.slices.iter().map(|s| s.frame))
+        .max()
+        .unwrap_or(0);
+    let passes: Vec<(usize, Direction, bool)> = match mode {
+        Propagation::Joint => vec![(first, Direction::Both, false)],
+        Propagation::Forward => vec![(first, Direction::Forward, false)],
+        Propagation::Separate => vec![
+            (first, Direction::Forward, false),
+            (last, Direction::Backward, true),
+        ],
+    };
+    let total: usize = passes
+        .iter()
+        .map(|&(s, d, _)| match d {
+            Direction::Forward => pass_len(n, s, false),
+            Direction::Backward => pass_len(n, s, true),
+            Direction::Both => pass_len(n, s, false) + pass_len(n, s, true),
+        })
+        .sum();
+    let ids: Vec<u32> = objects.iter().map(|o| o.obj_id).collect();
+    let mut seg = Segmentation {
+        obj_ids: ids.clone(),
+        masks: vec![vec![None; n]; ids.len()],
+        width: w,
+        height: h,
+        prompt_seconds: 0.0,
+        propagation_seconds: 0.0,
+        visits: 0,
+    };
+    let mut offset = 0;
+    for (pi, (start, dir, reset)) in passes.into_iter().enumerate() {
+        if reset || pi == 0 {
+            session.reset();
+            let t = Instant::now();
+            add_prompts(session, objects)?;
+            seg.prompt_seconds += t.elapsed().as_secs_f64();
+        }
+        let t = Instant::now();
+        let mut err: Option<JobError> = None;
+        let mut done_here = 0;
+        session
+            .propagate(Some(start), dir, None, |fm, p| {
+                done_here = p.done;
+                match fm.binary_masks() {
+                    Ok(ms) => {
+                        for (i, m) in ms.into_iter().enumerate() {
+                            if let Some(o) = ids.iter().position(|&id| id == fm.obj_ids[i]) {
+                                seg.merge(o, fm.frame_idx, m);
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        err = Some(e.into());
+                        return false;
+                    }
+                }
+                on_progress(Progress {
+                    done: offset + p.done,
+                    total: total.max(offset + p.total),
+                });
+                true
+            })
+            .map_err(|e| err.take().unwrap_or_else(|| e.into()))?;
+        seg.propagation_seconds += t.elapsed().as_secs_f64();
+        offset += done_here;
+        seg.visits += done_here;
+    }
+    Ok(seg)
+}
+
+/// The label volume of a segmentation, in `reference`'s grid and geometry
+/// (object id = label value; a later object wins where masks overlap).
+pub fn label_volume(reference: &Volume, axis: Axis, seg: &Segmentation) -> Result<Volume> {
+    let mut asm = LabelAssembler::new(reference, axis);
+    for (o, &id) in seg.obj_ids.iter().enumerate() {
+        for (z, m) in seg.masks[o].iter().enumerate() {
+            if let Some(m) = m {
+                asm.add_mask_u8(z, id, m)?;
+            }
+        }
+    }
+    Ok(asm.finish()?)
+}
+
+/// Per-object statistics of a label volume.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ObjectStats {
+    /// Object id (label value).
+    pub obj_id: u32,
+    /// Voxels with this label.
+    pub voxels: usize,
+    /// Volume in millilitres (voxels x voxel volume).
+    pub ml: f64,
+    /// Slices (along the axis) holding the object.
+    pub slices: usize,
+    /// First and last such slice.
+    pub slice_range: Option<(usize, usize)>,
+}
+
+/// Voxels, millilitres and slices of each object in a label volume.
+pub fn object_stats(labels: &Volume, axis: Axis, obj_ids: &[u32]) -> Vec<ObjectStats> {
+    let [nx, ny, _] = labels.dims();
+    let sp = labels.geometry().spacing;
+    // Voxel volume: spacing product (mm³) scaled by |det(direction)| (1 for a rotation).
+    let voxel_ml = sp[0] * sp[1] * sp[2] / 1000.0;
+    let values = labels.data().to_f64_vec();
+    obj_ids
+        .iter()
+        .map(|&id| {
+            let mut voxels = 0;
+            let mut per_slice = BTreeMap::new();
+            for (o, &v) in values.iter().enumerate() {
+                if v == id as f64 {
+                    voxels += 1;
+                    let idx = [o % nx, (o / nx) % ny, o / (nx * ny)];
+                    *per_slice.entry(idx[axis as usize]).or_insert(0usize) += 1;
+                }
+            }
+            ObjectStats {
+                obj_id: id,
+                voxels,
+                ml: voxels as f64 * voxel_ml,
+                slices: per_slice.len(),
+                slice_range: per_slice
+                    .keys()
+                    .next()
+                    .copied()
+                    .zip(per_slice.keys().next_back().copied()),
+            }
+        })
+        .collect()
+}
+
+// ------------------------------------------------------------------ montage
+
+/// Colours of objects 1, 2, ... in montages.
+pub const PALETTE: [[u8; 3]; 8] = [
+    [255, 60, 60],
+    [60, 150, 255],
+    [60, 220, 90],
+    [255, 200, 0],
+    [210, 70, 255],
+    [0, 220, 220],
+    [255, 130, 30],
+    [160, 255, 120],
+];
+
+/// An RGB image, row-major, 3 bytes per pixel.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RgbImage {
+    /// Columns.
+    pub width: usize,
+    /// Rows.
+    pub height: usize,
+    /// `3 * width * height` bytes.
+    pub data: Vec<u8>,
+}
+
+impl RgbImage {
+    fn put(&mut self, x: i64, y: i64, c: [u8; 3]) {
+        if x >= 0 && y >= 0 && (x as usize) < self.width && (y as usize) < self.height {
+            let o = 3 * (y as usize * self.width + x as usize);
+            self.data[o..o + 3].copy_from_slice(&c);
+        }
+    }
+}
+
+/// A montage of the slices `key - neighbours ..= key + neighbours` (those that
+/// exist) side by side: each slice in grey with every object's mask blended
+/// in its [`PALETTE`] colour and outlined, the prompt boxes drawn as
+/// rectangles and clicks as crosses (green object, red background); the key
+/// slice is framed in white. Slices are shown as stored (no flip).
+pub fn montage(
+    slices: &Slices,
+    seg: &Segmentation,
+    prompts: &[ObjectPrompts],
+    key: usize,
+    neighbours: usize,
+) -> RgbImage {
+    let (w, h) = (slices.width, slices.height);
+    let n = slices.len();
+    let key = key.min(n.saturating_sub(1));
+    let lo = key.saturating_sub(neighbours);
+    let hi = (key + neighbours).min(n.saturating_sub(1));
+    let gap = 4usize;
+    let count = hi - lo + 1;
+    let mut img = RgbImage {
+        width: count * w + (count - 1) * gap,
+        height: h,
+        data: vec![24; 3 * (count * w + (count - 1) * gap) * h],
+    };
+    let thick = (w.max(h) / 256).max(1) as i64;
+    for (pi, z) in (lo..=hi).enumerate() {
+        let ox = pi * (w + gap);
+        for y in 0..h {
+            for x in 0..w {
+                let g = slices.frames[z][y * w + x];
+                let o = 3 * (y * img.width + ox + x);
+                img.data[o..o + 3].copy_from_slice(&[g, g, g]);
+            }
+        }
+        for (oi, &id) in seg.obj_ids.iter().enumerate() {
+            let Some(m) = seg.masks.get(oi).and_then(|m| m[z].as_ref()) else {
+                continue;
+            };
+            let c = PALETTE[(id as usize).wrapping_sub(1) % PALETTE.len()];
+            for y in 0..h {
+                for x in 0..w {
+                    if m[y * w + x] == 0 {
+                        continue;
+                    }
+                    let edge = x == 0
+                        || y == 0
+                        || x + 1 == w
+                        || y + 1 == h
+                        || m[y * w + x - 1] == 0
+                        || m[y * w + x + 1] == 0
+                        || m[(y - 1) * w + x] == 0
+                        || m[(y + 1) * w + x] == 0;
+                    let o = 3 * (y * img.width + ox + x);
+                    for k in 0..3 {
+                        let g = img.data[o + k] as f32;
+                        img.data[o + k] = if edge {
+                            c[k]
+                        } else {
+                            (0.55 * g + 0.45 * c[k] as f32).round() as u8
+                        };
+                    }
+                }
+            }
+        }
+        for o in prompts {
+            for sp in o.slices.iter().filter(|s| s.frame == z) {
+                if let Some([x0, y0, x1, y1]) = sp.bbox {
+                    let (x0, y0, x1, y1) = (
+                        x0.round() as i64,
+                        y0.round() as i64,
+                        x1.round() as i64,
+                        y1.round() as i64,
+                    );
+                    for t in 0..thick {
+                        for x in x0 - t..=x1 + t {
+                            img.put(ox as i64 + x, y0 - t, [255, 255, 0]);
+                            img.put(ox as i64 + x, y1 + t, [255, 255, 0]);
+                        }
+                        for y in y0 - t..=y1 + t {
+                            img.put(ox as i64 + x0 - t, y, [255, 255, 0]);
+                            img.put(ox as i64 + x1 + t, y, [255, 255, 0]);
+                        }
+                    }
+                }
+                for (p, &l) in sp.points.iter().zip(&sp.labels) {
+                    let (px, py) = (p[0].round() as i64, p[1].round() as i64);
+                    let col = if l == 1 { [0, 255, 0] } else { [255, 0, 0] };
+                    let r = 3 * thick + 2;
+                    for d in -r..=r {
+                        for t in 0..thick {
+                            img.put(ox as i64 + px + d, py + t, col);
+                            img.put(ox as i64 + px + t, py + d, col);
+                        }
+                    }
+                }
+            }
+        }
+        if z == key {
+            let (x1, y1) = ((ox + w - 1) as i64, (h - 1) as i64);
+            for t in 0..thick {
+                for x in ox as i64..=x1 {
+                    img.put(x, t, [255, 255, 255]);
+                    img.put(x, y1 - t, [255, 255, 255]);
+                }
+                for y in 0..=y1 {
+                    img.put(ox as i64 + t, y, [255, 255, 255]);
+                    img.put(x1 - t, y, [255, 255, 255]);
+                }
+            }
+        }
+    }
+    img
+}
+
+// ------------------------------------------------------------- the main job
+
+/// Settings of the `segment_volume` job (the example's flags, parsed).
+#[derive(Clone, Debug)]
+pub struct SegmentJob {
+    /// Input volume (NIfTI, NRRD or `.npz`, whose `imgs` array is read).
+    pub volume: PathBuf,
+    /// Output label volume (`.nii`, `.nii.gz` or `.nrrd`).
+    pub out: PathBuf,
+    /// Model checkpoint (`.pt`, `.pth` or `.safetensors`).
+    pub checkpoint: PathBuf,
+    /// Config preset name or YAML path.
+    pub config: String,
+    /// `--box` arguments (see [`parse_prompts`]).
+    pub boxes: Vec<String>,
+    /// `--point` arguments (see [`parse_prompts`]).
+    pub points: Vec<String>,
+    /// Prompt coordinates are LPS millimetres.
+    pub physical: bool,
+    /// Label volume whose labels become mask prompts (`.npz`: array `gts`).
+    pub mask: Option<PathBuf>,
+    /// Slice of each mask label used as its prompt.
+    pub mask_slice: KeySlice,
+    /// Intensity mapping.
+    pub window: IntensitySpec,
+    /// Slicing axis.
+    pub axis: Axis,
+    /// Propagation mode.
+    pub propagation: Propagation,
+    /// Keep each object's largest 3-D component.
+    pub largest_component: bool,
+    /// Build a montage with this many neighbours each side of the key slice.
+    pub montage_neighbours: Option<usize>,
+    /// Compute device.
+    pub device: medsam2_core::checkpoint::DeviceKind,
+    /// Compute dtype.
+    pub dtype: medsam2_core::checkpoint::ComputeDType,
+    /// Encoder features kept (slices).
+    pub cache_frames: usize,
+}
+
+impl SegmentJob {
+    /// A job with the examples' defaults and no prompt.
+    pub fn new(
+        volume: impl Into<PathBuf>,
+        out: impl Into<PathBuf>,
+        checkpoint: impl Into<PathBuf>,
+        config: &str,
+    ) -> Self {
+        SegmentJob {
+            volume: volume.into(),
+            out: out.into(),
+            checkpoint: checkpoint.into(),
+            config: config.to_string(),
+            boxes: Vec::new(),
+            points: Vec::new(),
+            physical: false,
+            mask: None,
+            mask_slice: KeySlice::Largest,
+            window: IntensitySpec::Auto,
+            axis: Axis::K,
+            propagation: Propagation::Separate,
+            largest_component: false,
+            montage_neighbours: None,
+            device: Default::default(),
+            dtype: Default::default(),
+            cache_frames: 32,
+        }
+    }
+}
+
+/// What a [`SegmentJob`] did.
+#[derive(Clone, Debug)]
+pub struct SegmentReport {
+    /// The input volume's voxels and geometry (as read).
+    pub input: Volume,
+    /// The label volume written (the input's grid and geometry).
+    pub labels: Volume,
+    /// The intensity mapping used.
+    pub normalization: Normalization,
+    /// Slices, their size and axis.
+    pub num_slices: usize,
+    /// Slice width (columns).
+    pub width: usize,
+    /// Slice height (rows).
+    pub height: usize,
+    /// The prompts, per object.
+    pub prompts: Vec<ObjectPrompts>,
+    /// Per-object statistics of the label volume.
+    pub objects: Vec<ObjectStats>,
+    /// Seconds to load the model.
+    pub load_seconds: f64,
+    /// Seconds on prompts (incl. encoding prompted slices).
+    pub prompt_seconds: f64,
+    /// Seconds propagating.
+    pub propagation_seconds: f64,
+    /// Slice visits of the propagation.
+    pub visits: usize,
+    /// The key slice of the montage (first prompted slice of the first object).
+    pub key_slice: usize,
+    /// The montage, when asked for.
+    pub montage: Option<RgbImage>,
+}
+
+impl SegmentReport {
+    /// Seconds per slice of the volume (prompts + propagation).
+    pub fn seconds_per_slice(&self) -> f64 {
+        (self.prompt_seconds + self.propagation_seconds) / self.num_slices.max(1) as f64
+    }
+}
+
+/// Checks that `path` can be written as `what` (extension and folder).
+pub fn check_output(path: &Path, what: &str, exts: &[&str]) -> Result<()> {
+    let name = path.to_string_lossy().to_ascii_lowercase();
+    if !exts.iter().any(|e| name.ends_with(e)) {
+        return Err(JobError(format!(
+            "{what} `{}`: the name must end in {}",
+            path.display(),
+            exts.join(", ")
+        )));
+    }
+    let parent = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    if !parent.is_dir() {
+        return Err(JobError(format!(
+            "{what} `{}`: folder {} does not exist",
+            path.display(),
+            parent.display()
+        )));
+    }
+    Ok(())
+}
+
+/// Runs the whole `segment_volume` job: checks the output name, reads the
+/// volume, parses the prompts (all before the model loads), loads the model,
+/// segments, writes the label volume in the input's geometry and builds the
+/// montage. `on_progress` sees the propagation's slice visits.
+pub fn run_segment_job(
+    job: &SegmentJob,
+    on_progress: &mut dyn FnMut(Progress),
+) -> Result<SegmentReport> {
+    check_output(&job.out, "--out", &[".nii", ".nii.gz", ".nrrd"])?;
+    if !job.checkpoint.is_file() {
+        return Err(JobError(format!(
+            "--checkpoint {}: no such file",
+            job.checkpoint.display()
+        )));
+    }
+    let input = read_volume(&job.volume, medical::NPZ_IMAGE_KEY)?;
+    let mut prompts = parse_prompts(&input, job.axis, &job.boxes, &job.points, job.physical)?;
+    if let Some(m) = &job.mask {
+        let labels = read_volume(m, medical::NPZ_LABEL_KEY)?;
+        prompts = merge_prompts(
+            prompts,
+            mask_prompts(&input, &labels, job.axis, job.mask_slice)?,
+        )?;
+    }
+    if prompts.is_empty() {
+        return Err(JobError("no prompt: give --box, --point or --mask".into()));
+    }
+    let norm = job.window.normalization(&input);
+    let slices = Slices::from_volume(&input, job.axis, &norm)?;
+    let t = Instant::now();
+    let model =
+        medsam2_core::build_sam::build_sam2(&job.config, &job.checkpoint, job.dtype, job.device)
+            .map_err(|e| {
+                JobError(format!(
+                    "cannot load model (--config {}, --checkpoint {}): {e}",
+                    job.config,
+                    job.checkpoint.display()
+                ))
+            })?;
+    let load_seconds = t.elapsed().as_secs_f64();
+    let mut session = slices.session(model, job.cache_frames, prompts.len() > 1)?;
+    let mut seg = segment(&mut session, &prompts, job.propagation, on_progress)?;
+    if job.largest_component {
+        seg.keep_largest_component();
+    }
+    let labels = label_volume(&input, job.axis, &seg)?;
+    medical::write_volume(&job.out, &labels)
+        .map_err(|e| JobError(format!("{}: {e}", job.out.display())))?;
+    let ids: Vec<u32> = prompts.iter().map(|o| o.obj_id).collect();
+    let objects = object_stats(&labels, job.axis, &ids);
+    let key_slice = prompts[0].first_frame().unwrap_or(0);
+    let montage = job
+        .montage_neighbours
+        .map(|k| montage(&slices, &seg, &prompts, key_slice, k));
+    Ok(SegmentReport {
+        input,
+        labels,
+        normalization: norm,
+        num_slices: slices.len(),
+        width: slices.width,
+        height: slices.height,
+        prompts,
+        objects,
+        load_seconds,
+        prompt_seconds: seg.prompt_seconds,
+        propagation_seconds: seg.propagation_seconds,
+        visits: seg.visits,
+        key_slice,
+        montage,
+    })
+}
+
+// --------------------------------------------------------------- evaluation
+
+/// One image/label pair of an evaluation folder.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CaseFiles {
+    /// Case name (file name without the suffixes).
+    pub name: String,
+    /// Image file.
+    pub image: PathBuf,
+    /// Label file.
+    pub label: PathBuf,
+}
+
+/// The image/label pairs of a folder (not recursive), sorted by name:
+/// `NAME.npz` (arrays `imgs` and `gts`), `NAME_img.nii[.gz]` +
+/// `NAME_seg.nii[.gz]`, `NAME_img.nrrd` + `NAME.seg.nrrd` (or `NAME_seg.nrrd`).
+pub fn find_cases(dir: &Path) -> Result<Vec<CaseFiles>> {
+    let rd = std::fs::read_dir(dir).map_err(|e| JobError(format!("{}: {e}", dir.display())))?;
+    let mut names: Vec<String> = Vec::new();
+    for e in rd {
+        let e = e.map_err(|e| JobError(format!("{}: {e}", dir.display())))?;
+        if e.path().is_file() {
+            names.push(e.file_name().to_string_lossy().into_owned());
+        }
+    }
+    names.sort();
+    let has = |n: &str| names.iter().any(|x| x == n);
+    let mut out = Vec::new();
+    for f in &names {
+        if let Some(stem) = f.strip_suffix(".npz") {
+            out.push(CaseFiles {
+                name: stem.to_string(),
+                image: dir.join(f),
+                label: dir.join(f),
+            });
+            continue;
+        }
+        for (img_suffix, seg_suffixes) in [
+            ("_img.nii.gz", &["_seg.nii.gz", "_seg.nii"][..]),
+            ("_img.nii", &["_seg.nii", "_seg.nii.gz"][..]),
+            ("_img.nrrd", &[".seg.nrrd", "_seg.nrrd"][..]),
+        ] {
+            if let Some(stem) = f.strip_suffix(img_suffix) {
+                if let Some(seg) = seg_suffixes
+                    .iter()
+                    .map(|s| format!("{stem}{s}"))
+                    .find(|s| has(s))
+                {
+                    out.push(CaseFiles {
+                        name: stem.to_string(),
+                        image: dir.join(f),
+                        label: dir.join(seg),
+                    });
+                }
+                break;
+            }
+        }
+    }
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(out)
+}
+
+/// Reads a volume (`.npz`: array `npz_key`), naming the file in errors.
+pub fn read_volume(path: &Path, npz_key: &str) -> Result<Volume> {
+    if !path.exists() {
+        return Err(JobError(format!("{}: no such file", path.display())));
+    }
+    medical::read_volume_with_key(path, npz_key)
+        .map_err(|e| JobError(format!("{}: {e}", path.display())))
+}
+
+/// A loaded case: the image and its labels on the same grid.
+#[derive(Clone, Debug)]
+pub struct Case {
+    /// Case name.
+    pub name: String,
+    /// The image.
+    pub image: Volume,
+    /// The ground-truth labels.
+    pub labels: Volume,
+}
+
+/// Reads a case and checks the two volumes share a grid.
+pub fn load_case(files: &CaseFiles) -> Result<Case> {
+    let image = read_volume(&files.image, medical::NPZ_IMAGE_KEY)?;
+    let labels = read_volume(&files.label, medical::NPZ_LABEL_KEY)?;
+    if image.dims() != labels.dims() {
+        return Err(JobError(format!(
+            "case {}: image dims {:?} != label dims {:?}",
+            files.name,
+            image.dims(),
+            labels.dims()
+        )));
+    }
+    Ok(Case {
+        name: files.name.clone(),
+        image,
+        labels,
+    })
+}
+
+/// The prompting strategies of the papers, simulated from the ground truth.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Strategy {
+    /// bowang-lab MedSAM2: a box around the object on its key slice,
+    /// propagated forward and (reset) backward, largest 3-D component kept.
+    KeyBox,
+    /// MedicineToken Medical-SAM2: a prompt on every k-th slice from slice 0
+    /// (a random object pixel as click, or the box; where the object is
+    /// absent, a background click or an empty mask), propagated forward.
+    EveryK,
+    /// One click at the object's centre on its largest slice, propagated
+    /// both ways in one session.
+    CenterClick,
+}
+
+impl Strategy {
+    /// Every strategy, in report order.
+    pub const ALL: [Strategy; 3] = [Strategy::KeyBox, Strategy::EveryK, Strategy::CenterClick];
+
+    /// Short name used in tables, CSV and `--strategies`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Strategy::KeyBox => "key-box",
+            Strategy::EveryK => "every-k",
+            Strategy::CenterClick => "center-click",
+        }
+    }
+
+    /// Parses a name of [`Strategy::name`].
+    pub fn parse(s: &str) -> Result<Strategy> {
+        Strategy::ALL
+            .into_iter()
+            .find(|x| x.name() == s.trim())
+            .ok_or_else(|| {
+                JobError(format!(
+                    "unknown strategy `{s}`: key-box, every-k or center-click"
+                ))
+            })
+    }
+}
+
+/// Settings of the simulated prompts.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct SimulationOptions {
+    /// Key slice of [`Strategy::KeyBox`].
+    pub key_slice: KeySlice,
+    /// Largest random enlargement (pixels, each side by the same draw) of the
+    /// key-slice box, as MedSAM2's `mask2D_to_bbox`; 0 = the tight box.
+    pub box_shift: usize,
+    /// Slice step of [`Strategy::EveryK`].
+    pub every: usize,
+    /// [`Strategy::EveryK`] prompts with boxes instead of clicks.
+    pub every_box: bool,
+    /// Keep the largest 3-D component for [`Strategy::KeyBox`].
+    pub largest_component: bool,
+    /// Seed of all random choices.
+    pub seed: u64,
+}
+
+impl Default for SimulationOptions {
+    fn default() -> Self {
+        SimulationOptions {
+            key_slice: KeySlice::Largest,
+            box_shift: 0,
+            every: 2,
+            every_box: false,
+            largest_component: true,
+            seed: 2024,
+        }
+    }
+}
+
+/// The prompts a strategy gives for one ground-truth label (object id =
+/// the label), from its per-slice masks; `spacing` is the in-plane pixel
+/// spacing `[column, row]` (mm).
+pub fn simulate_prompts(
+    strategy: Strategy,
+    gt: &LabelSlices,
+    width: usize,
+    height: usize,
+    spacing: [f64; 2],
+    opts: &SimulationOptions,
+    rng: &mut SplitMix64,
+) -> Result<ObjectPrompts> {
+    let n = gt.masks.len();
+    let absent = || JobError(format!("label {} is absent", gt.label));
+    let mut slices = Vec::new();
+    match strategy {
+        Strategy::KeyBox => {
+            let z = gt.key_slice(opts.key_slice).ok_or_else(absent)?;
+            if z >= n || gt.areas[z] == 0 {
+                return Err(JobError(format!(
+                    "label {} is absent from key slice {z}",
+                    gt.label
+                )));
+            }
+            let [x0, y0, x1, y1] = mask_bbox(&gt.masks[z], width).ok_or_else(absent)?;
+            let s = if opts.box_shift > 0 {
+                rng.below(opts.box_shift + 1)
+            } else {
+                0
+            };
+            let mut sp = SlicePrompt::on(z);
+            sp.bbox = Some([
+                x0.saturating_sub(s) as f32,
+                y0.saturating_sub(s) as f32,
+                (x1 + s).min(width - 1) as f32,
+                (y1 + s).min(height - 1) as f32,
+            ]);
+            slices.push(sp);
+        }
+        Strategy::EveryK => {
+            let k = opts.every.max(1);
+            for z in (0..n).step_by(k) {
+                let m = &gt.masks[z];
+                let mut sp = SlicePrompt::on(z);
+                let present = gt.areas[z] > 0;
+                if opts.every_box {
+                    match mask_bbox(m, width) {
+                        Some([x0, y0, x1, y1]) if present => {
+                            sp.bbox = Some([x0 as f32, y0 as f32, x1 as f32, y1 as f32])
+                        }
+                        _ => sp.mask = Some(vec![0; width * height]),
+                    }
+                } else {
+                    // A random pixel of the object, or of the background where it is absent.
+                    let want = u8::from(present);
+                    let count = m.iter().filter(|&&v| (v != 0) as u8 == want).count();
+                    let pick = rng.below(count);
+                    let p = m
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, &v)| (v != 0) as u8 == want)
+                        .nth(pick)
+                        .map(|(i, _)| i)
+                        .unwrap_or(0);
+                    sp.points.push([(p % width) as f32, (p / width) as f32]);
+                    sp.labels.push(i32::from(want));
+                }
+                slices.push(sp);
+            }
+        }
+        Strategy::CenterClick => {
+            let z = gt.key_slice(KeySlice::Largest).ok_or_else(absent)?;
+            let [x, y] = mask_center(&gt.masks[z], width, height, spacing).ok_or_else(absent)?;
+            let mut sp = SlicePrompt::on(z);
+            sp.points.push([x as f32, y as f32]);
+            sp.labels.push(1);
+            slices.push(sp);
+        }
+    }
+    Ok(ObjectPrompts {
+        obj_id: gt.label,
+        slices,
+    })
+}
+
+/// How a strategy propagates.
+pub fn strategy_propagation(strategy: Strategy) -> Propagation {
+    match strategy {
+        Strategy::KeyBox => Propagation::Separate,
+        Strategy::EveryK => Propagation::Forward,
+        Strategy::CenterClick => Propagation::Joint,
+    }
+}
+
+/// One evaluated object: a case, a label and a strategy.
+#[derive(Clone, Debug, PartialEq)]
+pub struct EvalRow {
+    /// Case name.
+    pub case: String,
+    /// Ground-truth label.
+    pub label: u32,
+    /// Strategy name.
+    pub strategy: &'static str,
+    /// Dice, IoU, NSD and HD95 of the label.
+    pub metrics: metrics::LabelMetrics,
+    /// Number of prompted slices.
+    pub prompts: usize,
+    /// Seconds (prompts + propagation).
+    pub seconds: f64,
+    /// Slices of the volume.
+    pub slices: usize,
+}
+
+/// Evaluates `strategies` on every label of a case, one object at a time
+/// (the session is reset between objects; encoder features are reused
+/// through its cache). `on_progress` gets `(object runs done, to do)`.
+#[allow(clippy::too_many_arguments)]
+pub fn evaluate_case(
+    session: &mut Sam2VideoPredictor,
+    case: &Case,
+    axis: Axis,
+    strategies: &[Strategy],
+    opts: &SimulationOptions,
+    nsd_tol_mm: f64,
+    on_progress: &mut dyn FnMut(usize, usize),
+) -> Result<Vec<EvalRow>> {
+    let dims = case.image.dims();
+    let (w, h) = slicing::frame_size(dims, axis);
+    let (c, r) = axis.in_plane();
+    let sp = case.labels.geometry().spacing;
+    let gts = label_slices(&case.labels, axis)?;
+    let mut rows = Vec::new();
+    let todo = gts.len() * strategies.len();
+    let mut done = 0;
+    for gt in &gts {
+        let gt_mask: Vec<bool> = {
+            let v = case.labels.data().to_f64_vec();
+            v.iter().map(|&x| x == gt.label as f64).collect()
+        };
+        for &st in strategies {
+            let mut rng = SplitMix64::for_item(
+                opts.seed,
+                &format!("{}/{}/{}", case.name, gt.label, st.name()),
+            );
+            let prompts = simulate_prompts(st, gt, w, h, [sp[c], sp[r]], opts, &mut rng)?;
+            let mut seg = segment(
+                session,
+                std::slice::from_ref(&prompts),
+                strategy_propagation(st),
+                &mut |_| {},
+            )?;
+            if st == Strategy::KeyBox && opts.largest_component {
+                seg.keep_largest_component();
+            }
+            let pred = seg.object_voxels(0, dims, axis);
+            let to_vol = |m: &[bool]| {
+                case.labels.with_data(medical::VoxelData::U8(
+                    m.iter().map(|&b| u8::from(b)).collect(),
+                ))
+            };
+            let mut m = metrics::evaluate(&to_vol(&pred)?, &to_vol(&gt_mask)?, nsd_tol_mm)?;
+            let mut lm = m.pop().unwrap_or(metrics::LabelMetrics {
+                label: 1,
+                dice: 1.0,
+                iou: 1.0,
+                nsd: 1.0,
+                hd95: 0.0,
+                pred_voxels: 0,
+                gt_voxels: 0,
+            });
+            lm.label = i64::from(gt.label);
+            rows.push(EvalRow {
+                case: case.name.clone(),
+                label: gt.label,
+                strategy: st.name(),
+                metrics: lm,
+                prompts: prompts.slices.len(),
+                seconds: seg.seconds(),
+                slices: seg.num_frames(),
+            });
+            done += 1;
+            on_progress(done, todo);
+        }
+    }
+    Ok(rows)
+}
+
+/// Settings of the `evaluate_prompts` job.
+#[derive(Clone, Debug)]
+pub struct EvalJob {
+    /// Folder of image/label pairs (see [`find_cases`]).
+    pub data: PathBuf,
+    /// Model checkpoint.
+    pub checkpoint: PathBuf,
+    /// Config preset name or YAML path.
+    pub config: String,
+    /// Strategies, in report order.
+    pub strategies: Vec<Strategy>,
+    /// Prompt simulation settings (seed included).
+    pub sim: SimulationOptions,
+    /// NSD tolerance (mm).
+    pub nsd_tol_mm: f64,
+    /// Intensity mapping.
+    pub window: IntensitySpec,
+    /// Slicing axis.
+    pub axis: Axis,
+    /// Only cases whose name contains this text.
+    pub case_filter: Option<String>,
+    /// At most this many cases (after the filter).
+    pub max_cases: Option<usize>,
+    /// Compute device.
+    pub device: medsam2_core::checkpoint::DeviceKind,
+    /// Compute dtype.
+    pub dtype: medsam2_core::checkpoint::ComputeDType,
+    /// Encoder features kept (slices).
+    pub cache_frames: usize,
+}
+
+impl EvalJob {
+    /// A job with the examples' defaults: every strategy, NSD at 2 mm.
+    pub fn new(data: impl Into<PathBuf>, checkpoint: impl Into<PathBuf>, config: &str) -> Self {
+        EvalJob {
+            data: data.into(),
+            checkpoint: checkpoint.into(),
+            config: config.to_string(),
+            strategies: Strategy::ALL.to_vec(),
+            sim: SimulationOptions::default(),
+            nsd_tol_mm: 2.0,
+            window: IntensitySpec::Auto,
+            axis: Axis::K,
+            case_filter: None,
+            max_cases: None,
+            device: Default::default(),
+            dtype: Default::default(),
+            cache_frames: 64,
+        }
+    }
+}
+
+/// Runs the evaluation over the cases of [`EvalJob::data`]; `on_progress`
+/// gets `(case index, cases, object runs done in the case, runs in the case,
+/// case name)`.
+pub fn run_eval_job(
+    job: &EvalJob,
+    on_progress: &mut dyn FnMut(usize, usize, usize, usize, &str),
+) -> Result<Vec<EvalRow>> {
+    if !job.data.is_dir() {
+        return Err(JobError(format!(
+            "--data {}: no such folder",
+            job.data.display()
+        )));
+    }
+    if !job.checkpoint.is_file() {
+        return Err(JobError(format!(
+            "--checkpoint {}: no such file",
+            job.checkpoint.display()
+        )));
+    }
+    if job.strategies.is_empty() {
+        return Err(JobError("no strategy given".into()));
+    }
+    if !(job.nsd_tol_mm.is_finite() && job.nsd_tol_mm >= 0.0) {
+        return Err(JobError(format!("bad NSD tolerance {}", job.nsd_tol_mm)));
+    }
+    let mut cases = find_cases(&job.data)?;
+    if let Some(f) = &job.case_filter {
+        cases.retain(|c| c.name.contains(f.as_str()));
+    }
+    if let Some(m) = job.max_cases {
+        cases.truncate(m);
+    }
+    if cases.is_empty() {
+        return Err(JobError(format!(
+            "--data {}: no cases (NAME.npz, NAME_img.nii[.gz] + NAME_seg.nii[.gz], NAME_img.nrrd + NAME.seg.nrrd)",
+            job.data.display()
+        )));
+    }
+    let model =
+        medsam2_core::build_sam::build_sam2(&job.config, &job.checkpoint, job.dtype, job.device)
+            .map_err(|e| {
+                JobError(format!(
+                    "cannot load model (--config {}, --checkpoint {}): {e}",
+                    job.config,
+                    job.checkpoint.display()
+                ))
+            })?;
+    let mut rows = Vec::new();
+    let n = cases.len();
+    for (i, files) in cases.iter().enumerate() {
+        let case = load_case(files)?;
+        let norm = job.window.normalization(&case.image);
+        let slices = Slices::from_volume(&case.image, job.axis, &norm)?;
+        let mut session = slices.session(model.clone(), job.cache_frames, false)?;
+        on_progress(i, n, 0, 1, &case.name);
+        let r = evaluate_case(
+            &mut session,
+            &case,
+            job.axis,
+            &job.strategies,
+            &job.sim,
+            job.nsd_tol_mm,
+            &mut |d, t| on_progress(i, n, d, t, &case.name),
+        )
+        .map_err(|e| JobError(format!("case {}: {e}", case.name)))?;
+        rows.extend(r);
+    }
+    Ok(rows)
+}
+
+/// Mean and population standard deviation of the finite values, and how many
+/// values were not finite.
+pub fn mean_std(values: &[f64]) -> (f64, f64, usize) {
+    let fin: Vec<f64> = values.iter().copied().filter(|v| v.is_finite()).collect();
+    let bad = values.len() - fin.len();
+    if fin.is_empty() {
+        return (f64::NAN, f64::NAN, bad);
+    }
+    let m = fin.iter().sum::<f64>() / fin.len() as f64;
+    let var = fin.iter().map(|v| (v - m).powi(2)).sum::<f64>() / fin.len() as f64;
+    (m, var.sqrt(), bad)
+}
+
+fn fmt_num(x: f64, prec: usize) -> String {
+    if x.is_finite() {
+        format!("{x:.prec$}")
+    } else if x.is_nan() {
+        "nan".into()
+    } else {
+        "inf".into()
+    }
+}
+
+/// CSV of the per-case rows: `case,label,strategy,dice,iou,nsd_<tol>mm,hd95_mm,pred_voxels,gt_voxels,prompted_slices,slices,seconds`.
+pub fn eval_csv(rows: &[EvalRow], nsd_tol_mm: f64) -> String {
+    let mut s = format!(
+        "case,label,strategy,dice,iou,{},hd95_mm,pred_voxels,gt_voxels,prompted_slices,slices,seconds\n",
+        metrics::nsd_column(nsd_tol_mm)
+    );
+    for r in rows {
+        s.push_str(&format!(
+            "{},{},{},{},{},{},{},{},{},{},{},{:.4}\n",
+            r.case,
+            r.label,
+            r.strategy,
+            fmt_num(r.metrics.dice, 6),
+            fmt_num(r.metrics.iou, 6),
+            fmt_num(r.metrics.nsd, 6),
+            fmt_num(r.metrics.hd95, 6),
+            r.metrics.pred_voxels,
+            r.metrics.gt_voxels,
+            r.prompts,
+            r.slices,
+            r.seconds
+        ));
+    }
+    s
+}
+
+/// Summary per strategy and label: `n`, mean and std of Dice, NSD and HD95
+/// (HD95 over the finite values; `hd95_inf` counts empty predictions).
+pub fn summary_rows(rows: &[EvalRow]) -> Vec<(String, u32, usize, [(f64, f64); 3], usize)> {
+    let mut keys: Vec<(String, u32)> = Vec::new();
+    for r in rows {
+        let k = (r.strategy.to_string(), r.label);
+        if !keys.contains(&k) {
+            keys.push(k);
+        }
+    }
+    keys.into_iter()
+        .map(|(st, label)| {
+            let sel: Vec<&EvalRow> = rows
+                .iter()
+                .filter(|r| r.strategy == st && r.label == label)
+                .collect();
+            let get = |f: fn(&EvalRow) -> f64| sel.iter().map(|r| f(r)).collect::<Vec<f64>>();
+            let (dm, ds, _) = mean_std(&get(|r| r.metrics.dice));
+            let (nm, ns, _) = mean_std(&get(|r| r.metrics.nsd));
+            let (hm, hs, hinf) = mean_std(&get(|r| r.metrics.hd95));
+            (st, label, sel.len(), [(dm, ds), (nm, ns), (hm, hs)], hinf)
+        })
+        .collect()
+}
+
+/// CSV of [`summary_rows`]: `strategy,label,n,dice_mean,dice_std,nsd_mean,nsd_std,hd95_mean,hd95_std,hd95_inf`.
+pub fn summary_csv(rows: &[EvalRow]) -> String {
+    let mut s = String::from(
+        "strategy,label,n,dice_mean,dice_std,nsd_mean,nsd_std,hd95_mean,hd95_std,hd95_inf\n",
+    );
+    for (st, label, n, v, inf) in summary_rows(rows) {
+        s.push_str(&format!(
+            "{st},{label},{n},{},{},{},{},{},{},{inf}\n",
+            fmt_num(v[0].0, 6),
+            fmt_num(v[0].1, 6),
+            fmt_num(v[1].0, 6),
+            fmt_num(v[1].1, 6),
+            fmt_num(v[2].0, 6),
+            fmt_num(v[2].1, 6)
+        ));
+    }
+    s
+}
+
+/// The per-case rows and the summary as fixed-width text tables.
+pub fn eval_table(rows: &[EvalRow], nsd_tol_mm: f64) -> String {
+    let cw = rows.iter().map(|r| r.case.len()).max().unwrap_or(4).max(4);
+    let nsd = metrics::nsd_column(nsd_tol_mm);
+    let mut s = format!(
+        "{:<cw$} {:>5} {:<12} {:>7} {:>8} {:>9} {:>9} {:>9} {:>7} {:>8}\n",
+        "case",
+        "label",
+        "strategy",
+        "dice",
+        nsd,
+        "hd95_mm",
+        "pred_vox",
+        "gt_vox",
+        "prompts",
+        "s/slice"
+    );
+    for r in rows {
+        s.push_str(&format!(
+            "{:<cw$} {:>5} {:<12} {:>7.4} {:>8.4} {:>9} {:>9} {:>9} {:>7} {:>8.3}\n",
+            r.case,
+            r.label,
+            r.strategy,
+            r.metrics.dice,
+            r.metrics.nsd,
+            fmt_num(r.metrics.hd95, 2),
+            r.metrics.pred_voxels,
+            r.metrics.gt_voxels,
+            r.prompts,
+            r.seconds / r.slices.max(1) as f64
+        ));
+    }
+    s.push_str(&format!(
+        "\nsummary (mean ± population std over cases; HD95 over finite values)\n{:<12} {:>5} {:>3} {:>17} {:>17} {:>19} {:>8}\n",
+        "strategy", "label", "n", "dice", nsd, "hd95_mm", "hd95_inf"
+    ));
+    for (st, label, n, v, inf) in summary_rows(rows) {
+        s.push_str(&format!(
+            "{:<12} {:>5} {:>3} {:>17} {:>17} {:>19} {:>8}\n",
+            st,
+            label,
+            n,
+            format!("{} ± {}", fmt_num(v[0].0, 4), fmt_num(v[0].1, 4)),
+            format!("{} ± {}", fmt_num(v[1].0, 4), fmt_num(v[1].1, 4)),
+            format!("{} ± {}", fmt_num(v[2].0, 2), fmt_num(v[2].1, 2)),
+            inf
+        ));
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use medsam2_core::medical::{Geometry, VoxelData};
+
+    #[test]
+    fn splitmix_is_stable() {
+        // Reference values of SplitMix64 from seed 0.
+        let mut g = SplitMix64::new(0);
+        assert_eq!(g.next_u64(), 0xe220_a839_7b1d_cdaf);
+        assert_eq!(g.next_u64(), 0x6e78_9e6a_a1b9_65f4);
+        let mut a = SplitMix64::for_item(7, "x");
+        let mut b = SplitMix64::for_item(7, "x");
+        assert_eq!(a.next_u64(), b.next_u64());
+        assert!((0..100).all(|_| a.below(5) < 5));
+    }
+
+    #[test]
+    fn prompts_parse_and_check() {
+        let v = Volume::new([6, 4, 3], Geometry::default(), VoxelData::U8(vec![0; 72])).unwrap();
+        let o = parse_prompts(
+            &v,
+            Axis::K,
+            &["1,0,0,3,2".into(), "5:2,1,1,2,2".into()],
+            &["1,2,1,1".into(), "5:2,1,2,0".into()],
+            false,
+        )
+        .unwrap();
+        assert_eq!(o.len(), 2);
+        assert_eq!(o[0].obj_id, 1);
+        assert_eq!(o[0].slices[0].bbox, Some([0.0, 0.0, 3.0, 2.0]));
+        assert_eq!(o[0].slices[0].points, vec![[2.0, 1.0]]);
+        assert_eq!(o[1].obj_id, 5);
+        assert_eq!(o[1].slices[0].labels, vec![0]);
+        for bad in [
+            "3,0,0,1,1",
+            "0,0,0,6,1",
+            "0,0,0,1",
+            "0:0,0,0,1,1",
+            "x,0,0,1,1",
+        ] {
+            assert!(
+                parse_prompts(&v, Axis::K, &[bad.into()], &[], false).is_err(),
+                "{bad}"
+            );
+        }
+        assert!(parse_prompts(&v, Axis::K, &[], &["0,1,1,2".into()], false).is_err());
+        // Physical: identity geometry, so mm = voxels; axis I puts (j, k) in-plane.
+        let o = parse_prompts(&v, Axis::I, &[], &["4,2,1,1".into()], true).unwrap();
+        assert_eq!(
+            (o[0].slices[0].frame, o[0].slices[0].points[0]),
+            (4, [2.0, 1.0])
+        );
+        assert!(IntensitySpec::parse("nope").is_err());
+        assert_eq!(
+            IntensitySpec::parse("400,40").unwrap(),
+            IntensitySpec::Window(Window::ABDOMEN)
+        );
+    }
+
+    #[test]
+    fn centre_component_and_keys() {
+        // A 5x5 square with a tail: the centre is the square's middle.
+        let (w, h) = (9, 7);
+        let mut m = vec![0u8; w * h];
+        for y in 1..6 {
+            for x in 1..6 {
+                m[y * w + x] = 1;
+            }
+        }
+        m[3 * w + 6] = 1;
+        m[3 * w + 7] = 1;
+        assert_eq!(mask_center(&m, w, h, [1.0, 1.0]), Some([3, 3]));
+        assert_eq!(mask_bbox(&m, w), Some([1, 1, 7, 5]));
+        let mut on = vec![false; 27 * 2];
+        on[0] = true;
+        on[13] = true; // diagonal neighbour of 0 in 3x3x... (1,1,1)
+        on[26] = true;
+        on[53] = true;
+        let keep = largest_component(&on, [3, 3, 6]);
+        assert_eq!(keep.iter().filter(|&&b| b).count(), 3);
+        assert!(!keep[53]);
+        let ls = LabelSlices {
+            label: 1,
+            masks: vec![vec![]; 5],
+            areas: vec![0, 3, 9, 1, 0],
+        };
+        assert_eq!(ls.key_slice(KeySlice::Largest), Some(2));
+        assert_eq!(ls.key_slice(KeySlice::Middle), Some(2));
+        let (m, s, inf) = mean_std(&[1.0, 3.0, f64::INFINITY]);
+        assert_eq!((m, s, inf), (2.0, 1.0, 1));
+    }
+}
