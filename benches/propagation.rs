@@ -4,25 +4,43 @@
 
 use std::sync::Arc;
 
-use candle_core::{DType, Device};
+use candle_core::Device;
 use criterion::{criterion_group, criterion_main, Criterion};
 use medsam2_core::config::{ModelSize, Sam2Config, Version};
 use medsam2_core::memory_bank::{MemoryPolicy, TemporalPolicy};
 use medsam2_core::modeling::sam2_base::Sam2Base;
-use medsam2_core::sam2_video_predictor::{Direction, GreyFrames, Sam2VideoPredictor, SessionOptions};
+use medsam2_core::sam2_video_predictor::{
+    Direction, GreyFrames, Sam2VideoPredictor, SessionOptions,
+};
 
 fn setup(size: usize, frames: usize) -> (Sam2VideoPredictor, usize) {
-    let cfg = Sam2Config::preset(Version::Sam2_1, ModelSize::Tiny).with_image_size(size).unwrap();
+    let cfg = Sam2Config::preset(Version::Sam2_1, ModelSize::Tiny)
+        .with_image_size(size)
+        .unwrap();
     let model = Arc::new(Sam2Base::with_random_weights(cfg, &Device::Cpu).unwrap());
     let (h, w) = (size, size);
     let slices: Vec<Vec<u8>> = (0..frames)
-        .map(|z| (0..h * w).map(|i| (((i % w) ^ (i / w) ^ z) & 0xff) as u8).collect())
+        .map(|z| {
+            (0..h * w)
+                .map(|i| (((i % w) ^ (i / w) ^ z) & 0xff) as u8)
+                .collect()
+        })
         .collect();
-    let opts = SessionOptions { feature_cache_frames: frames, ..Default::default() };
-    let mut s = Sam2VideoPredictor::new(model, Box::new(GreyFrames::new(slices, h, w).unwrap()), opts).unwrap();
+    let opts = SessionOptions {
+        feature_cache_frames: frames,
+        ..Default::default()
+    };
+    let mut s = Sam2VideoPredictor::new(
+        model,
+        Box::new(GreyFrames::new(slices, h, w).unwrap()),
+        opts,
+    )
+    .unwrap();
     let q = size as f32 / 4.0;
-    s.add_points_or_box(0, 1, &[], &[], Some([q, q, 3.0 * q, 3.0 * q]), true).unwrap();
-    s.propagate(Some(0), Direction::Forward, Some(frames - 2), |_, _| true).unwrap();
+    s.add_points_or_box(0, 1, &[], &[], Some([q, q, 3.0 * q, 3.0 * q]), true)
+        .unwrap();
+    s.propagate(Some(0), Direction::Forward, Some(frames - 2), |_, _| true)
+        .unwrap();
     (s, frames - 1)
 }
 
@@ -37,14 +55,21 @@ fn bench(c: &mut Criterion) {
         let model = s.model().clone();
         let policy = TemporalPolicy::from_config(&model.cfg);
         let e = model.cfg.embedding_size();
-        let pos = model.memory_encoder.position_encoding_for(1, e, e, &Device::Cpu).unwrap();
+        let pos = model
+            .memory_encoder
+            .position_encoding_for(1, e, e, &Device::Cpu)
+            .unwrap();
         let mem = s.object_memory(0).unwrap().clone();
         let selected = policy.select(&mem, frame, false, s.num_frames(), &pos);
         assert_eq!(selected.spatial.len(), model.cfg.num_maskmem);
         let mut params = model.new_memory.clone();
         params.binarize_mask_from_pts = true;
         g.bench_function(format!("sam2.1_tiny_{size}_full_bank"), |b| {
-            b.iter(|| model.track_step(&feats, false, None, None, &selected, true, None, &params).unwrap())
+            b.iter(|| {
+                model
+                    .track_step(&feats, false, None, None, &selected, true, None, &params)
+                    .unwrap()
+            })
         });
     }
     g.finish();

@@ -39,16 +39,23 @@ fn main() -> ExitCode {
             }
         },
     };
-    let mut report = Report { verbose: !args.quiet, ..Default::default() };
+    let mut report = Report {
+        verbose: !args.quiet,
+        ..Default::default()
+    };
     let mut errors = 0;
     for d in &args.dirs {
         let Some(dirs) = fixture_dirs_in(d) else {
-            eprintln!("error: {}: no fixture.json here or in its sub-folders", d.display());
+            eprintln!(
+                "error: {}: no fixture.json here or in its sub-folders",
+                d.display()
+            );
             errors += 1;
             continue;
         };
         for dir in dirs {
-            let res = Fixture::open(&dir).and_then(|mut f| check_fixture(&mut f, &parts, &mut report));
+            let res =
+                Fixture::open(&dir).and_then(|mut f| check_fixture(&mut f, &parts, &mut report));
             if let Err(e) = res {
                 eprintln!("error: {}: {e}", dir.display());
                 errors += 1;
@@ -57,13 +64,24 @@ fn main() -> ExitCode {
     }
     if args.quiet {
         for c in report.results.iter().filter(|c| !c.ok) {
-            println!("FAIL {} max_abs {:.3e} tol {:.2e} {}", c.name, c.max_abs, c.tol, c.note);
+            println!(
+                "FAIL {} max_abs {:.3e} tol {:.2e} {}",
+                c.name, c.max_abs, c.tol, c.note
+            );
         }
     }
     for s in &report.skipped {
         println!("not checked: {s}");
     }
-    println!("{}{}", report.summary(), if errors > 0 { format!(", {errors} error(s)") } else { String::new() });
+    println!(
+        "{}{}",
+        report.summary(),
+        if errors > 0 {
+            format!(", {errors} error(s)")
+        } else {
+            String::new()
+        }
+    );
     if report.failed() > 0 || errors > 0 || (!parts.is_empty() && !report.skipped.is_empty()) {
         ExitCode::FAILURE
     } else {

@@ -6,11 +6,13 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use candle_core::{DType, Device};
+use candle_core::Device;
 use clap::Parser;
 use medsam2_core::config::{ModelSize, Sam2Config, Version};
 use medsam2_core::modeling::sam2_base::Sam2Base;
-use medsam2_core::sam2_video_predictor::{Direction, GreyFrames, Sam2VideoPredictor, SessionOptions};
+use medsam2_core::sam2_video_predictor::{
+    Direction, GreyFrames, Sam2VideoPredictor, SessionOptions,
+};
 
 #[derive(Parser)]
 struct Args {
@@ -31,7 +33,11 @@ struct Args {
 fn rss_kib(field: &str) -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with(field)).map(|l| l.to_string()))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with(field))
+                .map(|l| l.to_string())
+        })
         .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
         .unwrap_or(0)
 }
@@ -42,10 +48,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let model = Arc::new(Sam2Base::with_random_weights(cfg, &Device::Cpu)?);
     let n = a.side;
     let slices: Vec<Vec<u8>> = (0..a.slices)
-        .map(|z| (0..n * n).map(|i| (((i % n) ^ (i / n) ^ z) & 0xff) as u8).collect())
+        .map(|z| {
+            (0..n * n)
+                .map(|i| (((i % n) ^ (i / n) ^ z) & 0xff) as u8)
+                .collect()
+        })
         .collect();
     let base = rss_kib("VmRSS:");
-    let opts = SessionOptions { feature_cache_frames: a.cache, ..Default::default() };
+    let opts = SessionOptions {
+        feature_cache_frames: a.cache,
+        ..Default::default()
+    };
     let mut s = Sam2VideoPredictor::new(model, Box::new(GreyFrames::new(slices, n, n)?), opts)?;
     let mid = a.slices / 2;
     let q = n as f32 / 4.0;
@@ -55,7 +68,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     s.propagate(Some(mid), Direction::Both, None, |_, p| {
         done = p.done;
         if p.done % 25 == 0 {
-            eprintln!("{}/{} slices, RSS {} MiB", p.done, p.total, rss_kib("VmRSS:") / 1024);
+            eprintln!(
+                "{}/{} slices, RSS {} MiB",
+                p.done,
+                p.total,
+                rss_kib("VmRSS:") / 1024
+            );
         }
         true
     })?;

@@ -41,10 +41,15 @@ impl Fixture {
     pub fn open(dir: impl AsRef<Path>) -> Result<Self> {
         let dir = dir.as_ref().to_path_buf();
         let jp = dir.join("fixture.json");
-        let text = std::fs::read_to_string(&jp).map_err(|e| FixtureError::Io(jp.display().to_string(), e))?;
+        let text = std::fs::read_to_string(&jp)
+            .map_err(|e| FixtureError::Io(jp.display().to_string(), e))?;
         let json: Value = serde_json::from_str(&text)
             .map_err(|e| FixtureError::Format(format!("{}: {e}", jp.display())))?;
-        Ok(Self { dir, json, parts: HashMap::new() })
+        Ok(Self {
+            dir,
+            json,
+            parts: HashMap::new(),
+        })
     }
 
     /// The fixture's name (`name` in the JSON, else the folder name).
@@ -52,40 +57,60 @@ impl Fixture {
         self.json["name"]
             .as_str()
             .map(str::to_string)
-            .unwrap_or_else(|| self.dir.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default())
+            .unwrap_or_else(|| {
+                self.dir
+                    .file_name()
+                    .map(|s| s.to_string_lossy().into_owned())
+                    .unwrap_or_default()
+            })
     }
 
     /// Path of `config.yaml` (or what `fixture.json["config"]` names).
     pub fn config_path(&self) -> PathBuf {
-        self.dir.join(self.json["config"].as_str().unwrap_or("config.yaml"))
+        self.dir
+            .join(self.json["config"].as_str().unwrap_or("config.yaml"))
     }
 
     /// Path of the weights file.
     pub fn weights_path(&self) -> PathBuf {
-        self.dir.join(self.json["weights"].as_str().unwrap_or("weights.safetensors"))
+        self.dir.join(
+            self.json["weights"]
+                .as_str()
+                .unwrap_or("weights.safetensors"),
+        )
     }
 
     /// Hydra overrides `build_sam` adds for `image_model` or `video_model`.
     pub fn overrides(&self, which: &str) -> Vec<String> {
         self.json["hydra_overrides"][which]
             .as_array()
-            .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(str::to_string))
+                    .collect()
+            })
             .unwrap_or_default()
     }
 
     /// The model config with the overrides of `which` (`image_model`, `video_model`).
     pub fn config(&self, which: &str) -> Result<medsam2_core::Sam2Config> {
         let p = self.config_path();
-        let text = std::fs::read_to_string(&p).map_err(|e| FixtureError::Io(p.display().to_string(), e))?;
+        let text = std::fs::read_to_string(&p)
+            .map_err(|e| FixtureError::Io(p.display().to_string(), e))?;
         let ov = self.overrides(which);
         let ov: Vec<&str> = ov.iter().map(String::as_str).collect();
-        Ok(medsam2_core::Sam2Config::from_yaml_with_overrides(&text, &ov)?)
+        Ok(medsam2_core::Sam2Config::from_yaml_with_overrides(
+            &text, &ov,
+        )?)
     }
 
     /// Whether the fixture holds a part (`image`, `video`, `one_prompt`).
     pub fn has_part(&self, part: &str) -> bool {
         self.json.get(part).is_some_and(|v| v.is_object())
-            && self.dir.join(self.json[part]["file"].as_str().unwrap_or("")).is_file()
+            && self
+                .dir
+                .join(self.json[part]["file"].as_str().unwrap_or(""))
+                .is_file()
     }
 
     fn load_part(&mut self, part: &str) -> Result<&HashMap<String, Tensor>> {
@@ -210,7 +235,13 @@ pub fn compare_abs(name: &str, got: &Tensor, want: &Tensor, tol: f32) -> Result<
             max_abs = if d.is_nan() { f32::INFINITY } else { d };
         }
     }
-    Ok(Compared { name: name.into(), max_abs, tol, note: String::new(), ok: max_abs <= tol })
+    Ok(Compared {
+        name: name.into(),
+        max_abs,
+        tol,
+        note: String::new(),
+        ok: max_abs <= tol,
+    })
 }
 
 /// Exact comparison (e.g. decisions, BOOL masks, I32 labels).

@@ -10,7 +10,9 @@ use medsam2_core::modeling::sam2_base::Sam2Base;
 use medsam2_core::sam2_image_predictor::{Prompt, Sam2ImagePredictor};
 use serde_json::Value;
 
-use crate::fixture::{compare_abs, compare_exact, compare_rel, Compared, Fixture, FixtureError, Result};
+use crate::fixture::{
+    compare_abs, compare_exact, compare_rel, Compared, Fixture, FixtureError, Result,
+};
 
 /// Encoder/decoder tensors: max-abs ≤ `REL_TOL`·max(1, max|ref|).
 pub const REL_TOL: f32 = 1e-4;
@@ -71,7 +73,11 @@ impl Report {
                 c.name,
                 c.max_abs,
                 c.tol,
-                if c.note.is_empty() { String::new() } else { format!("  ({})", c.note) }
+                if c.note.is_empty() {
+                    String::new()
+                } else {
+                    format!("  ({})", c.note)
+                }
             );
         }
         self.results.push(c);
@@ -89,7 +95,11 @@ impl Report {
             "parity: {} passed, {} failed{}",
             self.results.len() - failed,
             failed,
-            if self.skipped.is_empty() { String::new() } else { format!(" ({} part(s) not checked)", self.skipped.len()) }
+            if self.skipped.is_empty() {
+                String::new()
+            } else {
+                format!(" ({} part(s) not checked)", self.skipped.len())
+            }
         )
     }
 }
@@ -104,17 +114,28 @@ fn name_of(v: &Value, role: &str) -> Result<String> {
 fn load_model(f: &Fixture, which: &str) -> Result<Arc<Sam2Base>> {
     let cfg = f.config(which)?;
     let ckpt = Checkpoint::open(f.weights_path())?;
-    Ok(Arc::new(Sam2Base::load(cfg, &ckpt, ComputeDType::F32, DeviceKind::Cpu)?))
+    Ok(Arc::new(Sam2Base::load(
+        cfg,
+        &ckpt,
+        ComputeDType::F32,
+        DeviceKind::Cpu,
+    )?))
 }
 
 /// Checks the parts of one fixture directory (`parts` empty = all it holds).
 pub fn check_fixture(f: &mut Fixture, parts: &[Part], report: &mut Report) -> Result<()> {
     let all = [Part::Image, Part::Video, Part::OnePrompt];
-    let wanted: Vec<Part> = if parts.is_empty() { all.to_vec() } else { parts.to_vec() };
+    let wanted: Vec<Part> = if parts.is_empty() {
+        all.to_vec()
+    } else {
+        parts.to_vec()
+    };
     for part in wanted {
         if !f.has_part(part.key()) {
             if !parts.is_empty() {
-                report.skipped.push(format!("{}: no {} part", f.name(), part.key()));
+                report
+                    .skipped
+                    .push(format!("{}: no {} part", f.name(), part.key()));
             }
             continue;
         }
@@ -122,7 +143,11 @@ pub fn check_fixture(f: &mut Fixture, parts: &[Part], report: &mut Report) -> Re
             Part::Image => check_image(f, report)?,
             Part::Video => check_video(f, report)?,
             Part::OnePrompt => {
-                report.skipped.push(format!("{}: the {} part is not implemented yet", f.name(), part.key()));
+                report.skipped.push(format!(
+                    "{}: the {} part is not implemented yet",
+                    f.name(),
+                    part.key()
+                ));
             }
         }
     }
@@ -134,7 +159,8 @@ pub fn check_image(f: &mut Fixture, report: &mut Report) -> Result<()> {
     let model = load_model(f, "image_model")?;
     let img = f.json["image"].clone();
     let pre = format!("{}/image/", f.name());
-    let t = |f: &mut Fixture, role: &str| -> Result<Tensor> { f.f32("image", &name_of(&img, role)?) };
+    let t =
+        |f: &mut Fixture, role: &str| -> Result<Tensor> { f.f32("image", &name_of(&img, role)?) };
 
     let raw = f.tensor("image", &name_of(&img, "raw_rgb")?)?;
     let (h, w, _) = raw.dims3()?;
@@ -142,7 +168,10 @@ pub fn check_image(f: &mut Fixture, report: &mut Report) -> Result<()> {
     let s = model.cfg.image_size;
     let pixels = medsam2_core::transforms::preprocess_rgb_u8(&bytes, h, w, s)?;
     let pixels = Tensor::from_vec(pixels, (1, 3, s, s), &Device::Cpu)?;
-    report.push(&pre, compare_rel("pixels", &pixels, &t(f, "pixels")?, REL_TOL)?);
+    report.push(
+        &pre,
+        compare_rel("pixels", &pixels, &t(f, "pixels")?, REL_TOL)?,
+    );
 
     // Trunk stages, from the fixture's own pixels so each stage is checked on its own.
     let ref_pixels = t(f, "pixels")?;
@@ -156,10 +185,31 @@ pub fn check_image(f: &mut Fixture, report: &mut Report) -> Result<()> {
 
     let mut pred = Sam2ImagePredictor::new(model.clone())?;
     pred.set_image_rgb_u8(&bytes, h, w)?;
-    let (feats, embed) = pred.features().ok_or_else(|| FixtureError::Format("no features".into()))?;
-    report.push(&pre, compare_rel("backbone_fpn.2", &feats.vision_feats, &t(f, "backbone_fpn.2")?, REL_TOL)?);
-    report.push(&pre, compare_rel("vision_pos_enc.2", &feats.vision_pos, &t(f, "vision_pos_enc.2")?, REL_TOL)?);
-    report.push(&pre, compare_rel("image_embed", embed, &t(f, "image_embed")?, REL_TOL)?);
+    let (feats, embed) = pred
+        .features()
+        .ok_or_else(|| FixtureError::Format("no features".into()))?;
+    report.push(
+        &pre,
+        compare_rel(
+            "backbone_fpn.2",
+            &feats.vision_feats,
+            &t(f, "backbone_fpn.2")?,
+            REL_TOL,
+        )?,
+    );
+    report.push(
+        &pre,
+        compare_rel(
+            "vision_pos_enc.2",
+            &feats.vision_pos,
+            &t(f, "vision_pos_enc.2")?,
+            REL_TOL,
+        )?,
+    );
+    report.push(
+        &pre,
+        compare_rel("image_embed", embed, &t(f, "image_embed")?, REL_TOL)?,
+    );
     if let Some((s0, s1)) = &feats.high_res {
         for (i, x) in [s0, s1].into_iter().enumerate() {
             for role in [format!("backbone_fpn.{i}"), format!("high_res_feats.{i}")] {
@@ -169,7 +219,10 @@ pub fn check_image(f: &mut Fixture, report: &mut Report) -> Result<()> {
             }
         }
     }
-    report.push(&pre, compare_rel("dense_pe", pred.dense_pe(), &t(f, "dense_pe")?, REL_TOL)?);
+    report.push(
+        &pre,
+        compare_rel("dense_pe", pred.dense_pe(), &t(f, "dense_pe")?, REL_TOL)?,
+    );
 
     let cases = img["cases"].as_array().cloned().unwrap_or_default();
     for case in cases {
@@ -178,14 +231,20 @@ pub fn check_image(f: &mut Fixture, report: &mut Report) -> Result<()> {
         let mut prompt = Prompt::default();
         if let Some(pts) = case["point_coords"].as_array() {
             for p in pts {
-                prompt.points.push([p[0].as_f64().unwrap_or(f64::NAN) as f32, p[1].as_f64().unwrap_or(f64::NAN) as f32]);
+                prompt.points.push([
+                    p[0].as_f64().unwrap_or(f64::NAN) as f32,
+                    p[1].as_f64().unwrap_or(f64::NAN) as f32,
+                ]);
             }
         }
         if let Some(ls) = case["point_labels"].as_array() {
             prompt.labels = ls.iter().map(|l| l.as_i64().unwrap_or(-9) as i32).collect();
         }
         if let Some(b) = case["box"].as_array() {
-            let v: Vec<f32> = b.iter().map(|x| x.as_f64().unwrap_or(f64::NAN) as f32).collect();
+            let v: Vec<f32> = b
+                .iter()
+                .map(|x| x.as_f64().unwrap_or(f64::NAN) as f32)
+                .collect();
             if v.len() == 4 {
                 prompt.bbox = Some([v[0], v[1], v[2], v[3]]);
             }
@@ -211,9 +270,29 @@ pub fn check_image(f: &mut Fixture, report: &mut Report) -> Result<()> {
             ("decoder_all_ious", tr.decoder_all_ious.clone(), false),
             ("object_score_logits", tr.object_score_logits.clone(), false),
             ("sam_tokens_out", tr.sam_tokens_out.clone(), false),
-            ("low_res_masks", Tensor::from_vec(p.low_res_logits.clone(), (p.num_masks, low, low), &Device::Cpu)?, true),
-            ("iou_predictions", Tensor::from_vec(p.iou_scores.clone(), p.num_masks, &Device::Cpu)?, false),
-            ("masks", Tensor::from_vec(p.logits.clone(), (p.num_masks, p.height, p.width), &Device::Cpu)?, true),
+            (
+                "low_res_masks",
+                Tensor::from_vec(
+                    p.low_res_logits.clone(),
+                    (p.num_masks, low, low),
+                    &Device::Cpu,
+                )?,
+                true,
+            ),
+            (
+                "iou_predictions",
+                Tensor::from_vec(p.iou_scores.clone(), p.num_masks, &Device::Cpu)?,
+                false,
+            ),
+            (
+                "masks",
+                Tensor::from_vec(
+                    p.logits.clone(),
+                    (p.num_masks, p.height, p.width),
+                    &Device::Cpu,
+                )?,
+                true,
+            ),
         ];
         for (role, got, is_logit) in checks {
             if let Some(want) = ct(f, role)? {
@@ -226,7 +305,14 @@ pub fn check_image(f: &mut Fixture, report: &mut Report) -> Result<()> {
             }
         }
         if let Some(want) = ct(f, "model_point_labels")? {
-            report.push(&cpre, compare_exact("model_point_labels", &tr.model_point_labels.to_dtype(DType::F32)?, &want)?);
+            report.push(
+                &cpre,
+                compare_exact(
+                    "model_point_labels",
+                    &tr.model_point_labels.to_dtype(DType::F32)?,
+                    &want,
+                )?,
+            );
         }
     }
     Ok(())
@@ -244,7 +330,11 @@ pub fn sign_agreement(got: &Tensor, want: &Tensor) -> Result<f64> {
     if g.len() != w.len() || g.is_empty() {
         return Ok(0.0);
     }
-    let same = g.iter().zip(&w).filter(|(a, b)| (**a > 0.0) == (**b > 0.0)).count();
+    let same = g
+        .iter()
+        .zip(&w)
+        .filter(|(a, b)| (**a > 0.0) == (**b > 0.0))
+        .count();
     Ok(same as f64 / g.len() as f64)
 }
 
@@ -254,7 +344,14 @@ pub fn sign_agreement(got: &Tensor, want: &Tensor) -> Result<f64> {
 /// frames, the tracking tolerance [`TRACK_LOGIT_TOL`] for memories encoded after
 /// memory attention (FORMAT.md: tracked calls drift like their logits); at
 /// least `min_frac` of the elements must agree.
-pub fn compare_bf16_ulps(name: &str, got: &Tensor, want: &Tensor, ulps: u16, rel: f32, min_frac: f64) -> Result<Compared> {
+pub fn compare_bf16_ulps(
+    name: &str,
+    got: &Tensor,
+    want: &Tensor,
+    ulps: u16,
+    rel: f32,
+    min_frac: f64,
+) -> Result<Compared> {
     let g = got.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
     let w = want.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
     let mut c = compare_abs(name, got, want, f32::INFINITY)?;
@@ -271,7 +368,11 @@ pub fn compare_bf16_ulps(name: &str, got: &Tensor, want: &Tensor, ulps: u16, rel
         let e = v.abs().log2().floor();
         (e - 7.0).exp2()
     };
-    let within = g.iter().zip(&w).filter(|(a, b)| (**a - **b).abs() <= (ulps as f32 * ulp(**b)).max(abs_tol)).count();
+    let within = g
+        .iter()
+        .zip(&w)
+        .filter(|(a, b)| (**a - **b).abs() <= (ulps as f32 * ulp(**b)).max(abs_tol))
+        .count();
     let frac = within as f64 / g.len().max(1) as f64;
     c.tol = abs_tol;
     c.note = format!(
@@ -307,14 +408,19 @@ fn json_f32s(v: &Value) -> Vec<f32> {
 /// The video part: replays the events through a volume session and compares
 /// every tracking call, memory-attention call, conditioning output and returned mask.
 pub fn check_video(f: &mut Fixture, report: &mut Report) -> Result<()> {
-    use medsam2_core::sam2_video_predictor::{Direction, PixelFrames, Sam2VideoPredictor, SessionOptions};
+    use medsam2_core::sam2_video_predictor::{
+        Direction, PixelFrames, Sam2VideoPredictor, SessionOptions,
+    };
     let model = load_model(f, "video_model")?;
     let v = f.json["video"].clone();
     let pre = format!("{}/video/", f.name());
     let hw = json_f32s(&v["video_hw"]);
     let (vh, vw) = (hw[0] as usize, hw[1] as usize);
     let frames = f.f32("video", &name_of(&v, "frames")?)?;
-    let provider = PixelFrames { pixels: frames, hw: [vh, vw] };
+    let provider = PixelFrames {
+        pixels: frames,
+        hw: [vh, vw],
+    };
     // The official predictor's settings (`build_sam2_video_predictor`).
     let opts = SessionOptions {
         trace: true,
@@ -324,7 +430,15 @@ pub fn check_video(f: &mut Fixture, report: &mut Report) -> Result<()> {
         binarize_mask_from_pts_for_mem_enc: true,
     };
     let mut sess = Sam2VideoPredictor::new(model.clone(), Box::new(provider), opts)?;
-    let obj_ids: Vec<u32> = v["obj_ids"].as_array().map(|a| a.iter().filter_map(|x| x.as_u64()).map(|x| x as u32).collect()).unwrap_or_default();
+    let obj_ids: Vec<u32> = v["obj_ids"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|x| x.as_u64())
+                .map(|x| x as u32)
+                .collect()
+        })
+        .unwrap_or_default();
 
     // Replay the events, collecting what each API call returned.
     let mut returned: Vec<(usize, medsam2_core::sam2_video_predictor::FrameMasks)> = Vec::new();
@@ -334,12 +448,22 @@ pub fn check_video(f: &mut Fixture, report: &mut Report) -> Result<()> {
         let obj = ev["obj_id"].as_u64().unwrap_or(0) as u32;
         match ev["type"].as_str().unwrap_or("") {
             "add_new_points_or_box" => {
-                let pts: Vec<[f32; 2]> = json_f32s(&ev["points"]).chunks(2).map(|c| [c[0], c[1]]).collect();
+                let pts: Vec<[f32; 2]> = json_f32s(&ev["points"])
+                    .chunks(2)
+                    .map(|c| [c[0], c[1]])
+                    .collect();
                 let labels: Vec<i32> = json_f32s(&ev["labels"]).iter().map(|&l| l as i32).collect();
                 let b = json_f32s(&ev["box"]);
-                let bbox = if b.len() == 4 { Some([b[0], b[1], b[2], b[3]]) } else { None };
+                let bbox = if b.len() == 4 {
+                    Some([b[0], b[1], b[2], b[3]])
+                } else {
+                    None
+                };
                 let clear = ev["clear_old_points"].as_bool().unwrap_or(true);
-                returned.push((idx, sess.add_points_or_box(frame, obj, &pts, &labels, bbox, clear)?));
+                returned.push((
+                    idx,
+                    sess.add_points_or_box(frame, obj, &pts, &labels, bbox, clear)?,
+                ));
             }
             "add_new_mask" => {
                 let name = ev["mask"].as_str().unwrap_or("").to_string();
@@ -348,7 +472,11 @@ pub fn check_video(f: &mut Fixture, report: &mut Report) -> Result<()> {
             }
             "propagate_in_video" => {
                 let start = ev["start_frame_idx"].as_u64().map(|x| x as usize);
-                let dir = if ev["reverse"].as_bool().unwrap_or(false) { Direction::Backward } else { Direction::Forward };
+                let dir = if ev["reverse"].as_bool().unwrap_or(false) {
+                    Direction::Backward
+                } else {
+                    Direction::Forward
+                };
                 let max = ev["max_frame_num_to_track"].as_u64().map(|x| x as usize);
                 let mut got = Vec::new();
                 sess.propagate(start, dir, max, |fm, _| {
@@ -356,32 +484,54 @@ pub fn check_video(f: &mut Fixture, report: &mut Report) -> Result<()> {
                     true
                 })?;
                 let visited: Vec<usize> = got.iter().map(|g| g.frame_idx).collect();
-                let want: Vec<usize> = json_f32s(&ev["frames_visited"]).iter().map(|&x| x as usize).collect();
-                report.push(&pre, Compared {
-                    name: format!("event.{idx}/frames_visited"),
-                    max_abs: if visited == want { 0.0 } else { f32::INFINITY },
-                    tol: 0.0,
-                    note: format!("{visited:?}"),
-                    ok: visited == want,
-                });
+                let want: Vec<usize> = json_f32s(&ev["frames_visited"])
+                    .iter()
+                    .map(|&x| x as usize)
+                    .collect();
+                report.push(
+                    &pre,
+                    Compared {
+                        name: format!("event.{idx}/frames_visited"),
+                        max_abs: if visited == want { 0.0 } else { f32::INFINITY },
+                        tol: 0.0,
+                        note: format!("{visited:?}"),
+                        ok: visited == want,
+                    },
+                );
                 returned.extend(got.into_iter().map(|g| (idx, g)));
             }
-            other => return Err(FixtureError::Format(format!("unknown video event `{other}`"))),
+            other => {
+                return Err(FixtureError::Format(format!(
+                    "unknown video event `{other}`"
+                )))
+            }
         }
     }
     if sess.obj_ids() != obj_ids.as_slice() {
-        report.push(&pre, Compared { name: "obj_ids".into(), max_abs: f32::INFINITY, tol: 0.0, note: format!("{:?}", sess.obj_ids()), ok: false });
+        report.push(
+            &pre,
+            Compared {
+                name: "obj_ids".into(),
+                max_abs: f32::INFINITY,
+                tol: 0.0,
+                note: format!("{:?}", sess.obj_ids()),
+                ok: false,
+            },
+        );
     }
 
     // Tracking calls, in execution order.
     let calls = v["calls"].as_array().cloned().unwrap_or_default();
-    report.push(&pre, Compared {
-        name: "calls.count".into(),
-        max_abs: (calls.len() as f32 - sess.calls.len() as f32).abs(),
-        tol: 0.0,
-        note: format!("{} calls, reference {}", sess.calls.len(), calls.len()),
-        ok: calls.len() == sess.calls.len(),
-    });
+    report.push(
+        &pre,
+        Compared {
+            name: "calls.count".into(),
+            max_abs: (calls.len() as f32 - sess.calls.len() as f32).abs(),
+            tol: 0.0,
+            note: format!("{} calls, reference {}", sess.calls.len(), calls.len()),
+            ok: calls.len() == sess.calls.len(),
+        },
+    );
     let mut seen_memory = false;
     for (c, got) in calls.iter().zip(&sess.calls) {
         let i = c["index"].as_u64().unwrap_or(0);
@@ -390,13 +540,19 @@ pub fn check_video(f: &mut Fixture, report: &mut Report) -> Result<()> {
             && c["frame_idx"].as_u64() == Some(got.frame_idx as u64)
             && c["reverse"].as_bool() == Some(got.reverse)
             && c["is_init_cond_frame"].as_bool() == Some(got.is_init_cond_frame);
-        report.push(&cp, Compared {
-            name: "identity".into(),
-            max_abs: if same { 0.0 } else { f32::INFINITY },
-            tol: 0.0,
-            note: format!("obj {} frame {} reverse {}", got.obj_idx, got.frame_idx, got.reverse),
-            ok: same,
-        });
+        report.push(
+            &cp,
+            Compared {
+                name: "identity".into(),
+                max_abs: if same { 0.0 } else { f32::INFINITY },
+                tol: 0.0,
+                note: format!(
+                    "obj {} frame {} reverse {}",
+                    got.obj_idx, got.frame_idx, got.reverse
+                ),
+                ok: same,
+            },
+        );
         seen_memory |= got.out.memory_attention.is_some();
         let t = |f: &mut Fixture, role: &str| -> Result<Option<Tensor>> {
             match c["tensors"].get(role).and_then(|x| x.as_str()) {
@@ -406,53 +562,129 @@ pub fn check_video(f: &mut Fixture, report: &mut Report) -> Result<()> {
         };
         if let Some(w) = t(f, "pred_masks")? {
             let g = &got.out.frame.pred_masks;
-            report.push(&cp, if seen_memory { tracked_logits("pred_masks", g, &w)? } else { compare_abs("pred_masks", g, &w, MASK_LOGIT_TOL)? });
+            report.push(
+                &cp,
+                if seen_memory {
+                    tracked_logits("pred_masks", g, &w)?
+                } else {
+                    compare_abs("pred_masks", g, &w, MASK_LOGIT_TOL)?
+                },
+            );
         }
         for role in ["object_score_logits", "obj_ptr"] {
             if let Some(w) = t(f, role)? {
-                let g = if role == "obj_ptr" { &got.out.frame.obj_ptr } else { &got.out.frame.object_score_logits };
-                report.push(&cp, if seen_memory { compare_abs(role, g, &w, TRACK_LOGIT_TOL)? } else { compare_rel(role, g, &w, REL_TOL)? });
+                let g = if role == "obj_ptr" {
+                    &got.out.frame.obj_ptr
+                } else {
+                    &got.out.frame.object_score_logits
+                };
+                report.push(
+                    &cp,
+                    if seen_memory {
+                        compare_abs(role, g, &w, TRACK_LOGIT_TOL)?
+                    } else {
+                        compare_rel(role, g, &w, REL_TOL)?
+                    },
+                );
             }
         }
         if let Some(w) = t(f, "maskmem_features")? {
             match &got.out.frame.maskmem_features {
                 Some(g) => {
-                    let rel = if seen_memory { TRACK_LOGIT_TOL } else { REL_TOL };
-                    report.push(&cp, compare_bf16_ulps("maskmem_features", g, &w, 2, rel, 0.999)?)
+                    let rel = if seen_memory {
+                        TRACK_LOGIT_TOL
+                    } else {
+                        REL_TOL
+                    };
+                    report.push(
+                        &cp,
+                        compare_bf16_ulps("maskmem_features", g, &w, 2, rel, 0.999)?,
+                    )
                 }
-                None => report.push(&cp, Compared { name: "maskmem_features".into(), max_abs: f32::INFINITY, tol: 0.0, note: "not computed".into(), ok: false }),
+                None => report.push(
+                    &cp,
+                    Compared {
+                        name: "maskmem_features".into(),
+                        max_abs: f32::INFINITY,
+                        tol: 0.0,
+                        note: "not computed".into(),
+                        ok: false,
+                    },
+                ),
             }
         }
     }
 
     // Memory-attention calls: inputs and output in the flow, and the output
     // recomputed from the reference inputs (an isolated check at the tight tolerance).
-    for ma in v["memory_attention"].as_array().cloned().unwrap_or_default() {
+    for ma in v["memory_attention"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+    {
         let ci = ma["call"].as_u64().unwrap_or(0) as usize;
         let mp = format!("{pre}memory_attention.call{ci}/");
-        let Some(tr) = sess.calls.get(ci).and_then(|c| c.out.memory_attention.clone()) else {
-            report.push(&mp, Compared { name: "present".into(), max_abs: f32::INFINITY, tol: 0.0, note: "no memory attention in this call".into(), ok: false });
+        let Some(tr) = sess
+            .calls
+            .get(ci)
+            .and_then(|c| c.out.memory_attention.clone())
+        else {
+            report.push(
+                &mp,
+                Compared {
+                    name: "present".into(),
+                    max_abs: f32::INFINITY,
+                    tol: 0.0,
+                    note: "no memory attention in this call".into(),
+                    ok: false,
+                },
+            );
             continue;
         };
         let n = |role: &str| name_of(&ma, role);
         let want = |f: &mut Fixture, role: &str| -> Result<Tensor> { f.f32("video", &n(role)?) };
-        let (curr, curr_pos, memory, memory_pos, output) =
-            (want(f, "curr")?, want(f, "curr_pos")?, want(f, "memory")?, want(f, "memory_pos")?, want(f, "output")?);
+        let (curr, curr_pos, memory, memory_pos, output) = (
+            want(f, "curr")?,
+            want(f, "curr_pos")?,
+            want(f, "memory")?,
+            want(f, "memory_pos")?,
+            want(f, "output")?,
+        );
         let nptr = ma["num_obj_ptr_tokens"].as_u64().unwrap_or(0) as usize;
-        report.push(&mp, Compared {
-            name: "num_obj_ptr_tokens".into(),
-            max_abs: (nptr as f32 - tr.num_obj_ptr_tokens as f32).abs(),
-            tol: 0.0,
-            note: String::new(),
-            ok: nptr == tr.num_obj_ptr_tokens,
-        });
+        report.push(
+            &mp,
+            Compared {
+                name: "num_obj_ptr_tokens".into(),
+                max_abs: (nptr as f32 - tr.num_obj_ptr_tokens as f32).abs(),
+                tol: 0.0,
+                note: String::new(),
+                ok: nptr == tr.num_obj_ptr_tokens,
+            },
+        );
         report.push(&mp, compare_abs("curr", &tr.curr, &curr, TRACK_LOGIT_TOL)?);
-        report.push(&mp, compare_rel("curr_pos", &tr.curr_pos, &curr_pos, REL_TOL)?);
-        report.push(&mp, compare_bf16_ulps("memory", &tr.memory, &memory, 2, TRACK_LOGIT_TOL, 0.999)?);
-        report.push(&mp, compare_rel("memory_pos", &tr.memory_pos, &memory_pos, REL_TOL)?);
-        report.push(&mp, compare_abs("output", &tr.output, &output, TRACK_LOGIT_TOL)?);
-        let iso = model.memory_attention.forward(&curr, &memory, &curr_pos, &memory_pos, nptr)?;
-        report.push(&mp, compare_rel("output(reference inputs)", &iso, &output, REL_TOL)?);
+        report.push(
+            &mp,
+            compare_rel("curr_pos", &tr.curr_pos, &curr_pos, REL_TOL)?,
+        );
+        report.push(
+            &mp,
+            compare_bf16_ulps("memory", &tr.memory, &memory, 2, TRACK_LOGIT_TOL, 0.999)?,
+        );
+        report.push(
+            &mp,
+            compare_rel("memory_pos", &tr.memory_pos, &memory_pos, REL_TOL)?,
+        );
+        report.push(
+            &mp,
+            compare_abs("output", &tr.output, &output, TRACK_LOGIT_TOL)?,
+        );
+        let iso = model
+            .memory_attention
+            .forward(&curr, &memory, &curr_pos, &memory_pos, nptr)?;
+        report.push(
+            &mp,
+            compare_rel("output(reference inputs)", &iso, &output, REL_TOL)?,
+        );
     }
 
     // Conditioning outputs after propagation.
@@ -461,27 +693,70 @@ pub fn check_video(f: &mut Fixture, report: &mut Report) -> Result<()> {
         let fi = co["frame_idx"].as_u64().unwrap_or(0) as usize;
         let cp = format!("{pre}cond.obj{oi}.frame{fi}/");
         let Some(out) = sess_cond_output(&sess, oi, fi) else {
-            report.push(&cp, Compared { name: "present".into(), max_abs: f32::INFINITY, tol: 0.0, note: "missing".into(), ok: false });
+            report.push(
+                &cp,
+                Compared {
+                    name: "present".into(),
+                    max_abs: f32::INFINITY,
+                    tol: 0.0,
+                    note: "missing".into(),
+                    ok: false,
+                },
+            );
             continue;
         };
-        let t = |f: &mut Fixture, role: &str| -> Result<Tensor> { f.tensor("video", &name_of(&co, role)?) };
-        report.push(&cp, compare_abs("pred_masks", &out.pred_masks, &t(f, "pred_masks")?, MASK_LOGIT_TOL)?);
-        report.push(&cp, compare_rel("obj_ptr", &out.obj_ptr, &t(f, "obj_ptr")?, REL_TOL)?);
-        report.push(&cp, compare_rel("object_score_logits", &out.object_score_logits, &t(f, "object_score_logits")?, REL_TOL)?);
+        let t = |f: &mut Fixture, role: &str| -> Result<Tensor> {
+            f.tensor("video", &name_of(&co, role)?)
+        };
+        report.push(
+            &cp,
+            compare_abs(
+                "pred_masks",
+                &out.pred_masks,
+                &t(f, "pred_masks")?,
+                MASK_LOGIT_TOL,
+            )?,
+        );
+        report.push(
+            &cp,
+            compare_rel("obj_ptr", &out.obj_ptr, &t(f, "obj_ptr")?, REL_TOL)?,
+        );
+        report.push(
+            &cp,
+            compare_rel(
+                "object_score_logits",
+                &out.object_score_logits,
+                &t(f, "object_score_logits")?,
+                REL_TOL,
+            )?,
+        );
         if let Some(g) = &out.maskmem_features {
-            report.push(&cp, compare_bf16_ulps("maskmem_features", g, &t(f, "maskmem_features")?, 2, REL_TOL, 0.999)?);
+            report.push(
+                &cp,
+                compare_bf16_ulps(
+                    "maskmem_features",
+                    g,
+                    &t(f, "maskmem_features")?,
+                    2,
+                    REL_TOL,
+                    0.999,
+                )?,
+            );
         }
     }
 
     // What every API call returned.
     let outputs = v["outputs"].as_array().cloned().unwrap_or_default();
-    report.push(&pre, Compared {
-        name: "outputs.count".into(),
-        max_abs: (outputs.len() as f32 - returned.len() as f32).abs(),
-        tol: 0.0,
-        note: String::new(),
-        ok: outputs.len() == returned.len(),
-    });
+    report.push(
+        &pre,
+        Compared {
+            name: "outputs.count".into(),
+            max_abs: (outputs.len() as f32 - returned.len() as f32).abs(),
+            tol: 0.0,
+            note: String::new(),
+            ok: outputs.len() == returned.len(),
+        },
+    );
     for (o, (_, got)) in outputs.iter().zip(&returned) {
         let op = format!("{pre}event.{}/frame.{}/", o["event"], o["frame_idx"]);
         let t = |f: &mut Fixture, role: &str| -> Result<Option<Tensor>> {
@@ -492,21 +767,38 @@ pub fn check_video(f: &mut Fixture, report: &mut Report) -> Result<()> {
         };
         let tracked = o["event"].as_u64().unwrap_or(0) >= 4;
         if let Some(w) = t(f, "masks_in")? {
-            report.push(&op, if tracked { tracked_logits("masks_in", &got.low_res, &w)? } else { compare_abs("masks_in", &got.low_res, &w, MASK_LOGIT_TOL)? });
+            report.push(
+                &op,
+                if tracked {
+                    tracked_logits("masks_in", &got.low_res, &w)?
+                } else {
+                    compare_abs("masks_in", &got.low_res, &w, MASK_LOGIT_TOL)?
+                },
+            );
         }
         let logits = got.video_res_logits()?;
         if let Some(w) = t(f, "video_res_masks")? {
-            report.push(&op, if tracked { tracked_logits("video_res_masks", &logits, &w)? } else { compare_abs("video_res_masks", &logits, &w, MASK_LOGIT_TOL)? });
+            report.push(
+                &op,
+                if tracked {
+                    tracked_logits("video_res_masks", &logits, &w)?
+                } else {
+                    compare_abs("video_res_masks", &logits, &w, MASK_LOGIT_TOL)?
+                },
+            );
         }
         if let Some(w) = t(f, "video_res_binary")? {
             let agree = sign_agreement(&logits, &(w.to_dtype(DType::F32)? - 0.5)?)?;
-            report.push(&op, Compared {
-                name: "video_res_binary".into(),
-                max_abs: (1.0 - agree) as f32,
-                tol: (1.0 - SIGN_AGREEMENT) as f32,
-                note: format!("{:.3}% pixels agree", agree * 100.0),
-                ok: agree >= SIGN_AGREEMENT,
-            });
+            report.push(
+                &op,
+                Compared {
+                    name: "video_res_binary".into(),
+                    max_abs: (1.0 - agree) as f32,
+                    tol: (1.0 - SIGN_AGREEMENT) as f32,
+                    note: format!("{:.3}% pixels agree", agree * 100.0),
+                    ok: agree >= SIGN_AGREEMENT,
+                },
+            );
         }
     }
     Ok(())
@@ -517,5 +809,6 @@ fn sess_cond_output(
     obj_idx: usize,
     frame_idx: usize,
 ) -> Option<medsam2_core::memory_bank::FrameOutput> {
-    s.object_memory(obj_idx).and_then(|m| m.cond.get(&frame_idx).cloned())
+    s.object_memory(obj_idx)
+        .and_then(|m| m.cond.get(&frame_idx).cloned())
 }

@@ -1062,6 +1062,27 @@ pub const PALETTE: [[u8; 3]; 8] = [
     [160, 255, 120],
 ];
 
+/// Stretches an image vertically by `scale` (nearest row), e.g. the ratio of
+/// row to column spacing so anisotropic slices show their true shape; `scale`
+/// within 1% of 1 (or not finite and positive) leaves it as is.
+pub fn stretch_rows(img: RgbImage, scale: f64) -> RgbImage {
+    if !(scale.is_finite() && scale > 0.0) || (scale - 1.0).abs() < 0.01 {
+        return img;
+    }
+    let height = ((img.height as f64 * scale).round() as usize).max(1);
+    let row = 3 * img.width;
+    let mut data = Vec::with_capacity(row * height);
+    for r in 0..height {
+        let src = (((r as f64 + 0.5) / scale) as usize).min(img.height - 1);
+        data.extend_from_slice(&img.data[src * row..(src + 1) * row]);
+    }
+    RgbImage {
+        width: img.width,
+        height,
+        data,
+    }
+}
+
 /// An RGB image, row-major, 3 bytes per pixel.
 #[derive(Clone, Debug, PartialEq)]
 pub struct RgbImage {
@@ -1086,7 +1107,8 @@ impl RgbImage {
 /// exist) side by side: each slice in grey with every object's mask blended
 /// in its [`PALETTE`] colour and outlined, the prompt boxes drawn as
 /// rectangles and clicks as crosses (green object, red background); the key
-/// slice is framed in white. Slices are shown as stored (no flip).
+/// slice is framed in white. Slices are shown as stored (no flip), one
+/// image pixel per slice pixel (see [`stretch_rows`] for anisotropic slices).
 pub fn montage(
     slices: &Slices,
     seg: &Segmentation,
@@ -1296,7 +1318,7 @@ pub struct SegmentReport {
     pub visits: usize,
     /// The key slice of the montage (first prompted slice of the first object).
     pub key_slice: usize,
-    /// The montage, when asked for.
+    /// The montage, when asked for (rows stretched by the row/column spacing ratio).
     pub montage: Option<RgbImage>,
 }
 
@@ -1382,9 +1404,14 @@ pub fn run_segment_job(
     let ids: Vec<u32> = prompts.iter().map(|o| o.obj_id).collect();
     let objects = object_stats(&labels, job.axis, &ids);
     let key_slice = prompts[0].first_frame().unwrap_or(0);
-    let montage = job
-        .montage_neighbours
-        .map(|k| montage(&slices, &seg, &prompts, key_slice, k));
+    let (c, r) = job.axis.in_plane();
+    let sp = input.geometry().spacing;
+    let montage = job.montage_neighbours.map(|k| {
+        stretch_rows(
+            montage(&slices, &seg, &prompts, key_slice, k),
+            sp[r] / sp[c],
+        )
+    });
     Ok(SegmentReport {
         input,
         labels,
@@ -1470,8 +1497,15 @@ pub fn read_volume(path: &Path, npz_key: &str) -> Result<Volume> {
     if !path.exists() {
         return Err(JobError(format!("{}: no such file", path.display())));
     }
-    medical::read_volume_with_key(path, npz_key)
-        .map_err(|e| JobError(format!("{}: {e}", path.display())))
+    medical::read_volume_with_key(path, npz_key).map_err(|e| {
+        let msg = e.to_string();
+        let shown = path.display().to_string();
+        if msg.contains(&shown) {
+            JobError(msg)
+        } else {
+            JobError(format!("{shown}: {msg}"))
+        }
+    })
 }
 
 /// A loaded case: the image and its labels on the same grid.

@@ -18,12 +18,18 @@ fn fixture() -> PathBuf {
 
 fn config() -> Sam2Config {
     let text = std::fs::read_to_string(fixture().join("config.yaml")).unwrap();
-    Sam2Config::from_yaml_with_overrides(&text, medsam2_core::build_sam::IMAGE_MODEL_OVERRIDES).unwrap()
+    Sam2Config::from_yaml_with_overrides(&text, medsam2_core::build_sam::IMAGE_MODEL_OVERRIDES)
+        .unwrap()
 }
 
 fn load(path: &Path) -> medsam2_core::Result<Arc<Sam2Base>> {
     let ckpt = Checkpoint::open(path)?;
-    Ok(Arc::new(Sam2Base::load(config(), &ckpt, ComputeDType::F32, DeviceKind::Cpu)?))
+    Ok(Arc::new(Sam2Base::load(
+        config(),
+        &ckpt,
+        ComputeDType::F32,
+        DeviceKind::Cpu,
+    )?))
 }
 
 fn image() -> (Vec<u8>, usize, usize) {
@@ -31,9 +37,14 @@ fn image() -> (Vec<u8>, usize, usize) {
     let mut v = Vec::with_capacity(h * w * 3);
     for y in 0..h {
         for x in 0..w {
-            let inside = ((x as f32 - 45.0) / 20.0).powi(2) + ((y as f32 - 35.0) / 14.0).powi(2) < 1.0;
+            let inside =
+                ((x as f32 - 45.0) / 20.0).powi(2) + ((y as f32 - 35.0) / 14.0).powi(2) < 1.0;
             let base: usize = if inside { 200 } else { 60 };
-            v.extend([base as u8, ((base + x) % 255) as u8, ((base + y) % 255) as u8]);
+            v.extend([
+                base as u8,
+                ((base + x) % 255) as u8,
+                ((base + y) % 255) as u8,
+            ]);
         }
     }
     (v, h, w)
@@ -54,7 +65,11 @@ fn pt_fp32_equals_safetensors() {
     let a = predict(load(&fixture().join("weights.safetensors")).unwrap());
     let b = predict(load(&fixture().join("weights_fp32.pt")).unwrap());
     assert_eq!(a.len(), b.len());
-    let max = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
+    let max = a
+        .iter()
+        .zip(&b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0f32, f32::max);
     assert_eq!(max, 0.0, "fp32 .pt and safetensors outputs differ by {max}");
 }
 
@@ -64,18 +79,48 @@ fn pt_bf16_holds_the_rounded_weights() {
     let pt = Checkpoint::open(fixture().join("weights_bf16.pt")).unwrap();
     assert_eq!(st.shapes(), pt.shapes());
     let dev = Device::Cpu;
-    let (vs, vp) = (st.var_builder(DType::F32, &dev), pt.var_builder(DType::F32, &dev));
+    let (vs, vp) = (
+        st.var_builder(DType::F32, &dev),
+        pt.var_builder(DType::F32, &dev),
+    );
     for (k, shape) in st.shapes() {
-        let a = vs.get(shape.as_slice(), k).unwrap().to_dtype(DType::BF16).unwrap().to_dtype(DType::F32).unwrap();
+        let a = vs
+            .get(shape.as_slice(), k)
+            .unwrap()
+            .to_dtype(DType::BF16)
+            .unwrap()
+            .to_dtype(DType::F32)
+            .unwrap();
         let b = vp.get(shape.as_slice(), k).unwrap();
-        let d = (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap();
-        assert_eq!(d, 0.0, "{k}: bf16 .pt differs from the rounded safetensors weight");
+        let d = (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert_eq!(
+            d, 0.0,
+            "{k}: bf16 .pt differs from the rounded safetensors weight"
+        );
     }
     // And the model runs from it, close to the fp32 model.
     let a = predict(load(&fixture().join("weights.safetensors")).unwrap());
     let b = predict(load(&fixture().join("weights_bf16.pt")).unwrap());
-    let agree = a.iter().zip(&b).filter(|(x, y)| (**x > 0.0) == (**y > 0.0)).count() as f64 / a.len() as f64;
-    assert!(agree > 0.95, "bf16 weights change {:.1}% of mask pixels", (1.0 - agree) * 100.0);
+    let agree = a
+        .iter()
+        .zip(&b)
+        .filter(|(x, y)| (**x > 0.0) == (**y > 0.0))
+        .count() as f64
+        / a.len() as f64;
+    assert!(
+        agree > 0.95,
+        "bf16 weights change {:.1}% of mask pixels",
+        (1.0 - agree) * 100.0
+    );
 }
 
 fn tmp(name: &str) -> PathBuf {
@@ -99,7 +144,10 @@ fn truncated_and_garbage_files_are_errors() {
     let p = tmp("garbage.pt");
     std::fs::write(&p, b"PK\x03\x04 this is not a zip").unwrap();
     assert!(load(&p).is_err());
-    assert!(matches!(load(&tmp("missing.safetensors")), Err(Error::Io { .. })));
+    assert!(matches!(
+        load(&tmp("missing.safetensors")),
+        Err(Error::Io { .. })
+    ));
     let p = tmp("weights.bin.txt");
     std::fs::write(&p, b"x").unwrap();
     assert!(matches!(load(&p), Err(Error::Checkpoint(_))));
@@ -108,10 +156,18 @@ fn truncated_and_garbage_files_are_errors() {
 #[test]
 fn config_checkpoint_mismatch_names_key_and_shapes() {
     // Another fixture's weights under this config.
-    let other = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/sam2.1-tiny-a/weights.safetensors");
+    let other = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/sam2.1-tiny-a/weights.safetensors");
     match load(&other) {
-        Err(Error::ShapeMismatch { key, expected, found }) => {
-            assert!(!key.is_empty() && expected != found, "{key} {expected:?} {found:?}");
+        Err(Error::ShapeMismatch {
+            key,
+            expected,
+            found,
+        }) => {
+            assert!(
+                !key.is_empty() && expected != found,
+                "{key} {expected:?} {found:?}"
+            );
         }
         Err(Error::Checkpoint(m)) => assert!(m.contains('`'), "message names no key: {m}"),
         Err(e) => panic!("unexpected error kind: {e}"),
@@ -143,7 +199,10 @@ fn config_checkpoint_mismatch_names_key_and_shapes() {
 fn bad_prompts_are_errors() {
     let model = load(&fixture().join("weights.safetensors")).unwrap();
     let mut p = Sam2ImagePredictor::new(model).unwrap();
-    assert!(p.predict(&Prompt::point(1.0, 1.0), false).is_err(), "predict before set_image");
+    assert!(
+        p.predict(&Prompt::point(1.0, 1.0), false).is_err(),
+        "predict before set_image"
+    );
     let (img, h, w) = image();
     assert!(p.set_image_rgb_u8(&img[..10], h, w).is_err());
     p.set_image_rgb_u8(&img, h, w).unwrap();
@@ -154,12 +213,27 @@ fn bad_prompts_are_errors() {
         Prompt::point(f32::NAN, 5.0),
         Prompt::bbox(10.0, 10.0, 5.0, 20.0),
         Prompt::bbox(0.0, 0.0, 10.0, h as f32 + 5.0),
-        Prompt { points: vec![[1.0, 1.0]], labels: vec![], ..Default::default() },
-        Prompt { points: vec![[1.0, 1.0]], labels: vec![7], ..Default::default() },
-        Prompt { mask_input: Some(vec![0.0; 5]), ..Default::default() },
+        Prompt {
+            points: vec![[1.0, 1.0]],
+            labels: vec![],
+            ..Default::default()
+        },
+        Prompt {
+            points: vec![[1.0, 1.0]],
+            labels: vec![7],
+            ..Default::default()
+        },
+        Prompt {
+            mask_input: Some(vec![0.0; 5]),
+            ..Default::default()
+        },
     ] {
         let r = p.predict(&bad, true);
-        assert!(matches!(r, Err(Error::InvalidInput(_))), "{bad:?} gave {:?}", r.map(|x| x.num_masks));
+        assert!(
+            matches!(r, Err(Error::InvalidInput(_))),
+            "{bad:?} gave {:?}",
+            r.map(|x| x.num_masks)
+        );
     }
     // Edges of the image are valid.
     assert!(p.predict(&Prompt::point(w as f32, h as f32), false).is_ok());
@@ -183,8 +257,13 @@ fn real_size_preset_random_weights() {
     let mut pred = Sam2ImagePredictor::new(model).unwrap();
     let (img, h, w) = image();
     pred.set_image_rgb_u8(&img, h, w).unwrap();
-    let out = pred.predict(&Prompt::bbox(20.0, 15.0, 70.0, 55.0), false).unwrap();
-    assert_eq!((out.num_masks, out.height, out.width, out.low_res_size), (1, h, w, 256));
+    let out = pred
+        .predict(&Prompt::bbox(20.0, 15.0, 70.0, 55.0), false)
+        .unwrap();
+    assert_eq!(
+        (out.num_masks, out.height, out.width, out.low_res_size),
+        (1, h, w, 256)
+    );
     assert!(out.logits.iter().all(|v| v.is_finite()));
     let _ = std::fs::remove_file(&p);
 }

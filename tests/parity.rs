@@ -13,14 +13,22 @@ fn run(dirs: Vec<std::path::PathBuf>, part: Part) {
             continue;
         }
         checked += 1;
-        check_fixture(&mut f, &[part], &mut report).unwrap_or_else(|e| panic!("{}: {e}", d.display()));
+        check_fixture(&mut f, &[part], &mut report)
+            .unwrap_or_else(|e| panic!("{}: {e}", d.display()));
     }
     for c in report.results.iter().filter(|c| !c.ok) {
-        eprintln!("FAIL {} max_abs {:.3e} tol {:.2e} {}", c.name, c.max_abs, c.tol, c.note);
+        eprintln!(
+            "FAIL {} max_abs {:.3e} tol {:.2e} {}",
+            c.name, c.max_abs, c.tol, c.note
+        );
     }
     println!("{} fixture(s): {}", checked, report.summary());
     assert!(checked > 0, "no fixture has a {} part", part.key());
-    assert!(report.results.len() > 50, "too few comparisons: {}", report.results.len());
+    assert!(
+        report.results.len() > 50,
+        "too few comparisons: {}",
+        report.results.len()
+    );
     assert_eq!(report.failed(), 0, "{}", report.summary());
     assert!(report.skipped.is_empty(), "{:?}", report.skipped);
 }

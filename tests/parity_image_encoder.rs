@@ -20,13 +20,32 @@ fn fixtures_dir() -> Option<PathBuf> {
 /// Max-abs difference and the allowed bound `1e-4 · max(1, max|ref|)`.
 fn compare(name: &str, got: &Tensor, want: &Tensor) -> (f32, f32) {
     assert_eq!(got.dims(), want.dims(), "{name}: shape");
-    let g = got.to_dtype(DType::F32).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
-    let w = want.to_dtype(DType::F32).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
-    let err = g.iter().zip(&w).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+    let g = got
+        .to_dtype(DType::F32)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap();
+    let w = want
+        .to_dtype(DType::F32)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap();
+    let err = g
+        .iter()
+        .zip(&w)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
     let max_ref = w.iter().map(|v| v.abs()).fold(0f32, f32::max);
     let tol = 1e-4 * max_ref.max(1.0);
     println!("{name:>20}: max|err| {err:.3e}  tol {tol:.3e}  (max|ref| {max_ref:.3})");
-    assert!(err.is_finite() && err <= tol, "{name}: max|err| {err:e} > {tol:e}");
+    assert!(
+        err.is_finite() && err <= tol,
+        "{name}: max|err| {err:e} > {tol:e}"
+    );
     (err, tol)
 }
 
@@ -48,11 +67,16 @@ fn run_fixture(name: &str, dtype: DType) {
     }
     .expect("weights");
     let t: HashMap<String, Tensor> =
-        candle_core::safetensors::load(dir.join("image.safetensors"), &Device::Cpu).expect("image.safetensors");
-    let get = |role: &str| t.get(&format!("image/{role}")).unwrap_or_else(|| panic!("missing image/{role}"));
+        candle_core::safetensors::load(dir.join("image.safetensors"), &Device::Cpu)
+            .expect("image.safetensors");
+    let get = |role: &str| {
+        t.get(&format!("image/{role}"))
+            .unwrap_or_else(|| panic!("missing image/{role}"))
+    };
 
     let encoder = ImageEncoder::new(&cfg.image_encoder, vb.pp("image_encoder")).expect("encoder");
-    let high_res = HighResConvs::new(cfg.hidden_dim(), vb.pp("sam_mask_decoder")).expect("conv_s0/s1");
+    let high_res =
+        HighResConvs::new(cfg.hidden_dim(), vb.pp("sam_mask_decoder")).expect("conv_s0/s1");
     let pixels = &get("pixels").to_dtype(dtype).unwrap();
 
     println!("fixture {name} ({dtype:?})");
@@ -66,24 +90,54 @@ fn run_fixture(name: &str, dtype: DType) {
     assert_eq!(out.backbone_fpn.len(), 3);
     assert_eq!(out.vision_pos_enc.len(), 3);
     for i in 0..3 {
-        compare(&format!("backbone_fpn.{i}"), &out.backbone_fpn[i], get(&format!("backbone_fpn.{i}")));
+        compare(
+            &format!("backbone_fpn.{i}"),
+            &out.backbone_fpn[i],
+            get(&format!("backbone_fpn.{i}")),
+        );
     }
-    compare("vision_features", &out.vision_features, get("backbone_fpn.2"));
-    compare("vision_pos_enc.2", &out.vision_pos_enc[2], get("vision_pos_enc.2"));
+    compare(
+        "vision_features",
+        &out.vision_features,
+        get("backbone_fpn.2"),
+    );
+    compare(
+        "vision_pos_enc.2",
+        &out.vision_pos_enc[2],
+        get("vision_pos_enc.2"),
+    );
 
-    let no_mem = vb.get((1, 1, cfg.hidden_dim()), "no_mem_embed").expect("no_mem_embed");
+    let no_mem = vb
+        .get((1, 1, cfg.hidden_dim()), "no_mem_embed")
+        .expect("no_mem_embed");
     let image_embed = out
         .vision_features
         .broadcast_add(&no_mem.reshape((1, cfg.hidden_dim(), 1, 1)).unwrap())
         .unwrap();
     compare("image_embed", &image_embed, get("image_embed"));
-    compare("high_res_feats.0", &out.backbone_fpn[0], get("high_res_feats.0"));
-    compare("high_res_feats.1", &out.backbone_fpn[1], get("high_res_feats.1"));
+    compare(
+        "high_res_feats.0",
+        &out.backbone_fpn[0],
+        get("high_res_feats.0"),
+    );
+    compare(
+        "high_res_feats.1",
+        &out.backbone_fpn[1],
+        get("high_res_feats.1"),
+    );
 
     // A second pass hits the position-embedding caches and must agree exactly.
     let again = forward_image(&encoder, Some(&high_res), pixels).expect("second pass");
-    let d = (&again.vision_features - &out.vision_features).unwrap().abs().unwrap().max_all().unwrap();
-    assert_eq!(d.to_dtype(DType::F64).unwrap().to_scalar::<f64>().unwrap(), 0.0);
+    let d = (&again.vision_features - &out.vision_features)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap();
+    assert_eq!(
+        d.to_dtype(DType::F64).unwrap().to_scalar::<f64>().unwrap(),
+        0.0
+    );
 }
 
 #[test]

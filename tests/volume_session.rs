@@ -9,7 +9,9 @@ use std::sync::Arc;
 use medsam2_core::build_sam::build_sam2;
 use medsam2_core::checkpoint::{ComputeDType, DeviceKind};
 use medsam2_core::medical::{read_volume_with_key, slicing};
-use medsam2_core::sam2_video_predictor::{Direction, GreyFrames, Sam2VideoPredictor, SessionOptions};
+use medsam2_core::sam2_video_predictor::{
+    Direction, GreyFrames, Sam2VideoPredictor, SessionOptions,
+};
 use medsam2_core::Error;
 
 fn data_dir() -> Option<PathBuf> {
@@ -19,7 +21,10 @@ fn data_dir() -> Option<PathBuf> {
     if d.is_dir() {
         Some(d)
     } else {
-        eprintln!("skipped: CT data not found at {} (set MEDSAM2_DATA)", d.display());
+        eprintln!(
+            "skipped: CT data not found at {} (set MEDSAM2_DATA)",
+            d.display()
+        );
         None
     }
 }
@@ -49,7 +54,12 @@ fn load_case(dir: &Path) -> Case {
     let fr = slicing::frames_u8(&img, slicing::Axis::K).unwrap();
     let gf = slicing::frames_u8(&gt, slicing::Axis::K).unwrap();
     let (w, h) = (fr[0].width, fr[0].height);
-    Case { slices: fr.into_iter().map(|f| f.data).collect(), gts: gf.into_iter().map(|f| f.data).collect(), h, w }
+    Case {
+        slices: fr.into_iter().map(|f| f.data).collect(),
+        gts: gf.into_iter().map(|f| f.data).collect(),
+        h,
+        w,
+    }
 }
 
 /// Bounding box `[x0, y0, x1, y1]` of a mask.
@@ -75,12 +85,18 @@ fn box_propagates_both_ways_cancels_and_corrects() {
     let key = 6; // a lesion slice of this case (3..9)
     let b = bbox(&case.gts[key], case.w).expect("lesion on the key slice");
     let cap = 3;
-    let opts = SessionOptions { feature_cache_frames: cap, ..Default::default() };
+    let opts = SessionOptions {
+        feature_cache_frames: cap,
+        ..Default::default()
+    };
     let frames = GreyFrames::new(case.slices.clone(), case.h, case.w).unwrap();
     let mut s = Sam2VideoPredictor::new(model(), Box::new(frames), opts).unwrap();
-    let first = s.add_points_or_box(key, 1, &[], &[], Some(b), true).unwrap();
+    let first = s
+        .add_points_or_box(key, 1, &[], &[], Some(b), true)
+        .unwrap();
     assert_eq!(first.obj_ids, vec![1]);
-    s.add_points_or_box(key + 1, 2, &[[b[0] + 3.0, b[1] + 3.0]], &[1], None, true).unwrap();
+    s.add_points_or_box(key + 1, 2, &[[b[0] + 3.0, b[1] + 3.0]], &[1], None, true)
+        .unwrap();
 
     // Cancel after three frames: an error, and the session stays usable.
     let mut seen = 0;
@@ -107,11 +123,21 @@ fn box_propagates_both_ways_cancels_and_corrects() {
     .unwrap();
     assert!(got.iter().all(|g| g.is_some()), "every slice has masks");
     assert_eq!(last.0, last.1);
-    assert_eq!(last.1, (n - key) + (key + 1), "forward and backward passes from the key slice");
-    assert!(s.feature_cache_peak() <= cap, "cache peak {} > bound {cap}", s.feature_cache_peak());
+    assert_eq!(
+        last.1,
+        (n - key) + (key + 1),
+        "forward and backward passes from the key slice"
+    );
+    assert!(
+        s.feature_cache_peak() <= cap,
+        "cache peak {} > bound {cap}",
+        s.feature_cache_peak()
+    );
 
     // A correction click on another slice, then propagation again.
-    let corrected = s.add_points_or_box(2, 1, &[[b[0] + 2.0, b[1] + 2.0]], &[0], None, false).unwrap();
+    let corrected = s
+        .add_points_or_box(2, 1, &[[b[0] + 2.0, b[1] + 2.0]], &[0], None, false)
+        .unwrap();
     assert_eq!(corrected.obj_ids, vec![1, 2]);
     let mut again = 0;
     s.propagate(Some(2), Direction::Both, Some(3), |fm, _| {
@@ -133,23 +159,40 @@ fn box_propagates_both_ways_cancels_and_corrects() {
     assert_eq!(s.obj_ids(), &[1]);
     assert!(s.remove_object(9).is_err());
     s.reset();
-    assert!(s.propagate(None, Direction::Forward, None, |_, _| true).is_err(), "no prompts after reset");
+    assert!(
+        s.propagate(None, Direction::Forward, None, |_, _| true)
+            .is_err(),
+        "no prompts after reset"
+    );
 }
 
 #[test]
 fn bad_session_inputs_are_errors() {
     let frames = GreyFrames::new(vec![vec![0u8; 40 * 30]; 4], 30, 40).unwrap();
-    let mut s = Sam2VideoPredictor::new(model(), Box::new(frames), SessionOptions::default()).unwrap();
-    assert!(s.add_points_or_box(4, 1, &[[1.0, 1.0]], &[1], None, true).is_err(), "frame out of range");
-    assert!(s.add_points_or_box(0, 1, &[[41.0, 1.0]], &[1], None, true).is_err(), "point outside");
-    assert!(s.add_points_or_box(0, 1, &[], &[], None, true).is_err(), "empty prompt");
+    let mut s =
+        Sam2VideoPredictor::new(model(), Box::new(frames), SessionOptions::default()).unwrap();
+    assert!(
+        s.add_points_or_box(4, 1, &[[1.0, 1.0]], &[1], None, true)
+            .is_err(),
+        "frame out of range"
+    );
+    assert!(
+        s.add_points_or_box(0, 1, &[[41.0, 1.0]], &[1], None, true)
+            .is_err(),
+        "point outside"
+    );
+    assert!(
+        s.add_points_or_box(0, 1, &[], &[], None, true).is_err(),
+        "empty prompt"
+    );
     assert!(s.add_mask(0, 1, &[1u8; 10]).is_err(), "wrong mask size");
     assert!(s.clear_prompts(0, 77).is_err(), "unknown object");
     assert!(GreyFrames::new(vec![vec![0u8; 5]], 2, 2).is_err());
     assert!(GreyFrames::new(vec![], 2, 2).is_err());
     // An empty mask is a valid prompt ("absent on this slice").
     s.add_mask(1, 3, &vec![0u8; 40 * 30]).unwrap();
-    s.add_points_or_box(0, 1, &[[10.0, 10.0]], &[1], None, true).unwrap();
+    s.add_points_or_box(0, 1, &[[10.0, 10.0]], &[1], None, true)
+        .unwrap();
     let mut k = 0;
     s.propagate(None, Direction::Forward, None, |_, _| {
         k += 1;

@@ -20,13 +20,14 @@ pub const IMAGE_MODEL_OVERRIDES: &[&str] = &[
 pub fn config_from_spec(spec: &str) -> Result<Sam2Config> {
     let p = Path::new(spec);
     if p.extension().is_some_and(|e| e == "yaml" || e == "yml") && p.is_file() {
-        let text = std::fs::read_to_string(p)
-            .map_err(|e| crate::Error::Io { path: spec.to_string(), source: e })?;
+        let text = std::fs::read_to_string(p).map_err(|e| crate::Error::Io {
+            path: spec.to_string(),
+            source: e,
+        })?;
         Sam2Config::from_yaml_with_overrides(&text, IMAGE_MODEL_OVERRIDES)
     } else {
-        Sam2Config::preset_by_name(spec).map_err(|e| {
-            crate::Error::Config(format!("{e} (and no YAML file at `{spec}`)"))
-        })
+        Sam2Config::preset_by_name(spec)
+            .map_err(|e| crate::Error::Config(format!("{e} (and no YAML file at `{spec}`)")))
     }
 }
 

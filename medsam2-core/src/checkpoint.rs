@@ -45,7 +45,9 @@ impl ComputeDType {
             "f32" | "fp32" | "float32" => Ok(Self::F32),
             "f16" | "fp16" | "float16" | "half" => Ok(Self::F16),
             "bf16" | "bfloat16" => Ok(Self::BF16),
-            _ => Err(Error::invalid(format!("unknown dtype `{s}` (f32, f16, bf16)"))),
+            _ => Err(Error::invalid(format!(
+                "unknown dtype `{s}` (f32, f16, bf16)"
+            ))),
         }
     }
 }
@@ -71,14 +73,18 @@ impl DeviceKind {
                 if cfg!(feature = "cuda") {
                     Ok(Device::new_cuda(i)?)
                 } else {
-                    Err(Error::invalid("CUDA support was not compiled in (build with feature `cuda`)"))
+                    Err(Error::invalid(
+                        "CUDA support was not compiled in (build with feature `cuda`)",
+                    ))
                 }
             }
             DeviceKind::Metal(i) => {
                 if cfg!(feature = "metal") {
                     Ok(Device::new_metal(i)?)
                 } else {
-                    Err(Error::invalid("Metal support was not compiled in (build with feature `metal`)"))
+                    Err(Error::invalid(
+                        "Metal support was not compiled in (build with feature `metal`)",
+                    ))
                 }
             }
         }
@@ -90,7 +96,8 @@ impl DeviceKind {
         let (name, idx) = match s.split_once(':') {
             Some((n, i)) => (
                 n.to_string(),
-                i.parse::<usize>().map_err(|_| Error::invalid(format!("bad device index in `{s}`")))?,
+                i.parse::<usize>()
+                    .map_err(|_| Error::invalid(format!("bad device index in `{s}`")))?,
             ),
             None => (s.clone(), 0),
         };
@@ -98,7 +105,9 @@ impl DeviceKind {
             "cpu" => Ok(Self::Cpu),
             "cuda" | "gpu" => Ok(Self::Cuda(idx)),
             "metal" | "mps" => Ok(Self::Metal(idx)),
-            _ => Err(Error::invalid(format!("unknown device `{s}` (cpu, cuda[:N], metal[:N])"))),
+            _ => Err(Error::invalid(format!(
+                "unknown device `{s}` (cpu, cuda[:N], metal[:N])"
+            ))),
         }
     }
 }
@@ -156,11 +165,18 @@ impl Checkpoint {
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
         let shown = path.display().to_string();
-        let meta = std::fs::metadata(path).map_err(|e| Error::Io { path: shown.clone(), source: e })?;
+        let meta = std::fs::metadata(path).map_err(|e| Error::Io {
+            path: shown.clone(),
+            source: e,
+        })?;
         if !meta.is_file() {
             return Err(checkpoint_err(&shown, "not a regular file"));
         }
-        let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
+        let ext = path
+            .extension()
+            .and_then(|e| e.to_str())
+            .unwrap_or("")
+            .to_ascii_lowercase();
         match ext.as_str() {
             "safetensors" => {
                 // SAFETY: the file is mapped read-only; like every mmap-based
@@ -184,7 +200,10 @@ impl Checkpoint {
 
     fn open_pth(path: &Path, shown: String) -> Result<Self> {
         // Validate the zip container first: candle's pickle reader trusts it.
-        let f = std::fs::File::open(path).map_err(|e| Error::Io { path: shown.clone(), source: e })?;
+        let f = std::fs::File::open(path).map_err(|e| Error::Io {
+            path: shown.clone(),
+            source: e,
+        })?;
         let mut magic = [0u8; 4];
         use std::io::Read;
         (&f).take(4)
@@ -206,7 +225,10 @@ impl Checkpoint {
             pth = catch(None)?;
         }
         if pth.tensor_infos().is_empty() {
-            return Err(checkpoint_err(&shown, "no tensors found (expected a state dict, under \"model\" or at top level)"));
+            return Err(checkpoint_err(
+                &shown,
+                "no tensors found (expected a state dict, under \"model\" or at top level)",
+            ));
         }
         let shapes = pth
             .tensor_infos()
@@ -220,8 +242,16 @@ impl Checkpoint {
     pub fn from_safetensors_bytes(bytes: Vec<u8>) -> Result<Self> {
         let st = candle_core::safetensors::BufferedSafetensors::new(bytes)
             .map_err(|e| checkpoint_err("<bytes>", e))?;
-        let shapes = st.tensors().into_iter().map(|(k, v)| (k, v.shape().to_vec())).collect();
-        Ok(Self::from_source(Source::Buffered(st), shapes, "<bytes>".into()))
+        let shapes = st
+            .tensors()
+            .into_iter()
+            .map(|(k, v)| (k, v.shape().to_vec()))
+            .collect();
+        Ok(Self::from_source(
+            Source::Buffered(st),
+            shapes,
+            "<bytes>".into(),
+        ))
     }
 
     fn from_source(source: Source, shapes: BTreeMap<String, Vec<usize>>, origin: String) -> Self {
@@ -258,23 +288,43 @@ impl Checkpoint {
 
     /// A `VarBuilder` over this checkpoint that converts to `dtype` on `device`.
     pub fn var_builder(&self, dtype: DType, device: &Device) -> VarBuilder<'static> {
-        VarBuilder::from_backend(Box::new(Recorder(self.inner.clone())), dtype, device.clone())
+        VarBuilder::from_backend(
+            Box::new(Recorder(self.inner.clone())),
+            dtype,
+            device.clone(),
+        )
     }
 
     /// The first typed error (missing key, shape mismatch) met while building.
     pub fn take_error(&self) -> Option<Error> {
-        self.inner.first_error.lock().ok().and_then(|mut e| e.take())
+        self.inner
+            .first_error
+            .lock()
+            .ok()
+            .and_then(|mut e| e.take())
     }
 
     /// Errors if the checkpoint holds keys the model never asked for.
     pub fn check_all_used(&self) -> Result<()> {
-        let used = self.inner.used.lock().map_err(|_| Error::Checkpoint("poisoned lock".into()))?;
-        let unexpected: Vec<&String> =
-            self.inner.shapes.keys().filter(|k| !used.contains(*k)).collect();
+        let used = self
+            .inner
+            .used
+            .lock()
+            .map_err(|_| Error::Checkpoint("poisoned lock".into()))?;
+        let unexpected: Vec<&String> = self
+            .inner
+            .shapes
+            .keys()
+            .filter(|k| !used.contains(*k))
+            .collect();
         if unexpected.is_empty() {
             return Ok(());
         }
-        let shown: Vec<String> = unexpected.iter().take(8).map(|k| format!("`{k}`")).collect();
+        let shown: Vec<String> = unexpected
+            .iter()
+            .take(8)
+            .map(|k| format!("`{k}`"))
+            .collect();
         Err(Error::Checkpoint(format!(
             "{}: {} unexpected key(s) for this model config: {}{}",
             self.origin,
@@ -309,7 +359,10 @@ impl SimpleBackend for Recorder {
         dev: &Device,
     ) -> candle_core::Result<Tensor> {
         let Some(found) = self.0.shapes.get(name) else {
-            return Err(self.fail(Error::Checkpoint(format!("missing key `{name}` (shape {:?})", s.dims()))));
+            return Err(self.fail(Error::Checkpoint(format!(
+                "missing key `{name}` (shape {:?})",
+                s.dims()
+            ))));
         };
         if found.as_slice() != s.dims() {
             return Err(self.fail(Error::ShapeMismatch {

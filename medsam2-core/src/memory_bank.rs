@@ -139,12 +139,20 @@ pub fn select_closest_cond_frames(
         selected.push(a);
     }
     let remain = (max_cond_frame_num as usize).saturating_sub(selected.len());
-    let mut rest: Vec<usize> = cond.iter().copied().filter(|t| !selected.contains(t)).collect();
+    let mut rest: Vec<usize> = cond
+        .iter()
+        .copied()
+        .filter(|t| !selected.contains(t))
+        .collect();
     // Stable sort by distance, as Python's `sorted`.
     rest.sort_by_key(|&t| (t as i64 - frame_idx as i64).unsigned_abs());
     selected.extend(rest.into_iter().take(remain));
     // Keep the dict order of the official code: insertion order of `cond`.
-    let mut sel: Vec<usize> = cond.iter().copied().filter(|t| selected.contains(t)).collect();
+    let mut sel: Vec<usize> = cond
+        .iter()
+        .copied()
+        .filter(|t| selected.contains(t))
+        .collect();
     sel.dedup();
     let unsel = cond.iter().copied().filter(|t| !sel.contains(t)).collect();
     (sel, unsel)
@@ -182,7 +190,13 @@ impl MemoryPolicy for TemporalPolicy {
                 return None;
             }
             let t = t as usize;
-            bank.non_cond.get(&t).or_else(|| if unselected.contains(&t) { bank.cond.get(&t) } else { None })
+            bank.non_cond.get(&t).or_else(|| {
+                if unselected.contains(&t) {
+                    bank.cond.get(&t)
+                } else {
+                    None
+                }
+            })
         };
         for t_pos in 1..self.num_maskmem {
             let t_rel = (self.num_maskmem - t_pos) as i64;
@@ -205,13 +219,20 @@ impl MemoryPolicy for TemporalPolicy {
             let max_ptrs = num_frames.min(self.max_obj_ptrs);
             let sign = if reverse { -1 } else { 1 };
             for t in &selected {
-                let past = if reverse { *t >= frame_idx } else { *t <= frame_idx };
+                let past = if reverse {
+                    *t >= frame_idx
+                } else {
+                    *t <= frame_idx
+                };
                 if self.only_past_ptrs && !past {
                     continue;
                 }
                 let d = f - *t as i64;
                 let tpos = if self.signed_tpos { d * sign } else { d.abs() };
-                out.pointers.push(PointerMemory { ptr: bank.cond[t].obj_ptr.clone(), tpos });
+                out.pointers.push(PointerMemory {
+                    ptr: bank.cond[t].obj_ptr.clone(),
+                    tpos,
+                });
             }
             for t_diff in 1..max_ptrs as i64 {
                 let t = if reverse { f + t_diff } else { f - t_diff };
@@ -219,7 +240,10 @@ impl MemoryPolicy for TemporalPolicy {
                     break;
                 }
                 if let Some(o) = lookup(t) {
-                    out.pointers.push(PointerMemory { ptr: o.obj_ptr.clone(), tpos: t_diff });
+                    out.pointers.push(PointerMemory {
+                        ptr: o.obj_ptr.clone(),
+                        tpos: t_diff,
+                    });
                 }
             }
             // `t_diff_max`; the official code would divide by 0 on a one-frame sequence.

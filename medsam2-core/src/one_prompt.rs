@@ -34,6 +34,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Instant;
 
 use candle_core::{DType, Tensor};
 
@@ -930,6 +931,45 @@ pub struct OnePromptTrace {
     pub maskmem_pos_enc: Tensor,
 }
 
+/// Wall-clock time of each stage of one image, in milliseconds.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct StepTimings {
+    /// Resize and normalisation.
+    pub preprocess_ms: f64,
+    /// Hiera + FPN.
+    pub image_encoder_ms: f64,
+    /// Pick-up and memory attention (0 with an empty bank).
+    pub conditioning_ms: f64,
+    /// Prompt encoder and mask decoder.
+    pub heads_ms: f64,
+    /// Memory encoder.
+    pub memory_encoder_ms: f64,
+    /// Bank bookkeeping: embedding copy, similarities, update rule.
+    pub bank_update_ms: f64,
+    /// The whole call, output masks at the original size included.
+    pub total_ms: f64,
+}
+
+impl StepTimings {
+    /// Turns cumulative stamps into per-stage durations (total stays cumulative).
+    fn to_durations(&mut self) {
+        let stamps = [
+            &mut self.preprocess_ms,
+            &mut self.image_encoder_ms,
+            &mut self.conditioning_ms,
+            &mut self.heads_ms,
+            &mut self.memory_encoder_ms,
+            &mut self.bank_update_ms,
+        ];
+        let mut prev = 0.0;
+        for s in stamps {
+            let t = *s;
+            *s = t - prev;
+            prev = t;
+        }
+    }
+}
+
 /// The result of one image.
 #[derive(Debug, Clone)]
 pub struct OnePromptOutput {
@@ -961,6 +1001,8 @@ pub struct OnePromptOutput {
     pub dropped_source: Option<u64>,
     /// Intermediates.
     pub trace: OnePromptTrace,
+    /// Where the time went.
+    pub timings: StepTimings,
 }
 
 enum PromptKind<'p> {
@@ -1092,9 +1134,17 @@ impl OnePromptSession {
         }
         let prompted = !matches!(prompt, PromptKind::None);
         let dev = model.device().clone();
+        let clock = Instant::now();
+        let mut timings = StepTimings::default();
+        let mut lap = |slot: &mut f64| {
+            let now = clock.elapsed().as_secs_f64() * 1e3;
+            *slot = now;
+        };
         let px = preprocess(image, opts.preprocessing, s)?;
         let pixels = Tensor::from_vec(px, (1, 3, s, s), &dev)?;
+        lap(&mut timings.preprocess_ms);
         let feats = model.forward_image(&pixels)?;
+        lap(&mut timings.image_encoder_ms);
         let c = model.cfg.hidden_dim();
 
         // Memory conditioning.
@@ -1121,6 +1171,7 @@ impl OnePromptSession {
             }
         };
         let high_res = feats.high_res.as_ref().map(|(a, b)| (a, b));
+        lap(&mut timings.conditioning_ms);
 
         // Heads.
         let (low_res, high_res_masks, iou, score, sparse, from_pts, out_logits) = match prompt {
@@ -1207,6 +1258,8 @@ impl OnePromptSession {
             }
         };
 
+        lap(&mut timings.heads_ms);
+
         // Memory.
         let score_t = Tensor::from_vec(vec![score], (1, 1), &dev)?;
         let (mf, mp) = model.encode_new_memory(
@@ -1217,6 +1270,7 @@ impl OnePromptSession {
             &model.new_memory,
         )?;
         let mp = mp.to_dtype(DType::BF16)?;
+        lap(&mut timings.memory_encoder_ms);
         let embedding = cond.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
         let index = self.next_index;
         let entry = BankEntry::new(&mf, &mp, iou, embedding, index)?;
@@ -1226,6 +1280,7 @@ impl OnePromptSession {
             _ => None,
         };
         self.next_index += 1;
+        lap(&mut timings.bank_update_ms);
 
         // Output at the original size.
         let logits = match out_logits {
@@ -1243,6 +1298,8 @@ impl OnePromptSession {
             .iter()
             .map(|&v| u8::from(v > opts.mask_threshold))
             .collect();
+        lap(&mut timings.total_ms);
+        timings.to_durations();
         Ok(OnePromptOutput {
             index,
             orig_hw,
@@ -1257,6 +1314,7 @@ impl OnePromptSession {
             picked_sources,
             update,
             dropped_source,
+            timings,
             trace: OnePromptTrace {
                 vision_feats: feats.vision_feats,
                 conditioned_feats: cond,

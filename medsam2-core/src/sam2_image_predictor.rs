@@ -28,12 +28,19 @@ pub struct Prompt {
 impl Prompt {
     /// One foreground click.
     pub fn point(x: f32, y: f32) -> Self {
-        Self { points: vec![[x, y]], labels: vec![1], ..Default::default() }
+        Self {
+            points: vec![[x, y]],
+            labels: vec![1],
+            ..Default::default()
+        }
     }
 
     /// A box.
     pub fn bbox(x0: f32, y0: f32, x1: f32, y1: f32) -> Self {
-        Self { bbox: Some([x0, y0, x1, y1]), ..Default::default() }
+        Self {
+            bbox: Some([x0, y0, x1, y1]),
+            ..Default::default()
+        }
     }
 
     /// Adds a click with its label.
@@ -133,7 +140,12 @@ impl Sam2ImagePredictor {
     /// A predictor over `model` (which may be shared by other predictors and threads).
     pub fn new(model: Arc<Sam2Base>) -> Result<Self> {
         let dense_pe = model.sam_prompt_encoder.get_dense_pe()?;
-        Ok(Self { model, state: None, dense_pe, mask_threshold: 0.0 })
+        Ok(Self {
+            model,
+            state: None,
+            dense_pe,
+            mask_threshold: 0.0,
+        })
     }
 
     /// The model.
@@ -160,7 +172,10 @@ impl Sam2ImagePredictor {
     pub fn set_pixels(&mut self, pixels: Vec<f32>, orig_hw: [usize; 2]) -> Result<()> {
         let s = self.model.cfg.image_size;
         if pixels.len() != 3 * s * s {
-            return Err(Error::invalid(format!("pixels must hold 3x{s}x{s} values, got {}", pixels.len())));
+            return Err(Error::invalid(format!(
+                "pixels must hold 3x{s}x{s} values, got {}",
+                pixels.len()
+            )));
         }
         if orig_hw[0] == 0 || orig_hw[1] == 0 {
             return Err(Error::invalid("empty image"));
@@ -169,7 +184,11 @@ impl Sam2ImagePredictor {
         let t = Tensor::from_vec(pixels, (1, 3, s, s), self.model.device())?;
         let feats = self.model.forward_image(&t)?;
         let image_embed = self.model.image_embed_without_memory(&feats)?;
-        self.state = Some(ImageState { orig_hw, feats, image_embed });
+        self.state = Some(ImageState {
+            orig_hw,
+            feats,
+            image_embed,
+        });
         Ok(())
     }
 
@@ -200,13 +219,22 @@ impl Sam2ImagePredictor {
     }
 
     /// [`Self::predict`] that also returns every intermediate.
-    pub fn predict_traced(&self, prompt: &Prompt, multimask_output: bool) -> Result<(Prediction, PredictTrace)> {
+    pub fn predict_traced(
+        &self,
+        prompt: &Prompt,
+        multimask_output: bool,
+    ) -> Result<(Prediction, PredictTrace)> {
         let (p, t) = self.run(prompt, multimask_output, true)?;
         let t = t.ok_or_else(|| Error::invalid("trace missing"))?;
         Ok((p, t))
     }
 
-    fn run(&self, prompt: &Prompt, multimask: bool, trace: bool) -> Result<(Prediction, Option<PredictTrace>)> {
+    fn run(
+        &self,
+        prompt: &Prompt,
+        multimask: bool,
+        trace: bool,
+    ) -> Result<(Prediction, Option<PredictTrace>)> {
         let st = self
             .state
             .as_ref()
@@ -235,14 +263,26 @@ impl Sam2ImagePredictor {
         let pts = Tensor::from_vec(coords, (1, n, 2), dev)?;
         let lbl = Tensor::from_vec(labels, (1, n), dev)?;
         let mask = match &prompt.mask_input {
-            Some(m) => Some(Tensor::from_vec(m.clone(), (1, 1, low, low), dev)?.to_dtype(model.dtype())?),
+            Some(m) => {
+                Some(Tensor::from_vec(m.clone(), (1, 1, low, low), dev)?.to_dtype(model.dtype())?)
+            }
             None => None,
         };
         let points = if n > 0 { Some((&pts, &lbl)) } else { None };
-        let (sparse, dense) = model.sam_prompt_encoder.forward(points, None, mask.as_ref())?;
+        let (sparse, dense) = model
+            .sam_prompt_encoder
+            .forward(points, None, mask.as_ref())?;
         let high_res = st.feats.high_res.as_ref().map(|(a, b)| (a, b));
         let dec = &model.sam_mask_decoder;
-        let out = dec.forward(&st.image_embed, &self.dense_pe, &sparse, &dense, multimask, false, high_res)?;
+        let out = dec.forward(
+            &st.image_embed,
+            &self.dense_pe,
+            &sparse,
+            &dense,
+            multimask,
+            false,
+            high_res,
+        )?;
 
         let low_res = out.masks.to_dtype(DType::F32)?; // [1, M, low, low]
         let m = low_res.dim(1)?;
@@ -256,13 +296,28 @@ impl Sam2ImagePredictor {
             width: w,
             logits,
             masks,
-            iou_scores: out.iou_pred.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?,
+            iou_scores: out
+                .iou_pred
+                .to_dtype(DType::F32)?
+                .flatten_all()?
+                .to_vec1()?,
             low_res_logits: low_res.clamp(-32f32, 32f32)?.flatten_all()?.to_vec1()?,
             low_res_size: low,
-            object_score_logit: out.object_score_logits.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?[0],
+            object_score_logit: out
+                .object_score_logits
+                .to_dtype(DType::F32)?
+                .flatten_all()?
+                .to_vec1::<f32>()?[0],
         };
         let tr = if trace {
-            let all = dec.predict_masks(&st.image_embed, &self.dense_pe, &sparse, &dense, false, high_res)?;
+            let all = dec.predict_masks(
+                &st.image_embed,
+                &self.dense_pe,
+                &sparse,
+                &dense,
+                false,
+                high_res,
+            )?;
             Some(PredictTrace {
                 model_point_coords: pts,
                 model_point_labels: lbl,
@@ -292,26 +347,42 @@ pub fn validate_prompt(p: &Prompt, h: usize, w: usize, low: usize) -> Result<()>
             p.labels.len()
         )));
     }
-    let inside = |x: f32, y: f32| x.is_finite() && y.is_finite() && (0.0..=w as f32).contains(&x) && (0.0..=h as f32).contains(&y);
+    let inside = |x: f32, y: f32| {
+        x.is_finite()
+            && y.is_finite()
+            && (0.0..=w as f32).contains(&x)
+            && (0.0..=h as f32).contains(&y)
+    };
     for (i, ([x, y], l)) in p.points.iter().zip(&p.labels).enumerate() {
         if !inside(*x, *y) {
-            return Err(Error::invalid(format!("point {i} ({x}, {y}) is outside the {w}x{h} image")));
+            return Err(Error::invalid(format!(
+                "point {i} ({x}, {y}) is outside the {w}x{h} image"
+            )));
         }
         if !(-1..=3).contains(l) {
-            return Err(Error::invalid(format!("point {i} has label {l}; expected 1 (foreground) or 0 (background)")));
+            return Err(Error::invalid(format!(
+                "point {i} has label {l}; expected 1 (foreground) or 0 (background)"
+            )));
         }
     }
     if let Some([x0, y0, x1, y1]) = p.bbox {
         if !inside(x0, y0) || !inside(x1, y1) {
-            return Err(Error::invalid(format!("box ({x0}, {y0}, {x1}, {y1}) is outside the {w}x{h} image")));
+            return Err(Error::invalid(format!(
+                "box ({x0}, {y0}, {x1}, {y1}) is outside the {w}x{h} image"
+            )));
         }
         if x1 < x0 || y1 < y0 {
-            return Err(Error::invalid(format!("box ({x0}, {y0}, {x1}, {y1}) has x1 < x0 or y1 < y0")));
+            return Err(Error::invalid(format!(
+                "box ({x0}, {y0}, {x1}, {y1}) has x1 < x0 or y1 < y0"
+            )));
         }
     }
     if let Some(m) = &p.mask_input {
         if m.len() != low * low {
-            return Err(Error::invalid(format!("mask input must be {low}x{low}, got {} values", m.len())));
+            return Err(Error::invalid(format!(
+                "mask input must be {low}x{low}, got {} values",
+                m.len()
+            )));
         }
         if m.iter().any(|v| !v.is_finite()) {
             return Err(Error::invalid("mask input has non-finite values"));

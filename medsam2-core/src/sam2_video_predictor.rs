@@ -45,7 +45,10 @@ impl RgbFrames {
             return Err(Error::invalid("no frames, or empty frames"));
         }
         if let Some(i) = frames.iter().position(|f| f.len() != h * w * 3) {
-            return Err(Error::invalid(format!("frame {i} holds {} bytes, {h}x{w}x3 expected", frames[i].len())));
+            return Err(Error::invalid(format!(
+                "frame {i} holds {} bytes, {h}x{w}x3 expected",
+                frames[i].len()
+            )));
         }
         Ok(Self { frames, hw: [h, w] })
     }
@@ -59,7 +62,10 @@ impl FrameProvider for RgbFrames {
         self.hw
     }
     fn pixels(&self, idx: usize, size: usize) -> Result<Vec<f32>> {
-        let f = self.frames.get(idx).ok_or_else(|| Error::invalid(format!("frame {idx} out of range")))?;
+        let f = self
+            .frames
+            .get(idx)
+            .ok_or_else(|| Error::invalid(format!("frame {idx} out of range")))?;
         transforms::preprocess_video_frame_u8(f, self.hw[0], self.hw[1], size)
     }
 }
@@ -77,7 +83,10 @@ impl GreyFrames {
             return Err(Error::invalid("no slices, or empty slices"));
         }
         if let Some(i) = frames.iter().position(|f| f.len() != h * w) {
-            return Err(Error::invalid(format!("slice {i} holds {} bytes, {h}x{w} expected", frames[i].len())));
+            return Err(Error::invalid(format!(
+                "slice {i} holds {} bytes, {h}x{w} expected",
+                frames[i].len()
+            )));
         }
         Ok(Self { frames, hw: [h, w] })
     }
@@ -91,7 +100,10 @@ impl FrameProvider for GreyFrames {
         self.hw
     }
     fn pixels(&self, idx: usize, size: usize) -> Result<Vec<f32>> {
-        let f = self.frames.get(idx).ok_or_else(|| Error::invalid(format!("slice {idx} out of range")))?;
+        let f = self
+            .frames
+            .get(idx)
+            .ok_or_else(|| Error::invalid(format!("slice {idx} out of range")))?;
         let rgb: Vec<u8> = f.iter().flat_map(|&v| [v, v, v]).collect();
         transforms::preprocess_video_frame_u8(&rgb, self.hw[0], self.hw[1], size)
     }
@@ -115,7 +127,10 @@ impl FrameProvider for PixelFrames {
     fn pixels(&self, idx: usize, size: usize) -> Result<Vec<f32>> {
         let t = self.pixels.get(idx)?.to_dtype(DType::F32)?;
         if t.dims() != [3, size, size] {
-            return Err(Error::invalid(format!("frame {idx} has shape {:?}, [3, {size}, {size}] expected", t.dims())));
+            return Err(Error::invalid(format!(
+                "frame {idx} has shape {:?}, [3, {size}, {size}] expected",
+                t.dims()
+            )));
         }
         Ok(t.flatten_all()?.to_vec1()?)
     }
@@ -257,7 +272,11 @@ pub struct Sam2VideoPredictor {
 
 impl Sam2VideoPredictor {
     /// A session over `frames` with SAM 2's memory policy.
-    pub fn new(model: Arc<Sam2Base>, frames: Box<dyn FrameProvider>, opts: SessionOptions) -> Result<Self> {
+    pub fn new(
+        model: Arc<Sam2Base>,
+        frames: Box<dyn FrameProvider>,
+        opts: SessionOptions,
+    ) -> Result<Self> {
         let policy = Box::new(TemporalPolicy::from_config(&model.cfg));
         Self::with_policy(model, frames, opts, policy)
     }
@@ -326,7 +345,10 @@ impl Sam2VideoPredictor {
 
     fn check_frame(&self, frame_idx: usize) -> Result<()> {
         if frame_idx >= self.num_frames() {
-            return Err(Error::invalid(format!("frame {frame_idx} out of range (0..{})", self.num_frames())));
+            return Err(Error::invalid(format!(
+                "frame {frame_idx} out of range (0..{})",
+                self.num_frames()
+            )));
         }
         Ok(())
     }
@@ -335,7 +357,10 @@ impl Sam2VideoPredictor {
     pub fn features(&mut self, frame_idx: usize) -> Result<Arc<BackboneFeatures>> {
         self.check_frame(frame_idx)?;
         if let Some(pos) = self.cache.iter().position(|(i, _)| *i == frame_idx) {
-            let e = self.cache.remove(pos).ok_or_else(|| Error::invalid("cache"))?;
+            let e = self
+                .cache
+                .remove(pos)
+                .ok_or_else(|| Error::invalid("cache"))?;
             let f = e.1.clone();
             self.cache.push_back(e);
             return Ok(f);
@@ -398,7 +423,8 @@ impl Sam2VideoPredictor {
         let selected = if is_init_cond_frame {
             Default::default()
         } else {
-            self.policy.select(&self.objects[obj_idx].out, frame_idx, reverse, n, &pos)
+            self.policy
+                .select(&self.objects[obj_idx].out, frame_idx, reverse, n, &pos)
         };
         let out = self.model.track_step(
             &feats,
@@ -412,7 +438,14 @@ impl Sam2VideoPredictor {
         )?;
         let frame = out.frame.clone();
         if self.opts.trace {
-            self.calls.push(TrackCall { obj_idx, frame_idx, is_init_cond_frame, reverse, run_mem_encoder, out });
+            self.calls.push(TrackCall {
+                obj_idx,
+                frame_idx,
+                is_init_cond_frame,
+                reverse,
+                run_mem_encoder,
+                out,
+            });
         }
         Ok(frame)
     }
@@ -420,7 +453,11 @@ impl Sam2VideoPredictor {
     fn prompt_prologue(&mut self, frame_idx: usize, obj_idx: usize) -> (bool, bool, bool) {
         let st = &self.objects[obj_idx];
         let is_init = !st.frames_tracked.contains_key(&frame_idx);
-        let reverse = if is_init { false } else { st.frames_tracked[&frame_idx] };
+        let reverse = if is_init {
+            false
+        } else {
+            st.frames_tracked[&frame_idx]
+        };
         let is_cond = is_init || self.opts.add_all_frames_to_correct_as_cond;
         (is_init, reverse, is_cond)
     }
@@ -452,7 +489,9 @@ impl Sam2VideoPredictor {
             return Err(Error::invalid("give points or a box"));
         }
         if bbox.is_some() && !clear_old_points {
-            return Err(Error::invalid("a box must come with clear_old_points (it precedes the clicks)"));
+            return Err(Error::invalid(
+                "a box must come with clear_old_points (it precedes the clicks)",
+            ));
         }
         let obj_idx = self.obj_idx(obj_id, true)?;
         let mut coords = Vec::new();
@@ -473,28 +512,54 @@ impl Sam2VideoPredictor {
         let (mut all_c, mut all_l) = if clear_old_points {
             (vec![], vec![])
         } else {
-            self.objects[obj_idx].point_inputs.get(&frame_idx).cloned().unwrap_or_default()
+            self.objects[obj_idx]
+                .point_inputs
+                .get(&frame_idx)
+                .cloned()
+                .unwrap_or_default()
         };
         all_c.extend(coords);
         all_l.extend(lbl);
         let st = &mut self.objects[obj_idx];
-        st.point_inputs.insert(frame_idx, (all_c.clone(), all_l.clone()));
+        st.point_inputs
+            .insert(frame_idx, (all_c.clone(), all_l.clone()));
         st.mask_inputs.remove(&frame_idx);
         let (is_init, reverse, is_cond) = self.prompt_prologue(frame_idx, obj_idx);
         let st = &self.objects[obj_idx];
-        let prev = if is_cond { st.temp.cond.get(&frame_idx) } else { st.temp.non_cond.get(&frame_idx) }
-            .or_else(|| st.out.cond.get(&frame_idx))
-            .or_else(|| st.out.non_cond.get(&frame_idx));
+        let prev = if is_cond {
+            st.temp.cond.get(&frame_idx)
+        } else {
+            st.temp.non_cond.get(&frame_idx)
+        }
+        .or_else(|| st.out.cond.get(&frame_idx))
+        .or_else(|| st.out.non_cond.get(&frame_idx));
         let prev_logits = match prev {
             Some(p) => Some(p.pred_masks.clamp(-32f32, 32f32)?),
             None => None,
         };
         let n = all_l.len();
         let dev = self.model.device().clone();
-        let pts = (Tensor::from_vec(all_c, (1, n, 2), &dev)?, Tensor::from_vec(all_l, (1, n), &dev)?);
-        let out = self.run_single_frame(obj_idx, frame_idx, is_init, Some(pts), None, reverse, false, prev_logits)?;
+        let pts = (
+            Tensor::from_vec(all_c, (1, n, 2), &dev)?,
+            Tensor::from_vec(all_l, (1, n), &dev)?,
+        );
+        let out = self.run_single_frame(
+            obj_idx,
+            frame_idx,
+            is_init,
+            Some(pts),
+            None,
+            reverse,
+            false,
+            prev_logits,
+        )?;
         let st = &mut self.objects[obj_idx];
-        if is_cond { &mut st.temp.cond } else { &mut st.temp.non_cond }.insert(frame_idx, out);
+        if is_cond {
+            &mut st.temp.cond
+        } else {
+            &mut st.temp.non_cond
+        }
+        .insert(frame_idx, out);
         self.consolidate(frame_idx, is_cond)
     }
 
@@ -503,14 +568,19 @@ impl Sam2VideoPredictor {
         self.check_frame(frame_idx)?;
         let [h, w] = self.video_hw();
         if mask.len() != h * w {
-            return Err(Error::invalid(format!("mask holds {} values, {h}x{w} expected", mask.len())));
+            return Err(Error::invalid(format!(
+                "mask holds {} values, {h}x{w} expected",
+                mask.len()
+            )));
         }
         let s = self.model.cfg.image_size;
         let dev = self.model.device().clone();
         let m: Vec<f32> = mask.iter().map(|&v| f32::from(u8::from(v != 0))).collect();
         let m = if h != s || w != s {
             let r = transforms::resize_bilinear_aa_f32(&m, 1, h, w, s, s)?;
-            r.into_iter().map(|v| f32::from(u8::from(v >= 0.5))).collect()
+            r.into_iter()
+                .map(|v| f32::from(u8::from(v >= 0.5)))
+                .collect()
         } else {
             m
         };
@@ -520,9 +590,23 @@ impl Sam2VideoPredictor {
         st.mask_inputs.insert(frame_idx, mask_t.clone());
         st.point_inputs.remove(&frame_idx);
         let (is_init, reverse, is_cond) = self.prompt_prologue(frame_idx, obj_idx);
-        let out = self.run_single_frame(obj_idx, frame_idx, is_init, None, Some(mask_t), reverse, false, None)?;
+        let out = self.run_single_frame(
+            obj_idx,
+            frame_idx,
+            is_init,
+            None,
+            Some(mask_t),
+            reverse,
+            false,
+            None,
+        )?;
         let st = &mut self.objects[obj_idx];
-        if is_cond { &mut st.temp.cond } else { &mut st.temp.non_cond }.insert(frame_idx, out);
+        if is_cond {
+            &mut st.temp.cond
+        } else {
+            &mut st.temp.non_cond
+        }
+        .insert(frame_idx, out);
         self.consolidate(frame_idx, is_cond)
     }
 
@@ -532,8 +616,15 @@ impl Sam2VideoPredictor {
         let dev = self.model.device();
         let mut masks = Vec::with_capacity(self.objects.len());
         for st in &self.objects {
-            let temp = if is_cond { &st.temp.cond } else { &st.temp.non_cond };
-            let o = temp.get(&frame_idx).or_else(|| st.out.cond.get(&frame_idx)).or_else(|| st.out.non_cond.get(&frame_idx));
+            let temp = if is_cond {
+                &st.temp.cond
+            } else {
+                &st.temp.non_cond
+            };
+            let o = temp
+                .get(&frame_idx)
+                .or_else(|| st.out.cond.get(&frame_idx))
+                .or_else(|| st.out.non_cond.get(&frame_idx));
             masks.push(match o {
                 Some(o) => o.pred_masks.to_dtype(DType::F32)?,
                 None => Tensor::full(NO_OBJ_SCORE, (1, 1, low, low), dev)?,
@@ -566,7 +657,10 @@ impl Sam2VideoPredictor {
             st.out.non_cond.insert(frame_idx, o);
             st.frames_tracked.remove(&frame_idx);
         }
-        let is_cond = self.objects.iter().any(|s| s.temp.cond.contains_key(&frame_idx));
+        let is_cond = self
+            .objects
+            .iter()
+            .any(|s| s.temp.cond.contains_key(&frame_idx));
         self.consolidate(frame_idx, is_cond)
     }
 
@@ -589,7 +683,9 @@ impl Sam2VideoPredictor {
     /// encoding their memories from the binarised prompt output.
     fn preflight(&mut self) -> Result<()> {
         if self.objects.is_empty() {
-            return Err(Error::invalid("no prompts: add points, a box or a mask first"));
+            return Err(Error::invalid(
+                "no prompts: add points, a box or a mask first",
+            ));
         }
         let s = self.model.cfg.image_size;
         for obj_idx in 0..self.objects.len() {
@@ -601,7 +697,10 @@ impl Sam2VideoPredictor {
                 });
                 for (frame_idx, mut out) in temp {
                     if out.maskmem_features.is_none() {
-                        let high = out.pred_masks.to_dtype(DType::F32)?.upsample_bilinear2d(s, s, false)?;
+                        let high = out
+                            .pred_masks
+                            .to_dtype(DType::F32)?
+                            .upsample_bilinear2d(s, s, false)?;
                         let feats = self.features(frame_idx)?;
                         let (f, _) = self.model.encode_new_memory(
                             &feats.vision_feats,
@@ -613,12 +712,20 @@ impl Sam2VideoPredictor {
                         out.maskmem_features = Some(f);
                     }
                     let st = &mut self.objects[obj_idx];
-                    if is_cond { &mut st.out.cond } else { &mut st.out.non_cond }.insert(frame_idx, out);
+                    if is_cond {
+                        &mut st.out.cond
+                    } else {
+                        &mut st.out.non_cond
+                    }
+                    .insert(frame_idx, out);
                 }
             }
             let st = &mut self.objects[obj_idx];
             if st.out.cond.is_empty() {
-                return Err(Error::invalid(format!("object {} has no prompt on any frame", self.obj_ids[obj_idx])));
+                return Err(Error::invalid(format!(
+                    "object {} has no prompt on any frame",
+                    self.obj_ids[obj_idx]
+                )));
             }
             let keys: Vec<usize> = st.out.cond.keys().copied().collect();
             for k in keys {
@@ -675,7 +782,10 @@ impl Sam2VideoPredictor {
             Direction::Backward => vec![true],
             Direction::Both => vec![false, true],
         };
-        let orders: Vec<(bool, Vec<usize>)> = passes.iter().map(|&r| (r, self.order(start, r, max_frames))).collect();
+        let orders: Vec<(bool, Vec<usize>)> = passes
+            .iter()
+            .map(|&r| (r, self.order(start, r, max_frames)))
+            .collect();
         let total: usize = orders.iter().map(|(_, o)| o.len()).sum();
         let mut done = 0;
         for (reverse, order) in orders {
@@ -691,12 +801,16 @@ impl Sam2VideoPredictor {
                     let pm = if let Some(o) = self.objects[obj_idx].out.cond.get(&frame_idx) {
                         o.pred_masks.clone()
                     } else {
-                        let out = self.run_single_frame(obj_idx, frame_idx, false, None, None, reverse, true, None)?;
+                        let out = self.run_single_frame(
+                            obj_idx, frame_idx, false, None, None, reverse, true, None,
+                        )?;
                         let pm = out.pred_masks.clone();
                         self.objects[obj_idx].out.non_cond.insert(frame_idx, out);
                         pm
                     };
-                    self.objects[obj_idx].frames_tracked.insert(frame_idx, reverse);
+                    self.objects[obj_idx]
+                        .frames_tracked
+                        .insert(frame_idx, reverse);
                     masks.push(pm.to_dtype(DType::F32)?.reshape((1, 1, low, low))?);
                 }
                 done += 1;

@@ -36,11 +36,18 @@ fn taps_bilinear_aa(in_size: usize, out_size: usize) -> Taps {
     let support = if scale >= 1.0 { scale } else { 1.0f32 };
     let invscale = if scale >= 1.0 { 1.0 / scale } else { 1.0f32 };
     let ksize = libm::ceilf(support) as usize * 2 + 1;
-    let mut t = Taps { start: vec![0; out_size], len: vec![0; out_size], weights: vec![0.0; out_size * ksize], ksize };
+    let mut t = Taps {
+        start: vec![0; out_size],
+        len: vec![0; out_size],
+        weights: vec![0.0; out_size * ksize],
+        ksize,
+    };
     for i in 0..out_size {
         let center = scale * (i as f32 + 0.5);
         let xmin = ((center - support + 0.5) as i64).max(0) as usize;
-        let xmax = ((center + support + 0.5) as i64).min(in_size as i64).max(xmin as i64) as usize;
+        let xmax = ((center + support + 0.5) as i64)
+            .min(in_size as i64)
+            .max(xmin as i64) as usize;
         let n = (xmax - xmin).min(ksize);
         let w = &mut t.weights[i * ksize..(i + 1) * ksize];
         let mut total = 0.0f32;
@@ -157,7 +164,11 @@ fn taps_bicubic_pil(in_size: usize, out_size: usize) -> (Vec<usize>, Vec<usize>,
         for (x, p) in pre.iter().enumerate().take(n) {
             let v = if ww != 0.0 { p / ww } else { *p };
             let f = v * (1u32 << PRECISION_BITS) as f64;
-            kk[xx * ksize + x] = if v < 0.0 { (-0.5 + f) as i32 } else { (0.5 + f) as i32 };
+            kk[xx * ksize + x] = if v < 0.0 {
+                (-0.5 + f) as i32
+            } else {
+                (0.5 + f) as i32
+            };
         }
         start[xx] = xmin as usize;
         len[xx] = n;
@@ -266,7 +277,9 @@ pub fn preprocess_rgb_u8(rgb: &[u8], h: usize, w: usize, size: usize) -> Result<
 pub fn preprocess_grey_f32(grey: &[f32], h: usize, w: usize, size: usize) -> Result<Vec<f32>> {
     check_dims(grey.len(), 1, h, w, size, size)?;
     if let Some(bad) = grey.iter().find(|v| !v.is_finite()) {
-        return Err(Error::invalid(alloc::format!("non-finite pixel value {bad}")));
+        return Err(Error::invalid(alloc::format!(
+            "non-finite pixel value {bad}"
+        )));
     }
     let resized = resize_bilinear_aa_f32(grey, 1, h, w, size, size)?;
     let n = size * size;
@@ -304,7 +317,10 @@ fn normalize_planar(x: &mut [f32], plane: usize) {
 /// Maps prompt coordinates from original pixels to model input pixels
 /// (`SAM2Transforms.transform_coords` with `normalize=True`): `x·S/W`, `y·S/H`.
 pub fn transform_coords(xy: [f32; 2], orig_hw: [usize; 2], size: usize) -> [f32; 2] {
-    [xy[0] / orig_hw[1] as f32 * size as f32, xy[1] / orig_hw[0] as f32 * size as f32]
+    [
+        xy[0] / orig_hw[1] as f32 * size as f32,
+        xy[1] / orig_hw[0] as f32 * size as f32,
+    ]
 }
 
 #[cfg(test)]
@@ -333,7 +349,10 @@ mod tests {
     #[test]
     fn pil_bicubic_keeps_constants_and_identity() {
         let img = vec![200u8; 5 * 7 * 3];
-        assert!(resize_bicubic_pil_u8(&img, 3, 5, 7, 9, 4).unwrap().iter().all(|&v| v == 200));
+        assert!(resize_bicubic_pil_u8(&img, 3, 5, 7, 9, 4)
+            .unwrap()
+            .iter()
+            .all(|&v| v == 200));
         let src: Vec<u8> = (0..30).map(|v| (v * 7 % 256) as u8).collect();
         assert_eq!(resize_bicubic_pil_u8(&src, 3, 2, 5, 2, 5).unwrap(), src);
     }

@@ -31,7 +31,12 @@ pub struct PositionEmbeddingSineConfig {
 impl PositionEmbeddingSineConfig {
     /// The encoding with the official defaults for `num_pos_feats` channels.
     pub fn new(num_pos_feats: usize) -> Self {
-        Self { num_pos_feats, temperature: 10000.0, normalize: true, scale: None }
+        Self {
+            num_pos_feats,
+            temperature: 10000.0,
+            normalize: true,
+            scale: None,
+        }
     }
 }
 
@@ -413,21 +418,38 @@ pub enum Version {
     Sam2_1,
 }
 
+/// `(embed_dim, num_heads, stages, global_att_blocks, bkg size, window_spec)`.
+type HieraDims = (
+    usize,
+    usize,
+    &'static [usize],
+    &'static [usize],
+    [usize; 2],
+    &'static [usize],
+);
+
 impl Sam2Config {
     /// Config of an official checkpoint at the official image size 1024.
     pub fn preset(version: Version, size: ModelSize) -> Self {
-        let (embed_dim, num_heads, stages, global, bkg, window): (
-            usize,
-            usize,
-            &[usize],
-            &[usize],
-            [usize; 2],
-            &[usize],
-        ) = match size {
+        let (embed_dim, num_heads, stages, global, bkg, window): HieraDims = match size {
             ModelSize::Tiny => (96, 1, &[1, 2, 7, 2], &[5, 7, 9], [7, 7], &[8, 4, 14, 7]),
             ModelSize::Small => (96, 1, &[1, 2, 11, 2], &[7, 10, 13], [7, 7], &[8, 4, 14, 7]),
-            ModelSize::BasePlus => (112, 2, &[2, 3, 16, 3], &[12, 16, 20], [14, 14], &[8, 4, 14, 7]),
-            ModelSize::Large => (144, 2, &[2, 6, 36, 4], &[23, 33, 43], [7, 7], &[8, 4, 16, 8]),
+            ModelSize::BasePlus => (
+                112,
+                2,
+                &[2, 3, 16, 3],
+                &[12, 16, 20],
+                [14, 14],
+                &[8, 4, 14, 7],
+            ),
+            ModelSize::Large => (
+                144,
+                2,
+                &[2, 6, 36, 4],
+                &[23, 33, 43],
+                [7, 7],
+                &[8, 4, 16, 8],
+            ),
         };
         let trunk = HieraConfig {
             embed_dim,
@@ -652,7 +674,10 @@ impl Sam2Config {
         let t = &self.image_encoder.trunk;
         let n = &self.image_encoder.neck;
         if t.stages.is_empty() || t.stages.contains(&0) {
-            return bad("model.image_encoder.trunk.stages", "must be non-empty and positive");
+            return bad(
+                "model.image_encoder.trunk.stages",
+                "must be non-empty and positive",
+            );
         }
         if t.window_spec.len() != t.stages.len() {
             return bad(
@@ -661,7 +686,10 @@ impl Sam2Config {
             );
         }
         if t.q_pool > t.stages.len() - 1 {
-            return bad("model.image_encoder.trunk.q_pool", "exceeds the number of stage changes");
+            return bad(
+                "model.image_encoder.trunk.q_pool",
+                "exceeds the number of stage changes",
+            );
         }
         if t.embed_dim == 0 || t.num_heads == 0 {
             return bad("model.image_encoder.trunk.embed_dim", "must be positive");
@@ -678,10 +706,14 @@ impl Sam2Config {
         if dims != n.backbone_channel_list {
             return bad(
                 "model.image_encoder.neck.backbone_channel_list",
-                &alloc::format!("{:?} does not match the trunk's channels {:?}", n.backbone_channel_list, dims),
+                &alloc::format!(
+                    "{:?} does not match the trunk's channels {:?}",
+                    n.backbone_channel_list,
+                    dims
+                ),
             );
         }
-        if n.position_encoding.num_pos_feats != n.d_model || n.d_model % 2 != 0 {
+        if n.position_encoding.num_pos_feats != n.d_model || !n.d_model.is_multiple_of(2) {
             return bad(
                 "model.image_encoder.neck.position_encoding.num_pos_feats",
                 "must equal the even d_model",
@@ -692,21 +724,36 @@ impl Sam2Config {
         }
         if let Some(levels) = &n.fpn_top_down_levels {
             if levels.iter().any(|&l| l >= n.backbone_channel_list.len()) {
-                return bad("model.image_encoder.neck.fpn_top_down_levels", "level out of range");
+                return bad(
+                    "model.image_encoder.neck.fpn_top_down_levels",
+                    "level out of range",
+                );
             }
         }
-        if self.backbone_stride == 0 || self.image_size == 0 || self.image_size % (self.backbone_stride * 2) != 0 {
-            return bad("model.image_size", "must be a positive multiple of 2·backbone_stride");
+        if self.backbone_stride == 0
+            || self.image_size == 0
+            || !self.image_size.is_multiple_of(self.backbone_stride * 2)
+        {
+            return bad(
+                "model.image_size",
+                "must be a positive multiple of 2·backbone_stride",
+            );
         }
         // Hiera: stride 4 after the patch embedding, then 2x pooling at each of
         // the first `q_pool` stage changes; the top kept level sets the stride.
         let top = t.stages.len() - 1 - self.image_encoder.scalp;
         if 4usize << top.min(t.q_pool) != self.backbone_stride {
-            return bad("model.backbone_stride", "does not match the trunk's stride at the top kept level");
+            return bad(
+                "model.backbone_stride",
+                "does not match the trunk's stride at the top kept level",
+            );
         }
         let ma = &self.memory_attention;
         if ma.d_model != self.hidden_dim() {
-            return bad("model.memory_attention.d_model", "must equal the neck's d_model");
+            return bad(
+                "model.memory_attention.d_model",
+                "must equal the neck's d_model",
+            );
         }
         for (key, a) in [
             ("self_attention", &ma.layer.self_attention),
@@ -719,7 +766,10 @@ impl Sam2Config {
                     "must equal d_model",
                 );
             }
-            if a.num_heads == 0 || internal % a.num_heads != 0 || (internal / a.num_heads) % 4 != 0 {
+            if a.num_heads == 0
+                || !internal.is_multiple_of(a.num_heads)
+                || !(internal / a.num_heads).is_multiple_of(4)
+            {
                 return bad(
                     &alloc::format!("model.memory_attention.layer.{key}.num_heads"),
                     "head dim must be a positive multiple of 4 (RoPE)",
@@ -734,7 +784,10 @@ impl Sam2Config {
         }
         let me = &self.memory_encoder;
         if me.in_dim != self.hidden_dim() {
-            return bad("model.memory_encoder.in_dim", "must equal the neck's d_model");
+            return bad(
+                "model.memory_encoder.in_dim",
+                "must equal the neck's d_model",
+            );
         }
         if me.mask_downsampler.embed_dim != me.fuser.layer.dim || me.fuser.layer.dim != me.in_dim {
             return bad(
@@ -756,19 +809,31 @@ impl Sam2Config {
             }
             s != ds.total_stride
         } {
-            return bad("model.memory_encoder.mask_downsampler.stride", "must divide total_stride as a power");
+            return bad(
+                "model.memory_encoder.mask_downsampler.stride",
+                "must divide total_stride as a power",
+            );
         }
         if self.num_maskmem == 0 {
             return bad("model.num_maskmem", "must be at least 1");
         }
         if self.proj_tpos_enc_in_obj_ptrs && !self.add_tpos_enc_to_obj_ptrs {
-            return bad("model.proj_tpos_enc_in_obj_ptrs", "needs add_tpos_enc_to_obj_ptrs");
+            return bad(
+                "model.proj_tpos_enc_in_obj_ptrs",
+                "needs add_tpos_enc_to_obj_ptrs",
+            );
         }
         if self.fixed_no_obj_ptr && !(self.pred_obj_scores && self.use_obj_ptrs_in_encoder) {
-            return bad("model.fixed_no_obj_ptr", "needs pred_obj_scores and use_obj_ptrs_in_encoder");
+            return bad(
+                "model.fixed_no_obj_ptr",
+                "needs pred_obj_scores and use_obj_ptrs_in_encoder",
+            );
         }
-        if self.hidden_dim() % 8 != 0 {
-            return bad("model.image_encoder.neck.d_model", "must be divisible by 8 (mask decoder heads)");
+        if !self.hidden_dim().is_multiple_of(8) {
+            return bad(
+                "model.image_encoder.neck.d_model",
+                "must be divisible by 8 (mask decoder heads)",
+            );
         }
         Ok(())
     }

@@ -41,8 +41,10 @@ impl Sam2Config {
     /// Reads an official YAML config file.
     pub fn from_yaml_file(path: impl AsRef<std::path::Path>) -> Result<Self> {
         let path = path.as_ref();
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| Error::Io { path: path.display().to_string(), source: e })?;
+        let text = std::fs::read_to_string(path).map_err(|e| Error::Io {
+            path: path.display().to_string(),
+            source: e,
+        })?;
         Self::from_yaml_str(&text)
     }
 
@@ -54,15 +56,17 @@ impl Sam2Config {
     /// Parses an official YAML config and applies Hydra overrides such as
     /// `++model.sam_mask_decoder_extra_args.dynamic_multimask_via_stability=true`.
     pub fn from_yaml_with_overrides(text: &str, overrides: &[&str]) -> Result<Self> {
-        let mut root: Value = serde_saphyr::from_str(text)
-            .map_err(|e| Error::Config(format!("YAML: {e}")))?;
+        let mut root: Value =
+            serde_saphyr::from_str(text).map_err(|e| Error::Config(format!("YAML: {e}")))?;
         // Inference configs hold `model`; training configs `trainer.model`.
         let path = if root.get("model").is_some() {
             "model"
         } else if root.get("trainer").and_then(|t| t.get("model")).is_some() {
             "trainer.model"
         } else {
-            return Err(Error::Config("no `model` (or `trainer.model`) section".into()));
+            return Err(Error::Config(
+                "no `model` (or `trainer.model`) section".into(),
+            ));
         };
         for o in overrides {
             apply_override(&mut root, o, path)?;
@@ -84,8 +88,8 @@ fn apply_override(root: &mut Value, o: &str, model_path: &str) -> Result<()> {
     let (key, val) = body
         .split_once('=')
         .ok_or_else(|| Error::Config(format!("override `{o}` is not key=value")))?;
-    let value: Value = serde_saphyr::from_str(val)
-        .map_err(|e| Error::Config(format!("override `{o}`: {e}")))?;
+    let value: Value =
+        serde_saphyr::from_str(val).map_err(|e| Error::Config(format!("override `{o}`: {e}")))?;
     let key = match key.strip_prefix("model.") {
         Some(rest) => format!("{model_path}.{rest}"),
         None => key.to_string(),
@@ -101,7 +105,9 @@ fn apply_override(root: &mut Value, o: &str, model_path: &str) -> Result<()> {
             obj.insert((*p).to_string(), value);
             return Ok(());
         }
-        cur = obj.entry((*p).to_string()).or_insert_with(|| Value::Object(Map::new()));
+        cur = obj
+            .entry((*p).to_string())
+            .or_insert_with(|| Value::Object(Map::new()));
     }
     Ok(())
 }
@@ -158,7 +164,11 @@ impl<'a> Node<'a> {
         let map = v
             .as_object()
             .ok_or_else(|| Error::Config(format!("`{path}` must be a mapping")))?;
-        Ok(Self { map, path: path.to_string(), used: Default::default() })
+        Ok(Self {
+            map,
+            path: path.to_string(),
+            used: Default::default(),
+        })
     }
 
     fn key(&self, k: &str) -> String {
@@ -201,7 +211,9 @@ impl<'a> Node<'a> {
     }
 
     fn opt_f64(&self, k: &str) -> Result<Option<f64>> {
-        self.raw(k).map(|v| as_f64(v).ok_or_else(|| self.ty(k, "a number", v))).transpose()
+        self.raw(k)
+            .map(|v| as_f64(v).ok_or_else(|| self.ty(k, "a number", v)))
+            .transpose()
     }
 
     fn usize_or(&self, k: &str, d: usize) -> Result<usize> {
@@ -269,7 +281,10 @@ impl<'a> Node<'a> {
         let used = self.used.borrow();
         for k in self.map.keys() {
             if !used.contains(k) && !ignored.contains(&k.as_str()) {
-                return Err(Error::Config(format!("`{}` is not a supported setting", self.key(k))));
+                return Err(Error::Config(format!(
+                    "`{}` is not a supported setting",
+                    self.key(k)
+                )));
             }
         }
         Ok(())
@@ -296,7 +311,10 @@ fn parse_sine(n: &Node) -> Result<PositionEmbeddingSineConfig> {
     let scale = n.opt_f64("scale")?;
     let normalize = n.bool_or("normalize", true)?;
     if scale.is_some() && !normalize {
-        return Err(Error::Config(format!("`{}`: scale needs normalize", n.key("scale"))));
+        return Err(Error::Config(format!(
+            "`{}`: scale needs normalize",
+            n.key("scale")
+        )));
     }
     let c = PositionEmbeddingSineConfig {
         num_pos_feats: n.usize_req("num_pos_feats")?,
@@ -312,7 +330,10 @@ fn parse_activation(n: &Node, k: &str, d: &str) -> Result<Activation> {
     match n.str_or(k, d)?.to_ascii_lowercase().as_str() {
         "relu" => Ok(Activation::Relu),
         "gelu" => Ok(Activation::Gelu),
-        other => Err(Error::Config(format!("`{}`: unsupported activation `{other}`", n.key(k)))),
+        other => Err(Error::Config(format!(
+            "`{}`: unsupported activation `{other}`",
+            n.key(k)
+        ))),
     }
 }
 
@@ -322,7 +343,10 @@ fn parse_rope(n: &Node) -> Result<RoPEAttentionConfig> {
         embedding_dim: n.usize_req("embedding_dim")?,
         num_heads: n.usize_req("num_heads")?,
         downsample_rate: n.usize_or("downsample_rate", 1)?,
-        kv_in_dim: n.raw("kv_in_dim").map(|v| as_usize(v).ok_or_else(|| n.ty("kv_in_dim", "an integer", v))).transpose()?,
+        kv_in_dim: n
+            .raw("kv_in_dim")
+            .map(|v| as_usize(v).ok_or_else(|| n.ty("kv_in_dim", "an integer", v)))
+            .transpose()?,
         rope_theta: n.f64_or("rope_theta", 10000.0)?,
         rope_k_repeat: n.bool_or("rope_k_repeat", false)?,
         feat_sizes: n.pair_or("feat_sizes", [64, 64])?,
@@ -335,10 +359,18 @@ fn parse_model(m: &Node) -> Result<Sam2Config> {
     match m.raw("_target_") {
         None => {}
         Some(Value::String(t))
-            if ["SAM2Base", "SAM2VideoPredictor", "SAM2Train", "SAM2ImagePredictor"]
-                .contains(&t.rsplit('.').next().unwrap_or("")) => {}
+            if [
+                "SAM2Base",
+                "SAM2VideoPredictor",
+                "SAM2Train",
+                "SAM2ImagePredictor",
+            ]
+            .contains(&t.rsplit('.').next().unwrap_or("")) => {}
         Some(t) => {
-            return Err(Error::Config(format!("`{}`: unsupported model class {t}", m.key("_target_"))))
+            return Err(Error::Config(format!(
+                "`{}`: unsupported model class {t}",
+                m.key("_target_")
+            )))
         }
     }
     // Image encoder.
@@ -354,18 +386,25 @@ fn parse_model(m: &Node) -> Result<Sam2Config> {
         stages: tr.usizes_or("stages", &[2, 3, 16, 3])?,
         dim_mul: tr.f64_or("dim_mul", 2.0)?,
         head_mul: tr.f64_or("head_mul", 2.0)?,
-        window_pos_embed_bkg_spatial_size: tr.pair_or("window_pos_embed_bkg_spatial_size", [14, 14])?,
+        window_pos_embed_bkg_spatial_size: tr
+            .pair_or("window_pos_embed_bkg_spatial_size", [14, 14])?,
         window_spec: tr.usizes_or("window_spec", &[8, 4, 14, 7])?,
         global_att_blocks: tr.usizes_or("global_att_blocks", &[12, 16, 20])?,
     };
     if trunk.q_stride != [2, 2] {
-        return Err(Error::Config(format!("`{}`: only [2, 2] is supported", tr.key("q_stride"))));
+        return Err(Error::Config(format!(
+            "`{}`: only [2, 2] is supported",
+            tr.key("q_stride")
+        )));
     }
     if tr.f64_or("drop_path_rate", 0.0)? != 0.0 {
         // Stochastic depth is a training-time setting; inference ignores it.
     }
     if !tr.bool_or("return_interm_layers", true)? {
-        return Err(Error::Config(format!("`{}`: only true is supported", tr.key("return_interm_layers"))));
+        return Err(Error::Config(format!(
+            "`{}`: only true is supported",
+            tr.key("return_interm_layers")
+        )));
     }
     tr.finish(&["weights_path", "drop_path_rate"])?;
     let nk = ie.child("neck")?;
@@ -380,17 +419,34 @@ fn parse_model(m: &Node) -> Result<Sam2Config> {
         fpn_interp_model: match nk.str_or("fpn_interp_model", "bilinear")?.as_str() {
             "nearest" => FpnInterp::Nearest,
             "bilinear" => FpnInterp::Bilinear,
-            o => return Err(Error::Config(format!("`{}`: unsupported `{o}`", nk.key("fpn_interp_model")))),
+            o => {
+                return Err(Error::Config(format!(
+                    "`{}`: unsupported `{o}`",
+                    nk.key("fpn_interp_model")
+                )))
+            }
         },
         fuse_type: match nk.str_or("fuse_type", "sum")?.as_str() {
             "sum" => FuseType::Sum,
             "avg" => FuseType::Avg,
-            o => return Err(Error::Config(format!("`{}`: unsupported `{o}`", nk.key("fuse_type")))),
+            o => {
+                return Err(Error::Config(format!(
+                    "`{}`: unsupported `{o}`",
+                    nk.key("fuse_type")
+                )))
+            }
         },
-        fpn_top_down_levels: nk.raw("fpn_top_down_levels").map(|_| nk.usizes_or("fpn_top_down_levels", &[])).transpose()?,
+        fpn_top_down_levels: nk
+            .raw("fpn_top_down_levels")
+            .map(|_| nk.usizes_or("fpn_top_down_levels", &[]))
+            .transpose()?,
     };
     nk.finish(&[])?;
-    let image_encoder = ImageEncoderConfig { trunk, neck, scalp: ie.usize_or("scalp", 0)? };
+    let image_encoder = ImageEncoderConfig {
+        trunk,
+        neck,
+        scalp: ie.usize_or("scalp", 0)?,
+    };
     ie.finish(&[])?;
 
     // Memory attention.
@@ -416,10 +472,16 @@ fn parse_model(m: &Node) -> Result<Sam2Config> {
         num_layers: ma.usize_req("num_layers")?,
     };
     if ly_d != memory_attention.d_model {
-        return Err(Error::Config(format!("`{}` differs from memory_attention.d_model", ly.key("d_model"))));
+        return Err(Error::Config(format!(
+            "`{}` differs from memory_attention.d_model",
+            ly.key("d_model")
+        )));
     }
     if !ma.bool_or("batch_first", true)? {
-        return Err(Error::Config(format!("`{}`: only true is supported", ma.key("batch_first"))));
+        return Err(Error::Config(format!(
+            "`{}`: only true is supported",
+            ma.key("batch_first")
+        )));
     }
     ma.finish(&[])?;
 
@@ -436,7 +498,10 @@ fn parse_model(m: &Node) -> Result<Sam2Config> {
         total_stride: ds.usize_or("total_stride", 16)?,
     };
     if parse_activation(&ds, "activation", "gelu")? != Activation::Gelu {
-        return Err(Error::Config(format!("`{}`: only GELU is supported", ds.key("activation"))));
+        return Err(Error::Config(format!(
+            "`{}`: only GELU is supported",
+            ds.key("activation")
+        )));
     }
     ds.finish(&[])?;
     let fu = me.child("fuser")?;
@@ -453,9 +518,16 @@ fn parse_model(m: &Node) -> Result<Sam2Config> {
     bl.finish(&["drop_path"])?;
     let input_projection = fu.bool_or("input_projection", false)?;
     if input_projection && fu.usize_or("dim", 0)? != block.dim {
-        return Err(Error::Config(format!("`{}` must equal the block dim", fu.key("dim"))));
+        return Err(Error::Config(format!(
+            "`{}` must equal the block dim",
+            fu.key("dim")
+        )));
     }
-    let fuser = FuserConfig { layer: block, num_layers: fu.usize_req("num_layers")?, input_projection };
+    let fuser = FuserConfig {
+        layer: block,
+        num_layers: fu.usize_req("num_layers")?,
+        input_projection,
+    };
     fu.finish(&["dim"])?;
     let memory_encoder = MemoryEncoderConfig {
         out_dim: me.usize_req("out_dim")?,
@@ -484,8 +556,10 @@ fn parse_model(m: &Node) -> Result<Sam2Config> {
         backbone_stride: m.usize_or("backbone_stride", 16)?,
         sigmoid_scale_for_mem_enc: m.f64_or("sigmoid_scale_for_mem_enc", 1.0)?,
         sigmoid_bias_for_mem_enc: m.f64_or("sigmoid_bias_for_mem_enc", 0.0)?,
-        binarize_mask_from_pts_for_mem_enc: m.bool_or("binarize_mask_from_pts_for_mem_enc", false)?,
-        use_mask_input_as_output_without_sam: m.bool_or("use_mask_input_as_output_without_sam", false)?,
+        binarize_mask_from_pts_for_mem_enc: m
+            .bool_or("binarize_mask_from_pts_for_mem_enc", false)?,
+        use_mask_input_as_output_without_sam: m
+            .bool_or("use_mask_input_as_output_without_sam", false)?,
         max_cond_frames_in_attn: m.i64_or("max_cond_frames_in_attn", -1)?,
         directly_add_no_mem_embed: m.bool_or("directly_add_no_mem_embed", false)?,
         use_high_res_features_in_sam: m.bool_or("use_high_res_features_in_sam", false)?,
@@ -502,7 +576,8 @@ fn parse_model(m: &Node) -> Result<Sam2Config> {
         add_tpos_enc_to_obj_ptrs: m.bool_or("add_tpos_enc_to_obj_ptrs", true)?,
         proj_tpos_enc_in_obj_ptrs: m.bool_or("proj_tpos_enc_in_obj_ptrs", false)?,
         use_signed_tpos_enc_to_obj_ptrs: m.bool_or("use_signed_tpos_enc_to_obj_ptrs", false)?,
-        only_obj_ptrs_in_the_past_for_eval: m.bool_or("only_obj_ptrs_in_the_past_for_eval", false)?,
+        only_obj_ptrs_in_the_past_for_eval: m
+            .bool_or("only_obj_ptrs_in_the_past_for_eval", false)?,
         pred_obj_scores: m.bool_or("pred_obj_scores", false)?,
         pred_obj_scores_mlp: m.bool_or("pred_obj_scores_mlp", false)?,
         fixed_no_obj_ptr: m.bool_or("fixed_no_obj_ptr", false)?,

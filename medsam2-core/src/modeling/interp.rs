@@ -27,7 +27,12 @@ fn cubic_taps(in_size: usize, out_size: usize) -> Vec<([usize; 4], [f32; 4])> {
             let real = scale * (o as f32 + 0.5) - 0.5;
             let idx = (real.floor() as i64).min(last);
             let t = (real - idx as f32).clamp(0.0, 1.0);
-            let w = [cubic_far(t + 1.0), cubic_near(t), cubic_near(1.0 - t), cubic_far(2.0 - t)];
+            let w = [
+                cubic_far(t + 1.0),
+                cubic_near(t),
+                cubic_near(1.0 - t),
+                cubic_far(2.0 - t),
+            ];
             let mut ids = [0usize; 4];
             for (j, id) in ids.iter_mut().enumerate() {
                 *id = (idx - 1 + j as i64).clamp(0, last) as usize;
@@ -51,7 +56,10 @@ pub fn interpolate_bicubic(x: &Tensor, out_h: usize, out_w: usize) -> Result<Ten
     let ty = cubic_taps(h, out_h);
     let tx = cubic_taps(w, out_w);
     let mut out = vec![0f32; n * c * out_h * out_w];
-    for (plane, dst) in src.chunks_exact(h * w).zip(out.chunks_exact_mut(out_h * out_w)) {
+    for (plane, dst) in src
+        .chunks_exact(h * w)
+        .zip(out.chunks_exact_mut(out_h * out_w))
+    {
         for (oy, (iy, wy)) in ty.iter().enumerate() {
             for (ox, (ix, wx)) in tx.iter().enumerate() {
                 let row = |r: usize| {
@@ -118,14 +126,20 @@ mod tests {
     }
 
     fn check(h: usize, w: usize, oh: usize, ow: usize) {
-        let src: Vec<f32> = (0..h * w).map(|i| ((i * 37 % 11) as f32 - 5.0) * 0.3 + i as f32 * 0.01).collect();
+        let src: Vec<f32> = (0..h * w)
+            .map(|i| ((i * 37 % 11) as f32 - 5.0) * 0.3 + i as f32 * 0.01)
+            .collect();
         let x = Tensor::from_vec(src.clone(), (1, 1, h, w), &Device::Cpu).unwrap();
         let y = interpolate_bicubic(&x, oh, ow).unwrap();
         assert_eq!(y.dims(), &[1, 1, oh, ow]);
         let y = y.flatten_all().unwrap().to_vec1::<f32>().unwrap();
         let src64: Vec<f64> = src.iter().map(|&v| v as f64).collect();
         let r = reference(&src64, h, w, oh, ow);
-        let err = y.iter().zip(&r).map(|(a, b)| (*a as f64 - b).abs()).fold(0.0, f64::max);
+        let err = y
+            .iter()
+            .zip(&r)
+            .map(|(a, b)| (*a as f64 - b).abs())
+            .fold(0.0, f64::max);
         assert!(err < 1e-5, "{h}x{w} -> {oh}x{ow}: max err {err}");
     }
 
@@ -141,16 +155,27 @@ mod tests {
     #[test]
     fn bicubic_identity_and_known_values() {
         // Same size: exact copy (weights 0, 1, 0, 0).
-        let x = Tensor::arange(0f32, 12.0, &Device::Cpu).unwrap().reshape((1, 1, 3, 4)).unwrap();
+        let x = Tensor::arange(0f32, 12.0, &Device::Cpu)
+            .unwrap()
+            .reshape((1, 1, 3, 4))
+            .unwrap();
         let y = interpolate_bicubic(&x, 3, 4).unwrap();
-        assert_eq!(y.flatten_all().unwrap().to_vec1::<f32>().unwrap(), (0..12).map(|v| v as f32).collect::<Vec<_>>());
+        assert_eq!(
+            y.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            (0..12).map(|v| v as f32).collect::<Vec<_>>()
+        );
         // Row [0, 1] upsampled to 4, worked out by hand: source coordinates
         // -0.25, 0.25, 0.75, 1.25, borders clamped (overshoot on both ends).
         let x = Tensor::new(&[[[[0f32, 1.0]]]], &Device::Cpu).unwrap();
-        let y = interpolate_bicubic(&x, 1, 4).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
-        let want = [-0.10546875f32, 0.2265625, 0.7734375, 1.10546875];
+        let y = interpolate_bicubic(&x, 1, 4)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        let want = [-0.10546875f64, 0.2265625, 0.7734375, 1.10546875];
         for (a, b) in y.iter().zip(want) {
-            assert!((a - b).abs() < 1e-6, "{y:?} vs {want:?}");
+            assert!((*a as f64 - b).abs() < 1e-6, "{y:?} vs {want:?}");
         }
     }
 }

@@ -24,8 +24,9 @@ impl PositionEmbeddingSine {
         let scale = self.cfg.scale.unwrap_or(2.0 * std::f64::consts::PI) as f32;
         let t = self.cfg.temperature as f32;
         // dim_t computed in f32 as torch does: temperature ** (2 * (i // 2) / npf).
-        let dim_t: Vec<f32> =
-            (0..npf).map(|i| t.powf((2 * (i / 2)) as f32 / npf as f32)).collect();
+        let dim_t: Vec<f32> = (0..npf)
+            .map(|i| t.powf((2 * (i / 2)) as f32 / npf as f32))
+            .collect();
         let embed = |n: usize| -> Vec<f32> {
             (1..=n)
                 .map(|i| {
@@ -72,7 +73,9 @@ pub struct PositionEmbeddingRandom {
 impl PositionEmbeddingRandom {
     /// Loads `positional_encoding_gaussian_matrix` `[2, num_pos_feats]`.
     pub fn new(num_pos_feats: usize, vb: VarBuilder) -> Result<Self> {
-        Ok(Self { gaussian: vb.get((2, num_pos_feats), "positional_encoding_gaussian_matrix")? })
+        Ok(Self {
+            gaussian: vb.get((2, num_pos_feats), "positional_encoding_gaussian_matrix")?,
+        })
     }
 
     /// Encodes coords normalised to `[0, 1]`, shape `[.., 2]` → `[.., 2·num_pos_feats]`.

@@ -85,7 +85,12 @@ pub struct Sam2Base {
 impl Sam2Base {
     /// Builds the model from a checkpoint, strictly: every parameter of the
     /// config must be there with its shape, and nothing else may be.
-    pub fn load(cfg: Sam2Config, ckpt: &Checkpoint, dtype: ComputeDType, device: DeviceKind) -> Result<Self> {
+    pub fn load(
+        cfg: Sam2Config,
+        ckpt: &Checkpoint,
+        dtype: ComputeDType,
+        device: DeviceKind,
+    ) -> Result<Self> {
         cfg.validate()?;
         let dev = device.device()?;
         let vb = ckpt.var_builder(dtype.dtype(), &dev);
@@ -102,15 +107,20 @@ impl Sam2Base {
         let c = cfg.hidden_dim();
         let cm = cfg.mem_dim();
         let image_encoder = ImageEncoder::new(&cfg.image_encoder, vb.pp("image_encoder"))?;
-        let memory_attention = MemoryAttention::new(&cfg.memory_attention, vb.pp("memory_attention"))?;
+        let memory_attention =
+            MemoryAttention::new(&cfg.memory_attention, vb.pp("memory_attention"))?;
         let memory_encoder = MemoryEncoder::new(&cfg.memory_encoder, vb.pp("memory_encoder"))?;
-        let sam_prompt_encoder = PromptEncoder::new(&cfg.prompt_encoder(), vb.pp("sam_prompt_encoder"))?;
+        let sam_prompt_encoder =
+            PromptEncoder::new(&cfg.prompt_encoder(), vb.pp("sam_prompt_encoder"))?;
         let sam_mask_decoder = MaskDecoder::new(&cfg.mask_decoder(), vb.pp("sam_mask_decoder"))?;
         let maskmem_tpos_enc = vb.get((cfg.num_maskmem, 1, 1, cm), "maskmem_tpos_enc")?;
         let no_mem_embed = vb.get((1, 1, c), "no_mem_embed")?;
         let no_mem_pos_enc = vb.get((1, 1, c), "no_mem_pos_enc")?;
         let mask_downsample = if cfg.use_obj_ptrs_in_encoder {
-            let conv = candle_nn::Conv2dConfig { stride: 4, ..Default::default() };
+            let conv = candle_nn::Conv2dConfig {
+                stride: 4,
+                ..Default::default()
+            };
             Some(candle_nn::conv2d(1, 1, 4, conv, vb.pp("mask_downsample"))?)
         } else {
             None
@@ -123,7 +133,15 @@ impl Sam2Base {
         let obj_ptr_proj = if !cfg.use_obj_ptrs_in_encoder {
             ObjPtrProj::Identity
         } else if cfg.use_mlp_for_obj_ptr_proj {
-            ObjPtrProj::Mlp(Mlp::new(c, c, c, 3, Activation::Relu, false, vb.pp("obj_ptr_proj"))?)
+            ObjPtrProj::Mlp(Mlp::new(
+                c,
+                c,
+                c,
+                3,
+                Activation::Relu,
+                false,
+                vb.pp("obj_ptr_proj"),
+            )?)
         } else {
             ObjPtrProj::Linear(candle_nn::linear(c, c, vb.pp("obj_ptr_proj"))?)
         };
@@ -178,9 +196,14 @@ impl Sam2Base {
         let n = out.backbone_fpn.len();
         let high_res = if self.cfg.use_high_res_features_in_sam {
             if n < 3 {
-                return Err(Error::Config("high-res features need three FPN levels".into()));
+                return Err(Error::Config(
+                    "high-res features need three FPN levels".into(),
+                ));
             }
-            Some(self.sam_mask_decoder.project_high_res(&out.backbone_fpn[0], &out.backbone_fpn[1])?)
+            Some(
+                self.sam_mask_decoder
+                    .project_high_res(&out.backbone_fpn[0], &out.backbone_fpn[1])?,
+            )
         } else {
             None
         };
@@ -189,7 +212,11 @@ impl Sam2Base {
             .last()
             .cloned()
             .ok_or_else(|| Error::Config("the image encoder returned no level".into()))?;
-        Ok(BackboneFeatures { vision_feats: out.vision_features, vision_pos, high_res })
+        Ok(BackboneFeatures {
+            vision_feats: out.vision_features,
+            vision_pos,
+            high_res,
+        })
     }
 
     /// The image predictor's embedding: the top level plus `no_mem_embed`
@@ -197,12 +224,15 @@ impl Sam2Base {
     pub fn image_embed_without_memory(&self, feats: &BackboneFeatures) -> Result<Tensor> {
         if self.cfg.directly_add_no_mem_embed {
             let c = self.cfg.hidden_dim();
-            Ok(feats.vision_feats.broadcast_add(&self.no_mem_embed.reshape((1, c, 1, 1))?)?)
+            Ok(feats
+                .vision_feats
+                .broadcast_add(&self.no_mem_embed.reshape((1, c, 1, 1))?)?)
         } else {
             // Without it the official image predictor would run memory attention
             // over no memory; no released config does this.
             Err(Error::Config(
-                "model.directly_add_no_mem_embed: false is not supported by the image predictor".into(),
+                "model.directly_add_no_mem_embed: false is not supported by the image predictor"
+                    .into(),
             ))
         }
     }
@@ -329,7 +359,9 @@ impl Sam2Base {
             Some(m) => Some(m.to_dtype(self.dtype)?),
             None => None,
         };
-        let (sparse, dense) = self.sam_prompt_encoder.forward(Some(points), None, mask_prompt.as_ref())?;
+        let (sparse, dense) =
+            self.sam_prompt_encoder
+                .forward(Some(points), None, mask_prompt.as_ref())?;
         let pe = self.sam_prompt_encoder.get_dense_pe()?;
         let out = self.sam_mask_decoder.forward(
             backbone_features,
@@ -418,16 +450,28 @@ impl Sam2Base {
         let low = resize_aa(&high, h / 4, w / 4)?;
         let ious = Tensor::ones((b, 1), DType::F32, dev)?;
         let (obj_ptr, inner) = match &self.mask_downsample {
-            None => (Tensor::zeros((b, self.cfg.hidden_dim()), DType::F32, dev)?, None),
+            None => (
+                Tensor::zeros((b, self.cfg.hidden_dim()), DType::F32, dev)?,
+                None,
+            ),
             Some(ds) => {
                 let small = ds.forward(&m.to_dtype(self.dtype)?)?;
-                let o = self.forward_sam_heads(backbone_features, None, Some(&small), high_res, false)?;
+                let o =
+                    self.forward_sam_heads(backbone_features, None, Some(&small), high_res, false)?;
                 (o.obj_ptr.clone(), Some(o))
             }
         };
-        let any = m.flatten_from(1)?.gt(0f32)?.to_dtype(DType::F32)?.max_keepdim(1)?; // [B, 1]
+        let any = m
+            .flatten_from(1)?
+            .gt(0f32)?
+            .to_dtype(DType::F32)?
+            .max_keepdim(1)?; // [B, 1]
         let scores = ((&any * 20.0)? - 10.0)?;
-        let obj_ptr = if self.cfg.pred_obj_scores { self.mix_no_obj_ptr(&obj_ptr, &any)? } else { obj_ptr };
+        let obj_ptr = if self.cfg.pred_obj_scores {
+            self.mix_no_obj_ptr(&obj_ptr, &any)?
+        } else {
+            obj_ptr
+        };
         Ok((
             SamHeadsOutput {
                 low_res_multimasks: low.clone(),
@@ -462,7 +506,9 @@ impl Sam2Base {
         let mut num_ptr = 0usize;
         if is_init_cond_frame {
             if self.cfg.directly_add_no_mem_embed {
-                let x = feats.vision_feats.broadcast_add(&self.no_mem_embed.reshape((1, c, 1, 1))?)?;
+                let x = feats
+                    .vision_feats
+                    .broadcast_add(&self.no_mem_embed.reshape((1, c, 1, 1))?)?;
                 return Ok((x, None));
             }
             to_cat.push(self.no_mem_embed.broadcast_as((1, b, c))?.contiguous()?);
@@ -478,16 +524,30 @@ impl Sam2Base {
                 to_cat_pos.push(pos);
             }
             if !memory.pointers.is_empty() {
-                let ptrs: Vec<Tensor> = memory.pointers.iter().map(|p| p.ptr.to_dtype(DType::F32)).collect::<candle_core::Result<_>>()?;
+                let ptrs: Vec<Tensor> = memory
+                    .pointers
+                    .iter()
+                    .map(|p| p.ptr.to_dtype(DType::F32))
+                    .collect::<candle_core::Result<_>>()?;
                 let n = ptrs.len();
                 let obj_ptrs = Tensor::stack(&ptrs, 0)?; // [n, B, C]
                 let obj_pos = if self.cfg.add_tpos_enc_to_obj_ptrs {
                     let norm = memory.ptr_tpos_norm.max(1) as f32;
-                    let pos: Vec<f32> = memory.pointers.iter().map(|p| p.tpos as f32 / norm).collect();
-                    let tpos_dim = if self.cfg.proj_tpos_enc_in_obj_ptrs { c } else { cm };
+                    let pos: Vec<f32> = memory
+                        .pointers
+                        .iter()
+                        .map(|p| p.tpos as f32 / norm)
+                        .collect();
+                    let tpos_dim = if self.cfg.proj_tpos_enc_in_obj_ptrs {
+                        c
+                    } else {
+                        cm
+                    };
                     let mut pe = get_1d_sine_pe(&pos, tpos_dim, &dev)?;
                     if let Some(proj) = &self.obj_ptr_tpos_proj {
-                        pe = proj.forward(&pe.to_dtype(self.dtype)?)?.to_dtype(DType::F32)?;
+                        pe = proj
+                            .forward(&pe.to_dtype(self.dtype)?)?
+                            .to_dtype(DType::F32)?;
                     }
                     pe.unsqueeze(1)?.broadcast_as((n, b, cm))?.contiguous()?
                 } else {
@@ -495,9 +555,15 @@ impl Sam2Base {
                 };
                 let (obj_ptrs, obj_pos) = if cm < c {
                     let k = c / cm;
-                    let p = obj_ptrs.reshape((n, b, k, cm))?.permute((0, 2, 1, 3))?.reshape((n * k, b, cm))?;
+                    let p = obj_ptrs
+                        .reshape((n, b, k, cm))?
+                        .permute((0, 2, 1, 3))?
+                        .reshape((n * k, b, cm))?;
                     // repeat_interleave along dim 0
-                    let q = obj_pos.unsqueeze(1)?.broadcast_as((n, k, b, cm))?.reshape((n * k, b, cm))?;
+                    let q = obj_pos
+                        .unsqueeze(1)?
+                        .broadcast_as((n, k, b, cm))?
+                        .reshape((n * k, b, cm))?;
                     (p, q)
                 } else {
                     (obj_ptrs, obj_pos)
@@ -507,14 +573,18 @@ impl Sam2Base {
                 to_cat_pos.push(obj_pos);
             }
             if to_cat.is_empty() {
-                return Err(Error::invalid("tracking a frame with no memory at all (no conditioning frame?)"));
+                return Err(Error::invalid(
+                    "tracking a frame with no memory at all (no conditioning frame?)",
+                ));
             }
         }
         let memory_t = Tensor::cat(&to_cat, 0)?.to_dtype(self.dtype)?;
         let memory_pos = Tensor::cat(&to_cat_pos, 0)?.to_dtype(self.dtype)?;
         let curr = to_seq_first(&feats.vision_feats)?.contiguous()?;
         let curr_pos = to_seq_first(&feats.vision_pos)?.contiguous()?;
-        let out = self.memory_attention.forward(&curr, &memory_t, &curr_pos, &memory_pos, num_ptr)?;
+        let out =
+            self.memory_attention
+                .forward(&curr, &memory_t, &curr_pos, &memory_pos, num_ptr)?;
         let pix = from_seq_first(&out, h, w)?;
         let trace = MemoryAttentionTrace {
             curr,
@@ -581,32 +651,57 @@ impl Sam2Base {
                 o
             }
             _ => {
-                let (pix, tr) = self.prepare_memory_conditioned_features(feats, is_init_cond_frame, memory)?;
+                let (pix, tr) =
+                    self.prepare_memory_conditioned_features(feats, is_init_cond_frame, memory)?;
                 ma_trace = tr;
                 let mask_in = match (prev_sam_mask_logits, mask_inputs) {
                     (Some(p), None) => Some(p.clone()),
                     (_, m) => m.cloned(),
                 };
-                let n_pts = point_inputs.map(|(_, l)| l.dim(1)).transpose()?.unwrap_or(0);
+                let n_pts = point_inputs
+                    .map(|(_, l)| l.dim(1))
+                    .transpose()?
+                    .unwrap_or(0);
                 let multi = self.use_multimask(is_init_cond_frame, n_pts);
-                let o = self.forward_sam_heads(&pix, point_inputs, mask_in.as_ref(), high_res, multi)?;
+                let o =
+                    self.forward_sam_heads(&pix, point_inputs, mask_in.as_ref(), high_res, multi)?;
                 let o2 = o.clone();
                 sam_heads.push(o2);
                 if run_mem_encoder {
-                    let (f, _) = self.encode_new_memory(&pix_for_memory(feats), &o.high_res_masks, &o.object_score_logits, point_inputs.is_some(), mem_params)?;
+                    let (f, _) = self.encode_new_memory(
+                        &pix_for_memory(feats),
+                        &o.high_res_masks,
+                        &o.object_score_logits,
+                        point_inputs.is_some(),
+                        mem_params,
+                    )?;
                     let frame = crate::memory_bank::FrameOutput {
                         maskmem_features: Some(f),
                         pred_masks: o.low_res_masks.clone(),
                         obj_ptr: o.obj_ptr.clone(),
                         object_score_logits: o.object_score_logits.clone(),
                     };
-                    return Ok(TrackStepOutput { frame, high_res_masks: o.high_res_masks, sam_heads, memory_attention: ma_trace });
+                    return Ok(TrackStepOutput {
+                        frame,
+                        high_res_masks: o.high_res_masks,
+                        sam_heads,
+                        memory_attention: ma_trace,
+                    });
                 }
                 o
             }
         };
         let maskmem_features = if run_mem_encoder {
-            Some(self.encode_new_memory(&pix_for_memory(feats), &heads.high_res_masks, &heads.object_score_logits, point_inputs.is_some(), mem_params)?.0)
+            Some(
+                self.encode_new_memory(
+                    &pix_for_memory(feats),
+                    &heads.high_res_masks,
+                    &heads.object_score_logits,
+                    point_inputs.is_some(),
+                    mem_params,
+                )?
+                .0,
+            )
         } else {
             None
         };
@@ -616,7 +711,12 @@ impl Sam2Base {
             obj_ptr: heads.obj_ptr.clone(),
             object_score_logits: heads.object_score_logits.clone(),
         };
-        Ok(TrackStepOutput { frame, high_res_masks: heads.high_res_masks, sam_heads, memory_attention: ma_trace })
+        Ok(TrackStepOutput {
+            frame,
+            high_res_masks: heads.high_res_masks,
+            sam_heads,
+            memory_attention: ma_trace,
+        })
     }
 }
 
@@ -633,7 +733,10 @@ impl Sam2Base {
     pub fn with_random_weights(cfg: Sam2Config, device: &Device) -> Result<Self> {
         let varmap = candle_nn::VarMap::new();
         // First pass creates the variables; the second builds from detached copies.
-        Self::new(cfg.clone(), VarBuilder::from_varmap(&varmap, DType::F32, device))?;
+        Self::new(
+            cfg.clone(),
+            VarBuilder::from_varmap(&varmap, DType::F32, device),
+        )?;
         let tensors: std::collections::HashMap<String, Tensor> = varmap
             .data()
             .lock()
@@ -649,7 +752,11 @@ impl Sam2Base {
         varmap
             .data()
             .lock()
-            .map(|d| d.iter().map(|(k, v)| (k.clone(), v.as_tensor().detach())).collect())
+            .map(|d| {
+                d.iter()
+                    .map(|(k, v)| (k.clone(), v.as_tensor().detach()))
+                    .collect()
+            })
             .unwrap_or_default()
     }
 }

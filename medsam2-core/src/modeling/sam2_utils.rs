@@ -41,10 +41,18 @@ impl Mlp {
         let mut layers = Vec::with_capacity(num_layers);
         for i in 0..num_layers {
             let n = if i == 0 { input_dim } else { hidden_dim };
-            let k = if i + 1 == num_layers { output_dim } else { hidden_dim };
+            let k = if i + 1 == num_layers {
+                output_dim
+            } else {
+                hidden_dim
+            };
             layers.push(linear(n, k, vb.pp("layers").pp(i))?);
         }
-        Ok(Self { layers, act, sigmoid_output })
+        Ok(Self {
+            layers,
+            act,
+            sigmoid_output,
+        })
     }
 }
 
@@ -98,7 +106,14 @@ impl Module for LayerNorm2d {
 
 /// Standard `nn.LayerNorm` over the last dim.
 pub fn layer_norm(dim: usize, eps: f64, vb: VarBuilder) -> Result<candle_nn::LayerNorm> {
-    candle_nn::layer_norm(dim, candle_nn::LayerNormConfig { eps, ..Default::default() }, vb)
+    candle_nn::layer_norm(
+        dim,
+        candle_nn::LayerNormConfig {
+            eps,
+            ..Default::default()
+        },
+        vb,
+    )
 }
 
 /// Depthwise `nn.Conv2d` (`groups = channels`), stride 1.
@@ -138,7 +153,11 @@ impl Module for DepthwiseConv2d {
             return conv.broadcast_add(&self.bias.to_dtype(dtype)?.reshape((1, c, 1, 1))?);
         }
         let xs = x.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
-        let ws = self.weight.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+        let ws = self
+            .weight
+            .to_dtype(DType::F32)?
+            .flatten_all()?
+            .to_vec1::<f32>()?;
         let bs = self.bias.to_dtype(DType::F32)?.to_vec1::<f32>()?;
         let mut out = vec![0f32; b * c * ho * wo];
         for bi in 0..b {

@@ -142,7 +142,7 @@ fn exp_f32(x: f32) -> f32 {
     p = p * r + 8.333_452e-3;
     p = p * r + 4.166_579_6e-2;
     p = p * r + 1.666_666_5e-1;
-    p = p * r + 5.000_000_1e-1;
+    p = p * r + 0.5;
     let y = p * r * r + r + 1.0;
     // 2^n from the bits of z (integer ops only, so the loop stays vectorised).
     let two_n = f32::from_bits(z.to_bits().wrapping_sub(0x4B40_0000).wrapping_add(127) << 23);
@@ -313,8 +313,26 @@ pub(crate) unsafe fn sgemm(
 ///
 /// # Safety
 /// `x` must hold `rows·k` and `y` `rows·n` elements; `wt` `k·n`.
-pub(crate) unsafe fn linear_acc(x: *const f32, rows: usize, wt: &[f32], n: usize, k: usize, y: *mut f32) {
-    sgemm(rows, n, k, y, n, true, x, (k as isize, 1), wt.as_ptr(), (n as isize, 1))
+pub(crate) unsafe fn linear_acc(
+    x: *const f32,
+    rows: usize,
+    wt: &[f32],
+    n: usize,
+    k: usize,
+    y: *mut f32,
+) {
+    sgemm(
+        rows,
+        n,
+        k,
+        y,
+        n,
+        true,
+        x,
+        (k as isize, 1),
+        wt.as_ptr(),
+        (n as isize, 1),
+    )
 }
 
 /// A linear layer (`nn.Linear`) whose weight is stored transposed
@@ -337,9 +355,15 @@ impl TLinear {
     pub(crate) fn from_parts(w: Tensor, b: Option<Tensor>) -> Result<Self> {
         if is_cpu_f32(&w) {
             let wt = w.t()?.contiguous()?;
-            Ok(Self { lin: candle_nn::Linear::new(wt.t()?, b), wt: Some(wt) })
+            Ok(Self {
+                lin: candle_nn::Linear::new(wt.t()?, b),
+                wt: Some(wt),
+            })
         } else {
-            Ok(Self { lin: candle_nn::Linear::new(w, b), wt: None })
+            Ok(Self {
+                lin: candle_nn::Linear::new(w, b),
+                wt: None,
+            })
         }
     }
 
@@ -475,7 +499,14 @@ pub(crate) fn ln_linear(
 }
 
 /// `acc += x · W + b` over `n` rows (`w` `[k, o]`, `x` width `k`, `acc` width `o`).
-pub(crate) fn linear_residual(acc: &mut [f32], x: &[f32], n: usize, k: usize, w: &[f32], b: &[f32]) {
+pub(crate) fn linear_residual(
+    acc: &mut [f32],
+    x: &[f32],
+    n: usize,
+    k: usize,
+    w: &[f32],
+    b: &[f32],
+) {
     let o = b.len();
     let rb = row_block(n);
     let pa = SyncPtr(acc.as_mut_ptr());
@@ -547,7 +578,14 @@ pub(crate) fn mlp_residual(x: &mut [f32], n: usize, c: usize, m: &MlpWeights<'_>
 }
 
 /// Max pooling of NHWC `[b, h, w, c]` with kernel = stride = `s` (floor).
-pub(crate) fn max_pool(x: &[f32], b: usize, h: usize, w: usize, c: usize, s: [usize; 2]) -> Vec<f32> {
+pub(crate) fn max_pool(
+    x: &[f32],
+    b: usize,
+    h: usize,
+    w: usize,
+    c: usize,
+    s: [usize; 2],
+) -> Vec<f32> {
     let (ho, wo) = (h / s[0], w / s[1]);
     let mut out = alloc(b * ho * wo * c);
     let po = SyncPtr(out.as_mut_ptr());
@@ -596,9 +634,17 @@ pub(crate) struct AttnGeom {
 /// `window × window` tiles of the zero-padded map, queries optionally
 /// max-pooled inside each window. Returns the attention output `[b·ho·wo, c]`
 /// in natural order (before `proj`) and `(ho, wo)`.
-pub(crate) fn attention(qkv: &[f32], qkv_bias: &[f32], g: &AttnGeom) -> Result<(Vec<f32>, usize, usize)> {
+pub(crate) fn attention(
+    qkv: &[f32],
+    qkv_bias: &[f32],
+    g: &AttnGeom,
+) -> Result<(Vec<f32>, usize, usize)> {
     let (b, h, w, c, heads) = (g.b, g.h, g.w, g.c, g.heads);
-    if heads == 0 || c % heads != 0 || qkv.len() != b * h * w * 3 * c || qkv_bias.len() != 3 * c {
+    if heads == 0
+        || !c.is_multiple_of(heads)
+        || qkv.len() != b * h * w * 3 * c
+        || qkv_bias.len() != 3 * c
+    {
         candle_core::bail!("attention: inconsistent sizes");
     }
     let hd = c / heads;
@@ -655,10 +701,32 @@ pub(crate) fn attention(qkv: &[f32], qkv_bias: &[f32], g: &AttnGeom) -> Result<(
                 // SAFETY: all pointers address rows inside `base`/scratch; the
                 // output rows of this task are disjoint from other tasks'.
                 unsafe {
-                    sgemm(rows, l, hd, s.as_mut_ptr(), l, false, q_ptr, (q_rs, 1), k_ptr, (1, c3 as isize));
+                    sgemm(
+                        rows,
+                        l,
+                        hd,
+                        s.as_mut_ptr(),
+                        l,
+                        false,
+                        q_ptr,
+                        (q_rs, 1),
+                        k_ptr,
+                        (1, c3 as isize),
+                    );
                     softmax_rows(s, l, scale);
                     let dst = po.ptr().add((bi * lq + q0) * c + hh * hd);
-                    sgemm(rows, hd, l, dst, c, false, s.as_ptr(), (l as isize, 1), v_ptr, (c3 as isize, 1));
+                    sgemm(
+                        rows,
+                        hd,
+                        l,
+                        dst,
+                        c,
+                        false,
+                        s.as_ptr(),
+                        (l as isize, 1),
+                        v_ptr,
+                        (c3 as isize, 1),
+                    );
                 }
             });
         });
@@ -685,7 +753,8 @@ pub(crate) fn attention(qkv: &[f32], qkv_bias: &[f32], g: &AttnGeom) -> Result<(
             let (q, rest) = rest.split_at_mut(lq * hd);
             let (s, o) = rest.split_at_mut(lq * l);
             // Row of token (y, x) of this window (padding = the bias row).
-            let row = |y: usize, x: usize| window_row(base, qkv_bias, (wy * ws + y, wx * ws + x), (h, w));
+            let row =
+                |y: usize, x: usize| window_row(base, qkv_bias, (wy * ws + y, wx * ws + x), (h, w));
             for y in 0..ws {
                 for x in 0..ws {
                     let r = row(y, x);
@@ -711,9 +780,31 @@ pub(crate) fn attention(qkv: &[f32], qkv_bias: &[f32], g: &AttnGeom) -> Result<(
             // SAFETY: scratch buffers of the sizes given.
             unsafe {
                 let hd_i = hd as isize;
-                sgemm(lq, l, hd, s.as_mut_ptr(), l, false, q.as_ptr(), (hd_i, 1), k.as_ptr(), (1, hd_i));
+                sgemm(
+                    lq,
+                    l,
+                    hd,
+                    s.as_mut_ptr(),
+                    l,
+                    false,
+                    q.as_ptr(),
+                    (hd_i, 1),
+                    k.as_ptr(),
+                    (1, hd_i),
+                );
                 softmax_rows(s, l, scale);
-                sgemm(lq, hd, l, o.as_mut_ptr(), hd, false, s.as_ptr(), (l as isize, 1), v.as_ptr(), (hd_i, 1));
+                sgemm(
+                    lq,
+                    hd,
+                    l,
+                    o.as_mut_ptr(),
+                    hd,
+                    false,
+                    s.as_ptr(),
+                    (l as isize, 1),
+                    v.as_ptr(),
+                    (hd_i, 1),
+                );
             }
             for qy in 0..wqy {
                 let gy = wy * wqy + qy;
@@ -740,7 +831,12 @@ pub(crate) fn attention(qkv: &[f32], qkv_bias: &[f32], g: &AttnGeom) -> Result<(
 
 /// `lat[b, y, x, :] += prev[b, y / 2, x / 2, :]` (nearest 2× upsampling of
 /// `prev` `[b, h/2, w/2, c]` added to `lat` `[b, h, w, c]`), then `· scale`.
-pub(crate) fn add_upsampled_nearest2x(lat: &mut [f32], prev: &[f32], (b, h, w, c): (usize, usize, usize, usize), scale: f32) {
+pub(crate) fn add_upsampled_nearest2x(
+    lat: &mut [f32],
+    prev: &[f32],
+    (b, h, w, c): (usize, usize, usize, usize),
+    scale: f32,
+) {
     let (ph, pw) = (h / 2, w / 2);
     let pl = SyncPtr(lat.as_mut_ptr());
     par_tasks(b * h, |t| {
@@ -749,7 +845,10 @@ pub(crate) fn add_upsampled_nearest2x(lat: &mut [f32], prev: &[f32], (b, h, w, c
         let row = unsafe { std::slice::from_raw_parts_mut(pl.ptr().add(t * w * c), w * c) };
         let src = &prev[(bi * ph + y / 2) * pw * c..][..pw * c];
         for x in 0..w {
-            for (d, s) in row[x * c..(x + 1) * c].iter_mut().zip(&src[(x / 2) * c..(x / 2 + 1) * c]) {
+            for (d, s) in row[x * c..(x + 1) * c]
+                .iter_mut()
+                .zip(&src[(x / 2) * c..(x / 2 + 1) * c])
+            {
                 *d = (*d + s) * scale;
             }
         }
@@ -799,7 +898,11 @@ pub(crate) fn patch_embed(
                         let src_row = &plane[iy as usize * w..][..w];
                         for (kx, d) in dst.iter_mut().enumerate() {
                             let ix = (ox * stride + kx) as isize - pad as isize;
-                            *d = if ix < 0 || ix >= w as isize { 0.0 } else { src_row[ix as usize] };
+                            *d = if ix < 0 || ix >= w as isize {
+                                0.0
+                            } else {
+                                src_row[ix as usize]
+                            };
                         }
                     }
                 }
@@ -809,7 +912,18 @@ pub(crate) fn patch_embed(
                 let y = std::slice::from_raw_parts_mut(po.ptr().add(t * wo * co), wo * co);
                 y.copy_from_slice(&pos[oy * wo * co..(oy + 1) * wo * co]);
                 add_rows(y, bias);
-                sgemm(wo, co, kk, y.as_mut_ptr(), co, true, cols.as_ptr(), (kk as isize, 1), weight.as_ptr(), (1, kk as isize));
+                sgemm(
+                    wo,
+                    co,
+                    kk,
+                    y.as_mut_ptr(),
+                    co,
+                    true,
+                    cols.as_ptr(),
+                    (kk as isize, 1),
+                    weight.as_ptr(),
+                    (1, kk as isize),
+                );
             }
         });
     });
@@ -818,7 +932,12 @@ pub(crate) fn patch_embed(
 
 /// The qkv row of map position `(y, x)`, or `bias` outside the `hw` map.
 #[inline]
-fn window_row<'a>(base: &'a [f32], bias: &'a [f32], yx: (usize, usize), hw: (usize, usize)) -> &'a [f32] {
+fn window_row<'a>(
+    base: &'a [f32],
+    bias: &'a [f32],
+    yx: (usize, usize),
+    hw: (usize, usize),
+) -> &'a [f32] {
     let c3 = bias.len();
     if yx.0 < hw.0 && yx.1 < hw.1 {
         &base[(yx.0 * hw.1 + yx.1) * c3..][..c3]

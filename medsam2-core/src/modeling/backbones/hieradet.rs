@@ -40,7 +40,6 @@ fn layer_norm_generic(x: &Tensor, ln: &LayerNorm) -> Result<Tensor> {
     }
 }
 
-
 /// Max pooling of an NHWC map with kernel = stride = `s` (`nn.MaxPool2d`,
 /// `ceil_mode=False`: a trailing partial row/column is dropped).
 pub fn max_pool_nhwc(x: &Tensor, s: [usize; 2]) -> Result<Tensor> {
@@ -50,7 +49,9 @@ pub fn max_pool_nhwc(x: &Tensor, s: [usize; 2]) -> Result<Tensor> {
         candle_core::bail!("max_pool_nhwc: {h}x{w} smaller than the stride {s:?}");
     }
     let x = if ho * s[0] != h || wo * s[1] != w {
-        x.narrow(1, 0, ho * s[0])?.narrow(2, 0, wo * s[1])?.contiguous()?
+        x.narrow(1, 0, ho * s[0])?
+            .narrow(2, 0, wo * s[1])?
+            .contiguous()?
     } else {
         x.contiguous()?
     };
@@ -76,8 +77,10 @@ impl MultiScaleAttention {
         q_stride: Option<[usize; 2]>,
         vb: VarBuilder,
     ) -> Result<Self> {
-        if num_heads == 0 || dim_out % num_heads != 0 {
-            candle_core::bail!("MultiScaleAttention: {dim_out} channels not divisible by {num_heads} heads");
+        if num_heads == 0 || !dim_out.is_multiple_of(num_heads) {
+            candle_core::bail!(
+                "MultiScaleAttention: {dim_out} channels not divisible by {num_heads} heads"
+            );
         }
         Ok(Self {
             qkv: TLinear::new(dim, 3 * dim_out, vb.pp("qkv"))?,
@@ -150,7 +153,11 @@ impl MultiScaleBlock {
             attn: MultiScaleAttention::new(dim, dim_out, num_heads, q_stride, vb.pp("attn"))?,
             fc1: TLinear::new(dim_out, mlp_hidden, vb.pp("mlp").pp("layers").pp(0))?,
             fc2: TLinear::new(mlp_hidden, dim_out, vb.pp("mlp").pp("layers").pp(1))?,
-            proj: if dim != dim_out { Some(TLinear::new(dim, dim_out, vb.pp("proj"))?) } else { None },
+            proj: if dim != dim_out {
+                Some(TLinear::new(dim, dim_out, vb.pp("proj"))?)
+            } else {
+                None
+            },
             dim,
             dim_out,
             window_size,
@@ -173,7 +180,11 @@ impl MultiScaleBlock {
         };
         let (h, w) = (xn.dim(1)?, xn.dim(2)?);
         let mut ws = self.window_size;
-        let (xw, mut pad_hw) = if ws > 0 { window_partition(&xn, ws)? } else { (xn, (h, w)) };
+        let (xw, mut pad_hw) = if ws > 0 {
+            window_partition(&xn, ws)?
+        } else {
+            (xn, (h, w))
+        };
         let mut y = self.attn.forward(&xw)?;
         let mut hw = (h, w);
         if let Some(st) = self.q_stride {
@@ -187,13 +198,20 @@ impl MultiScaleBlock {
             y = window_unpartition(&y, ws, pad_hw, hw)?;
         }
         let x = (shortcut + y)?;
-        let m = self.fc1.forward(&layer_norm_generic(&x, &self.norm2)?)?.gelu_erf()?;
+        let m = self
+            .fc1
+            .forward(&layer_norm_generic(&x, &self.norm2)?)?
+            .gelu_erf()?;
         x + self.fc2.forward(&m)?
     }
 
     /// Fast f32 CPU forward on NHWC tokens `x` of a `b × h × w` map; returns
     /// the new tokens and map size.
-    fn forward_fast(&self, x: Buf, (b, h, w): (usize, usize, usize)) -> Result<(Vec<f32>, usize, usize)> {
+    fn forward_fast(
+        &self,
+        x: Buf,
+        (b, h, w): (usize, usize, usize),
+    ) -> Result<(Vec<f32>, usize, usize)> {
         let n = b * h * w;
         let ln1w = weight_ref(self.norm1.weight())?;
         let ln1b = match self.norm1.bias() {
@@ -217,7 +235,11 @@ impl MultiScaleBlock {
                 }
             };
             if xs.len() != n * self.dim {
-                candle_core::bail!("MultiScaleBlock: input has {} values, expected {n}x{}", xs.len(), self.dim);
+                candle_core::bail!(
+                    "MultiScaleBlock: input has {} values, expected {n}x{}",
+                    xs.len(),
+                    self.dim
+                );
             }
             cpu::ln_linear(xs, n, self.dim, ln1, qkv_w.slice(), qkv_b.slice(), second)
         };
@@ -297,8 +319,11 @@ impl Hiera {
             candle_core::bail!("Hiera: need one window size per stage");
         }
         let stage_ends = cfg.stage_ends();
-        let q_pool_blocks: Vec<usize> =
-            stage_ends[..stage_ends.len() - 1].iter().map(|e| e + 1).take(cfg.q_pool).collect();
+        let q_pool_blocks: Vec<usize> = stage_ends[..stage_ends.len() - 1]
+            .iter()
+            .map(|e| e + 1)
+            .take(cfg.q_pool)
+            .collect();
         let patch_embed = PatchEmbed::new(3, cfg.embed_dim, 7, 4, 3, vb.pp("patch_embed"))?;
         let [bh, bw] = cfg.window_pos_embed_bkg_spatial_size;
         let pos_embed = vb.get((1, cfg.embed_dim, bh, bw), "pos_embed")?;
@@ -364,8 +389,10 @@ impl Hiera {
             }
         }
         let (_, _, wh, ww) = self.pos_embed_window.dims4()?;
-        if h % wh != 0 || w % ww != 0 {
-            candle_core::bail!("Hiera: feature size {h}x{w} is not a multiple of the window embedding {wh}x{ww}");
+        if !h.is_multiple_of(wh) || !w.is_multiple_of(ww) {
+            candle_core::bail!(
+                "Hiera: feature size {h}x{w} is not a multiple of the window embedding {wh}x{ww}"
+            );
         }
         let bg = interpolate_bicubic(&self.pos_embed, h, w)?;
         let win = self.pos_embed_window.repeat((1, 1, h / wh, w / ww))?;
@@ -398,11 +425,18 @@ impl Hiera {
     /// Fast f32 CPU path of [`Hiera::forward_nhwc`].
     fn forward_nhwc_fast(&self, x: &Tensor) -> Result<Vec<Tensor>> {
         let (b, ci, h, w) = x.dims4()?;
-        let (k, stride, pad) = (self.patch_embed.kernel, self.patch_embed.stride, self.patch_embed.padding);
+        let (k, stride, pad) = (
+            self.patch_embed.kernel,
+            self.patch_embed.stride,
+            self.patch_embed.padding,
+        );
         if h + 2 * pad < k || w + 2 * pad < k || stride == 0 {
             candle_core::bail!("Hiera: input {h}x{w} smaller than the patch kernel");
         }
-        let (ho, wo) = ((h + 2 * pad - k) / stride + 1, (w + 2 * pad - k) / stride + 1);
+        let (ho, wo) = (
+            (h + 2 * pad - k) / stride + 1,
+            (w + 2 * pad - k) / stride + 1,
+        );
         let pe = self.pos_embed(ho, wo)?;
         let x = x.contiguous()?;
         let (mut buf, mut hw) = {
@@ -410,8 +444,16 @@ impl Hiera {
             let pw = weight_ref(self.patch_embed.weight())?;
             let pb = weight_ref(self.patch_embed.bias()?)?;
             let pos = F32Ref::new(&pe)?;
-            let (v, h1, w1) =
-                cpu::patch_embed(px.slice(), (b, ci, h, w), pw.slice(), pb.slice(), pos.slice(), k, stride, pad)?;
+            let (v, h1, w1) = cpu::patch_embed(
+                px.slice(),
+                (b, ci, h, w),
+                pw.slice(),
+                pb.slice(),
+                pos.slice(),
+                k,
+                stride,
+                pad,
+            )?;
             (Buf::Owned(v), (h1, w1))
         };
         let mut outs = Vec::with_capacity(self.stage_ends.len());

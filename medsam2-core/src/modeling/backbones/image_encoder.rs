@@ -11,6 +11,9 @@ use super::hieradet::Hiera;
 use crate::config::{FpnInterp, FpnNeckConfig, FuseType, ImageEncoderConfig};
 use crate::modeling::position_encoding::PositionEmbeddingSine;
 
+/// One NHWC feature level on the fast path: data, height, width.
+type NhwcLevel = (Vec<f32>, usize, usize);
+
 /// A 1×1 conv `[o, c, 1, 1]` as a linear layer.
 fn conv1x1_linear(conv: &Conv2d) -> Result<TLinear> {
     let w = conv.weight();
@@ -41,17 +44,32 @@ impl FpnNeck {
     /// Loads `convs.{i}.conv` (conv `i` takes `backbone_channel_list[i]`, i.e.
     /// the lowest-resolution level first).
     pub fn new(cfg: &FpnNeckConfig, vb: VarBuilder) -> Result<Self> {
-        let conv_cfg = Conv2dConfig { padding: cfg.padding, stride: cfg.stride, ..Default::default() };
+        let conv_cfg = Conv2dConfig {
+            padding: cfg.padding,
+            stride: cfg.stride,
+            ..Default::default()
+        };
         let convs = cfg
             .backbone_channel_list
             .iter()
             .enumerate()
             .map(|(i, &c)| {
-                candle_nn::conv2d(c, cfg.d_model, cfg.kernel_size, conv_cfg, vb.pp("convs").pp(i).pp("conv"))
+                candle_nn::conv2d(
+                    c,
+                    cfg.d_model,
+                    cfg.kernel_size,
+                    conv_cfg,
+                    vb.pp("convs").pp(i).pp("conv"),
+                )
             })
             .collect::<Result<Vec<_>>>()?;
         let pointwise = if cfg.kernel_size == 1 && cfg.stride == 1 && cfg.padding == 0 {
-            Some(convs.iter().map(conv1x1_linear).collect::<Result<Vec<_>>>()?)
+            Some(
+                convs
+                    .iter()
+                    .map(conv1x1_linear)
+                    .collect::<Result<Vec<_>>>()?,
+            )
         } else {
             None
         };
@@ -85,7 +103,11 @@ impl FpnNeck {
         dtype: candle_core::DType,
         device: &candle_core::Device,
     ) -> Result<Tensor> {
-        let cached = self.pos_cache.lock().ok().and_then(|c| c.get(&(h, w)).cloned());
+        let cached = self
+            .pos_cache
+            .lock()
+            .ok()
+            .and_then(|c| c.get(&(h, w)).cloned());
         let pe = match cached {
             Some(pe) => pe,
             None => {
@@ -136,7 +158,11 @@ impl FpnNeck {
             prev = Some(feat);
         }
         let feats: Vec<Tensor> = out.into_iter().flatten().collect();
-        let pos = feats.iter().take(keep).map(|f| self.position_encoding(f)).collect::<Result<Vec<_>>>()?;
+        let pos = feats
+            .iter()
+            .take(keep)
+            .map(|f| self.position_encoding(f))
+            .collect::<Result<Vec<_>>>()?;
         Ok((feats, pos))
     }
 }
@@ -145,7 +171,7 @@ impl FpnNeck {
     /// Fast f32 CPU neck on NHWC trunk outputs; `None` where unsupported
     /// (non-1×1 laterals, bilinear top-down). Returns NHWC levels
     /// `(data, h, w)` of `d_model` channels, highest resolution first.
-    fn forward_nhwc_fast(&self, xs: &[Tensor]) -> Result<Option<Vec<(Vec<f32>, usize, usize)>>> {
+    fn forward_nhwc_fast(&self, xs: &[Tensor]) -> Result<Option<Vec<NhwcLevel>>> {
         let n = self.convs.len();
         let Some(laterals) = &self.pointwise else {
             return Ok(None);
@@ -153,7 +179,7 @@ impl FpnNeck {
         if self.interp != FpnInterp::Nearest || xs.len() != n || !xs.iter().all(cpu::is_cpu_f32) {
             return Ok(None);
         }
-        let mut out: Vec<Option<(Vec<f32>, usize, usize)>> = (0..n).map(|_| None).collect();
+        let mut out: Vec<Option<NhwcLevel>> = (0..n).map(|_| None).collect();
         let mut prev: Option<(usize, usize, usize)> = None; // level index, h, w
         for i in (0..n).rev() {
             let x = xs[i].contiguous()?;
@@ -169,7 +195,11 @@ impl FpnNeck {
             };
             if let (Some((pi, ph, pw)), true) = (prev, self.top_down_levels.contains(&i)) {
                 if h != 2 * ph || w != 2 * pw {
-                    candle_core::bail!("FpnNeck: level {i} is {h}x{w}, top-down gives {}x{}", 2 * ph, 2 * pw);
+                    candle_core::bail!(
+                        "FpnNeck: level {i} is {h}x{w}, top-down gives {}x{}",
+                        2 * ph,
+                        2 * pw
+                    );
                 }
                 let scale = match self.fuse {
                     FuseType::Sum => 1.0,
@@ -224,7 +254,11 @@ impl ImageEncoder {
             candle_core::bail!("ImageEncoder: scalp {} discards every level", cfg.scalp);
         }
         let neck = FpnNeck::new(&cfg.neck, vb.pp("neck"))?;
-        Ok(Self { trunk, neck, scalp: cfg.scalp })
+        Ok(Self {
+            trunk,
+            neck,
+            scalp: cfg.scalp,
+        })
     }
 
     /// The trunk.
@@ -244,7 +278,11 @@ impl ImageEncoder {
 
     /// [`ImageEncoder::forward`], then the high-res projections if given
     /// (`SAM2Base.forward_image`).
-    pub fn forward_with_high_res(&self, x: &Tensor, high_res: Option<&HighResConvs>) -> Result<ImageEncoderOutput> {
+    pub fn forward_with_high_res(
+        &self,
+        x: &Tensor,
+        high_res: Option<&HighResConvs>,
+    ) -> Result<ImageEncoderOutput> {
         let trunk = self.trunk.forward_nhwc(x)?;
         if let Some(levels) = self.neck.forward_nhwc_fast(&trunk)? {
             let b = x.dim(0)?;
@@ -262,7 +300,9 @@ impl ImageEncoder {
                         let (wt, bias) = conv.fast()?;
                         let o = bias.slice().len();
                         if wt.slice().len() != o * d {
-                            candle_core::bail!("HighResConvs: conv expects other channels than {d}");
+                            candle_core::bail!(
+                                "HighResConvs: conv expects other channels than {d}"
+                            );
                         }
                         (cpu::linear(&v, b * h * w, d, wt.slice(), bias.slice()), o)
                     }
@@ -275,14 +315,19 @@ impl ImageEncoder {
                 .iter()
                 .map(|f| {
                     let (b, _, h, w) = f.dims4()?;
-                    self.neck.position_encoding_for(b, h, w, f.dtype(), f.device())
+                    self.neck
+                        .position_encoding_for(b, h, w, f.dtype(), f.device())
                 })
                 .collect::<Result<Vec<_>>>()?;
             let vision_features = match feats.last() {
                 Some(f) => f.clone(),
                 None => candle_core::bail!("ImageEncoder: no feature level left after the scalp"),
             };
-            return Ok(ImageEncoderOutput { vision_features, vision_pos_enc: pos, backbone_fpn: feats });
+            return Ok(ImageEncoderOutput {
+                vision_features,
+                vision_pos_enc: pos,
+                backbone_fpn: feats,
+            });
         }
         let trunk = trunk
             .into_iter()
@@ -304,7 +349,11 @@ impl ImageEncoder {
             Some(f) => f.clone(),
             None => candle_core::bail!("ImageEncoder: no feature level left after the scalp"),
         };
-        Ok(ImageEncoderOutput { vision_features, vision_pos_enc: pos, backbone_fpn: feats })
+        Ok(ImageEncoderOutput {
+            vision_features,
+            vision_pos_enc: pos,
+            backbone_fpn: feats,
+        })
     }
 }
 
@@ -324,15 +373,35 @@ impl HighResConvs {
     /// `sam_mask_decoder`.
     pub fn new(transformer_dim: usize, vb: VarBuilder) -> Result<Self> {
         let cfg = Conv2dConfig::default();
-        let conv_s0 = candle_nn::conv2d(transformer_dim, transformer_dim / 8, 1, cfg, vb.pp("conv_s0"))?;
-        let conv_s1 = candle_nn::conv2d(transformer_dim, transformer_dim / 4, 1, cfg, vb.pp("conv_s1"))?;
-        Ok(Self { s0_linear: conv1x1_linear(&conv_s0)?, s1_linear: conv1x1_linear(&conv_s1)?, conv_s0, conv_s1 })
+        let conv_s0 = candle_nn::conv2d(
+            transformer_dim,
+            transformer_dim / 8,
+            1,
+            cfg,
+            vb.pp("conv_s0"),
+        )?;
+        let conv_s1 = candle_nn::conv2d(
+            transformer_dim,
+            transformer_dim / 4,
+            1,
+            cfg,
+            vb.pp("conv_s1"),
+        )?;
+        Ok(Self {
+            s0_linear: conv1x1_linear(&conv_s0)?,
+            s1_linear: conv1x1_linear(&conv_s1)?,
+            conv_s0,
+            conv_s1,
+        })
     }
 
     /// Replaces `backbone_fpn[0]` and `[1]` by their projections.
     pub fn apply(&self, out: &mut ImageEncoderOutput) -> Result<()> {
         if out.backbone_fpn.len() < 2 {
-            candle_core::bail!("HighResConvs: need 2 feature levels, got {}", out.backbone_fpn.len());
+            candle_core::bail!(
+                "HighResConvs: need 2 feature levels, got {}",
+                out.backbone_fpn.len()
+            );
         }
         out.backbone_fpn[0] = self.conv_s0.forward(&out.backbone_fpn[0])?;
         out.backbone_fpn[1] = self.conv_s1.forward(&out.backbone_fpn[1])?;

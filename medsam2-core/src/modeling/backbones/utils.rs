@@ -34,7 +34,7 @@ pub fn window_unpartition(
     let (h, w) = hw;
     let (bw, _, _, c) = windows.dims4()?;
     let per_image = (hp / ws) * (wp / ws);
-    if ws == 0 || per_image == 0 || bw % per_image != 0 {
+    if ws == 0 || per_image == 0 || !bw.is_multiple_of(per_image) {
         candle_core::bail!("window_unpartition: {bw} windows do not tile {hp}x{wp} by {ws}");
     }
     let b = bw / per_image;
@@ -69,7 +69,11 @@ impl PatchEmbed {
         padding: usize,
         vb: VarBuilder,
     ) -> Result<Self> {
-        let cfg = Conv2dConfig { padding, stride, ..Default::default() };
+        let cfg = Conv2dConfig {
+            padding,
+            stride,
+            ..Default::default()
+        };
         Ok(Self {
             proj: candle_nn::conv2d(in_chans, embed_dim, kernel, cfg, vb.pp("proj"))?,
             kernel,

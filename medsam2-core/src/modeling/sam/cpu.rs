@@ -21,20 +21,14 @@ pub(crate) fn slice<'a>(storage: &'a Storage, layout: &Layout) -> Result<&'a [f3
 /// branch-free so that loops over it vectorise.
 #[inline(always)]
 fn erf(x: f32) -> f32 {
-    let x = if x > 4.0 {
-        4.0
-    } else if x < -4.0 {
-        -4.0
-    } else {
-        x
-    };
+    let x = x.clamp(-4.0, 4.0);
     let x2 = x * x;
     let mut p = -2.726_142_3e-10_f32;
     p = p * x2 + 2.770_681_4e-8;
     p = p * x2 - 2.101_024e-6;
     p = p * x2 - 5.692_506_4e-5;
     p = p * x2 - 7.349_906_3e-4;
-    p = p * x2 - 2.954_600_0e-3;
+    p = p * x2 - 2.954_6e-3;
     p = p * x2 - 1.609_603_3e-2;
     let mut q = -1.456_607_2e-5_f32;
     q = q * x2 - 2.133_740_6e-4;
@@ -274,13 +268,7 @@ fn stage2_rows(a: &Stage2, rows: std::ops::Range<usize>, scratch: &mut [f32], pt
 /// so that loops over it vectorise. Inputs below -87 give ~1e-38, not 0.
 #[inline(always)]
 pub(crate) fn exp(x: f32) -> f32 {
-    let x = if x > 88.0 {
-        88.0
-    } else if x < -87.0 {
-        -87.0
-    } else {
-        x
-    };
+    let x = x.clamp(-87.0, 88.0);
     // n = round(x / ln 2) by the 1.5·2^23 trick; the float's low mantissa
     // bits then hold n, which gives 2^n by integer ops only.
     let k = x * std::f32::consts::LOG2_E + 12_582_912.0;
@@ -291,7 +279,7 @@ pub(crate) fn exp(x: f32) -> f32 {
     p = p * r + 8.333_452e-3;
     p = p * r + 4.166_579_6e-2;
     p = p * r + 1.666_666_5e-1;
-    p = p * r + 5.000_000_1e-1;
+    p = p * r + 0.5;
     let e = p * r * r + r + 1.0;
     e * f32::from_bits(k.to_bits().wrapping_sub(0x4B40_0000 - 127) << 23)
 }
@@ -354,8 +342,7 @@ pub(crate) fn softmax_last(x: &Tensor) -> Result<Tensor> {
         let (g, l) = x.storage_and_layout();
         slice(&g, l)?.to_vec()
     };
-    if n > 0 {
-        let rows = data.len() / n;
+    if let Some(rows) = data.len().checked_div(n) {
         let threads = candle_core::utils::get_num_threads().clamp(1, rows.max(1));
         // Split whole rows over the threads; small inputs stay on one thread.
         let per = if data.len() < 65_536 {
@@ -559,87 +546,5 @@ mod tests {
                 == r.flatten_all().unwrap().to_vec1::<f32>().unwrap();
             assert!(same && t.dims() == r.dims());
         }
-    }
-}
-
-#[cfg(test)]
-mod zz_bench_tmp {
-    use super::*;
-    fn best<F: FnMut()>(mut f: F) -> f64 {
-        let mut b = f64::MAX;
-        for _ in 0..20 {
-            let st = std::time::Instant::now();
-            f();
-            b = b.min(st.elapsed().as_secs_f64());
-        }
-        b * 1e9 / (1 << 20) as f64
-    }
-    #[target_feature(enable = "avx2")]
-    unsafe fn exp_avx2(v: &mut [f32]) {
-        for x in v.iter_mut() {
-            *x = exp(*x);
-        }
-    }
-    #[target_feature(enable = "avx2")]
-    unsafe fn gelu_avx2(v: &mut [f32]) {
-        for x in v.iter_mut() {
-            *x = gelu(*x);
-        }
-    }
-    #[target_feature(enable = "avx2")]
-    unsafe fn fma_avx2(v: &mut [f32]) {
-        for x in v.iter_mut() {
-            *x = *x * 0.999 + 0.001;
-        }
-    }
-    #[test]
-    #[ignore]
-    fn zz_exp_speed() {
-        let mut v: Vec<f32> = (0..1 << 20).map(|i| -((i % 1000) as f32) * 0.01).collect();
-        println!(
-            "softmax rows 4096 avx2: {:.3} ns/elem",
-            best(|| unsafe { softmax_rows_avx2(&mut v, 4096) })
-        );
-        println!(
-            "softmax rows 4096 sse: {:.3} ns/elem",
-            best(|| softmax_rows_inline(&mut v, 4096))
-        );
-        println!(
-            "exp avx2: {:.3} ns/elem",
-            best(|| unsafe { exp_avx2(&mut v) })
-        );
-        println!(
-            "gelu avx2: {:.3} ns/elem",
-            best(|| unsafe { gelu_avx2(&mut v) })
-        );
-        println!(
-            "mul-add avx2: {:.3} ns/elem",
-            best(|| unsafe { fma_avx2(&mut v) })
-        );
-        println!(
-            "std exp: {:.3} ns/elem",
-            best(|| for x in v.iter_mut() {
-                *x = (*x).exp();
-            })
-        );
-        let x = Tensor::from_vec(v.clone(), (1, 256, 4096), &Device::Cpu).unwrap();
-        println!(
-            "transpose: {:.3} ns/elem",
-            best(|| {
-                transpose_last2(&x).unwrap();
-            })
-        );
-        println!(
-            "candle transpose: {:.3} ns/elem",
-            best(|| {
-                x.transpose(1, 2).unwrap().contiguous().unwrap();
-            })
-        );
-        println!(
-            "candle copy: {:.3} ns/elem",
-            best(|| {
-                x.copy().unwrap();
-            })
-        );
     }
 }

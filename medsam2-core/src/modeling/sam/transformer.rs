@@ -176,21 +176,34 @@ impl Attention {
         let nk = k.dim(1)?;
         let h = self.num_heads;
         let scale = 1.0 / ((self.internal_dim / h) as f64).sqrt();
+        let q = q.contiguous()?;
         // scores_h = q Wq_hᵀ k_hᵀ + bq_h·k_h.
         let kb = self.head_blocks(&(self.k_proj.forward(&k.contiguous()?)? * scale)?)?;
         let m = kb.broadcast_matmul(self.q_proj.weight())?;
-        let mut scores = q.contiguous()?.matmul(&m.transpose(1, 2)?)?;
-        if let Some(bq) = self.q_proj.bias() {
-            let c = kb.broadcast_matmul(&bq.unsqueeze(1)?)?.transpose(1, 2)?;
-            scores = scores.broadcast_add(&c)?;
-        }
-        let p = self
-            .softmax(&scores.reshape((b, nq, h, nk))?)?
-            .reshape((b, nq, h * nk))?;
+        let bias = match self.q_proj.bias() {
+            Some(bq) => Some(kb.broadcast_matmul(&bq.unsqueeze(1)?)?),
+            None => None,
+        };
         // out = Σ_h P_h (v_h Wo_hᵀ) + bo.
         let vblk = self.head_blocks(&self.v_proj.forward(&v.contiguous()?)?)?;
         let vo = vblk.broadcast_matmul(&self.out_proj.weight().t()?)?;
-        let out = p.matmul(&vo)?;
+        let out = if self.cpu_kernels && cpu::applies(&q) {
+            // Scores as [B, heads·Nk, Nq]: the softmax runs along the keys of
+            // each head for all queries at once.
+            let mut scores = m.matmul(&q.transpose(1, 2)?)?;
+            if let Some(c) = bias {
+                scores = scores.broadcast_add(&c)?;
+            }
+            let p = cpu::softmax_dim2(&scores.reshape((b, h, nk, nq))?)?;
+            p.reshape((b, h * nk, nq))?.transpose(1, 2)?.matmul(&vo)?
+        } else {
+            let mut scores = q.matmul(&m.transpose(1, 2)?)?;
+            if let Some(c) = bias {
+                scores = scores.broadcast_add(&c.transpose(1, 2)?)?;
+            }
+            let p = softmax_last(&scores.reshape((b, nq, h, nk))?)?.reshape((b, nq, h * nk))?;
+            p.matmul(&vo)?
+        };
         match self.out_proj.bias() {
             Some(bo) => out.broadcast_add(bo),
             None => Ok(out),
