@@ -142,13 +142,7 @@ pub fn check_fixture(f: &mut Fixture, parts: &[Part], report: &mut Report) -> Re
         match part {
             Part::Image => check_image(f, report)?,
             Part::Video => check_video(f, report)?,
-            Part::OnePrompt => {
-                report.skipped.push(format!(
-                    "{}: the {} part is not implemented yet",
-                    f.name(),
-                    part.key()
-                ));
-            }
+            Part::OnePrompt => crate::parity_one_prompt::check_one_prompt(f, report)?,
         }
     }
     Ok(())

@@ -1157,12 +1157,11 @@ pub fn montage(
                         || m[(y - 1) * w + x] == 0
                         || m[(y + 1) * w + x] == 0;
                     let o = 3 * (y * img.width + ox + x);
-                    for k in 0..3 {
-                        let g = img.data[o + k] as f32;
-                        img.data[o + k] = if edge {
-                            c[k]
+                    for (px, &ck) in img.data[o..o + 3].iter_mut().zip(&c) {
+                        *px = if edge {
+                            ck
                         } else {
-                            (0.55 * g + 0.45 * c[k] as f32).round() as u8
+                            (0.55 * *px as f32 + 0.45 * ck as f32).round() as u8
                         };
                     }
                 }
@@ -1968,9 +1967,27 @@ pub fn eval_csv(rows: &[EvalRow], nsd_tol_mm: f64) -> String {
     s
 }
 
-/// Summary per strategy and label: `n`, mean and std of Dice, NSD and HD95
-/// (HD95 over the finite values; `hd95_inf` counts empty predictions).
-pub fn summary_rows(rows: &[EvalRow]) -> Vec<(String, u32, usize, [(f64, f64); 3], usize)> {
+/// Metrics of one strategy and label over the cases.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SummaryRow {
+    /// Strategy name.
+    pub strategy: String,
+    /// Label.
+    pub label: u32,
+    /// Cases.
+    pub n: usize,
+    /// `(mean, population std)` of Dice.
+    pub dice: (f64, f64),
+    /// `(mean, population std)` of NSD.
+    pub nsd: (f64, f64),
+    /// `(mean, population std)` of the finite HD95 values (mm).
+    pub hd95: (f64, f64),
+    /// Cases whose HD95 is infinite (an empty prediction).
+    pub hd95_inf: usize,
+}
+
+/// Summary per strategy and label, in first-seen order.
+pub fn summary_rows(rows: &[EvalRow]) -> Vec<SummaryRow> {
     let mut keys: Vec<(String, u32)> = Vec::new();
     for r in rows {
         let k = (r.strategy.to_string(), r.label);
@@ -1979,16 +1996,24 @@ pub fn summary_rows(rows: &[EvalRow]) -> Vec<(String, u32, usize, [(f64, f64); 3
         }
     }
     keys.into_iter()
-        .map(|(st, label)| {
+        .map(|(strategy, label)| {
             let sel: Vec<&EvalRow> = rows
                 .iter()
-                .filter(|r| r.strategy == st && r.label == label)
+                .filter(|r| r.strategy == strategy && r.label == label)
                 .collect();
             let get = |f: fn(&EvalRow) -> f64| sel.iter().map(|r| f(r)).collect::<Vec<f64>>();
             let (dm, ds, _) = mean_std(&get(|r| r.metrics.dice));
             let (nm, ns, _) = mean_std(&get(|r| r.metrics.nsd));
-            let (hm, hs, hinf) = mean_std(&get(|r| r.metrics.hd95));
-            (st, label, sel.len(), [(dm, ds), (nm, ns), (hm, hs)], hinf)
+            let (hm, hs, hd95_inf) = mean_std(&get(|r| r.metrics.hd95));
+            SummaryRow {
+                strategy,
+                label,
+                n: sel.len(),
+                dice: (dm, ds),
+                nsd: (nm, ns),
+                hd95: (hm, hs),
+                hd95_inf,
+            }
         })
         .collect()
 }
@@ -1998,15 +2023,19 @@ pub fn summary_csv(rows: &[EvalRow]) -> String {
     let mut s = String::from(
         "strategy,label,n,dice_mean,dice_std,nsd_mean,nsd_std,hd95_mean,hd95_std,hd95_inf\n",
     );
-    for (st, label, n, v, inf) in summary_rows(rows) {
+    for r in summary_rows(rows) {
         s.push_str(&format!(
-            "{st},{label},{n},{},{},{},{},{},{},{inf}\n",
-            fmt_num(v[0].0, 6),
-            fmt_num(v[0].1, 6),
-            fmt_num(v[1].0, 6),
-            fmt_num(v[1].1, 6),
-            fmt_num(v[2].0, 6),
-            fmt_num(v[2].1, 6)
+            "{},{},{},{},{},{},{},{},{},{}\n",
+            r.strategy,
+            r.label,
+            r.n,
+            fmt_num(r.dice.0, 6),
+            fmt_num(r.dice.1, 6),
+            fmt_num(r.nsd.0, 6),
+            fmt_num(r.nsd.1, 6),
+            fmt_num(r.hd95.0, 6),
+            fmt_num(r.hd95.1, 6),
+            r.hd95_inf
         ));
     }
     s
@@ -2048,16 +2077,16 @@ pub fn eval_table(rows: &[EvalRow], nsd_tol_mm: f64) -> String {
         "\nsummary (mean ± population std over cases; HD95 over finite values)\n{:<12} {:>5} {:>3} {:>17} {:>17} {:>19} {:>8}\n",
         "strategy", "label", "n", "dice", nsd, "hd95_mm", "hd95_inf"
     ));
-    for (st, label, n, v, inf) in summary_rows(rows) {
+    for r in summary_rows(rows) {
         s.push_str(&format!(
             "{:<12} {:>5} {:>3} {:>17} {:>17} {:>19} {:>8}\n",
-            st,
-            label,
-            n,
-            format!("{} ± {}", fmt_num(v[0].0, 4), fmt_num(v[0].1, 4)),
-            format!("{} ± {}", fmt_num(v[1].0, 4), fmt_num(v[1].1, 4)),
-            format!("{} ± {}", fmt_num(v[2].0, 2), fmt_num(v[2].1, 2)),
-            inf
+            r.strategy,
+            r.label,
+            r.n,
+            format!("{} ± {}", fmt_num(r.dice.0, 4), fmt_num(r.dice.1, 4)),
+            format!("{} ± {}", fmt_num(r.nsd.0, 4), fmt_num(r.nsd.1, 4)),
+            format!("{} ± {}", fmt_num(r.hd95.0, 2), fmt_num(r.hd95.1, 2)),
+            r.hd95_inf
         ));
     }
     s

@@ -144,7 +144,7 @@ impl Stream {
 
     /// Image `i` as the reference loop does: prompted every 5th image.
     fn step(&self, s: &mut OnePromptSession, i: usize) -> OnePromptOutput {
-        if i % 5 == 0 {
+        if i.is_multiple_of(5) {
             s.add_prompt(&self.input(i), &self.click(i))
                 .expect("add_prompt")
         } else {
@@ -339,6 +339,10 @@ fn top_k_retrieval() {
     );
 }
 
+type Meta = std::collections::HashMap<String, String>;
+/// Name, dtype, shape, bytes.
+type RawTensor = (String, safetensors::Dtype, Vec<usize>, Vec<u8>);
+
 /// Malformed bank files are clear errors, never panics.
 #[test]
 fn bad_bank_files_are_errors() {
@@ -366,14 +370,11 @@ fn bad_bank_files_are_errors() {
     );
 
     // Rewrite the file with one thing changed.
-    let rewrite = |edit: &dyn Fn(
-        &mut std::collections::HashMap<String, String>,
-        &mut Vec<(String, safetensors::Dtype, Vec<usize>, Vec<u8>)>,
-    )| {
+    let rewrite = |edit: &dyn Fn(&mut Meta, &mut Vec<RawTensor>)| {
         let st = safetensors::SafeTensors::deserialize(&good).unwrap();
         let (_, header) = safetensors::SafeTensors::read_metadata(&good).unwrap();
         let mut meta = header.metadata().clone().unwrap();
-        let mut ts: Vec<(String, safetensors::Dtype, Vec<usize>, Vec<u8>)> = st
+        let mut ts: Vec<RawTensor> = st
             .tensors()
             .into_iter()
             .map(|(n, v)| (n, v.dtype(), v.shape().to_vec(), v.data().to_vec()))

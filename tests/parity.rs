@@ -68,3 +68,15 @@ fn shared_video() {
         run(d, Part::Video);
     }
 }
+
+#[test]
+fn committed_one_prompt() {
+    run(committed(), Part::OnePrompt);
+}
+
+#[test]
+fn shared_one_prompt() {
+    if let Some(d) = shared() {
+        run(d, Part::OnePrompt);
+    }
+}

@@ -155,3 +155,59 @@ fn image_encoder_parity_generic_path_f64() {
     run_fixture("tiny-sam2.1", DType::F64);
     run_fixture("tiny-sam2.0", DType::F64);
 }
+
+/// A batch of two images gives, image by image, what two single passes give
+/// (fast path; the kernels index tokens across the batch).
+#[test]
+fn image_encoder_batch_matches_single_images() {
+    let Some(root) = fixtures_dir() else {
+        println!("skipped: shared fixtures not found (set MEDSAM2_SHARED_FIXTURES)");
+        return;
+    };
+    let dir = root.join("tiny-sam2.1");
+    if !dir.is_dir() {
+        println!("skipped: fixture {} not found", dir.display());
+        return;
+    }
+    let cfg = Sam2Config::from_yaml_file(dir.join("config.yaml")).expect("config.yaml");
+    let vb = unsafe {
+        VarBuilder::from_mmaped_safetensors(
+            &[dir.join("weights.safetensors")],
+            DType::F32,
+            &Device::Cpu,
+        )
+    }
+    .expect("weights");
+    let t =
+        candle_core::safetensors::load(dir.join("image.safetensors"), &Device::Cpu).expect("image");
+    let a = t.get("image/pixels").expect("pixels").clone();
+    let b = (a.flip(&[3]).unwrap() * 0.5).unwrap();
+    let encoder = ImageEncoder::new(&cfg.image_encoder, vb.pp("image_encoder")).expect("encoder");
+    let high_res = HighResConvs::new(cfg.hidden_dim(), vb.pp("sam_mask_decoder")).expect("convs");
+    let batch = Tensor::cat(&[&a, &b], 0).unwrap();
+    let both = forward_image(&encoder, Some(&high_res), &batch).expect("batch");
+    for (i, single) in [&a, &b].into_iter().enumerate() {
+        let one = forward_image(&encoder, Some(&high_res), single).expect("single");
+        for (l, (x, y)) in both.backbone_fpn.iter().zip(&one.backbone_fpn).enumerate() {
+            let d = (x.narrow(0, i, 1).unwrap() - y)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap();
+            let d = d.to_scalar::<f32>().unwrap();
+            assert!(d <= 1e-5, "image {i} level {l}: {d}");
+        }
+        let pe =
+            (both.vision_pos_enc[2].narrow(0, i, 1).unwrap() - &one.vision_pos_enc[2]).unwrap();
+        assert_eq!(
+            pe.abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap(),
+            0.0
+        );
+    }
+}

@@ -78,7 +78,7 @@ impl BankEntry {
         source: u64,
     ) -> Result<Self> {
         let fd = features.dims();
-        if fd.len() != 4 || fd[0] != 1 {
+        if fd.len() != 4 || fd[0] != 1 || fd.contains(&0) {
             return Err(Error::invalid(format!(
                 "bank entry: features must be [1, Cm, h, w], got {fd:?}"
             )));
@@ -89,7 +89,7 @@ impl BankEntry {
                 pos_enc.dims()
             )));
         }
-        if embedding.is_empty() || embedding.len() % (fd[2] * fd[3]) != 0 {
+        if embedding.is_empty() || !embedding.len().is_multiple_of(fd[2] * fd[3]) {
             return Err(Error::invalid(format!(
                 "bank entry: embedding of {} values is not C·{}·{}",
                 embedding.len(),
@@ -418,6 +418,16 @@ impl ConfidenceBank {
                 pos_enc: e.pos_enc.clone(),
                 tpos_index: None,
             });
+        }
+        Ok(out)
+    }
+
+    /// The bank with its tensors on `device`.
+    pub fn to_device(&self, device: &candle_core::Device) -> Result<Self> {
+        let mut out = self.clone();
+        for e in &mut out.entries {
+            e.features = e.features.to_device(device)?;
+            e.pos_enc = e.pos_enc.to_device(device)?;
         }
         Ok(out)
     }
@@ -952,7 +962,7 @@ pub struct StepTimings {
 
 impl StepTimings {
     /// Turns cumulative stamps into per-stage durations (total stays cumulative).
-    fn to_durations(&mut self) {
+    fn stamps_to_durations(&mut self) {
         let stamps = [
             &mut self.preprocess_ms,
             &mut self.image_encoder_ms,
@@ -1031,6 +1041,7 @@ impl OnePromptSession {
     /// image gets index `images_seen`.
     pub fn with_bank(model: Arc<Sam2Base>, bank: ConfidenceBank, images_seen: u64) -> Result<Self> {
         bank.check_model(&model)?;
+        let bank = bank.to_device(model.device())?;
         let dense_pe = model.sam_prompt_encoder.get_dense_pe()?;
         Ok(Self {
             model,
@@ -1054,7 +1065,7 @@ impl OnePromptSession {
     /// Replaces the bank (checked against the model).
     pub fn set_bank(&mut self, bank: ConfidenceBank) -> Result<()> {
         bank.check_model(&self.model)?;
-        self.bank = bank;
+        self.bank = bank.to_device(self.model.device())?;
         Ok(())
     }
 
@@ -1136,7 +1147,7 @@ impl OnePromptSession {
         let dev = model.device().clone();
         let clock = Instant::now();
         let mut timings = StepTimings::default();
-        let mut lap = |slot: &mut f64| {
+        let lap = |slot: &mut f64| {
             let now = clock.elapsed().as_secs_f64() * 1e3;
             *slot = now;
         };
@@ -1299,7 +1310,7 @@ impl OnePromptSession {
             .map(|&v| u8::from(v > opts.mask_threshold))
             .collect();
         lap(&mut timings.total_ms);
-        timings.to_durations();
+        timings.stamps_to_durations();
         Ok(OnePromptOutput {
             index,
             orig_hw,

@@ -238,3 +238,105 @@ pub(crate) unsafe fn write_out<T>(p: *mut T, v: T, name: &str) -> FfiResult<()> 
     p.write(v);
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn last() -> String {
+        unsafe { CStr::from_ptr(last_error_ptr()) }
+            .to_string_lossy()
+            .into_owned()
+    }
+
+    #[test]
+    fn panics_are_caught_and_reported() {
+        let hook = std::panic::take_hook();
+        std::panic::set_hook(Box::new(|_| {}));
+        let st = run(|| panic!("boom {}", 42));
+        std::panic::set_hook(hook);
+        assert_eq!(st, medsam2_status::MEDSAM2_ERR_PANIC);
+        assert_eq!(last(), "internal error (panic): boom 42");
+    }
+
+    #[test]
+    fn last_error_is_set_on_failure_and_cleared_on_success() {
+        assert_eq!(
+            run(|| Err(FfiError::invalid("bad \0 value"))),
+            medsam2_status::MEDSAM2_ERR_INVALID_ARGUMENT
+        );
+        assert_eq!(last(), "bad   value");
+        assert_eq!(run(|| Ok(())), medsam2_status::MEDSAM2_OK);
+        assert_eq!(last(), "");
+    }
+
+    #[test]
+    fn core_errors_map_to_statuses() {
+        use medsam2_core::Error as E;
+        let io = || std::io::Error::new(std::io::ErrorKind::NotFound, "x");
+        let cases = [
+            (E::Config("c".into()), medsam2_status::MEDSAM2_ERR_CONFIG),
+            (
+                E::Checkpoint("c".into()),
+                medsam2_status::MEDSAM2_ERR_CHECKPOINT,
+            ),
+            (
+                E::ShapeMismatch {
+                    key: "k".into(),
+                    expected: vec![1],
+                    found: vec![2],
+                },
+                medsam2_status::MEDSAM2_ERR_CHECKPOINT,
+            ),
+            (
+                E::InvalidInput("i".into()),
+                medsam2_status::MEDSAM2_ERR_INVALID_ARGUMENT,
+            ),
+            (E::Cancelled, medsam2_status::MEDSAM2_ERR_CANCELLED),
+            (
+                E::Io {
+                    path: "p".into(),
+                    source: io(),
+                },
+                medsam2_status::MEDSAM2_ERR_IO,
+            ),
+        ];
+        for (e, st) in cases {
+            assert_eq!(FfiError::from(e).status, st);
+        }
+        assert_eq!(
+            FfiError::from(MedicalError::Io(io())).status,
+            medsam2_status::MEDSAM2_ERR_IO
+        );
+        assert_eq!(
+            FfiError::from(MedicalError::InvalidArgument("a".into())).status,
+            medsam2_status::MEDSAM2_ERR_INVALID_ARGUMENT
+        );
+    }
+
+    #[test]
+    fn pointer_helpers_check_null_and_sizes() {
+        unsafe {
+            assert!(in_slice::<f32>(std::ptr::null(), 0, "p")
+                .unwrap()
+                .is_empty());
+            assert_eq!(
+                in_slice::<f32>(std::ptr::null(), 1, "p")
+                    .unwrap_err()
+                    .status,
+                medsam2_status::MEDSAM2_ERR_NULL_POINTER
+            );
+            let mut buf = [0u8; 4];
+            let e = out_slice(buf.as_mut_ptr(), 4, 5, "out").unwrap_err();
+            assert_eq!(e.status, medsam2_status::MEDSAM2_ERR_BUFFER_TOO_SMALL);
+            assert_eq!(e.message, "`out` holds 4 elements, 5 are needed");
+            assert_eq!(out_slice(buf.as_mut_ptr(), 4, 3, "out").unwrap().len(), 3);
+            assert_eq!(
+                c_str(std::ptr::null(), "s").unwrap_err().status,
+                medsam2_status::MEDSAM2_ERR_NULL_POINTER
+            );
+            assert_eq!(opt_c_str(c"".as_ptr(), "s").unwrap(), None);
+            assert_eq!(opt_c_str(c"cpu".as_ptr(), "s").unwrap(), Some("cpu"));
+        }
+    }
+}

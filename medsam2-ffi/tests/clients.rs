@@ -166,6 +166,35 @@ fn compile(c: &Ctx, compiler: &str, std: &str, src: &Path, exe: &Path, extra: &[
 }
 
 impl Ctx {
+    /// A command for a client program that loads `libmedsam2` from `dir`:
+    /// cargo's own `LD_LIBRARY_PATH` (which may name `target/<profile>`, where
+    /// an older copy of the library can lie) would take precedence over the
+    /// client's rpath.
+    fn client_in(&self, program: impl AsRef<std::ffi::OsStr>, dir: &Path) -> Command {
+        let mut cmd = Command::new(program);
+        for var in [
+            "LD_LIBRARY_PATH",
+            "DYLD_LIBRARY_PATH",
+            "DYLD_FALLBACK_LIBRARY_PATH",
+        ] {
+            cmd.env_remove(var);
+        }
+        cmd.env(
+            if cfg!(target_os = "macos") {
+                "DYLD_LIBRARY_PATH"
+            } else {
+                "LD_LIBRARY_PATH"
+            },
+            dir,
+        );
+        cmd
+    }
+
+    /// A command for a client linked against the library under test.
+    fn client(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        self.client_in(program, &self.lib_dir)
+    }
+
     fn client_args(&self, out: &Path) -> Vec<PathBuf> {
         vec![self.config.clone(), self.weights.clone(), out.to_path_buf()]
     }
@@ -212,17 +241,6 @@ fn read_u16(dir: &Path, name: &str) -> Vec<u16> {
         .chunks_exact(2)
         .map(|b| u16::from_le_bytes([b[0], b[1]]))
         .collect()
-}
-
-fn assert_same<T: PartialEq + std::fmt::Debug>(what: &str, client: &[T], rust: &[T]) {
-    assert_eq!(client.len(), rust.len(), "{what}: sizes differ");
-    let diff = client.iter().zip(rust).filter(|(a, b)| a != b).count();
-    assert_eq!(
-        diff,
-        0,
-        "{what}: {diff} of {} elements differ from the Rust API",
-        rust.len()
-    );
 }
 
 /// The same code compiled into the cdylib and into this test binary may
@@ -469,7 +487,7 @@ fn c_client_matches_rust_api() {
         &[],
     );
     let out = c.out_dir("out");
-    let o = run(Command::new(&exe).args(c.client_args(&out)));
+    let o = run(c.client(&exe).args(c.client_args(&out)));
     let text = stdout(&o);
     println!("{text}");
     let m = model(&c);
@@ -495,7 +513,7 @@ fn cpp_client_matches_rust_api() {
         &[],
     );
     let out = c.out_dir("out");
-    let o = run(Command::new(&exe).args(c.client_args(&out)));
+    let o = run(c.client(&exe).args(c.client_args(&out)));
     let text = stdout(&o);
     println!("{text}");
     for expected in [
@@ -531,7 +549,8 @@ fn c_client_links_statically() {
         "the static client still needs libmedsam2.so"
     );
     let out = c.out_dir("out");
-    run(Command::new(&exe)
+    run(c
+        .client(&exe)
         .args(c.client_args(&out))
         .arg("--volume-only"));
     check_volume_outputs(&model(&c), &out);
@@ -604,7 +623,7 @@ fn cmake_package_and_pkg_config() {
         run(&mut cfg);
         run(Command::new("cmake").arg("--build").arg(&bdir));
         let out = c.out_dir(&format!("out-{name}"));
-        let mut cmd = Command::new(bdir.join(exe));
+        let mut cmd = c.client_in(bdir.join(exe), &stage.join("lib"));
         cmd.args(c.client_args(&out));
         if name == "c-static" {
             cmd.arg("--volume-only");
@@ -641,8 +660,8 @@ fn cmake_package_and_pkg_config() {
     cmd.args(flags.split_whitespace());
     run(&mut cmd);
     let out = c.out_dir("out-pkg-config");
-    run(Command::new(&exe)
-        .env("LD_LIBRARY_PATH", stage.join("lib"))
+    run(c
+        .client_in(&exe, &stage.join("lib"))
         .args(c.client_args(&out))
         .arg("--volume-only"));
     check_volume_outputs(&m, &out);
@@ -668,7 +687,8 @@ fn c_client_under_valgrind() {
     );
     let out = c.out_dir("out");
     let supp = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/valgrind.supp");
-    let o = Command::new("valgrind")
+    let o = c
+        .client("valgrind")
         .args([
             "--leak-check=full",
             "--errors-for-leak-kinds=definite,indirect,possible",
@@ -716,10 +736,7 @@ fn error_paths_from_c() {
     let exe = c.tmp.join("error_paths");
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/c/error_paths.c");
     compile(&c, "cc", "c11", &src, &exe, &["-pthread", "-lm"]);
-    let o = run(Command::new(&exe)
-        .arg(&c.config)
-        .arg(&c.weights)
-        .arg(&c.tmp));
+    let o = run(c.client(&exe).arg(&c.config).arg(&c.weights).arg(&c.tmp));
     let text = stdout(&o);
     let last = text.lines().last().unwrap_or("");
     println!("{last}");
@@ -734,7 +751,7 @@ fn four_threads_match_one_thread() {
     let exe = c.tmp.join("threads");
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/c/threads.c");
     compile(&c, "cc", "c11", &src, &exe, &["-pthread"]);
-    let o = run(Command::new(&exe).arg(&c.config).arg(&c.weights));
+    let o = run(c.client(&exe).arg(&c.config).arg(&c.weights));
     let text = stdout(&o);
     println!("{text}");
     assert!(text.contains("4 passed, 0 failed"), "{text}");

@@ -44,6 +44,16 @@ pub extern "C" fn main(_argc: i32, _argv: *const *const u8) -> i32 {
     if px.is_err() {
         return 2;
     }
+    // MedSAM-2's bank maths: cosine similarities and softmax on plain slices.
+    let a = [1.0f32, 0.0, 0.0];
+    let b = [0.0f32, 1.0, 0.0];
+    let p = medsam2_core::confidence_bank::softmax(&[
+        medsam2_core::confidence_bank::cosine(&a, &a, 1e-12),
+        medsam2_core::confidence_bank::cosine(&a, &b, 1e-12),
+    ]);
+    if p.len() != 2 || p[0] <= p[1] {
+        return 3;
+    }
     0
 }
 

@@ -401,14 +401,14 @@ pub(crate) fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R 
 
 /// Rows per task for row-parallel work on `n` rows.
 pub(crate) fn row_block(n: usize) -> usize {
-    // Up to 256 rows (each GEMM call re-packs the weights, so few large calls
+    // Up to 512 rows (each GEMM call re-packs the weights, so few large calls
     // are cheaper), and at least two tasks per thread when there are few rows.
-    n.div_ceil(2 * num_threads()).clamp(16, 256)
+    n.div_ceil(2 * num_threads()).clamp(16, 512)
 }
 
 thread_local! {
     /// Buffers recycled within one encoder pass (avoids page faults on the
-    /// large activations); emptied by [`clear_pool`].
+    /// large activations); emptied when a [`PoolGuard`] drops.
     static POOL: RefCell<Vec<Vec<f32>>> = const { RefCell::new(Vec::new()) };
 }
 
@@ -449,13 +449,17 @@ pub(crate) fn recycle(v: Vec<f32>) {
     }
 }
 
-/// Frees the recycled buffers of this thread.
-pub(crate) fn clear_pool() {
-    POOL.with(|p| {
-        if let Ok(mut p) = p.try_borrow_mut() {
-            p.clear();
-        }
-    });
+/// Frees the recycled buffers of this thread when dropped.
+pub(crate) struct PoolGuard;
+
+impl Drop for PoolGuard {
+    fn drop(&mut self) {
+        POOL.with(|p| {
+            if let Ok(mut p) = p.try_borrow_mut() {
+                p.clear();
+            }
+        });
+    }
 }
 
 /// Layer norm + linear: `out = LN(x) · W + b` over `n` rows of width `c`

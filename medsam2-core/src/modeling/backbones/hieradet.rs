@@ -439,6 +439,8 @@ impl Hiera {
         );
         let pe = self.pos_embed(ho, wo)?;
         let x = x.contiguous()?;
+        // Frees the recycled activations when the pass ends, also on errors.
+        let _pool = cpu::PoolGuard;
         let (mut buf, mut hw) = {
             let px = F32Ref::new(&x)?;
             let pw = weight_ref(self.patch_embed.weight())?;
@@ -468,7 +470,6 @@ impl Hiera {
                 buf = Buf::Owned(v);
             }
         }
-        cpu::clear_pool();
         Ok(outs)
     }
 
@@ -477,7 +478,14 @@ impl Hiera {
     pub fn forward(&self, x: &Tensor) -> Result<Vec<Tensor>> {
         self.forward_nhwc(x)?
             .into_iter()
-            .map(|t| t.permute((0, 3, 1, 2))?.contiguous())
+            .map(|t| {
+                if cpu::is_cpu_f32(&t) {
+                    let (b, h, w, c) = t.dims4()?;
+                    cpu::nhwc_to_nchw(F32Ref::new(&t)?.slice(), b, h, w, c)
+                } else {
+                    t.permute((0, 3, 1, 2))?.contiguous()
+                }
+            })
             .collect()
     }
 }
