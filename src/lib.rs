@@ -4,5 +4,5 @@
 
 pub mod fixture;
 pub mod parity;
-pub mod volume_job;
 pub mod parity_one_prompt;
+pub mod volume_job;

@@ -11,24 +11,24 @@ extern crate alloc;
 pub mod build_sam;
 #[cfg(feature = "std")]
 pub mod checkpoint;
-pub mod config;
 pub mod confidence_bank;
-#[cfg(feature = "std")]
-pub mod memory_bank;
-pub mod transforms;
+pub mod config;
 pub mod error;
 #[cfg(feature = "std")]
+pub mod memory_bank;
+#[cfg(feature = "std")]
 pub mod modeling;
+pub mod transforms;
 
 #[cfg(feature = "std")]
 pub mod medical;
 
 #[cfg(feature = "std")]
+pub mod one_prompt;
+#[cfg(feature = "std")]
 pub mod sam2_image_predictor;
 #[cfg(feature = "std")]
 pub mod sam2_video_predictor;
-#[cfg(feature = "std")]
-pub mod one_prompt;
 
 pub use config::Sam2Config;
 pub use error::{Error, Result};

@@ -197,7 +197,7 @@ impl FrameMasks {
     pub fn video_res_logits(&self) -> Result<Tensor> {
         let [h, w] = self.video_hw;
         let m = self.low_res.upsample_bilinear2d(h, w, false)?;
-        if self.non_overlap {
+        if self.non_overlap && m.dim(0)? > 1 {
             Ok(crate::modeling::memory_encoder::apply_non_overlapping_constraints(&m)?)
         } else {
             Ok(m)
@@ -833,7 +833,35 @@ impl Sam2VideoPredictor {
     /// tracking output; −1024 where an object has none).
     pub fn frame_masks(&self, frame_idx: usize) -> Result<FrameMasks> {
         self.check_frame(frame_idx)?;
-        self.consolidate(frame_idx, true)
+        let low = self.model.cfg.image_size / 4;
+        let dev = self.model.device();
+        let mut masks = Vec::with_capacity(self.objects.len());
+        for st in &self.objects {
+            // The newest first: an unpropagated prompt or correction, then the bank.
+            let o = st
+                .temp
+                .cond
+                .get(&frame_idx)
+                .or_else(|| st.temp.non_cond.get(&frame_idx))
+                .or_else(|| st.out.cond.get(&frame_idx))
+                .or_else(|| st.out.non_cond.get(&frame_idx));
+            masks.push(match o {
+                Some(o) => o.pred_masks.to_dtype(DType::F32)?,
+                None => Tensor::full(NO_OBJ_SCORE, (1, 1, low, low), dev)?,
+            });
+        }
+        let low_res = if masks.is_empty() {
+            Tensor::zeros((0, 1, low, low), DType::F32, dev)?
+        } else {
+            Tensor::cat(&masks, 0)?
+        };
+        Ok(FrameMasks {
+            frame_idx,
+            obj_ids: self.obj_ids.clone(),
+            low_res,
+            video_hw: self.video_hw(),
+            non_overlap: self.opts.non_overlap_masks,
+        })
     }
 
     /// Device of the model.

@@ -2,9 +2,9 @@
 
 pub mod backbones;
 pub mod interp;
-pub mod position_encoding;
-pub mod sam;
-pub mod sam2_utils;
 pub mod memory_attention;
 pub mod memory_encoder;
+pub mod position_encoding;
+pub mod sam;
 pub mod sam2_base;
+pub mod sam2_utils;
