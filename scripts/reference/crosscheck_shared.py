@@ -87,7 +87,7 @@ def main(dirs):
             evs = []
             for e in v["events"]:
                 e2 = {k: e[k] for k in e if k in ("type", "frame_idx", "obj_id", "box", "points", "labels",
-                                                  "start_frame_idx", "reverse")}
+                                                  "start_frame_idx", "reverse", "clear_old_points")}
                 if e["type"] == "add_new_mask":
                     e2["mask"] = V[e["mask"]].numpy()
                 evs.append(e2)

@@ -688,6 +688,9 @@ def run_image_part(model, spec, margins, raw=None, cases=None):
 # ---------------------------------------------------------------------------
 
 
+CORR_FRAME = 5  # frame of the correction click (event 6)
+
+
 def video_events(Hv, Wv, S):
     lay3 = video_object_layout(Hv, Wv, 3)[1]
     cy, cx, ry, rx = lay3
@@ -697,13 +700,22 @@ def video_events(Hv, Wv, S):
     cy3, cx3, ry3, rx3 = video_object_layout(Hv, Wv, 6)[3]
     mask3 = ellipse_mask(Hv, Wv, cy3, cx3, ry3, rx3, 0.9 + 0.3)
     mask4 = np.zeros((Hv, Wv), dtype=bool)
+    # correction: a negative click on the centre of object 1 on frame 5, a
+    # frame object 1 was tracked on (non-conditioning; official default
+    # add_all_frames_to_correct_as_cond=False), then propagation again
+    cy5, cx5, _, _ = video_object_layout(Hv, Wv, CORR_FRAME)[1]
+    neg = [float(round(cx5)), float(round(cy5))]
     return [
-        dict(type="add_new_points_or_box", frame_idx=3, obj_id=1, box=box),
-        dict(type="add_new_points_or_box", frame_idx=5, obj_id=2, points=[pt], labels=[1]),
+        dict(type="add_new_points_or_box", frame_idx=3, obj_id=1, box=box, clear_old_points=True),
+        dict(type="add_new_points_or_box", frame_idx=5, obj_id=2, points=[pt], labels=[1], clear_old_points=True),
         dict(type="add_new_mask", frame_idx=6, obj_id=3, mask=mask3),
         dict(type="add_new_mask", frame_idx=1, obj_id=4, mask=mask4),
         dict(type="propagate_in_video", start_frame_idx=3, reverse=False),
         dict(type="propagate_in_video", start_frame_idx=3, reverse=True),
+        dict(type="add_new_points_or_box", frame_idx=CORR_FRAME, obj_id=1, points=[neg], labels=[0],
+             clear_old_points=False),
+        dict(type="propagate_in_video", start_frame_idx=CORR_FRAME, reverse=False),
+        dict(type="propagate_in_video", start_frame_idx=CORR_FRAME, reverse=True),
     ]
 
 
@@ -854,7 +866,7 @@ def run_video_part(pred, spec, margins, workdir, frames_override=None, events=No
             ct["masks_in"] = p + "masks_in"
         T[p + "video_res_binary"] = (video_res_masks > 0).contiguous()
         ct["video_res_binary"] = p + "video_res_binary"
-        if (ev, frame_idx) in ((0, 3), (4, 7)):
+        if (ev, frame_idx) in ((0, 3), (4, 7), (6, CORR_FRAME)):
             T[p + "video_res_masks"] = f32(video_res_masks)
             ct["video_res_masks"] = p + "video_res_masks"
         outputs.append(OrderedDict(event=ev, frame_idx=frame_idx, obj_ids=list(obj_ids), tensors=ct))
@@ -871,6 +883,9 @@ def run_video_part(pred, spec, margins, workdir, frames_override=None, events=No
             if "points" in ev:
                 kw["points"], kw["labels"] = ev["points"], ev["labels"]
                 j["points"], j["labels"] = ev["points"], ev["labels"]
+            if "clear_old_points" in ev:
+                kw["clear_old_points"] = bool(ev["clear_old_points"])
+                j["clear_old_points"] = kw["clear_old_points"]
             j["normalize_coords"] = True
             fi, obj_ids, vrm = pred.add_new_points_or_box(
                 state, frame_idx=ev["frame_idx"], obj_id=ev["obj_id"], normalize_coords=True, **kw
@@ -933,6 +948,14 @@ def run_video_part(pred, spec, margins, workdir, frames_override=None, events=No
     c_rev = [c for c in with_ma if c["obj_idx"] == 1 and c["reverse"] and c["frame_idx"] == 0]
     if c_rev:
         sel.append(c_rev[-1]["index"])
+    # the correction click (memory + previous logits as mask input) and the
+    # first call of the propagation after it (object 1 re-tracked on frame 5)
+    c_corr = [c for c in with_ma if c["event"] == 6]
+    if c_corr:
+        sel.append(c_corr[0]["index"])
+    c_after = [c for c in with_ma if c["event"] == 7]
+    if c_after:
+        sel.append(c_after[0]["index"])
     sel = sorted(set(sel))
     ma_json = []
     for ci in sel:
