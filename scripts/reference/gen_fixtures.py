@@ -10,7 +10,7 @@ one of ``/work/shared/fixtures/FORMAT.md`` (folder per set with ``config.yaml``,
 
 Nothing of the model is re-implemented here: the image part runs
 ``SAM2ImagePredictor``, the video part ``SAM2VideoPredictor`` (events of
-FORMAT.md), the one-prompt part Medical-SAM2's ``func_2d/function.py::
+FORMAT.md + a correction click and two more propagations), the one-prompt part Medical-SAM2's ``func_2d/function.py::
 validation_sam`` loop on the official ``SAM2Base`` components.  Intermediates
 are captured with forward hooks / thin wrappers around official methods.
 
