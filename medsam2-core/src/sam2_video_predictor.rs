@@ -612,20 +612,30 @@ impl Sam2VideoPredictor {
 
     /// `_consolidate_temp_output_across_obj` (low-res; upsampled on demand).
     fn consolidate(&self, frame_idx: usize, is_cond: bool) -> Result<FrameMasks> {
-        let low = self.model.cfg.image_size / 4;
-        let dev = self.model.device();
-        let mut masks = Vec::with_capacity(self.objects.len());
-        for st in &self.objects {
+        self.collect_masks(frame_idx, |st| {
             let temp = if is_cond {
                 &st.temp.cond
             } else {
                 &st.temp.non_cond
             };
-            let o = temp
-                .get(&frame_idx)
+            temp.get(&frame_idx)
                 .or_else(|| st.out.cond.get(&frame_idx))
-                .or_else(|| st.out.non_cond.get(&frame_idx));
-            masks.push(match o {
+                .or_else(|| st.out.non_cond.get(&frame_idx))
+        })
+    }
+
+    /// Every object's low-res logits on a frame, from the output `pick` finds
+    /// (−1024 where it finds none).
+    fn collect_masks<'a>(
+        &'a self,
+        frame_idx: usize,
+        pick: impl Fn(&'a ObjectState) -> Option<&'a FrameOutput>,
+    ) -> Result<FrameMasks> {
+        let low = self.model.cfg.image_size / 4;
+        let dev = self.model.device();
+        let mut masks = Vec::with_capacity(self.objects.len());
+        for st in &self.objects {
+            masks.push(match pick(st) {
                 Some(o) => o.pred_masks.to_dtype(DType::F32)?,
                 None => Tensor::full(NO_OBJ_SCORE, (1, 1, low, low), dev)?,
             });
@@ -833,34 +843,14 @@ impl Sam2VideoPredictor {
     /// tracking output; −1024 where an object has none).
     pub fn frame_masks(&self, frame_idx: usize) -> Result<FrameMasks> {
         self.check_frame(frame_idx)?;
-        let low = self.model.cfg.image_size / 4;
-        let dev = self.model.device();
-        let mut masks = Vec::with_capacity(self.objects.len());
-        for st in &self.objects {
-            // The newest first: an unpropagated prompt or correction, then the bank.
-            let o = st
-                .temp
+        // The newest first: an unpropagated prompt or correction, then the bank.
+        self.collect_masks(frame_idx, |st| {
+            st.temp
                 .cond
                 .get(&frame_idx)
                 .or_else(|| st.temp.non_cond.get(&frame_idx))
                 .or_else(|| st.out.cond.get(&frame_idx))
-                .or_else(|| st.out.non_cond.get(&frame_idx));
-            masks.push(match o {
-                Some(o) => o.pred_masks.to_dtype(DType::F32)?,
-                None => Tensor::full(NO_OBJ_SCORE, (1, 1, low, low), dev)?,
-            });
-        }
-        let low_res = if masks.is_empty() {
-            Tensor::zeros((0, 1, low, low), DType::F32, dev)?
-        } else {
-            Tensor::cat(&masks, 0)?
-        };
-        Ok(FrameMasks {
-            frame_idx,
-            obj_ids: self.obj_ids.clone(),
-            low_res,
-            video_hw: self.video_hw(),
-            non_overlap: self.opts.non_overlap_masks,
+                .or_else(|| st.out.non_cond.get(&frame_idx))
         })
     }
 
