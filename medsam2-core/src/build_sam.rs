@@ -26,8 +26,12 @@ pub fn config_from_spec(spec: &str) -> Result<Sam2Config> {
         })?;
         Sam2Config::from_yaml_with_overrides(&text, IMAGE_MODEL_OVERRIDES)
     } else {
-        Sam2Config::preset_by_name(spec)
-            .map_err(|e| crate::Error::Config(format!("{e} (and no YAML file at `{spec}`)")))
+        Sam2Config::preset_by_name(spec).map_err(|e| match e {
+            crate::Error::Config(m) => {
+                crate::Error::Config(format!("{m} (and no YAML file at `{spec}`)"))
+            }
+            other => other,
+        })
     }
 }
 
