@@ -31,81 +31,95 @@ pub trait FrameProvider: Send {
     fn pixels(&self, idx: usize, size: usize) -> Result<Vec<f32>>;
 }
 
-/// Frames given as u8 RGB `[H, W, 3]` (the official video path: PIL bicubic
-/// resize, `/255`, ImageNet normalisation).
-pub struct RgbFrames {
+/// Equal-sized u8 images with `channels` interleaved values per pixel; the
+/// shared storage and checks of [`RgbFrames`] and [`GreyFrames`].
+struct U8Stack {
     frames: Vec<Vec<u8>>,
     hw: [usize; 2],
+    /// What one image is called in errors ("frame", "slice").
+    what: &'static str,
 }
+
+impl U8Stack {
+    fn new(
+        frames: Vec<Vec<u8>>,
+        h: usize,
+        w: usize,
+        channels: usize,
+        what: &'static str,
+    ) -> Result<Self> {
+        if frames.is_empty() || h == 0 || w == 0 {
+            return Err(Error::invalid(format!("no {what}s, or empty {what}s")));
+        }
+        let c = if channels == 1 {
+            String::new()
+        } else {
+            format!("x{channels}")
+        };
+        if let Some(i) = frames.iter().position(|f| f.len() != h * w * channels) {
+            return Err(Error::invalid(format!(
+                "{what} {i} holds {} bytes, {h}x{w}{c} expected",
+                frames[i].len()
+            )));
+        }
+        Ok(Self {
+            frames,
+            hw: [h, w],
+            what,
+        })
+    }
+
+    fn get(&self, idx: usize) -> Result<&[u8]> {
+        self.frames
+            .get(idx)
+            .map(Vec::as_slice)
+            .ok_or_else(|| Error::invalid(format!("{} {idx} out of range", self.what)))
+    }
+}
+
+/// Frames given as u8 RGB `[H, W, 3]` (the official video path: PIL bicubic
+/// resize, `/255`, ImageNet normalisation).
+pub struct RgbFrames(U8Stack);
 
 impl RgbFrames {
     /// Checks every frame holds `h·w·3` bytes.
     pub fn new(frames: Vec<Vec<u8>>, h: usize, w: usize) -> Result<Self> {
-        if frames.is_empty() || h == 0 || w == 0 {
-            return Err(Error::invalid("no frames, or empty frames"));
-        }
-        if let Some(i) = frames.iter().position(|f| f.len() != h * w * 3) {
-            return Err(Error::invalid(format!(
-                "frame {i} holds {} bytes, {h}x{w}x3 expected",
-                frames[i].len()
-            )));
-        }
-        Ok(Self { frames, hw: [h, w] })
+        U8Stack::new(frames, h, w, 3, "frame").map(Self)
     }
 }
 
 impl FrameProvider for RgbFrames {
     fn num_frames(&self) -> usize {
-        self.frames.len()
+        self.0.frames.len()
     }
     fn frame_hw(&self) -> [usize; 2] {
-        self.hw
+        self.0.hw
     }
     fn pixels(&self, idx: usize, size: usize) -> Result<Vec<f32>> {
-        let f = self
-            .frames
-            .get(idx)
-            .ok_or_else(|| Error::invalid(format!("frame {idx} out of range")))?;
-        transforms::preprocess_video_frame_u8(f, self.hw[0], self.hw[1], size)
+        transforms::preprocess_video_frame_u8(self.0.get(idx)?, self.0.hw[0], self.0.hw[1], size)
     }
 }
 
 /// Grey u8 slices `[H, W]` (e.g. windowed CT), used as grey RGB on the video path.
-pub struct GreyFrames {
-    frames: Vec<Vec<u8>>,
-    hw: [usize; 2],
-}
+pub struct GreyFrames(U8Stack);
 
 impl GreyFrames {
     /// Checks every slice holds `h·w` bytes.
     pub fn new(frames: Vec<Vec<u8>>, h: usize, w: usize) -> Result<Self> {
-        if frames.is_empty() || h == 0 || w == 0 {
-            return Err(Error::invalid("no slices, or empty slices"));
-        }
-        if let Some(i) = frames.iter().position(|f| f.len() != h * w) {
-            return Err(Error::invalid(format!(
-                "slice {i} holds {} bytes, {h}x{w} expected",
-                frames[i].len()
-            )));
-        }
-        Ok(Self { frames, hw: [h, w] })
+        U8Stack::new(frames, h, w, 1, "slice").map(Self)
     }
 }
 
 impl FrameProvider for GreyFrames {
     fn num_frames(&self) -> usize {
-        self.frames.len()
+        self.0.frames.len()
     }
     fn frame_hw(&self) -> [usize; 2] {
-        self.hw
+        self.0.hw
     }
     fn pixels(&self, idx: usize, size: usize) -> Result<Vec<f32>> {
-        let f = self
-            .frames
-            .get(idx)
-            .ok_or_else(|| Error::invalid(format!("slice {idx} out of range")))?;
-        let rgb: Vec<u8> = f.iter().flat_map(|&v| [v, v, v]).collect();
-        transforms::preprocess_video_frame_u8(&rgb, self.hw[0], self.hw[1], size)
+        let rgb: Vec<u8> = self.0.get(idx)?.iter().flat_map(|&v| [v, v, v]).collect();
+        transforms::preprocess_video_frame_u8(&rgb, self.0.hw[0], self.0.hw[1], size)
     }
 }
 
