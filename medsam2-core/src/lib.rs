@@ -29,6 +29,8 @@ pub mod one_prompt;
 #[cfg(feature = "std")]
 pub mod output;
 #[cfg(feature = "std")]
+mod pickle_scan;
+#[cfg(feature = "std")]
 pub mod sam2_image_predictor;
 #[cfg(feature = "std")]
 pub mod sam2_video_predictor;

@@ -13,6 +13,68 @@ use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
+/// What kind of non-regular file `ft` is, for error messages.
+pub(crate) fn file_kind(ft: &std::fs::FileType) -> &'static str {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        if ft.is_fifo() {
+            return "a FIFO";
+        }
+        if ft.is_socket() {
+            return "a socket";
+        }
+        if ft.is_block_device() || ft.is_char_device() {
+            return "a device";
+        }
+    }
+    if ft.is_dir() {
+        "a directory"
+    } else {
+        "something else"
+    }
+}
+
+/// Opens an input file for reading, refusing anything but a regular file
+/// (symbolic links are followed): a FIFO would block forever, a device such as
+/// `/dev/zero` never ends, a directory is not data. Returns the file and its
+/// length. The error names the kind of file, not the path.
+pub fn open_input(path: &Path) -> io::Result<(File, u64)> {
+    let not_regular = |m: &std::fs::Metadata| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{}, not a regular file", file_kind(&m.file_type())),
+        )
+    };
+    // `metadata` before `open`: opening a FIFO for reading blocks.
+    let meta = std::fs::metadata(path)?;
+    if !meta.is_file() {
+        return Err(not_regular(&meta));
+    }
+    let f = File::open(path)?;
+    let meta = f.metadata()?;
+    if !meta.is_file() {
+        return Err(not_regular(&meta));
+    }
+    Ok((f, meta.len()))
+}
+
+/// Reads a whole regular input file of at most `max_bytes` bytes (see
+/// [`open_input`]); a larger file is an error naming the limit.
+pub fn read_input(path: &Path, max_bytes: u64, limit_name: &str) -> io::Result<Vec<u8>> {
+    use std::io::Read;
+    let (f, len) = open_input(path)?;
+    if len > max_bytes {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{len} bytes exceed the limit of {max_bytes} ({limit_name})"),
+        ));
+    }
+    let mut v = Vec::with_capacity(len as usize);
+    f.take(max_bytes).read_to_end(&mut v)?;
+    Ok(v)
+}
+
 /// Whether `a` and `b` name the same existing file (same device and inode on
 /// Unix; the same canonical path elsewhere). Either missing: `false`.
 pub fn same_file(a: &Path, b: &Path) -> bool {

@@ -107,28 +107,6 @@ pub(crate) fn gzip(data: &[u8]) -> Result<Vec<u8>> {
 }
 
 
-/// Why a path is refused by [`open_regular`]: what kind of file it is.
-fn file_kind(ft: &std::fs::FileType) -> &'static str {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::FileTypeExt;
-        if ft.is_fifo() {
-            return "a FIFO";
-        }
-        if ft.is_socket() {
-            return "a socket";
-        }
-        if ft.is_block_device() || ft.is_char_device() {
-            return "a device";
-        }
-    }
-    if ft.is_dir() {
-        "a directory"
-    } else {
-        "something else"
-    }
-}
-
 /// Opens `path` for reading, refusing anything but a regular file (symbolic
 /// links are followed to their target): a FIFO would block forever and a
 /// device such as `/dev/zero` never ends. Returns the file and its length.
@@ -137,12 +115,12 @@ pub(crate) fn open_regular(path: &Path) -> Result<(File, u64)> {
     // `metadata` before `open`: opening a FIFO for reading blocks.
     let meta = std::fs::metadata(path)?;
     if !meta.is_file() {
-        return Err(MedicalError::NotRegularFile(file_kind(&meta.file_type())));
+        return Err(MedicalError::NotRegularFile(crate::output::file_kind(&meta.file_type())));
     }
     let f = File::open(path)?;
     let meta = f.metadata()?;
     if !meta.is_file() {
-        return Err(MedicalError::NotRegularFile(file_kind(&meta.file_type())));
+        return Err(MedicalError::NotRegularFile(crate::output::file_kind(&meta.file_type())));
     }
     Ok((f, meta.len()))
 }

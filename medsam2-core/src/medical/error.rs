@@ -61,7 +61,7 @@ impl MedicalError {
     pub(crate) fn format(format: &'static str, reason: impl Into<String>) -> Self {
         MedicalError::Format {
             format,
-            reason: reason.into(),
+            reason: crate::error::one_line(&reason.into()),
         }
     }
 
@@ -69,7 +69,7 @@ impl MedicalError {
     pub(crate) fn unsupported(format: &'static str, reason: impl Into<String>) -> Self {
         MedicalError::Unsupported {
             format,
-            reason: reason.into(),
+            reason: crate::error::one_line(&reason.into()),
         }
     }
 
