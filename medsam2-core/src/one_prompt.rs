@@ -549,7 +549,7 @@ impl ConfidenceBank {
     pub fn save(&self, path: impl AsRef<Path>, images_seen: u64) -> Result<()> {
         let path = path.as_ref();
         let bytes = self.to_bytes(images_seen)?;
-        std::fs::write(path, bytes).map_err(|e| Error::Io {
+        crate::output::write_atomic(path, &bytes).map_err(|e| Error::Io {
             path: path.display().to_string(),
             source: e,
         })

@@ -81,13 +81,29 @@ pub(crate) fn write_voxels_le<W: Write>(w: &mut W, data: &VoxelData) -> io::Resu
     Ok(())
 }
 
+/// How [`write_volume_file`] compresses.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Gz {
+    /// Nothing compressed.
+    None,
+    /// The voxels only (NRRD `encoding: gzip`).
+    Payload,
+    /// The whole file (`.nii.gz`).
+    All,
+}
+
 /// Writes `path` atomically with `head` followed by the voxels of `data`,
-/// gzip-compressed (level 6) when `gz`.
-pub(crate) fn write_volume_file(path: &Path, head: &[u8], data: &VoxelData, gz: bool) -> Result<()> {
+/// gzip-compressed (level 6) as `gz` says.
+pub(crate) fn write_volume_file(path: &Path, head: &[u8], data: &VoxelData, gz: Gz) -> Result<()> {
     crate::output::write_atomic_with(path, |w| {
-        if gz {
+        if gz != Gz::None {
+            if gz == Gz::Payload {
+                w.write_all(head)?;
+            }
             let mut enc = GzEncoder::new(w, Compression::new(6));
-            enc.write_all(head)?;
+            if gz == Gz::All {
+                enc.write_all(head)?;
+            }
             write_voxels_le(&mut enc, data)?;
             enc.finish()?;
         } else {

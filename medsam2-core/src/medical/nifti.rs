@@ -93,6 +93,7 @@ pub fn write_nifti(path: impl AsRef<Path>, volume: &Volume) -> Result<()> {
     let gz = path.to_string_lossy().to_ascii_lowercase().ends_with(".gz");
     let mut head = header_bytes(volume)?.to_vec();
     head.extend_from_slice(&[0u8; 4]); // extender: no extensions
+    let gz = if gz { codec::Gz::All } else { codec::Gz::None };
     codec::write_volume_file(path, &head, volume.data(), gz)
 }
 

@@ -112,7 +112,10 @@ fn open_data_file(dir: &Path, name: &str) -> Result<(std::fs::File, u64)> {
 /// Writes `volume` as a NRRD file with attached data.
 pub fn write_nrrd(path: impl AsRef<Path>, volume: &Volume, encoding: NrrdEncoding) -> Result<()> {
     let head = nrrd_header(volume, encoding);
-    let gz = encoding == NrrdEncoding::Gzip;
+    let gz = match encoding {
+        NrrdEncoding::Raw => codec::Gz::None,
+        NrrdEncoding::Gzip => codec::Gz::Payload,
+    };
     codec::write_volume_file(path.as_ref(), head.as_bytes(), volume.data(), gz)
 }
 
