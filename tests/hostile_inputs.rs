@@ -78,11 +78,8 @@ const MIB: usize = 1 << 20;
 
 /// Asserts that an outcome is a one-line error or success, never a panic, and
 /// returns whether it succeeded.
-fn clean<T, E: std::fmt::Display>(
-    what: &str,
-    f: impl FnOnce() -> Result<T, E> + std::panic::UnwindSafe,
-) -> bool {
-    match std::panic::catch_unwind(f) {
+fn clean<T, E: std::fmt::Display>(what: &str, f: impl FnOnce() -> Result<T, E>) -> bool {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
         Ok(Ok(_)) => true,
         Ok(Err(e)) => {
             let m = e.to_string();
@@ -442,7 +439,8 @@ fn yaml_configs_truncated_corrupted_and_bombs() {
             for _ in 0..600 {
                 let mut c = b.to_vec();
                 let i = (rng.next_u64() % c.len() as u64) as usize;
-                c[i] = b" :-[]{}${}&*!|>'\"\n0123456789"[(rng.next_u64() % 29) as usize];
+                let alphabet = b" :-[]{}${}&*!|>'\"\n0123456789";
+                c[i] = alphabet[(rng.next_u64() % alphabet.len() as u64) as usize];
                 let t = String::from_utf8_lossy(&c).into_owned();
                 clean("yaml corrupted", || Sam2Config::from_yaml_str(&t));
             }
@@ -515,7 +513,7 @@ fn pt_with_pickle(pkl: &[u8], storages: bool) -> Vec<u8> {
     let o = zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
     for i in 0..z.len() {
         let mut f = z.by_index(i).unwrap();
-        let name = f.name().to_string();
+        let name = f.name().unwrap().to_string();
         if name.ends_with("data.pkl") {
             w.start_file(name, o).unwrap();
             w.write_all(pkl).unwrap();
@@ -532,7 +530,11 @@ fn pt_with_pickle(pkl: &[u8], storages: bool) -> Vec<u8> {
 fn fixture_pickle() -> Vec<u8> {
     let src = std::fs::read(heads_fixture().join("weights_fp32.pt")).unwrap();
     let mut z = zip::ZipArchive::new(std::io::Cursor::new(src)).unwrap();
-    let name = z.file_names().find(|n| n.ends_with("data.pkl")).unwrap().to_string();
+    let name = z
+        .file_names()
+        .filter_map(|n| n.ok().map(|n| n.into_owned()))
+        .find(|n| n.ends_with("data.pkl"))
+        .unwrap();
     let mut b = Vec::new();
     std::io::Read::read_to_end(&mut z.by_name(&name).unwrap(), &mut b).unwrap();
     b

@@ -260,32 +260,25 @@ fn read_pth_infos(
             },
             None => top,
         };
-        let mut out = Vec::new();
-        for (k, v) in entries {
-            let key = match &k {
-                Object::Unicode(s) => s.clone(),
-                other => format!("{other:?}"),
-            };
-            out.push((key, v.into_tensor_info(k, &dir)));
-        }
-        Ok(out)
+        Ok(entries)
     })
     .map_err(|p| checkpoint_err(shown, format!("malformed pickle ({p})")))?
     .map_err(|e| checkpoint_err(shown, format!("malformed pickle ({})", crate::error::candle_message(&e))))?;
     let mut infos = std::collections::HashMap::new();
-    for (key, r) in parsed {
-        let info = match r {
-            Ok(Some(info)) => info,
-            Ok(None) => continue,
-            Err(e) => {
-                return Err(checkpoint_err(
-                    shown,
-                    format!(
-                        "entry `{key}` is not a readable tensor ({})",
-                        crate::error::candle_message(&e)
-                    ),
-                ))
-            }
+    for (k, v) in parsed {
+        let key = match &k {
+            Object::Unicode(s) => s.clone(),
+            other => format!("{other:?}"),
+        };
+        let unreadable = |why: String| {
+            checkpoint_err(shown, format!("entry `{key}` is not a readable tensor ({why})"))
+        };
+        // candle's conversion indexes the tuples it is given (a panic on short ones).
+        let info = match crate::error::catch_panic_quietly(|| v.into_tensor_info(k, &dir)) {
+            Ok(Ok(Some(info))) => info,
+            Ok(Ok(None)) => continue,
+            Ok(Err(e)) => return Err(unreadable(crate::error::candle_message(&e))),
+            Err(p) => return Err(unreadable(p)),
         };
         let bad = |why: String| checkpoint_err(shown, format!("tensor `{key}`: {why}"));
         let member = zip
