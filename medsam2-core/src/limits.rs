@@ -22,8 +22,9 @@ pub const MAX_CONFIG_BYTES: usize = 1 << 20;
 pub const MAX_CONFIG_NODES: usize = 100_000;
 
 /// Most clicks in one prompt (image predictor) or accumulated on one slice for
-/// one object (video predictor); a box counts as two.
-pub const MAX_PROMPT_POINTS: usize = 256;
+/// one object (video predictor); a box counts as two. (The C ABI's
+/// `MEDSAM2_MAX_POINTS`.)
+pub const MAX_PROMPT_POINTS: usize = 1024;
 
 /// Most objects tracked at once by one video session.
 pub const MAX_OBJECTS: usize = 256;

@@ -19,12 +19,9 @@ pub const MEDSAM2_VERSION_PATCH: u32 = 1;
 pub const MEDSAM2_ABI_VERSION: u32 = 1;
 
 /// Limits (checked before anything is allocated; exceeding one fails with a
-/// one-line error naming it). Largest model input side (`image_size` of a
-/// config).
+/// one-line error naming it; see also `MEDSAM2_MAX_POINTS`). Largest model
+/// input side (`image_size` of a config).
 pub const MEDSAM2_MAX_IMAGE_SIZE: u32 = 1024;
-/// Most clicks in one prompt, or accumulated on one slice for one object (a
-/// box counts as two).
-pub const MEDSAM2_MAX_PROMPT_POINTS: u32 = 256;
 /// Most objects tracked at once by one session.
 pub const MEDSAM2_MAX_OBJECTS: u32 = 256;
 /// Largest volume a session accepts (voxels x bytes per voxel), and largest
@@ -193,7 +190,7 @@ mod tests {
     #[test]
     fn header_limits_are_the_core_limits() {
         assert_eq!(MEDSAM2_MAX_IMAGE_SIZE as usize, l::MAX_IMAGE_SIZE);
-        assert_eq!(MEDSAM2_MAX_PROMPT_POINTS as usize, l::MAX_PROMPT_POINTS);
+        assert_eq!(crate::MEDSAM2_MAX_POINTS as usize, l::MAX_PROMPT_POINTS);
         assert_eq!(MEDSAM2_MAX_OBJECTS as usize, l::MAX_OBJECTS);
         assert_eq!(MEDSAM2_MAX_VOXEL_BYTES, l::MAX_VOXEL_BYTES);
         assert_eq!(MEDSAM2_MAX_CONFIG_BYTES as usize, l::MAX_CONFIG_BYTES);

@@ -502,7 +502,8 @@ pub unsafe extern "C" fn medsam2_session_add_points(
         }
         if num_points > crate::image::MEDSAM2_MAX_POINTS as usize {
             return Err(FfiError::invalid(format!(
-                "{num_points} points is too many"
+                "{num_points} points exceed the limit of {} (MAX_PROMPT_POINTS)",
+                crate::image::MEDSAM2_MAX_POINTS
             )));
         }
         let pts = in_slice(points, 2 * num_points, "points")?;
