@@ -54,8 +54,11 @@ fn run(args: &Args) -> medical::Result<()> {
     )?;
     print!("{}", metrics::metrics_table(&m, NSD_TOLERANCE_MM));
     if let Some(path) = &args.csv {
-        medsam2_core::output::write_atomic(path, metrics::metrics_csv(&m, NSD_TOLERANCE_MM).as_bytes())
-            .map_err(|e| medical::MedicalError::Io(e).with_path(path))?;
+        medsam2_core::output::write_atomic(
+            path,
+            metrics::metrics_csv(&m, NSD_TOLERANCE_MM).as_bytes(),
+        )
+        .map_err(|e| medical::MedicalError::Io(e).with_path(path))?;
     }
     Ok(())
 }

@@ -1336,7 +1336,12 @@ pub fn check_output(path: &Path, what: &str, exts: &[&str]) -> Result<()> {
 /// [`check_output`], and refuses an output that is the same file as one of
 /// `inputs` (however named) or whose folder is not writable, before any work
 /// starts (see `medsam2_core::output::check_output`).
-pub fn check_output_against(path: &Path, what: &str, exts: &[&str], inputs: &[&Path]) -> Result<()> {
+pub fn check_output_against(
+    path: &Path,
+    what: &str,
+    exts: &[&str],
+    inputs: &[&Path],
+) -> Result<()> {
     let name = path.to_string_lossy().to_ascii_lowercase();
     if !exts.iter().any(|e| name.ends_with(e)) {
         return Err(JobError(format!(

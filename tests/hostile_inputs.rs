@@ -83,7 +83,10 @@ fn clean<T, E: std::fmt::Display>(what: &str, f: impl FnOnce() -> Result<T, E>) 
         Ok(Ok(_)) => true,
         Ok(Err(e)) => {
             let m = e.to_string();
-            assert!(!m.is_empty() && !m.contains('\n'), "{what}: error is not one line: {m:?}");
+            assert!(
+                !m.is_empty() && !m.contains('\n'),
+                "{what}: error is not one line: {m:?}"
+            );
             false
         }
         Err(_) => panic!("{what}: panicked"),
@@ -121,7 +124,11 @@ fn hammer(name: &str, good: &[u8], flips: usize, parse: &dyn Fn(&[u8]) -> Result
         assert!(parse(good).is_ok(), "{name}: the intact file must parse");
         for len in 0..good.len() {
             let ok = clean(name, || parse(&good[..len]));
-            assert!(!ok, "{name}: truncated to {len} of {} bytes still parsed", good.len());
+            assert!(
+                !ok,
+                "{name}: truncated to {len} of {} bytes still parsed",
+                good.len()
+            );
         }
         let mut rng = SplitMix64::new(0x5eed ^ good.len() as u64);
         for _ in 0..flips {
@@ -139,7 +146,11 @@ fn hammer(name: &str, good: &[u8], flips: usize, parse: &dyn Fn(&[u8]) -> Result
         t0.elapsed().as_secs_f64(),
         peak as f64 / MIB as f64
     );
-    assert!(peak < 64 * MIB, "{name}: peak {peak} bytes for a {}-byte input", good.len());
+    assert!(
+        peak < 64 * MIB,
+        "{name}: peak {peak} bytes for a {}-byte input",
+        good.len()
+    );
 }
 
 #[test]
@@ -245,13 +256,15 @@ fn size_fields_at_their_maxima_and_decompression_bombs() {
     let (r, peak) = peak_of(|| nrrd::parse_nrrd(huge));
     assert!(r.is_err());
     assert!(peak < MIB);
-    let mut f = b"NRRD0004\ntype: uint8\ndimension: 3\nsizes: 1024 1024 2048\nencoding: gzip\n\n".to_vec();
+    let mut f =
+        b"NRRD0004\ntype: uint8\ndimension: 3\nsizes: 1024 1024 2048\nencoding: gzip\n\n".to_vec();
     f.extend(gzip(&[], 64 * MIB));
     let (r, peak) = peak_of(|| nrrd::parse_nrrd(&f));
     let e = r.unwrap_err().to_string();
     assert!(e.contains("MAX_VOXEL_BYTES"), "{e}");
     assert!(peak < MIB, "peak {peak}");
-    let mut f = b"NRRD0004\ntype: uint8\ndimension: 3\nsizes: 1024 1024 64\nencoding: gzip\n\n".to_vec();
+    let mut f =
+        b"NRRD0004\ntype: uint8\ndimension: 3\nsizes: 1024 1024 64\nencoding: gzip\n\n".to_vec();
     f.extend(gzip(&[], 16 * MIB));
     let (r, peak) = peak_of(|| nrrd::parse_nrrd(&f));
     assert!(r.unwrap_err().to_string().contains("truncated"));
@@ -272,9 +285,16 @@ fn size_fields_at_their_maxima_and_decompression_bombs() {
     let (r, peak) = peak_of(|| medical::read_volume(&p).map(|v| v.num_voxels()));
     assert_eq!(r.unwrap(), 105);
     assert!(peak < 4 * MIB, "npz: peak {peak}");
-    assert!(t0.elapsed().as_secs_f64() < 1.0, "npz: decoded the unused member");
+    assert!(
+        t0.elapsed().as_secs_f64() < 1.0,
+        "npz: decoded the unused member"
+    );
     // A member whose shape claims more than its data.
-    let z = npz_archive(&[("imgs.npy", npy("<f8", "(1024, 1024, 100)", &[0u8; 64]), true)]);
+    let z = npz_archive(&[(
+        "imgs.npy",
+        npy("<f8", "(1024, 1024, 100)", &[0u8; 64]),
+        true,
+    )]);
     let (r, peak) = peak_of(|| npz::Npz::parse(&z));
     assert!(r.is_err());
     assert!(peak < 16 * MIB, "npz shape claim: peak {peak}");
@@ -318,7 +338,10 @@ fn npz_archive(members: &[(&str, Vec<u8>, bool)]) -> Vec<u8> {
 fn non_regular_files_and_escaping_data_files_are_refused() {
     let d = scratch("special");
     let fifo = d.join("pipe.nii");
-    let ok = std::process::Command::new("mkfifo").arg(&fifo).status().map(|s| s.success());
+    let ok = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .map(|s| s.success());
     let zero = d.join("zero.nii.gz");
     std::os::unix::fs::symlink("/dev/zero", &zero).unwrap();
     let dir = d.join("folder.nrrd");
@@ -330,9 +353,15 @@ fn non_regular_files_and_escaping_data_files_are_refused() {
     for (p, kind) in &cases {
         let t0 = Instant::now();
         let e = medical::read_volume(p).unwrap_err().to_string();
-        assert!(e.contains(kind) && !e.contains('\n'), "{}: {e}", p.display());
+        assert!(
+            e.contains(kind) && !e.contains('\n'),
+            "{}: {e}",
+            p.display()
+        );
         assert!(t0.elapsed().as_secs_f64() < 1.0);
-        let e = Checkpoint::open(p.with_extension("pt")).map(|_| ()).unwrap_err();
+        let e = Checkpoint::open(p.with_extension("pt"))
+            .map(|_| ())
+            .unwrap_err();
         assert!(!e.to_string().contains('\n'));
         let e = Sam2Config::from_yaml_file(p).unwrap_err().to_string();
         assert!(e.contains(kind), "config {}: {e}", p.display());
@@ -355,7 +384,9 @@ fn non_regular_files_and_escaping_data_files_are_refused() {
     std::os::unix::fs::symlink("/dev/zero", d.join("zero.raw")).unwrap();
     std::os::unix::fs::symlink("/etc/hostname", d.join("out.raw")).unwrap();
     let header = |name: &str| {
-        format!("NRRD0004\ntype: uint8\ndimension: 3\nsizes: 2 2 2\nencoding: raw\ndata file: {name}\n")
+        format!(
+            "NRRD0004\ntype: uint8\ndimension: 3\nsizes: 2 2 2\nencoding: raw\ndata file: {name}\n"
+        )
     };
     for (name, good) in [
         ("data.raw", true),
@@ -396,8 +427,14 @@ fn outputs_never_overwrite_inputs_and_writes_are_atomic() {
     #[cfg(not(unix))]
     std::fs::copy(&input, &sym).unwrap();
     for out in [&input, &link, &d.join(".").join("ct.nii.gz"), &sym] {
-        let e = medical::convert(&input, out, "imgs").unwrap_err().to_string();
-        assert!(e.contains("same file as the input"), "{}: {e}", out.display());
+        let e = medical::convert(&input, out, "imgs")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("same file as the input"),
+            "{}: {e}",
+            out.display()
+        );
     }
     assert_eq!(std::fs::read(&input).unwrap(), before, "the input changed");
     // A conversion to a new file works and leaves no temporary file.
@@ -445,26 +482,39 @@ fn yaml_configs_truncated_corrupted_and_bombs() {
                 clean("yaml corrupted", || Sam2Config::from_yaml_str(&t));
             }
         });
-        eprintln!("yaml: truncations + 600 corruptions in {:.2} s, peak {:.1} MiB", t0.elapsed().as_secs_f64(), peak as f64 / MIB as f64);
+        eprintln!(
+            "yaml: truncations + 600 corruptions in {:.2} s, peak {:.1} MiB",
+            t0.elapsed().as_secs_f64(),
+            peak as f64 / MIB as f64
+        );
         assert!(peak < 256 * MIB, "yaml: peak {peak}");
     }
     let _g = MEASURE.lock().unwrap_or_else(|e| e.into_inner());
     // Interpolation bomb: each level doubles the one below (2^40 nodes).
     let mut bomb = String::from("model:\n  _target_: x\nl0: [1, 2, 3, 4, 5, 6, 7, 8]\n");
     for i in 1..=40 {
-        bomb.push_str(&format!("l{i}: [\"${{l{}}}\", \"${{l{}}}\"]\n", i - 1, i - 1));
+        bomb.push_str(&format!(
+            "l{i}: [\"${{l{}}}\", \"${{l{}}}\"]\n",
+            i - 1,
+            i - 1
+        ));
     }
     bomb.push_str("top: ${l40}\n");
     let t0 = Instant::now();
     let (r, peak) = peak_of(|| Sam2Config::from_yaml_str(&bomb));
     let e = r.unwrap_err().to_string();
     assert!(e.contains("MAX_CONFIG_NODES"), "{e}");
-    assert!(peak < 256 * MIB && t0.elapsed().as_secs_f64() < 5.0, "interpolation bomb: peak {peak}");
+    assert!(
+        peak < 256 * MIB && t0.elapsed().as_secs_f64() < 5.0,
+        "interpolation bomb: peak {peak}"
+    );
     // Alias bomb (billion laughs) and deep nesting.
     let mut laughs = String::from("a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n");
     for i in 1..=9 {
         let p = i - 1;
-        laughs.push_str(&format!("a{i}: &a{i} [*a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}]\n"));
+        laughs.push_str(&format!(
+            "a{i}: &a{i} [*a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}]\n"
+        ));
     }
     laughs.push_str("model: *a9\n");
     let (r, peak) = peak_of(|| Sam2Config::from_yaml_str(&laughs));
@@ -490,7 +540,10 @@ fn yaml_configs_truncated_corrupted_and_bombs() {
         assert!(peak < 16 * MIB);
     }
     let big = "#".repeat(medsam2_core::limits::MAX_CONFIG_BYTES + 1);
-    assert!(Sam2Config::from_yaml_str(&big).unwrap_err().to_string().contains("MAX_CONFIG_BYTES"));
+    assert!(Sam2Config::from_yaml_str(&big)
+        .unwrap_err()
+        .to_string()
+        .contains("MAX_CONFIG_BYTES"));
 }
 
 fn heads_fixture() -> PathBuf {
@@ -510,7 +563,8 @@ fn pt_with_pickle(pkl: &[u8], storages: bool) -> Vec<u8> {
     let src = std::fs::read(heads_fixture().join("weights_fp32.pt")).unwrap();
     let mut z = zip::ZipArchive::new(std::io::Cursor::new(src)).unwrap();
     let mut w = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
-    let o = zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
+    let o =
+        zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
     for i in 0..z.len() {
         let mut f = z.by_index(i).unwrap();
         let name = f.name().unwrap().to_string();
@@ -562,7 +616,9 @@ fn checkpoints_truncated_corrupted_and_crafted() {
         let step = st.len() / 400;
         for len in (0..st.len()).step_by(step) {
             let b = st[..len].to_vec();
-            assert!(!clean("safetensors truncated", || Checkpoint::from_safetensors_bytes(b)));
+            assert!(!clean("safetensors truncated", || {
+                Checkpoint::from_safetensors_bytes(b)
+            }));
         }
         let mut rng = SplitMix64::new(11);
         for _ in 0..300 {
@@ -570,17 +626,24 @@ fn checkpoints_truncated_corrupted_and_crafted() {
             let hl = u64::from_le_bytes(st[..8].try_into().unwrap()) as usize + 8;
             let i = (rng.next_u64() % hl as u64) as usize;
             b[i] ^= 1 << (rng.next_u64() % 8);
-            clean("safetensors corrupted", || Checkpoint::from_safetensors_bytes(b));
+            clean("safetensors corrupted", || {
+                Checkpoint::from_safetensors_bytes(b)
+            });
         }
         for head in [u64::MAX, 1 << 40, 0] {
             let mut b = head.to_le_bytes().to_vec();
             b.extend_from_slice(b"{}");
-            assert!(!clean("safetensors header size", || Checkpoint::from_safetensors_bytes(b)));
+            assert!(!clean("safetensors header size", || {
+                Checkpoint::from_safetensors_bytes(b)
+            }));
         }
-        let lying = br#"{"a":{"dtype":"F32","shape":[1000000,1000000],"data_offsets":[0,4000000000000]}}"#;
+        let lying =
+            br#"{"a":{"dtype":"F32","shape":[1000000,1000000],"data_offsets":[0,4000000000000]}}"#;
         let mut b = (lying.len() as u64).to_le_bytes().to_vec();
         b.extend_from_slice(lying);
-        assert!(!clean("safetensors lying shape", || Checkpoint::from_safetensors_bytes(b)));
+        assert!(!clean("safetensors lying shape", || {
+            Checkpoint::from_safetensors_bytes(b)
+        }));
 
         // .pt: the file truncated (strided), its pickle truncated at every 31st
         // byte, and corrupted.
@@ -614,14 +677,20 @@ fn checkpoints_truncated_corrupted_and_crafted() {
         bomb.push(b'.');
         let e = open_pt(&d, &pt_with_pickle(&bomb, false)).unwrap_err();
         assert!(e.contains("MAX_PICKLE_OBJECTS"), "{e}");
-        let e = open_pt(&d, &pt_with_pickle(&[b'X', 0xff, 0xff, 0xff, 0xff, b'.'], false)).unwrap_err();
+        let e = open_pt(
+            &d,
+            &pt_with_pickle(&[b'X', 0xff, 0xff, 0xff, 0xff, b'.'], false),
+        )
+        .unwrap_err();
         assert!(!e.contains('\n'));
         // {"w": _rebuild_tensor_v2(persid(("storage",)), 0, (2,), (1,), False, None)}
         let mut p = vec![0x80, 2, b'}', b'X', 1, 0, 0, 0, b'w'];
         p.extend(b"ctorch._utils\n_rebuild_tensor_v2\n(");
         p.extend([b'X', 7, 0, 0, 0]);
         p.extend(b"storage");
-        p.extend([0x85, b'Q', b'K', 0, b'K', 2, 0x85, b'K', 1, 0x85, 0x89, b'N', b't', b'R', b's', b'.']);
+        p.extend([
+            0x85, b'Q', b'K', 0, b'K', 2, 0x85, b'K', 1, 0x85, 0x89, b'N', b't', b'R', b's', b'.',
+        ]);
         let e = open_pt(&d, &pt_with_pickle(&p, false)).unwrap_err();
         assert!(e.contains("`w`") && !e.contains('\n'), "{e}");
         let mut big = pkl.clone();
@@ -638,7 +707,11 @@ fn checkpoints_truncated_corrupted_and_crafted() {
         t0.elapsed().as_secs_f64(),
         peak as f64 / MIB as f64
     );
-    assert_eq!(HOOK_CALLS.load(Ordering::Relaxed), 0, "panic text reached the hook");
+    assert_eq!(
+        HOOK_CALLS.load(Ordering::Relaxed),
+        0,
+        "panic text reached the hook"
+    );
     assert!(peak < 256 * MIB, "checkpoints: peak {peak}");
     std::fs::remove_dir_all(&d).unwrap();
 }
@@ -664,7 +737,11 @@ fn nan_weights_bf16_on_cpu_and_backtraces() {
     let views: Vec<(String, safetensors::tensor::TensorView)> = nan
         .iter()
         .map(|(k, b, s)| {
-            (k.clone(), safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b).unwrap())
+            (
+                k.clone(),
+                safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b)
+                    .unwrap(),
+            )
         })
         .collect();
     let bytes = safetensors::serialize(views, None).unwrap();

@@ -230,7 +230,8 @@ fn read_pth_infos(
             .read_to_end(&mut pkl)
             .map_err(|e| checkpoint_err(shown, format!("{pkl_name}: {e}")))?;
     }
-    crate::pickle_scan::scan(&pkl).map_err(|e| checkpoint_err(shown, format!("{pkl_name}: {e}")))?;
+    crate::pickle_scan::scan(&pkl)
+        .map_err(|e| checkpoint_err(shown, format!("{pkl_name}: {e}")))?;
     let dir = std::path::PathBuf::from(pkl_name.strip_suffix(".pkl").unwrap_or(&pkl_name));
     let parsed = crate::error::catch_panic_quietly(|| -> candle_core::Result<_> {
         let mut stack = Stack::empty();
@@ -263,7 +264,12 @@ fn read_pth_infos(
         Ok(entries)
     })
     .map_err(|p| checkpoint_err(shown, format!("malformed pickle ({p})")))?
-    .map_err(|e| checkpoint_err(shown, format!("malformed pickle ({})", crate::error::candle_message(&e))))?;
+    .map_err(|e| {
+        checkpoint_err(
+            shown,
+            format!("malformed pickle ({})", crate::error::candle_message(&e)),
+        )
+    })?;
     let mut infos = std::collections::HashMap::new();
     for (k, v) in parsed {
         let key = match &k {
@@ -271,7 +277,10 @@ fn read_pth_infos(
             other => format!("{other:?}"),
         };
         let unreadable = |why: String| {
-            checkpoint_err(shown, format!("entry `{key}` is not a readable tensor ({why})"))
+            checkpoint_err(
+                shown,
+                format!("entry `{key}` is not a readable tensor ({why})"),
+            )
         };
         // candle's conversion indexes the tuples it is given (a panic on short ones).
         let info = match crate::error::catch_panic_quietly(|| v.into_tensor_info(k, &dir)) {
@@ -526,7 +535,7 @@ impl Recorder {
         let t = self.0.source.load(name, dev)?.to_dtype(dtype)?;
         if t.dtype().is_float() && t.elem_count() > 0 {
             // x - x is 0 for finite x and NaN otherwise; the sum keeps a NaN.
-            let s = (&t - &t)?
+            let s = t.broadcast_sub(&t)?
                 .to_dtype(DType::F32)?
                 .sum_all()?
                 .to_scalar::<f32>()?;

@@ -64,7 +64,9 @@ pub fn one_line(text: &str) -> String {
             continue;
         }
         // std's `Backtrace` display: "   0: frame" / "at file:line" / "stack backtrace:".
-        let frame = l.split_once(": ").is_some_and(|(n, _)| n.parse::<u32>().is_ok())
+        let frame = l
+            .split_once(": ")
+            .is_some_and(|(n, _)| n.parse::<u32>().is_ok())
             || l.starts_with("at ")
             || l.starts_with("stack backtrace")
             || l == "disabled backtrace"
@@ -87,8 +89,12 @@ pub fn candle_message(e: &candle_core::Error) -> String {
     use candle_core::Error as C;
     match e {
         C::WithBacktrace { inner, .. } => candle_message(inner),
-        C::Context { inner, context } => one_line(&alloc::format!("{context}: {}", candle_message(inner))),
-        C::WithPath { inner, path } => alloc::format!("{}: {}", path.display(), candle_message(inner)),
+        C::Context { inner, context } => {
+            one_line(&alloc::format!("{context}: {}", candle_message(inner)))
+        }
+        C::WithPath { inner, path } => {
+            alloc::format!("{}: {}", path.display(), candle_message(inner))
+        }
         other => one_line(&other.to_string()),
     }
 }
@@ -120,7 +126,7 @@ pub fn catch_panic_quietly<R>(f: impl FnOnce() -> R) -> core::result::Result<R, 
     r.map_err(|p| {
         let msg = p
             .downcast_ref::<&str>()
-            .map(|s| alloc::string::ToString::to_string(s))
+            .map(|s| String::from(*s))
             .or_else(|| p.downcast_ref::<String>().cloned())
             .unwrap_or_else(|| "unknown panic".into());
         one_line(&msg)

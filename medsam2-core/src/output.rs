@@ -139,7 +139,10 @@ fn temp_next_to(path: &Path) -> io::Result<(File, PathBuf)> {
 /// new file (probed by creating and removing a temporary file there).
 pub fn check_output(output: &Path, inputs: &[&Path]) -> io::Result<()> {
     if output.as_os_str().is_empty() {
-        return Err(io::Error::new(io::ErrorKind::InvalidInput, "empty output path"));
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "empty output path",
+        ));
     }
     for input in inputs {
         if same_file(output, input) {
@@ -236,7 +239,10 @@ mod tests {
             assert!(e.to_string().contains("same file as the input"), "{e}");
         }
         assert!(check_output(&d.join("new.nii"), &[&input]).is_ok());
-        assert!(check_output(&d, &[]).unwrap_err().to_string().contains("directory"));
+        assert!(check_output(&d, &[])
+            .unwrap_err()
+            .to_string()
+            .contains("directory"));
         assert_eq!(std::fs::read(&input).unwrap(), b"precious");
         std::fs::remove_dir_all(&d).unwrap();
     }

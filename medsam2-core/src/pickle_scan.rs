@@ -18,9 +18,8 @@ pub(crate) fn scan(pkl: &[u8]) -> Result<(), String> {
     let mut stack: Vec<u64> = Vec::new();
     let mut memo: HashMap<u32, u64> = HashMap::new();
     let mut total: u64 = 0;
-    let too_big = || {
-        format!("pickle expands beyond {MAX_PICKLE_OBJECTS} objects (MAX_PICKLE_OBJECTS)")
-    };
+    let too_big =
+        || format!("pickle expands beyond {MAX_PICKLE_OBJECTS} objects (MAX_PICKLE_OBJECTS)");
     macro_rules! take {
         ($n:expr) => {{
             let n: usize = $n;

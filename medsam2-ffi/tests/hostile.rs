@@ -38,7 +38,10 @@ static ALLOC: Counting = Counting;
 const MIB: usize = 1 << 20;
 
 fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 fn fixture() -> PathBuf {
@@ -63,9 +66,15 @@ fn load_fails(config: &str, checkpoint: &Path, dtype: &str) -> String {
     let base = LIVE.load(Ordering::Relaxed);
     PEAK.store(base, Ordering::Relaxed);
     let t0 = Instant::now();
-    let st = unsafe { medsam2_model_load(cfg.as_ptr(), ck.as_ptr(), null(), dt.as_ptr(), &mut model) };
+    let st =
+        unsafe { medsam2_model_load(cfg.as_ptr(), ck.as_ptr(), null(), dt.as_ptr(), &mut model) };
     let peak = PEAK.load(Ordering::Relaxed).saturating_sub(base);
-    assert_ne!(st, medsam2_status::MEDSAM2_OK, "{config} + {} loaded", checkpoint.display());
+    assert_ne!(
+        st,
+        medsam2_status::MEDSAM2_OK,
+        "{config} + {} loaded",
+        checkpoint.display()
+    );
     assert!(model.is_null());
     let e = last_error();
     assert!(!e.is_empty() && !e.contains('\n'), "not one line: {e:?}");
@@ -103,10 +112,18 @@ fn model_load_refuses_hostile_files() {
         let e = load_fails(&cfg_s, &d.join("zero.safetensors"), "f32");
         assert!(e.contains("a device"), "{e}");
         let fifo = d.join("fifo.pt");
-        if std::process::Command::new("mkfifo").arg(&fifo).status().is_ok_and(|s| s.success()) {
+        if std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .is_ok_and(|s| s.success())
+        {
             let e = load_fails(&cfg_s, &fifo, "f32");
             assert!(e.contains("a FIFO"), "{e}");
-            let e = load_fails(&fifo.with_extension("yaml").to_string_lossy(), &weights, "f32");
+            let e = load_fails(
+                &fifo.with_extension("yaml").to_string_lossy(),
+                &weights,
+                "f32",
+            );
             assert!(!e.is_empty());
         }
     }
@@ -124,13 +141,21 @@ fn model_load_refuses_hostile_files() {
     // Config bombs and sizes beyond the limits.
     let text = std::fs::read_to_string(&cfg).unwrap();
     let big = d.join("big.yaml");
-    std::fs::write(&big, text.replacen("image_size:", "image_size: 1000000 #", 1)).unwrap();
+    std::fs::write(
+        &big,
+        text.replacen("image_size:", "image_size: 1000000 #", 1),
+    )
+    .unwrap();
     let e = load_fails(&big.to_string_lossy(), &weights, "f32");
     assert!(e.contains("MAX_IMAGE_SIZE"), "{e}");
     let mut bomb = text.clone();
     bomb.push_str("\nl0: [1, 2, 3, 4, 5, 6, 7, 8]\n");
     for i in 1..=40 {
-        bomb.push_str(&format!("l{i}: [\"${{l{}}}\", \"${{l{}}}\"]\n", i - 1, i - 1));
+        bomb.push_str(&format!(
+            "l{i}: [\"${{l{}}}\", \"${{l{}}}\"]\n",
+            i - 1,
+            i - 1
+        ));
     }
     bomb.push_str("top: ${l40}\n");
     let bomb_p = d.join("bomb.yaml");
@@ -161,7 +186,10 @@ fn sessions_refuse_oversized_volumes_and_prompts() {
     };
     let it = medsam2_intensity {
         mode: MEDSAM2_INTENSITY_NONE,
-        window: medsam2_window { level: 0.0, width: 0.0 },
+        window: medsam2_window {
+            level: 0.0,
+            width: 0.0,
+        },
         lower_percentile: 0.0,
         upper_percentile: 100.0,
         stretch: MEDSAM2_STRETCH_CLIPPED_MINMAX,
@@ -184,19 +212,37 @@ fn sessions_refuse_oversized_volumes_and_prompts() {
         medsam2_session_add_points(s, 1, 1, pts.as_ptr(), labels.as_ptr(), n, 1, null_mut(), 0)
     };
     assert_eq!(st, medsam2_status::MEDSAM2_ERR_INVALID_ARGUMENT);
-    assert!(last_error().contains("MAX_PROMPT_POINTS"), "{}", last_error());
+    assert!(
+        last_error().contains("MAX_PROMPT_POINTS"),
+        "{}",
+        last_error()
+    );
     assert!(t0.elapsed().as_secs_f64() < 1.0);
     assert!(PEAK.load(Ordering::Relaxed) - base < 16 * MIB);
     // Accumulated corrections hit the same limit.
     let st = unsafe {
-        medsam2_session_add_points(s, 1, 1, pts.as_ptr(), labels.as_ptr(), 1000, 1, null_mut(), 0)
+        medsam2_session_add_points(
+            s,
+            1,
+            1,
+            pts.as_ptr(),
+            labels.as_ptr(),
+            1000,
+            1,
+            null_mut(),
+            0,
+        )
     };
     assert_eq!(st, medsam2_status::MEDSAM2_OK, "{}", last_error());
     let st = unsafe {
         medsam2_session_add_points(s, 1, 1, pts.as_ptr(), labels.as_ptr(), 30, 0, null_mut(), 0)
     };
     assert_eq!(st, medsam2_status::MEDSAM2_ERR_INVALID_ARGUMENT);
-    assert!(last_error().contains("MAX_PROMPT_POINTS"), "{}", last_error());
+    assert!(
+        last_error().contains("MAX_PROMPT_POINTS"),
+        "{}",
+        last_error()
+    );
     unsafe {
         medsam2_session_free(s);
         medsam2_model_free(model);

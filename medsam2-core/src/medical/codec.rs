@@ -122,7 +122,6 @@ pub(crate) fn gzip(data: &[u8]) -> Result<Vec<u8>> {
     Ok(enc.finish()?)
 }
 
-
 /// Opens `path` for reading, refusing anything but a regular file (symbolic
 /// links are followed to their target): a FIFO would block forever and a
 /// device such as `/dev/zero` never ends. Returns the file and its length.
@@ -131,12 +130,16 @@ pub(crate) fn open_regular(path: &Path) -> Result<(File, u64)> {
     // `metadata` before `open`: opening a FIFO for reading blocks.
     let meta = std::fs::metadata(path)?;
     if !meta.is_file() {
-        return Err(MedicalError::NotRegularFile(crate::output::file_kind(&meta.file_type())));
+        return Err(MedicalError::NotRegularFile(crate::output::file_kind(
+            &meta.file_type(),
+        )));
     }
     let f = File::open(path)?;
     let meta = f.metadata()?;
     if !meta.is_file() {
-        return Err(MedicalError::NotRegularFile(crate::output::file_kind(&meta.file_type())));
+        return Err(MedicalError::NotRegularFile(crate::output::file_kind(
+            &meta.file_type(),
+        )));
     }
     Ok((f, meta.len()))
 }
@@ -214,9 +217,10 @@ pub(crate) fn stream_elements<R: Read, T: Element, U>(
             out.try_reserve_exact(grow).map_err(too_large)?;
         }
         for c in buf[..want].chunks_exact(T::N) {
-            out.push(map(T::decode(c, big_endian)).ok_or_else(|| {
-                MedicalError::unsupported(format, what_failed)
-            })?);
+            out.push(
+                map(T::decode(c, big_endian))
+                    .ok_or_else(|| MedicalError::unsupported(format, what_failed))?,
+            );
         }
     }
     Ok(out)
@@ -260,15 +264,23 @@ pub(crate) fn stream_voxels<R: Read>(
             match dtype {
                 DataType::I32 | DataType::U32 | DataType::F64 => {
                     VoxelData::F64(stream_elements::<_, $t, f64>(
-                        r, n, big_endian, reserve, format, "", |x| {
-                            Some(x.to_f64() * $slope + $inter)
-                        },
+                        r,
+                        n,
+                        big_endian,
+                        reserve,
+                        format,
+                        "",
+                        |x| Some(x.to_f64() * $slope + $inter),
                     )?)
                 }
                 _ => VoxelData::F32(stream_elements::<_, $t, f32>(
-                    r, n, big_endian, reserve, format, "", |x| {
-                        Some((x.to_f64() * $slope + $inter) as f32)
-                    },
+                    r,
+                    n,
+                    big_endian,
+                    reserve,
+                    format,
+                    "",
+                    |x| Some((x.to_f64() * $slope + $inter) as f32),
                 )?),
             }
         };

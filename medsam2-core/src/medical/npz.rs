@@ -263,8 +263,7 @@ fn read_npy<R: Read>(r: &mut R, len: u64, present: u64) -> Result<NpyArray> {
     if read_up_to(r, &mut hbytes)? < hlen {
         return Err(bad(format!("header of {hlen} bytes is truncated")));
     }
-    let header =
-        std::str::from_utf8(&hbytes).map_err(|_| bad("header is not text".into()))?;
+    let header = std::str::from_utf8(&hbytes).map_err(|_| bad("header is not text".into()))?;
     let dict = parse_header_dict(header)?;
     let descr = dict
         .descr

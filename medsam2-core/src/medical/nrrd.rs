@@ -268,9 +268,8 @@ fn decode<R: BufRead>(h: &Header, attached: R, len: u64, dir: Option<&Path>) -> 
         Encoding::Raw => {
             let need = nbytes as u64;
             let start = if h.byte_skip == -1 {
-                len.checked_sub(need).ok_or_else(|| {
-                    bad(format!("truncated data: {len} bytes, need {need}"))
-                })?
+                len.checked_sub(need)
+                    .ok_or_else(|| bad(format!("truncated data: {len} bytes, need {need}")))?
             } else if h.byte_skip >= 0 {
                 h.byte_skip as u64
             } else {
@@ -298,9 +297,7 @@ fn decode<R: BufRead>(h: &Header, attached: R, len: u64, dir: Option<&Path>) -> 
         }
         Encoding::Ascii => {
             let mut text = Vec::new();
-            payload
-                .take(codec::MAX_TEXT_BYTES)
-                .read_to_end(&mut text)?;
+            payload.take(codec::MAX_TEXT_BYTES).read_to_end(&mut text)?;
             parse_ascii(&text, dtype, nvox)?
         }
     };
