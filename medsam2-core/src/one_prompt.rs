@@ -560,7 +560,13 @@ impl ConfidenceBank {
     /// are checked.
     pub fn load(path: impl AsRef<Path>) -> Result<(Self, u64)> {
         let path = path.as_ref();
-        let bytes = std::fs::read(path).map_err(|e| Error::Io {
+        // Regular files only (a FIFO would block); a bank is far below this bound.
+        let bytes = crate::output::read_input(
+            path,
+            crate::limits::MAX_TENSOR_BYTES,
+            "MAX_TENSOR_BYTES",
+        )
+        .map_err(|e| Error::Io {
             path: path.display().to_string(),
             source: e,
         })?;

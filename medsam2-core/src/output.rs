@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// What kind of non-regular file `ft` is, for error messages.
-pub(crate) fn file_kind(ft: &std::fs::FileType) -> &'static str {
+fn file_kind(ft: &std::fs::FileType) -> &'static str {
     #[cfg(unix)]
     {
         use std::os::unix::fs::FileTypeExt;
@@ -43,7 +43,7 @@ pub fn open_input(path: &Path) -> io::Result<(File, u64)> {
     let not_regular = |m: &std::fs::Metadata| {
         io::Error::new(
             io::ErrorKind::InvalidInput,
-            format!("{}, not a regular file", file_kind(&m.file_type())),
+            NotRegularFile(file_kind(&m.file_type())),
         )
     };
     // `metadata` before `open`: opening a FIFO for reading blocks.
@@ -58,6 +58,19 @@ pub fn open_input(path: &Path) -> io::Result<(File, u64)> {
     }
     Ok((f, meta.len()))
 }
+
+/// The error inside the [`io::Error`] of [`open_input`] for a path that is not
+/// a regular file; holds what it is (`"a FIFO"`, `"a directory"`, ...).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NotRegularFile(pub &'static str);
+
+impl std::fmt::Display for NotRegularFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}, not a regular file", self.0)
+    }
+}
+
+impl std::error::Error for NotRegularFile {}
 
 /// Reads a whole regular input file of at most `max_bytes` bytes (see
 /// [`open_input`]); a larger file is an error naming the limit.

@@ -122,26 +122,19 @@ pub(crate) fn gzip(data: &[u8]) -> Result<Vec<u8>> {
     Ok(enc.finish()?)
 }
 
-/// Opens `path` for reading, refusing anything but a regular file (symbolic
-/// links are followed to their target): a FIFO would block forever and a
-/// device such as `/dev/zero` never ends. Returns the file and its length.
-/// Errors carry no path (callers attach it once).
+/// Opens `path` for reading, refusing anything but a regular file (see
+/// [`crate::output::open_input`]). Returns the file and its length. Errors
+/// carry no path (callers attach it once).
 pub(crate) fn open_regular(path: &Path) -> Result<(File, u64)> {
-    // `metadata` before `open`: opening a FIFO for reading blocks.
-    let meta = std::fs::metadata(path)?;
-    if !meta.is_file() {
-        return Err(MedicalError::NotRegularFile(crate::output::file_kind(
-            &meta.file_type(),
-        )));
-    }
-    let f = File::open(path)?;
-    let meta = f.metadata()?;
-    if !meta.is_file() {
-        return Err(MedicalError::NotRegularFile(crate::output::file_kind(
-            &meta.file_type(),
-        )));
-    }
-    Ok((f, meta.len()))
+    crate::output::open_input(path).map_err(|e| {
+        match e
+            .get_ref()
+            .and_then(|i| i.downcast_ref::<crate::output::NotRegularFile>())
+        {
+            Some(k) => MedicalError::NotRegularFile(k.0),
+            None => MedicalError::Io(e),
+        }
+    })
 }
 
 /// One element type as stored in a file.
