@@ -535,7 +535,8 @@ impl Recorder {
         let t = self.0.source.load(name, dev)?.to_dtype(dtype)?;
         if t.dtype().is_float() && t.elem_count() > 0 {
             // x - x is 0 for finite x and NaN otherwise; the sum keeps a NaN.
-            let s = t.broadcast_sub(&t)?
+            let s = t
+                .broadcast_sub(&t)?
                 .to_dtype(DType::F32)?
                 .sum_all()?
                 .to_scalar::<f32>()?;

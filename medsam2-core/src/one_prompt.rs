@@ -561,15 +561,12 @@ impl ConfidenceBank {
     pub fn load(path: impl AsRef<Path>) -> Result<(Self, u64)> {
         let path = path.as_ref();
         // Regular files only (a FIFO would block); a bank is far below this bound.
-        let bytes = crate::output::read_input(
-            path,
-            crate::limits::MAX_TENSOR_BYTES,
-            "MAX_TENSOR_BYTES",
-        )
-        .map_err(|e| Error::Io {
-            path: path.display().to_string(),
-            source: e,
-        })?;
+        let bytes =
+            crate::output::read_input(path, crate::limits::MAX_TENSOR_BYTES, "MAX_TENSOR_BYTES")
+                .map_err(|e| Error::Io {
+                    path: path.display().to_string(),
+                    source: e,
+                })?;
         Self::from_bytes(&bytes).map_err(|e| match e {
             Error::InvalidInput(m) => Error::invalid(format!("{}: {m}", path.display())),
             other => other,
