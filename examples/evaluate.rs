@@ -40,6 +40,11 @@ struct Args {
 }
 
 fn run(args: &Args) -> medical::Result<()> {
+    if let Some(path) = &args.csv {
+        // Before any work: never the prediction or the ground truth itself.
+        medsam2_core::output::check_output(path, &[&args.pred, &args.gt])
+            .map_err(|e| medical::MedicalError::Io(e).with_path(path))?;
+    }
     let m = metrics::evaluate_files(
         &args.pred,
         &args.gt,
@@ -49,8 +54,11 @@ fn run(args: &Args) -> medical::Result<()> {
     )?;
     print!("{}", metrics::metrics_table(&m, NSD_TOLERANCE_MM));
     if let Some(path) = &args.csv {
-        std::fs::write(path, metrics::metrics_csv(&m, NSD_TOLERANCE_MM))
-            .map_err(|e| medical::MedicalError::Io(e).with_path(path))?;
+        medsam2_core::output::write_atomic(
+            path,
+            metrics::metrics_csv(&m, NSD_TOLERANCE_MM).as_bytes(),
+        )
+        .map_err(|e| medical::MedicalError::Io(e).with_path(path))?;
     }
     Ok(())
 }

@@ -190,12 +190,12 @@ fn run(args: &Args) -> Result<(), JobError> {
     );
     print!("{}", eval_table(&rows, job.nsd_tol_mm));
     if let Some(p) = &args.csv {
-        std::fs::write(p, eval_csv(&rows, job.nsd_tol_mm))
+        medsam2_core::output::write_atomic(p, eval_csv(&rows, job.nsd_tol_mm).as_bytes())
             .map_err(|e| JobError(format!("{}: {e}", p.display())))?;
         println!("wrote {}", p.display());
     }
     if let Some(p) = &args.summary_csv {
-        std::fs::write(p, summary_csv(&rows))
+        medsam2_core::output::write_atomic(p, summary_csv(&rows).as_bytes())
             .map_err(|e| JobError(format!("{}: {e}", p.display())))?;
         println!("wrote {}", p.display());
     }

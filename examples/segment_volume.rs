@@ -152,7 +152,11 @@ fn job_from(args: &Args) -> Result<SegmentJob, JobError> {
         return Err(JobError("no prompt: give --box, --point or --mask".into()));
     }
     if let Some(m) = &args.montage {
-        medsam2_tools::volume_job::check_output(m, "--montage", &[".png"])?;
+        let mut inputs: Vec<&std::path::Path> = vec![&args.volume, &args.out];
+        if let Some(mask) = &args.mask {
+            inputs.push(mask);
+        }
+        medsam2_tools::volume_job::check_output_against(m, "--montage", &[".png"], &inputs)?;
     }
     Ok(job)
 }
@@ -268,14 +272,18 @@ fn run(args: &Args) -> Result<(), JobError> {
     let report = report?;
     print_summary(args, &job, &report);
     if let (Some(path), Some(img)) = (&args.montage, &report.montage) {
-        image::save_buffer(
-            path,
-            &img.data,
-            img.width as u32,
-            img.height as u32,
-            image::ExtendedColorType::Rgb8,
-        )
-        .map_err(|e| JobError(format!("{}: {e}", path.display())))?;
+        use image::ImageEncoder as _;
+        let mut png = Vec::new();
+        image::codecs::png::PngEncoder::new(&mut png)
+            .write_image(
+                &img.data,
+                img.width as u32,
+                img.height as u32,
+                image::ExtendedColorType::Rgb8,
+            )
+            .map_err(|e| JobError(format!("{}: {e}", path.display())))?;
+        medsam2_core::output::write_atomic(path, &png)
+            .map_err(|e| JobError(format!("{}: {e}", path.display())))?;
         let lo = report.key_slice.saturating_sub(args.montage_neighbours);
         let hi = (report.key_slice + args.montage_neighbours).min(report.num_slices - 1);
         println!(

@@ -50,7 +50,41 @@
 #define MEDSAM2_ABI_VERSION 1
 
 /**
- * Largest number of clicks in one prompt.
+ * Limits (checked before anything is allocated; exceeding one fails with a
+ * one-line error naming it; see also `MEDSAM2_MAX_POINTS`). Largest model
+ * input side (`image_size` of a config).
+ */
+#define MEDSAM2_MAX_IMAGE_SIZE 1024
+
+/**
+ * Most objects tracked at once by one session.
+ */
+#define MEDSAM2_MAX_OBJECTS 256
+
+/**
+ * Largest volume a session accepts (voxels x bytes per voxel), and largest
+ * decoded voxel payload read from a file: 1 GiB.
+ */
+#define MEDSAM2_MAX_VOXEL_BYTES 1073741824
+
+/**
+ * Largest YAML config file, in bytes; its `${...}` interpolations may expand
+ * it to at most 100000 nodes.
+ */
+#define MEDSAM2_MAX_CONFIG_BYTES 1048576
+
+/**
+ * Largest tensor stored in a checkpoint, in bytes (4 GiB). A `.pt`
+ * checkpoint's pickle may describe at most 10 million objects; checkpoint,
+ * config and volume paths must name regular files (not directories, FIFOs or
+ * devices), and checkpoints with NaN or infinite weights are refused.
+ */
+#define MEDSAM2_MAX_TENSOR_BYTES 4294967296
+
+/**
+ * Largest number of clicks in one prompt, or accumulated on one slice for
+ * one object in a session (a box counts as two); `MAX_PROMPT_POINTS` in
+ * error messages.
  */
 #define MEDSAM2_MAX_POINTS 1024
 

@@ -1330,6 +1330,18 @@ impl SegmentReport {
 
 /// Checks that `path` can be written as `what` (extension and folder).
 pub fn check_output(path: &Path, what: &str, exts: &[&str]) -> Result<()> {
+    check_output_against(path, what, exts, &[])
+}
+
+/// [`check_output`], and refuses an output that is the same file as one of
+/// `inputs` (however named) or whose folder is not writable, before any work
+/// starts (see `medsam2_core::output::check_output`).
+pub fn check_output_against(
+    path: &Path,
+    what: &str,
+    exts: &[&str],
+    inputs: &[&Path],
+) -> Result<()> {
     let name = path.to_string_lossy().to_ascii_lowercase();
     if !exts.iter().any(|e| name.ends_with(e)) {
         return Err(JobError(format!(
@@ -1349,7 +1361,8 @@ pub fn check_output(path: &Path, what: &str, exts: &[&str]) -> Result<()> {
             parent.display()
         )));
     }
-    Ok(())
+    medsam2_core::output::check_output(path, inputs)
+        .map_err(|e| JobError(format!("{what} {}: {e}", path.display())))
 }
 
 /// Runs the whole `segment_volume` job: checks the output name, reads the
@@ -1360,8 +1373,12 @@ pub fn run_segment_job(
     job: &SegmentJob,
     on_progress: &mut dyn FnMut(Progress),
 ) -> Result<SegmentReport> {
-    check_output(&job.out, "--out", &[".nii", ".nii.gz", ".nrrd"])?;
-    if !job.checkpoint.is_file() {
+    let mut inputs: Vec<&Path> = vec![&job.volume, &job.checkpoint, Path::new(&job.config)];
+    if let Some(m) = &job.mask {
+        inputs.push(m);
+    }
+    check_output_against(&job.out, "--out", &[".nii", ".nii.gz", ".nrrd"], &inputs)?;
+    if !job.checkpoint.exists() {
         return Err(JobError(format!(
             "--checkpoint {}: no such file",
             job.checkpoint.display()
@@ -1398,8 +1415,8 @@ pub fn run_segment_job(
         seg.keep_largest_component();
     }
     let labels = label_volume(&input, job.axis, &seg)?;
-    medical::write_volume(&job.out, &labels)
-        .map_err(|e| JobError(format!("{}: {e}", job.out.display())))?;
+    // The error names the file already.
+    medical::write_volume(&job.out, &labels).map_err(|e| JobError(e.to_string()))?;
     let ids: Vec<u32> = prompts.iter().map(|o| o.obj_id).collect();
     let objects = object_stats(&labels, job.axis, &ids);
     let key_slice = prompts[0].first_frame().unwrap_or(0);
@@ -1861,7 +1878,7 @@ pub fn run_eval_job(
             job.data.display()
         )));
     }
-    if !job.checkpoint.is_file() {
+    if !job.checkpoint.exists() {
         return Err(JobError(format!(
             "--checkpoint {}: no such file",
             job.checkpoint.display()

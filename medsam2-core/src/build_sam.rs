@@ -19,10 +19,22 @@ pub const IMAGE_MODEL_OVERRIDES: &[&str] = &[
 /// path of an official YAML file, with `build_sam2`'s inference overrides.
 pub fn config_from_spec(spec: &str) -> Result<Sam2Config> {
     let p = Path::new(spec);
-    if p.extension().is_some_and(|e| e == "yaml" || e == "yml") && p.is_file() {
-        let text = std::fs::read_to_string(p).map_err(|e| crate::Error::Io {
+    if p.extension().is_some_and(|e| e == "yaml" || e == "yml") && p.exists() {
+        let io = |e| crate::Error::Io {
             path: spec.to_string(),
             source: e,
+        };
+        let bytes = crate::output::read_input(
+            p,
+            crate::limits::MAX_CONFIG_BYTES as u64,
+            "MAX_CONFIG_BYTES",
+        )
+        .map_err(io)?;
+        let text = String::from_utf8(bytes).map_err(|_| {
+            io(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "not UTF-8 text",
+            ))
         })?;
         Sam2Config::from_yaml_with_overrides(&text, IMAGE_MODEL_OVERRIDES)
     } else {

@@ -16,6 +16,7 @@ use candle_nn::var_builder::SimpleBackend;
 use candle_nn::VarBuilder;
 
 use crate::error::{Error, Result};
+use crate::limits::MAX_TENSOR_BYTES;
 
 /// Floating-point type the network computes in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -37,6 +38,29 @@ impl ComputeDType {
             ComputeDType::F16 => DType::F16,
             ComputeDType::BF16 => DType::BF16,
         }
+    }
+
+    /// Checks at start-up that the backend computes in this dtype on `dev`
+    /// (a tiny convolution and matrix product), so that an unsupported choice
+    /// (bf16 on the CPU with candle 0.11) fails here with a clear message
+    /// rather than at the first slice.
+    pub fn check_supported(self, dev: &Device) -> Result<()> {
+        let probe = || -> candle_core::Result<()> {
+            let dt = self.dtype();
+            let x = Tensor::ones((1, 1, 2, 2), dt, dev)?;
+            let k = Tensor::ones((1, 1, 1, 1), dt, dev)?;
+            x.conv2d(&k, 0, 1, 1, 1)?;
+            let m = Tensor::ones((2, 2), dt, dev)?;
+            m.matmul(&m)?;
+            Ok(())
+        };
+        probe().map_err(|e| {
+            Error::invalid(format!(
+                "dtype {self:?} is not supported on {dev:?} by the tensor backend ({}); use f32{}",
+                crate::error::candle_message(&e),
+                if dev.is_cpu() { " or f16" } else { "" }
+            ))
+        })
     }
 
     /// Parses `f32`, `f16`/`fp16`/`half`, `bf16`.
@@ -115,7 +139,48 @@ impl DeviceKind {
 enum Source {
     Mmaped(candle_core::safetensors::MmapedSafetensors),
     Buffered(candle_core::safetensors::BufferedSafetensors),
-    Pth(candle_core::pickle::PthTensors),
+    Pth(PthSource),
+}
+
+/// A `.pt` checkpoint: the validated tensor records and the file they live in.
+/// (candle's `PthTensors` would re-read the pickle and print skipped entries.)
+struct PthSource {
+    path: std::path::PathBuf,
+    infos: std::collections::HashMap<String, candle_core::pickle::TensorInfo>,
+}
+
+impl PthSource {
+    fn load(&self, name: &str, dev: &Device) -> candle_core::Result<Tensor> {
+        use std::io::Read;
+        let Some(info) = self.infos.get(name) else {
+            candle_core::bail!("cannot find tensor {name}")
+        };
+        let file = std::io::BufReader::new(std::fs::File::open(&self.path)?);
+        let mut zip = zip::ZipArchive::new(file).map_err(candle_core::Error::wrap)?;
+        let mut reader = zip.by_name(&info.path).map_err(candle_core::Error::wrap)?;
+        let fortran = info.layout.is_fortran_contiguous();
+        if !info.layout.is_contiguous() && !fortran {
+            candle_core::bail!("tensor {name} is not contiguous")
+        }
+        std::io::copy(
+            &mut reader.by_ref().take(info.layout.start_offset() as u64),
+            &mut std::io::sink(),
+        )?;
+        let shape = info.layout.shape().clone();
+        let rank = shape.rank();
+        let mut bytes = vec![0u8; shape.elem_count() * info.dtype.size_in_bytes()];
+        reader.read_exact(&mut bytes)?;
+        let t = Tensor::from_raw_buffer(&bytes, info.dtype, shape.dims(), &Device::Cpu)?;
+        drop(bytes);
+        let t = if rank > 1 && fortran {
+            let rev: Vec<usize> = info.layout.dims().iter().rev().copied().collect();
+            let perm: Vec<usize> = (0..rank).rev().collect();
+            t.reshape(rev)?.permute(perm)?
+        } else {
+            t
+        };
+        t.to_device(dev)
+    }
 }
 
 impl Source {
@@ -123,16 +188,137 @@ impl Source {
         match self {
             Source::Mmaped(s) => s.load(name, dev),
             Source::Buffered(s) => s.load(name, dev),
-            Source::Pth(s) => match s.get(name)? {
-                Some(t) => t.to_device(dev),
-                None => candle_core::bail!("cannot find tensor {name}"),
-            },
+            Source::Pth(s) => s.load(name, dev),
         }
     }
 }
 
+/// Reads the tensor records of a PyTorch zip checkpoint: the `data.pkl` is
+/// pre-scanned (bounded expansion, lengths within the file), unpickled by
+/// candle with panics caught silently, the state dict taken from `"model"` or
+/// the top level, and every tensor checked against the bytes of its storage
+/// member. An entry that is not a readable tensor is an error naming it.
+fn read_pth_infos(
+    path: &Path,
+    shown: &str,
+) -> Result<std::collections::HashMap<String, candle_core::pickle::TensorInfo>> {
+    use candle_core::pickle::{Object, Stack};
+    use std::io::Read;
+    let file = std::io::BufReader::new(std::fs::File::open(path).map_err(|e| Error::Io {
+        path: shown.to_string(),
+        source: e,
+    })?);
+    let mut zip =
+        zip::ZipArchive::new(file).map_err(|e| checkpoint_err(shown, format!("zip: {e}")))?;
+    let pkl_name = zip
+        .file_names()
+        .filter_map(|n| n.ok().map(|n| n.into_owned()))
+        .find(|n| n.ends_with("data.pkl"))
+        .ok_or_else(|| checkpoint_err(shown, "no data.pkl in the archive"))?;
+    let mut pkl = Vec::new();
+    {
+        let m = zip
+            .by_name(&pkl_name)
+            .map_err(|e| checkpoint_err(shown, format!("{pkl_name}: {e}")))?;
+        if m.size() > MAX_PICKLE_BYTES {
+            return Err(checkpoint_err(
+                shown,
+                format!("{pkl_name} of {} bytes is too large", m.size()),
+            ));
+        }
+        m.take(MAX_PICKLE_BYTES)
+            .read_to_end(&mut pkl)
+            .map_err(|e| checkpoint_err(shown, format!("{pkl_name}: {e}")))?;
+    }
+    crate::pickle_scan::scan(&pkl)
+        .map_err(|e| checkpoint_err(shown, format!("{pkl_name}: {e}")))?;
+    let dir = std::path::PathBuf::from(pkl_name.strip_suffix(".pkl").unwrap_or(&pkl_name));
+    let parsed = crate::error::catch_panic_quietly(|| -> candle_core::Result<_> {
+        let mut stack = Stack::empty();
+        stack.read_loop(&mut &pkl[..])?;
+        let obj = stack.finalize()?;
+        let obj = match obj {
+            Object::Build { callable, args } => match *callable {
+                Object::Reduce { callable, .. } => match *callable {
+                    Object::Class {
+                        module_name,
+                        class_name,
+                    } if module_name == "__torch__" && class_name == "Module" => *args,
+                    _ => Object::None,
+                },
+                _ => Object::None,
+            },
+            obj => obj,
+        };
+        let Object::Dict(top) = obj else {
+            return Ok(Vec::new());
+        };
+        let model = Object::Unicode("model".into());
+        let entries = match top.iter().position(|(k, _)| *k == model) {
+            Some(i) => match top.into_iter().nth(i).map(|(_, v)| v) {
+                Some(Object::Dict(d)) => d,
+                _ => Vec::new(),
+            },
+            None => top,
+        };
+        Ok(entries)
+    })
+    .map_err(|p| checkpoint_err(shown, format!("malformed pickle ({p})")))?
+    .map_err(|e| {
+        checkpoint_err(
+            shown,
+            format!("malformed pickle ({})", crate::error::candle_message(&e)),
+        )
+    })?;
+    let mut infos = std::collections::HashMap::new();
+    for (k, v) in parsed {
+        let key = match &k {
+            Object::Unicode(s) => s.clone(),
+            other => format!("{other:?}"),
+        };
+        let unreadable = |why: String| {
+            checkpoint_err(
+                shown,
+                format!("entry `{key}` is not a readable tensor ({why})"),
+            )
+        };
+        // candle's conversion indexes the tuples it is given (a panic on short ones).
+        let info = match crate::error::catch_panic_quietly(|| v.into_tensor_info(k, &dir)) {
+            Ok(Ok(Some(info))) => info,
+            Ok(Ok(None)) => continue,
+            Ok(Err(e)) => return Err(unreadable(crate::error::candle_message(&e))),
+            Err(p) => return Err(unreadable(p)),
+        };
+        let bad = |why: String| checkpoint_err(shown, format!("tensor `{key}`: {why}"));
+        let member = zip
+            .by_name(&info.path)
+            .map_err(|e| bad(format!("storage {}: {e}", info.path)))?;
+        let elems = info.layout.shape().elem_count() as u64;
+        let need = (info.layout.start_offset() as u64)
+            .saturating_add(elems.saturating_mul(info.dtype.size_in_bytes() as u64));
+        if need > MAX_TENSOR_BYTES {
+            return Err(bad(format!(
+                "{need} bytes exceed the limit of {MAX_TENSOR_BYTES} (MAX_TENSOR_BYTES)"
+            )));
+        }
+        if need > member.size() {
+            return Err(bad(format!(
+                "shape {:?} needs {need} bytes, its storage holds {}",
+                info.layout.dims(),
+                member.size()
+            )));
+        }
+        infos.insert(key, info);
+    }
+    Ok(infos)
+}
+
+/// Largest `data.pkl` read from a `.pt` checkpoint (real ones are well under 1 MiB).
+const MAX_PICKLE_BYTES: u64 = 64 << 20;
+
 struct Inner {
     source: Source,
+    origin: String,
     shapes: BTreeMap<String, Vec<usize>>,
     used: Mutex<BTreeSet<String>>,
     first_error: Mutex<Option<Error>>,
@@ -165,13 +351,10 @@ impl Checkpoint {
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
         let shown = path.display().to_string();
-        let meta = std::fs::metadata(path).map_err(|e| Error::Io {
+        crate::output::open_input(path).map_err(|e| Error::Io {
             path: shown.clone(),
             source: e,
         })?;
-        if !meta.is_file() {
-            return Err(checkpoint_err(&shown, "not a regular file"));
-        }
         let ext = path
             .extension()
             .and_then(|e| e.to_str())
@@ -215,26 +398,21 @@ impl Checkpoint {
                 "not a PyTorch zip checkpoint (legacy non-zip torch.save files are not supported)",
             ));
         }
-        let catch = |key: Option<&str>| {
-            std::panic::catch_unwind(|| candle_core::pickle::PthTensors::new(path, key))
-                .map_err(|_| checkpoint_err(&shown, "malformed pickle"))?
-                .map_err(|e| checkpoint_err(&shown, e))
-        };
-        let mut pth = catch(Some("model"))?;
-        if pth.tensor_infos().is_empty() {
-            pth = catch(None)?;
-        }
-        if pth.tensor_infos().is_empty() {
+        let infos = read_pth_infos(path, &shown)?;
+        if infos.is_empty() {
             return Err(checkpoint_err(
                 &shown,
                 "no tensors found (expected a state dict, under \"model\" or at top level)",
             ));
         }
-        let shapes = pth
-            .tensor_infos()
+        let shapes = infos
             .iter()
             .map(|(k, v)| (k.clone(), v.layout.shape().dims().to_vec()))
             .collect();
+        let pth = PthSource {
+            path: path.to_path_buf(),
+            infos,
+        };
         Ok(Self::from_source(Source::Pth(pth), shapes, shown))
     }
 
@@ -258,6 +436,7 @@ impl Checkpoint {
         Self {
             inner: Arc::new(Inner {
                 source,
+                origin: origin.clone(),
                 shapes,
                 used: Mutex::new(BTreeSet::new()),
                 first_error: Mutex::new(None),
@@ -349,6 +528,29 @@ impl Recorder {
     }
 }
 
+impl Recorder {
+    /// Loads `name` as `dtype`, refusing NaN or infinite weights (a corrupt
+    /// or diverged checkpoint would otherwise run and give empty masks).
+    fn load_finite(&self, name: &str, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
+        let t = self.0.source.load(name, dev)?.to_dtype(dtype)?;
+        if t.dtype().is_float() && t.elem_count() > 0 {
+            // x - x is 0 for finite x and NaN otherwise; the sum keeps a NaN.
+            let s = t
+                .broadcast_sub(&t)?
+                .to_dtype(DType::F32)?
+                .sum_all()?
+                .to_scalar::<f32>()?;
+            if !s.is_finite() {
+                return Err(self.fail(Error::Checkpoint(format!(
+                    "{}: tensor `{name}` holds NaN or infinite values",
+                    self.0.origin
+                ))));
+            }
+        }
+        Ok(t)
+    }
+}
+
 impl SimpleBackend for Recorder {
     fn get(
         &self,
@@ -374,7 +576,7 @@ impl SimpleBackend for Recorder {
         if let Ok(mut u) = self.0.used.lock() {
             u.insert(name.to_string());
         }
-        self.0.source.load(name, dev)?.to_dtype(dtype)
+        self.load_finite(name, dtype, dev)
     }
 
     fn get_unchecked(&self, name: &str, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
@@ -384,7 +586,7 @@ impl SimpleBackend for Recorder {
         if let Ok(mut u) = self.0.used.lock() {
             u.insert(name.to_string());
         }
-        self.0.source.load(name, dev)?.to_dtype(dtype)
+        self.load_finite(name, dtype, dev)
     }
 
     fn contains_tensor(&self, name: &str) -> bool {

@@ -14,6 +14,7 @@ pub mod checkpoint;
 pub mod confidence_bank;
 pub mod config;
 pub mod error;
+pub mod limits;
 #[cfg(feature = "std")]
 pub mod memory_bank;
 #[cfg(feature = "std")]
@@ -25,6 +26,10 @@ pub mod medical;
 
 #[cfg(feature = "std")]
 pub mod one_prompt;
+#[cfg(feature = "std")]
+pub mod output;
+#[cfg(feature = "std")]
+mod pickle_scan;
 #[cfg(feature = "std")]
 pub mod sam2_image_predictor;
 #[cfg(feature = "std")]

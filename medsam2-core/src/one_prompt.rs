@@ -549,7 +549,7 @@ impl ConfidenceBank {
     pub fn save(&self, path: impl AsRef<Path>, images_seen: u64) -> Result<()> {
         let path = path.as_ref();
         let bytes = self.to_bytes(images_seen)?;
-        std::fs::write(path, bytes).map_err(|e| Error::Io {
+        crate::output::write_atomic(path, &bytes).map_err(|e| Error::Io {
             path: path.display().to_string(),
             source: e,
         })
@@ -560,10 +560,13 @@ impl ConfidenceBank {
     /// are checked.
     pub fn load(path: impl AsRef<Path>) -> Result<(Self, u64)> {
         let path = path.as_ref();
-        let bytes = std::fs::read(path).map_err(|e| Error::Io {
-            path: path.display().to_string(),
-            source: e,
-        })?;
+        // Regular files only (a FIFO would block); a bank is far below this bound.
+        let bytes =
+            crate::output::read_input(path, crate::limits::MAX_TENSOR_BYTES, "MAX_TENSOR_BYTES")
+                .map_err(|e| Error::Io {
+                    path: path.display().to_string(),
+                    source: e,
+                })?;
         Self::from_bytes(&bytes).map_err(|e| match e {
             Error::InvalidInput(m) => Error::invalid(format!("{}: {m}", path.display())),
             other => other,

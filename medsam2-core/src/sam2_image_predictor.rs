@@ -340,6 +340,13 @@ pub fn validate_prompt(p: &Prompt, h: usize, w: usize, low: usize) -> Result<()>
     if p.points.is_empty() && p.bbox.is_none() && p.mask_input.is_none() {
         return Err(Error::invalid("empty prompt: give points, a box or a mask"));
     }
+    if p.points.len() > crate::limits::MAX_PROMPT_POINTS {
+        return Err(Error::invalid(format!(
+            "{} points exceed the limit of {} (MAX_PROMPT_POINTS)",
+            p.points.len(),
+            crate::limits::MAX_PROMPT_POINTS
+        )));
+    }
     if p.points.len() != p.labels.len() {
         return Err(Error::invalid(format!(
             "{} points but {} labels",

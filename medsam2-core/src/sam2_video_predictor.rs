@@ -400,6 +400,12 @@ impl Sam2VideoPredictor {
         if !create {
             return Err(Error::invalid(format!("unknown object id {obj_id}")));
         }
+        if self.obj_ids.len() >= crate::limits::MAX_OBJECTS {
+            return Err(Error::invalid(format!(
+                "more than {} objects (MAX_OBJECTS)",
+                crate::limits::MAX_OBJECTS
+            )));
+        }
         self.obj_ids.push(obj_id);
         self.objects.push(ObjectState::default());
         Ok(self.obj_ids.len() - 1)
@@ -506,6 +512,21 @@ impl Sam2VideoPredictor {
             return Err(Error::invalid(
                 "a box must come with clear_old_points (it precedes the clicks)",
             ));
+        }
+        if !clear_old_points {
+            let old = self
+                .obj_ids
+                .iter()
+                .position(|&o| o == obj_id)
+                .and_then(|i| self.objects[i].point_inputs.get(&frame_idx))
+                .map_or(0, |(_, l)| l.len());
+            let limit = crate::limits::MAX_PROMPT_POINTS;
+            if old + points.len() > limit {
+                return Err(Error::invalid(format!(
+                    "{} clicks on slice {frame_idx} for object {obj_id} exceed the limit of {limit} (MAX_PROMPT_POINTS)",
+                    old + points.len()
+                )));
+            }
         }
         let obj_idx = self.obj_idx(obj_id, true)?;
         let mut coords = Vec::new();

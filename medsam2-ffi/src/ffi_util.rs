@@ -3,7 +3,6 @@
 
 use std::cell::RefCell;
 use std::ffi::{c_char, CStr, CString};
-use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use medsam2_core::medical::MedicalError;
 
@@ -88,6 +87,8 @@ thread_local! {
 }
 
 fn set_last_error(message: &str) {
+    // One line always: no backtrace or panic text, whatever RUST_BACKTRACE says.
+    let message = medsam2_core::error::one_line(message);
     let clean: Vec<u8> = message
         .bytes()
         .map(|b| if b == 0 { b' ' } else { b })
@@ -104,31 +105,19 @@ pub(crate) fn last_error_ptr() -> *const c_char {
         .unwrap_or(EMPTY.as_ptr())
 }
 
-fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
-    if let Some(s) = payload.downcast_ref::<&str>() {
-        (*s).to_string()
-    } else if let Some(s) = payload.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "unknown panic payload".to_string()
-    }
-}
-
-/// Runs an exported body: clears the last error, catches panics, and turns
-/// the outcome into a status (recording the message on failure).
+/// Runs an exported body: clears the last error, catches panics (silently:
+/// no panic text reaches the host's stderr), and turns the outcome into a
+/// status (recording the one-line message on failure).
 pub(crate) fn run(body: impl FnOnce() -> FfiResult<()>) -> medsam2_status {
     set_last_error("");
-    match catch_unwind(AssertUnwindSafe(body)) {
+    match medsam2_core::error::catch_panic_quietly(body) {
         Ok(Ok(())) => medsam2_status::MEDSAM2_OK,
         Ok(Err(e)) => {
             set_last_error(&e.message);
             e.status
         }
-        Err(payload) => {
-            set_last_error(&format!(
-                "internal error (panic): {}",
-                panic_message(payload.as_ref())
-            ));
+        Err(panic) => {
+            set_last_error(&format!("internal error (panic): {panic}"));
             medsam2_status::MEDSAM2_ERR_PANIC
         }
     }

@@ -18,6 +18,24 @@ pub const MEDSAM2_VERSION_PATCH: u32 = 1;
 /// MEDSAM2_ABI_VERSION` before any other call.
 pub const MEDSAM2_ABI_VERSION: u32 = 1;
 
+/// Limits (checked before anything is allocated; exceeding one fails with a
+/// one-line error naming it; see also `MEDSAM2_MAX_POINTS`). Largest model
+/// input side (`image_size` of a config).
+pub const MEDSAM2_MAX_IMAGE_SIZE: u32 = 1024;
+/// Most objects tracked at once by one session.
+pub const MEDSAM2_MAX_OBJECTS: u32 = 256;
+/// Largest volume a session accepts (voxels x bytes per voxel), and largest
+/// decoded voxel payload read from a file: 1 GiB.
+pub const MEDSAM2_MAX_VOXEL_BYTES: u64 = 1073741824;
+/// Largest YAML config file, in bytes; its `${...}` interpolations may expand
+/// it to at most 100000 nodes.
+pub const MEDSAM2_MAX_CONFIG_BYTES: u32 = 1048576;
+/// Largest tensor stored in a checkpoint, in bytes (4 GiB). A `.pt`
+/// checkpoint's pickle may describe at most 10 million objects; checkpoint,
+/// config and volume paths must name regular files (not directories, FIFOs or
+/// devices), and checkpoints with NaN or infinite weights are refused.
+pub const MEDSAM2_MAX_TENSOR_BYTES: u64 = 4294967296;
+
 /// Result of every call that can fail. `MEDSAM2_OK` is 0; on any other value
 /// `medsam2_last_error()` describes the failure, and the call had no effect
 /// on its out-parameters other than setting returned handles to NULL (unless
@@ -162,4 +180,22 @@ pub unsafe extern "C" fn medsam2_window_preset(
             "out_window",
         )
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use medsam2_core::limits as l;
+
+    #[test]
+    fn header_limits_are_the_core_limits() {
+        assert_eq!(MEDSAM2_MAX_IMAGE_SIZE as usize, l::MAX_IMAGE_SIZE);
+        assert_eq!(crate::MEDSAM2_MAX_POINTS as usize, l::MAX_PROMPT_POINTS);
+        assert_eq!(MEDSAM2_MAX_OBJECTS as usize, l::MAX_OBJECTS);
+        assert_eq!(MEDSAM2_MAX_VOXEL_BYTES, l::MAX_VOXEL_BYTES);
+        assert_eq!(MEDSAM2_MAX_CONFIG_BYTES as usize, l::MAX_CONFIG_BYTES);
+        assert_eq!(MEDSAM2_MAX_TENSOR_BYTES, l::MAX_TENSOR_BYTES);
+        assert_eq!(l::MAX_CONFIG_NODES, 100_000);
+        assert_eq!(l::MAX_PICKLE_OBJECTS, 10_000_000);
+    }
 }

@@ -24,7 +24,9 @@ pub const MEDSAM2_PIXEL_U16: medsam2_pixel_type = 3;
 /// already mapped to `0..1` (no window).
 pub const MEDSAM2_PIXEL_F32: medsam2_pixel_type = 4;
 
-/// Largest number of clicks in one prompt.
+/// Largest number of clicks in one prompt, or accumulated on one slice for
+/// one object in a session (a box counts as two); `MAX_PROMPT_POINTS` in
+/// error messages.
 pub const MEDSAM2_MAX_POINTS: u32 = 1024;
 
 /// Largest image side accepted, in pixels.
@@ -378,7 +380,7 @@ pub unsafe extern "C" fn medsam2_predictor_set_mask_threshold(
 pub(crate) unsafe fn read_prompt(pr: &medsam2_prompt, low_res: usize) -> FfiResult<Prompt> {
     if pr.num_points > MEDSAM2_MAX_POINTS as usize {
         return Err(FfiError::invalid(format!(
-            "{} points; at most {MEDSAM2_MAX_POINTS} are accepted",
+            "{} points exceed the limit of {MEDSAM2_MAX_POINTS} (MAX_PROMPT_POINTS)",
             pr.num_points
         )));
     }

@@ -208,7 +208,12 @@ unsafe fn read_volume(v: &medsam2_volume) -> FfiResult<Volume> {
         .and_then(|x| x.checked_mul(dims[2]))
         .and_then(|x| x.checked_mul(element_size(v.pixel_type)))
         .filter(|&b| b as u64 <= medsam2_core::medical::MAX_VOXEL_BYTES)
-        .ok_or_else(|| FfiError::invalid(format!("volume dims {dims:?} are too large")))?;
+        .ok_or_else(|| {
+            FfiError::invalid(format!(
+                "volume dims {dims:?} exceed the limit of {} bytes (MAX_VOXEL_BYTES)",
+                medsam2_core::medical::MAX_VOXEL_BYTES
+            ))
+        })?;
     let bytes = in_slice(v.voxels.cast::<u8>(), n, "volume->voxels")?;
     Ok(Volume::new(
         dims,
@@ -497,7 +502,8 @@ pub unsafe extern "C" fn medsam2_session_add_points(
         }
         if num_points > crate::image::MEDSAM2_MAX_POINTS as usize {
             return Err(FfiError::invalid(format!(
-                "{num_points} points is too many"
+                "{num_points} points exceed the limit of {} (MAX_PROMPT_POINTS)",
+                crate::image::MEDSAM2_MAX_POINTS
             )));
         }
         let pts = in_slice(points, 2 * num_points, "points")?;

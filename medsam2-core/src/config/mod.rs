@@ -668,11 +668,129 @@ impl Sam2Config {
         }
     }
 
+    /// Checks every size against the stated limits ([`crate::limits`]) before
+    /// anything is built from it, naming the key and the limit.
+    fn check_limits(&self) -> Result<()> {
+        use crate::limits::{MAX_CONFIG_DEPTH, MAX_CONFIG_WIDTH, MAX_IMAGE_SIZE};
+        let t = &self.image_encoder.trunk;
+        let n = &self.image_encoder.neck;
+        let ma = &self.memory_attention;
+        let me = &self.memory_encoder;
+        let over = |key: &str, v: usize, limit: usize, name: &str| {
+            Err(Error::Config(alloc::format!(
+                "`{key}`: {v} exceeds the limit of {limit} ({name})"
+            )))
+        };
+        if self.image_size > MAX_IMAGE_SIZE {
+            return over(
+                "model.image_size",
+                self.image_size,
+                MAX_IMAGE_SIZE,
+                "MAX_IMAGE_SIZE",
+            );
+        }
+        let sides: [(&str, usize); 8] = [
+            (
+                "model.image_encoder.trunk.window_pos_embed_bkg_spatial_size",
+                t.window_pos_embed_bkg_spatial_size[0].max(t.window_pos_embed_bkg_spatial_size[1]),
+            ),
+            (
+                "model.image_encoder.trunk.window_spec",
+                t.window_spec.iter().copied().max().unwrap_or(0),
+            ),
+            (
+                "model.image_encoder.trunk.q_stride",
+                t.q_stride[0].max(t.q_stride[1]),
+            ),
+            ("model.backbone_stride", self.backbone_stride),
+            (
+                "model.memory_attention.layer.self_attention.feat_sizes",
+                ma.layer.self_attention.feat_sizes[0].max(ma.layer.self_attention.feat_sizes[1]),
+            ),
+            (
+                "model.memory_attention.layer.cross_attention.feat_sizes",
+                ma.layer.cross_attention.feat_sizes[0].max(ma.layer.cross_attention.feat_sizes[1]),
+            ),
+            ("model.image_encoder.neck.kernel_size", n.kernel_size),
+            (
+                "model.memory_encoder.mask_downsampler.total_stride",
+                me.mask_downsampler.total_stride,
+            ),
+        ];
+        for (key, v) in sides {
+            if v > MAX_IMAGE_SIZE {
+                return over(key, v, MAX_IMAGE_SIZE, "MAX_IMAGE_SIZE");
+            }
+        }
+        let stage_max = t.stage_dims().into_iter().max().unwrap_or(0);
+        let widths: [(&str, usize); 12] = [
+            (
+                "model.image_encoder.trunk.embed_dim",
+                t.embed_dim.max(stage_max),
+            ),
+            ("model.image_encoder.trunk.num_heads", t.num_heads),
+            ("model.image_encoder.neck.d_model", n.d_model),
+            (
+                "model.image_encoder.neck.backbone_channel_list",
+                n.backbone_channel_list.iter().copied().max().unwrap_or(0),
+            ),
+            ("model.memory_attention.d_model", ma.d_model),
+            (
+                "model.memory_attention.layer.dim_feedforward",
+                ma.layer.dim_feedforward,
+            ),
+            (
+                "model.memory_attention.layer.self_attention.num_heads",
+                ma.layer.self_attention.num_heads,
+            ),
+            (
+                "model.memory_attention.layer.cross_attention.num_heads",
+                ma.layer.cross_attention.num_heads,
+            ),
+            ("model.memory_encoder.out_dim", me.out_dim),
+            ("model.memory_encoder.in_dim", me.in_dim),
+            (
+                "model.memory_encoder.mask_downsampler.embed_dim",
+                me.mask_downsampler.embed_dim,
+            ),
+            ("model.memory_encoder.fuser.layer.dim", me.fuser.layer.dim),
+        ];
+        for (key, v) in widths {
+            if v > MAX_CONFIG_WIDTH {
+                return over(key, v, MAX_CONFIG_WIDTH, "MAX_CONFIG_WIDTH");
+            }
+        }
+        let depths: [(&str, usize); 6] = [
+            (
+                "model.image_encoder.trunk.stages",
+                t.stages.iter().fold(0usize, |a, &s| a.saturating_add(s)),
+            ),
+            ("model.memory_attention.num_layers", ma.num_layers),
+            ("model.memory_encoder.fuser.num_layers", me.fuser.num_layers),
+            ("model.num_maskmem", self.num_maskmem),
+            (
+                "model.max_obj_ptrs_in_encoder",
+                self.max_obj_ptrs_in_encoder,
+            ),
+            (
+                "model.image_encoder.trunk.global_att_blocks",
+                t.global_att_blocks.len(),
+            ),
+        ];
+        for (key, v) in depths {
+            if v > MAX_CONFIG_DEPTH {
+                return over(key, v, MAX_CONFIG_DEPTH, "MAX_CONFIG_DEPTH");
+            }
+        }
+        Ok(())
+    }
+
     /// Checks the constraints the official constructors assert, naming the key.
     pub fn validate(&self) -> Result<()> {
         let bad = |key: &str, why: &str| Err(Error::Config(alloc::format!("`{key}`: {why}")));
         let t = &self.image_encoder.trunk;
         let n = &self.image_encoder.neck;
+        self.check_limits()?;
         if t.stages.is_empty() || t.stages.contains(&0) {
             return bad(
                 "model.image_encoder.trunk.stages",

@@ -10,6 +10,8 @@ use std::collections::BTreeSet;
 
 use serde_json::{Map, Value};
 
+use crate::limits::{MAX_CONFIG_BYTES, MAX_CONFIG_NODES};
+
 use super::*;
 
 /// Keys of `SAM2Train` (bowang-lab / official training configs) that only
@@ -41,9 +43,21 @@ impl Sam2Config {
     /// Reads an official YAML config file.
     pub fn from_yaml_file(path: impl AsRef<std::path::Path>) -> Result<Self> {
         let path = path.as_ref();
-        let text = std::fs::read_to_string(path).map_err(|e| Error::Io {
+        let io = |e| Error::Io {
             path: path.display().to_string(),
             source: e,
+        };
+        let bytes = crate::output::read_input(
+            path,
+            crate::limits::MAX_CONFIG_BYTES as u64,
+            "MAX_CONFIG_BYTES",
+        )
+        .map_err(io)?;
+        let text = String::from_utf8(bytes).map_err(|_| {
+            io(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "not UTF-8 text",
+            ))
         })?;
         Self::from_yaml_str(&text)
     }
@@ -56,6 +70,12 @@ impl Sam2Config {
     /// Parses an official YAML config and applies Hydra overrides such as
     /// `++model.sam_mask_decoder_extra_args.dynamic_multimask_via_stability=true`.
     pub fn from_yaml_with_overrides(text: &str, overrides: &[&str]) -> Result<Self> {
+        if text.len() > MAX_CONFIG_BYTES {
+            return Err(Error::Config(format!(
+                "{} bytes of YAML exceed the limit of {MAX_CONFIG_BYTES} (MAX_CONFIG_BYTES)",
+                text.len()
+            )));
+        }
         let mut root: Value =
             serde_saphyr::from_str(text).map_err(|e| Error::Config(format!("YAML: {e}")))?;
         // Inference configs hold `model`; training configs `trainer.model`.
@@ -72,7 +92,8 @@ impl Sam2Config {
             apply_override(&mut root, o, path)?;
         }
         let snapshot = root.clone();
-        resolve_interpolations(&mut root, &snapshot, 0)?;
+        let mut budget = MAX_CONFIG_NODES;
+        resolve_interpolations(&mut root, &snapshot, 0, &mut budget)?;
         let mut model = &root;
         for p in path.split('.') {
             model = &model[p];
@@ -113,7 +134,15 @@ fn apply_override(root: &mut Value, o: &str, model_path: &str) -> Result<()> {
 }
 
 /// Resolves `${a.b.c}` strings (whole-value references to other keys).
-fn resolve_interpolations(v: &mut Value, root: &Value, depth: usize) -> Result<()> {
+/// `budget` is the number of nodes the resolved tree may still gain: each
+/// substitution spends the size of what it copies, so interpolations that
+/// reference each other cannot grow the tree without bound.
+fn resolve_interpolations(
+    v: &mut Value,
+    root: &Value,
+    depth: usize,
+    budget: &mut usize,
+) -> Result<()> {
     if depth > 64 {
         return Err(Error::Config("interpolations nest too deeply".into()));
     }
@@ -132,24 +161,49 @@ fn resolve_interpolations(v: &mut Value, root: &Value, depth: usize) -> Result<(
                         Error::Config(format!("interpolation `{t}`: `{inner}` not found"))
                     })?;
                 }
+                let size = count_nodes(target, *budget);
+                if size > *budget {
+                    return Err(Error::Config(format!(
+                        "interpolations expand the config beyond {MAX_CONFIG_NODES} nodes (MAX_CONFIG_NODES)"
+                    )));
+                }
+                *budget -= size;
                 let mut resolved = target.clone();
-                resolve_interpolations(&mut resolved, root, depth + 1)?;
+                resolve_interpolations(&mut resolved, root, depth + 1, budget)?;
                 *v = resolved;
             }
         }
         Value::Array(a) => {
             for x in a {
-                resolve_interpolations(x, root, depth + 1)?;
+                resolve_interpolations(x, root, depth + 1, budget)?;
             }
         }
         Value::Object(m) => {
             for (_, x) in m.iter_mut() {
-                resolve_interpolations(x, root, depth + 1)?;
+                resolve_interpolations(x, root, depth + 1, budget)?;
             }
         }
         _ => {}
     }
     Ok(())
+}
+
+/// Nodes in `v`, counting no further than `cap + 1`.
+fn count_nodes(v: &Value, cap: usize) -> usize {
+    let mut n = 0;
+    let mut stack = vec![v];
+    while let Some(x) = stack.pop() {
+        n += 1;
+        if n > cap {
+            break;
+        }
+        match x {
+            Value::Array(a) => stack.extend(a.iter()),
+            Value::Object(m) => stack.extend(m.values()),
+            _ => {}
+        }
+    }
+    n
 }
 
 /// A mapping being read, tracking which keys were consumed.

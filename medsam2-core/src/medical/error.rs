@@ -34,13 +34,17 @@ pub enum MedicalError {
         reason: String,
     },
     /// The data declared by a header exceeds [`MAX_VOXEL_BYTES`](crate::medical::MAX_VOXEL_BYTES).
-    #[error("volume of {bytes} bytes exceeds the limit of {limit} bytes")]
+    #[error("volume of {bytes} bytes exceeds the limit of {limit} bytes (MAX_VOXEL_BYTES)")]
     TooLarge {
         /// Bytes the header asks for.
         bytes: u64,
         /// The limit.
         limit: u64,
     },
+    /// The path names something other than a regular file (a directory, FIFO,
+    /// device or socket); only regular files are read.
+    #[error("{0}, not a regular file")]
+    NotRegularFile(&'static str),
     /// The file name has no extension this module knows.
     #[error("unknown file type (expected .nii, .nii.gz, .nrrd or .npz): {0}")]
     UnknownFormat(String),
@@ -57,7 +61,7 @@ impl MedicalError {
     pub(crate) fn format(format: &'static str, reason: impl Into<String>) -> Self {
         MedicalError::Format {
             format,
-            reason: reason.into(),
+            reason: crate::error::one_line(&reason.into()),
         }
     }
 
@@ -65,7 +69,7 @@ impl MedicalError {
     pub(crate) fn unsupported(format: &'static str, reason: impl Into<String>) -> Self {
         MedicalError::Unsupported {
             format,
-            reason: reason.into(),
+            reason: crate::error::one_line(&reason.into()),
         }
     }
 

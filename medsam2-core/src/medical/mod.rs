@@ -93,7 +93,8 @@ pub fn read_volume_with_key(path: impl AsRef<Path>, npz_key: &str) -> Result<Vol
 }
 
 /// Writes a volume, choosing the writer from the extension (`.nii`, `.nii.gz`,
-/// `.nrrd` with gzip encoding).
+/// `.nrrd` with gzip encoding), to a temporary file in the destination folder
+/// renamed into place (see [`crate::output`]).
 pub fn write_volume(path: impl AsRef<Path>, volume: &Volume) -> Result<()> {
     let path = path.as_ref();
     match FileFormat::from_path(path)? {
@@ -107,7 +108,9 @@ pub fn write_volume(path: impl AsRef<Path>, volume: &Volume) -> Result<()> {
 }
 
 /// Converts `input` to `output` (formats from the extensions), keeping voxels
-/// and geometry; `npz_key` selects the array of an `.npz` input. Returns the volume.
+/// and geometry; `npz_key` selects the array of an `.npz` input. Returns the
+/// volume. An `output` that is the same file as `input` is refused before
+/// anything is read, and the output is written atomically.
 pub fn convert(input: impl AsRef<Path>, output: impl AsRef<Path>, npz_key: &str) -> Result<Volume> {
     let out_fmt = FileFormat::from_path(output.as_ref())?;
     if !out_fmt.can_write() {
@@ -115,6 +118,9 @@ pub fn convert(input: impl AsRef<Path>, output: impl AsRef<Path>, npz_key: &str)
             "cannot write {out_fmt:?} files; use .nii, .nii.gz or .nrrd"
         )));
     }
+    let (input, output) = (input.as_ref(), output.as_ref());
+    crate::output::check_output(output, &[input])
+        .map_err(|e| MedicalError::Io(e).with_path(output))?;
     let v = read_volume_with_key(input, npz_key)?;
     write_volume(output, &v)?;
     Ok(v)

@@ -23,13 +23,15 @@
 //! (1, 0), voxels are scaled on read to `f32` (`f64` for 32-bit integer and
 //! `f64` sources). Written files store the voxels unscaled (slope 1, intercept 0).
 
+use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
 
+use flate2::bufread::MultiGzDecoder;
 use nifti::{Endianness, NiftiHeader, NiftiType};
 
 use super::codec::{self, check_limit, read_exact_vec};
 use super::error::{MedicalError, Result};
-use super::volume::{det3, with_voxels, DataType, Geometry, Volume, VoxelData};
+use super::volume::{det3, with_voxels, DataType, Geometry, Volume};
 
 const FMT: &str = "NIfTI";
 /// Size of the NIfTI-1 header.
@@ -37,43 +39,51 @@ const HEADER_SIZE: usize = 348;
 /// Voxel offset of files this module writes (header + 4-byte extender).
 const VOX_OFFSET: usize = 352;
 
-/// Reads a `.nii` or `.nii.gz` file (gzip is detected from the content).
+/// Reads a `.nii` or `.nii.gz` file (gzip is detected from the content),
+/// streaming the voxels from disk so that they are held once, decoded.
 pub fn read_nifti(path: impl AsRef<Path>) -> Result<Volume> {
     let path = path.as_ref();
-    let bytes = codec::read_file(path)?;
-    parse_nifti(&bytes).map_err(|e| e.with_path(path))
+    let (file, len) = codec::open_regular(path).map_err(|e| e.with_path(path))?;
+    read_from(BufReader::with_capacity(1 << 16, file), len).map_err(|e| e.with_path(path))
 }
 
 /// Parses the bytes of a single-file NIfTI-1 image, gzip-compressed or not.
 pub fn parse_nifti(bytes: &[u8]) -> Result<Volume> {
-    if codec::is_gzip(bytes) {
-        let mut r = codec::gz_reader(bytes);
+    read_from(bytes, bytes.len() as u64)
+}
+
+/// Reads a NIfTI-1 image from `src` holding `len` bytes (gzip or not).
+fn read_from<R: BufRead>(mut src: R, len: u64) -> Result<Volume> {
+    let gz = codec::is_gzip(src.fill_buf()?);
+    if gz {
+        let mut r = MultiGzDecoder::new(src);
         let head = read_exact_vec(&mut r, HEADER_SIZE, HEADER_SIZE, FMT)?;
         let info = parse_header(&head)?;
-        let rest = info.vox_offset - HEADER_SIZE + info.nbytes;
-        let hint = codec::gz_reserve_hint(bytes.len());
-        let body = read_exact_vec(&mut r, rest, hint, FMT)?;
-        codec::drain(&mut r, FMT)?;
-        build(&info, &body[info.vox_offset - HEADER_SIZE..])
+        codec::skip(&mut r, (info.vox_offset - HEADER_SIZE) as u64, FMT)?;
+        // The decoded size is unknown until it arrives: reserve a bounded guess.
+        let hint = codec::gz_reserve_hint(len.min(usize::MAX as u64) as usize) / info.dtype.size();
+        let vol = build(&info, &mut r, hint)?;
+        codec::finish(&mut r, FMT)?;
+        Ok(vol)
     } else {
-        if bytes.len() < HEADER_SIZE {
+        if len < HEADER_SIZE as u64 {
             return Err(MedicalError::format(
                 FMT,
-                format!("truncated header: {} of {HEADER_SIZE} bytes", bytes.len()),
+                format!("truncated header: {len} of {HEADER_SIZE} bytes"),
             ));
         }
-        let info = parse_header(&bytes[..HEADER_SIZE])?;
-        let end = info.vox_offset + info.nbytes;
-        if bytes.len() < end {
+        let mut head = [0u8; HEADER_SIZE];
+        src.read_exact(&mut head)?;
+        let info = parse_header(&head)?;
+        let end = (info.vox_offset + info.nbytes) as u64;
+        if len < end {
             return Err(MedicalError::format(
                 FMT,
-                format!(
-                    "truncated voxel data: file has {} bytes, header needs {end}",
-                    bytes.len()
-                ),
+                format!("truncated voxel data: file has {len} bytes, header needs {end}"),
             ));
         }
-        build(&info, &bytes[info.vox_offset..end])
+        codec::skip(&mut src, (info.vox_offset - HEADER_SIZE) as u64, FMT)?;
+        build(&info, &mut src, usize::MAX)
     }
 }
 
@@ -81,8 +91,10 @@ pub fn parse_nifti(bytes: &[u8]) -> Result<Volume> {
 pub fn write_nifti(path: impl AsRef<Path>, volume: &Volume) -> Result<()> {
     let path = path.as_ref();
     let gz = path.to_string_lossy().to_ascii_lowercase().ends_with(".gz");
-    let bytes = encode_nifti(volume, gz)?;
-    codec::write_file(path, &bytes)
+    let mut head = header_bytes(volume)?.to_vec();
+    head.extend_from_slice(&[0u8; 4]); // extender: no extensions
+    let gz = if gz { codec::Gz::All } else { codec::Gz::None };
+    codec::write_volume_file(path, &head, volume.data(), gz)
 }
 
 /// The bytes of a NIfTI-1 single file (`.nii`) for `volume`, gzip-compressed
@@ -115,6 +127,32 @@ struct HeaderInfo {
 }
 
 fn parse_header(head: &[u8]) -> Result<HeaderInfo> {
+    // `sizeof_hdr` gives the byte order; check it and dim[0] here, since the
+    // crate guesses the byte order from dim[0] and would report a bad dim[0]
+    // as a bad sizeof_hdr.
+    let le = i32::from_le_bytes([head[0], head[1], head[2], head[3]]);
+    let be = i32::from_be_bytes([head[0], head[1], head[2], head[3]]);
+    let big = match (le, be) {
+        (348, _) => false,
+        (_, 348) => true,
+        _ => {
+            return Err(MedicalError::format(
+                FMT,
+                format!("sizeof_hdr is {le}, not 348"),
+            ))
+        }
+    };
+    let dim0 = if big {
+        i16::from_be_bytes([head[40], head[41]])
+    } else {
+        i16::from_le_bytes([head[40], head[41]])
+    };
+    if !(1..=7).contains(&dim0) {
+        return Err(MedicalError::format(
+            FMT,
+            format!("dim[0] = {dim0} (must be 1..7)"),
+        ));
+    }
     let h = NiftiHeader::from_reader(head)
         .map_err(|e| MedicalError::format(FMT, format!("header: {e}")))?;
     if h.sizeof_hdr != HEADER_SIZE as i32 {
@@ -366,20 +404,27 @@ fn rotation_to_quatern(r: &[[f64; 3]; 3]) -> ([f64; 3], f64) {
     ([b, c, d], qfac)
 }
 
-/// Decodes the voxel bytes and applies scaling.
-fn build(info: &HeaderInfo, raw: &[u8]) -> Result<Volume> {
-    let data = VoxelData::from_bytes(info.dtype, raw, info.big_endian);
-    let data = match info.scaling {
-        None => data,
-        Some((slope, inter)) => match info.dtype {
-            DataType::I32 | DataType::U32 | DataType::F64 => VoxelData::F64(
-                with_voxels!(&data, v => v.iter().map(|&x| x as f64 * slope + inter).collect()),
-            ),
-            _ => VoxelData::F32(
-                with_voxels!(&data, v => v.iter().map(|&x| (x as f64 * slope + inter) as f32).collect()),
-            ),
-        },
-    };
+/// Streams the voxels from `r`, applying the scaling as they arrive (one
+/// buffer, in its final type); `reserve` bounds the up-front reservation.
+fn build<R: Read>(info: &HeaderInfo, r: &mut R, reserve: usize) -> Result<Volume> {
+    let nvox = info.nbytes / info.dtype.size();
+    if info.scaling.is_some() {
+        // Scaled voxels widen to f32 (or f64): check the decoded size too.
+        let wide = match info.dtype {
+            DataType::I32 | DataType::U32 | DataType::F64 => 8,
+            _ => 4,
+        };
+        check_limit(nvox as u64 * wide)?;
+    }
+    let data = codec::stream_voxels(
+        r,
+        info.dtype,
+        nvox,
+        info.big_endian,
+        info.scaling,
+        reserve,
+        FMT,
+    )?;
     Volume::new(info.dims, info.geometry, data)
         .map_err(|e| MedicalError::format(FMT, e.to_string()))
 }

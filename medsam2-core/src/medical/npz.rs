@@ -11,10 +11,10 @@
 //! and `direction` (9 values, row-major, ITK conventions), as in the MedSAM2
 //! sample files. Missing members give 1 mm spacing, origin 0, identity.
 
-use std::io::{Cursor, Read};
+use std::io::{BufReader, Cursor, Read, Seek};
 use std::path::Path;
 
-use super::codec::{self, check_limit, read_exact_vec};
+use super::codec::{self, check_limit};
 use super::error::{MedicalError, Result};
 use super::volume::{DataType, Geometry, Volume, VoxelData};
 
@@ -40,21 +40,40 @@ pub struct Npz {
 }
 
 impl Npz {
-    /// Reads an `.npz` file.
+    /// Reads every `.npy` member of an `.npz` file (their total decoded size
+    /// is bounded by [`MAX_VOXEL_BYTES`](super::MAX_VOXEL_BYTES)).
     pub fn read(path: impl AsRef<Path>) -> Result<Npz> {
+        Npz::read_members(path, None)
+    }
+
+    /// Reads only the members called `names` (without `.npy`) of an `.npz`
+    /// file, streaming them from disk; absent names are simply not there.
+    pub fn read_only(path: impl AsRef<Path>, names: &[&str]) -> Result<Npz> {
+        Npz::read_members(path, Some(names))
+    }
+
+    fn read_members(path: impl AsRef<Path>, names: Option<&[&str]>) -> Result<Npz> {
         let path = path.as_ref();
-        let bytes = codec::read_file(path)?;
-        Npz::parse(&bytes).map_err(|e| e.with_path(path))
+        let (file, len) = codec::open_regular(path).map_err(|e| e.with_path(path))?;
+        Npz::from_reader(BufReader::with_capacity(1 << 16, file), len, names)
+            .map_err(|e| e.with_path(path))
     }
 
     /// Parses the bytes of an `.npz` archive (members not ending in `.npy` are skipped).
     pub fn parse(bytes: &[u8]) -> Result<Npz> {
-        let mut zip = zip::ZipArchive::new(Cursor::new(bytes))
+        Npz::from_reader(Cursor::new(bytes), bytes.len() as u64, None)
+    }
+
+    /// Decodes the `.npy` members of the archive in `src` (`len` bytes): all
+    /// of them, or those called `names`.
+    fn from_reader<R: Read + Seek>(src: R, len: u64, names: Option<&[&str]>) -> Result<Npz> {
+        let mut zip = zip::ZipArchive::new(src)
             .map_err(|e| MedicalError::format(NPZ, format!("zip archive: {e}")))?;
         if zip.len() > MAX_MEMBERS {
             return Err(MedicalError::format(NPZ, format!("{} members", zip.len())));
         }
         let mut arrays = Vec::new();
+        let mut total = 0u64;
         for i in 0..zip.len() {
             let mut f = zip
                 .by_index(i)
@@ -66,10 +85,29 @@ impl Npz {
             let Some(key) = name.strip_suffix(".npy") else {
                 continue;
             };
+            if names.is_some_and(|n| !n.contains(&key)) {
+                continue;
+            }
             let size = f.size();
-            check_limit(size)?;
-            let reserve = bytes.len().saturating_mul(8).max(1 << 20);
-            let data = read_exact_vec(&mut f, size as usize, reserve, NPZ)?;
+            total = total.saturating_add(size);
+            check_limit(total)?;
+            // A stored member's bytes are all in the archive; a compressed
+            // one's decoded size is only a claim until the data arrives.
+            let present = if f.compression() == zip::CompressionMethod::Stored
+                && f.compressed_size() == size
+                && size <= len
+            {
+                size
+            } else {
+                (codec::gz_reserve_hint(f.compressed_size().min(len) as usize) as u64).min(size)
+            };
+            let arr = read_npy(&mut f, size, present).map_err(|e| match e {
+                MedicalError::Format { format, reason } => MedicalError::Format {
+                    format,
+                    reason: format!("{name}: {reason}"),
+                },
+                other => other,
+            })?;
             // Read on to the end so that the member's CRC is checked.
             let mut extra = [0u8; 1];
             let n = f
@@ -78,16 +116,9 @@ impl Npz {
             if n != 0 {
                 return Err(MedicalError::format(
                     NPZ,
-                    format!("member {name} is longer than declared"),
+                    format!("member {name} is longer than its array"),
                 ));
             }
-            let arr = parse_npy(&data).map_err(|e| match e {
-                MedicalError::Format { format, reason } => MedicalError::Format {
-                    format,
-                    reason: format!("{name}: {reason}"),
-                },
-                other => other,
-            })?;
             arrays.push((key.to_string(), arr));
         }
         Ok(Npz { arrays })
@@ -106,12 +137,33 @@ impl Npz {
     /// The 3-D (or 2-D, taken as one slice) array `key` as a [`Volume`] with the
     /// archive's geometry (see the module documentation).
     pub fn volume(&self, key: &str) -> Result<Volume> {
-        let arr = self.get(key).ok_or_else(|| {
-            MedicalError::InvalidArgument(format!(
-                "no array \"{key}\" in archive (has {:?})",
-                self.names()
-            ))
-        })?;
+        let (dims, g) = self.volume_layout(key)?;
+        let arr = self.get(key).ok_or_else(|| self.missing(key))?;
+        Volume::new(dims, g, arr.data.clone())
+    }
+
+    /// Like [`Npz::volume`], moving the voxels out of the archive (no copy).
+    pub fn into_volume(mut self, key: &str) -> Result<Volume> {
+        let (dims, g) = self.volume_layout(key)?;
+        let i = self
+            .arrays
+            .iter()
+            .position(|(n, _)| n == key)
+            .ok_or_else(|| self.missing(key))?;
+        let (_, arr) = self.arrays.swap_remove(i);
+        Volume::new(dims, g, arr.data)
+    }
+
+    fn missing(&self, key: &str) -> MedicalError {
+        MedicalError::InvalidArgument(format!(
+            "no array \"{key}\" in archive (has {:?})",
+            self.names()
+        ))
+    }
+
+    /// The dims and geometry of the volume `key`.
+    fn volume_layout(&self, key: &str) -> Result<([usize; 3], Geometry)> {
+        let arr = self.get(key).ok_or_else(|| self.missing(key))?;
         let dims = match arr.shape.as_slice() {
             [d, h, w] => [*w, *h, *d],
             [h, w] => [*w, *h, 1],
@@ -134,7 +186,7 @@ impl Npz {
         }
         g.validate()
             .map_err(|e| MedicalError::format(NPZ, e.to_string()))?;
-        Volume::new(dims, g, arr.data.clone())
+        Ok((dims, g))
     }
 
     /// The `n` values of array `name` as `f64`, `None` if absent.
@@ -155,26 +207,45 @@ impl Npz {
     }
 }
 
-/// Reads array `key` of an `.npz` file as a [`Volume`] (see [`Npz::volume`]).
+/// The members [`read_npz_volume`] decodes besides the image: the geometry.
+const GEOMETRY_MEMBERS: [&str; 3] = ["spacing", "origin", "direction"];
+
+/// Reads array `key` of an `.npz` file as a [`Volume`] (see [`Npz::volume`]),
+/// decoding only that member and the geometry members.
 pub fn read_npz_volume(path: impl AsRef<Path>, key: &str) -> Result<Volume> {
     let path = path.as_ref();
-    Npz::read(path)?.volume(key).map_err(|e| e.with_path(path))
+    let mut names = vec![key];
+    names.extend(GEOMETRY_MEMBERS);
+    Npz::read_only(path, &names)?
+        .into_volume(key)
+        .map_err(|e| e.with_path(path))
 }
 
 /// Parses the bytes of a `.npy` file (format versions 1, 2 and 3).
 pub fn parse_npy(bytes: &[u8]) -> Result<NpyArray> {
+    let len = bytes.len() as u64;
+    let mut r = bytes;
+    read_npy(&mut r, len, len)
+}
+
+/// Reads a `.npy` stream of `len` bytes, of which `present` are known to be
+/// there (the voxels are reserved up front only that far).
+fn read_npy<R: Read>(r: &mut R, len: u64, present: u64) -> Result<NpyArray> {
     let bad = |r: String| MedicalError::format(NPY, r);
-    if bytes.len() < 10 || &bytes[..6] != b"\x93NUMPY" {
+    let mut pre = [0u8; 10];
+    let got = read_up_to(r, &mut pre)?;
+    if got < 10 || &pre[..6] != b"\x93NUMPY" {
         return Err(bad("missing \\x93NUMPY magic".into()));
     }
-    let (hlen, hstart): (usize, usize) = match bytes[6] {
-        1 => (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10),
+    let (hlen, hstart): (usize, u64) = match pre[6] {
+        1 => (u16::from_le_bytes([pre[8], pre[9]]) as usize, 10),
         2 | 3 => {
-            if bytes.len() < 12 {
+            let mut two = [0u8; 2];
+            if read_up_to(r, &mut two)? < 2 {
                 return Err(bad("truncated header".into()));
             }
             (
-                u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize,
+                u32::from_le_bytes([pre[8], pre[9], two[0], two[1]]) as usize,
                 12,
             )
         }
@@ -185,12 +256,14 @@ pub fn parse_npy(bytes: &[u8]) -> Result<NpyArray> {
             ))
         }
     };
-    let hend = hstart
-        .checked_add(hlen)
-        .filter(|&e| e <= bytes.len())
-        .ok_or_else(|| bad(format!("header of {hlen} bytes is truncated")))?;
-    let header =
-        std::str::from_utf8(&bytes[hstart..hend]).map_err(|_| bad("header is not text".into()))?;
+    if hlen as u64 > len.saturating_sub(hstart) || hlen > MAX_NPY_HEADER {
+        return Err(bad(format!("header of {hlen} bytes is truncated")));
+    }
+    let mut hbytes = vec![0u8; hlen];
+    if read_up_to(r, &mut hbytes)? < hlen {
+        return Err(bad(format!("header of {hlen} bytes is truncated")));
+    }
+    let header = std::str::from_utf8(&hbytes).map_err(|_| bad("header is not text".into()))?;
     let dict = parse_header_dict(header)?;
     let descr = dict
         .descr
@@ -210,51 +283,42 @@ pub fn parse_npy(bytes: &[u8]) -> Result<NpyArray> {
         .checked_mul(elem)
         .ok_or_else(|| bad(format!("shape {shape:?} overflows")))?;
     check_limit(nbytes as u64)?;
-    let body = &bytes[hend..];
-    if body.len() < nbytes {
+    let body = len - hstart - hlen as u64;
+    if body < nbytes as u64 {
         return Err(bad(format!(
-            "truncated data: {} bytes, shape {shape:?} needs {nbytes}",
-            body.len()
+            "truncated data: {body} bytes, shape {shape:?} needs {nbytes}"
         )));
     }
-    let raw = &body[..nbytes];
+    let reserve = (present.saturating_sub(hstart + hlen as u64) / elem as u64) as usize;
     let data = match kind {
-        Kind::Plain(dt) => VoxelData::from_bytes(dt, raw, big_endian),
-        Kind::Bool => VoxelData::U8(raw.iter().map(|&b| (b != 0) as u8).collect()),
-        Kind::I64 => {
-            let vals: Vec<i64> = raw
-                .chunks_exact(8)
-                .map(|c| {
-                    let a: [u8; 8] = c.try_into().unwrap_or([0; 8]);
-                    if big_endian {
-                        i64::from_be_bytes(a)
-                    } else {
-                        i64::from_le_bytes(a)
-                    }
-                })
-                .collect();
-            let out: Option<Vec<i32>> = vals.iter().map(|&x| i32::try_from(x).ok()).collect();
-            VoxelData::I32(out.ok_or_else(|| {
-                MedicalError::unsupported(NPY, "int64 values beyond the i32 range")
-            })?)
-        }
-        Kind::U64 => {
-            let out: Option<Vec<u32>> = raw
-                .chunks_exact(8)
-                .map(|c| {
-                    let a: [u8; 8] = c.try_into().unwrap_or([0; 8]);
-                    let x = if big_endian {
-                        u64::from_be_bytes(a)
-                    } else {
-                        u64::from_le_bytes(a)
-                    };
-                    u32::try_from(x).ok()
-                })
-                .collect();
-            VoxelData::U32(out.ok_or_else(|| {
-                MedicalError::unsupported(NPY, "uint64 values beyond the u32 range")
-            })?)
-        }
+        Kind::Plain(dt) => codec::stream_voxels(r, dt, n, big_endian, None, reserve, NPY)?,
+        Kind::Bool => VoxelData::U8(codec::stream_elements(
+            r,
+            n,
+            big_endian,
+            reserve,
+            NPY,
+            "",
+            |b: u8| Some((b != 0) as u8),
+        )?),
+        Kind::I64 => VoxelData::I32(codec::stream_elements(
+            r,
+            n,
+            big_endian,
+            reserve,
+            NPY,
+            "int64 values beyond the i32 range",
+            |x: i64| i32::try_from(x).ok(),
+        )?),
+        Kind::U64 => VoxelData::U32(codec::stream_elements(
+            r,
+            n,
+            big_endian,
+            reserve,
+            NPY,
+            "uint64 values beyond the u32 range",
+            |x: u64| u32::try_from(x).ok(),
+        )?),
     };
     let data = if fortran && shape.len() > 1 {
         fortran_to_c(&data, &shape)
@@ -262,6 +326,23 @@ pub fn parse_npy(bytes: &[u8]) -> Result<NpyArray> {
         data
     };
     Ok(NpyArray { shape, data })
+}
+
+/// Largest `.npy` header accepted (real headers are under 1 KiB).
+const MAX_NPY_HEADER: usize = 1 << 20;
+
+/// Reads until `buf` is full or the stream ends; returns the count.
+fn read_up_to<R: Read>(r: &mut R, buf: &mut [u8]) -> Result<usize> {
+    let mut got = 0;
+    while got < buf.len() {
+        match r.read(&mut buf[got..]) {
+            Ok(0) => break,
+            Ok(k) => got += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(codec::stream_error(NPY, e)),
+        }
+    }
+    Ok(got)
 }
 
 #[derive(Clone, Copy)]
@@ -309,7 +390,8 @@ fn parse_descr(descr: &str) -> Result<(Kind, bool)> {
     Ok((kind, big))
 }
 
-/// Reorders a Fortran-order array into C order.
+/// Reorders a Fortran-order array into C order (one output buffer, the
+/// source offset updated incrementally).
 fn fortran_to_c(data: &VoxelData, shape: &[usize]) -> VoxelData {
     let nd = shape.len();
     let n: usize = shape.iter().product();
@@ -318,23 +400,26 @@ fn fortran_to_c(data: &VoxelData, shape: &[usize]) -> VoxelData {
     for a in 1..nd {
         fstride[a] = fstride[a - 1] * shape[a - 1];
     }
-    let mut src_index = Vec::with_capacity(n);
-    let mut idx = vec![0usize; nd];
-    for _ in 0..n {
-        src_index.push(idx.iter().zip(&fstride).map(|(i, s)| i * s).sum::<usize>());
-        // Increment the C-order multi-index (last axis fastest).
-        for a in (0..nd).rev() {
-            idx[a] += 1;
-            if idx[a] < shape[a] {
-                break;
-            }
-            idx[a] = 0;
-        }
-    }
     macro_rules! gather {
-        ($v:expr, $variant:ident) => {
-            VoxelData::$variant(src_index.iter().map(|&s| $v[s]).collect())
-        };
+        ($v:expr, $variant:ident) => {{
+            let mut out = Vec::with_capacity(n);
+            let mut idx = vec![0usize; nd];
+            let mut off = 0usize;
+            for _ in 0..n {
+                out.push($v[off]);
+                // Increment the C-order multi-index (last axis fastest).
+                for a in (0..nd).rev() {
+                    idx[a] += 1;
+                    off += fstride[a];
+                    if idx[a] < shape[a] {
+                        break;
+                    }
+                    off -= fstride[a] * shape[a];
+                    idx[a] = 0;
+                }
+            }
+            VoxelData::$variant(out)
+        }};
     }
     match data {
         VoxelData::U8(v) => gather!(v, U8),

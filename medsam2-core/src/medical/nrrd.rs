@@ -17,9 +17,12 @@
 //! Slicer writes them, raw or gzip-encoded, little-endian.
 
 use std::fmt::Write as _;
+use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
 
-use super::codec::{self, check_limit, read_exact_vec};
+use flate2::bufread::MultiGzDecoder;
+
+use super::codec::{self, check_limit};
 use super::error::{MedicalError, Result};
 use super::volume::{DataType, Geometry, Volume, VoxelData, IDENTITY3};
 
@@ -36,27 +39,99 @@ pub enum NrrdEncoding {
     Gzip,
 }
 
-/// Reads a `.nrrd` (or `.nhdr` with its detached data file).
+/// Reads a `.nrrd` (or `.nhdr` with its detached data file), streaming the
+/// voxels from disk. A detached `data file` must be a regular file in the
+/// header's folder (or below it): absolute paths and `..` are refused.
 pub fn read_nrrd(path: impl AsRef<Path>) -> Result<Volume> {
     let path = path.as_ref();
-    let bytes = codec::read_file(path)?;
+    let (file, len) = codec::open_regular(path).map_err(|e| e.with_path(path))?;
     let dir = path.parent().unwrap_or_else(|| Path::new("."));
-    parse_nrrd_impl(&bytes, Some(dir)).map_err(|e| e.with_path(path))
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    (|| {
+        let mut file = BufReader::with_capacity(1 << 16, file);
+        // The header is at most MAX_HEADER_BYTES; what follows it in `head`
+        // is the start of the attached data.
+        let mut head = Vec::new();
+        (&mut file)
+            .take(MAX_HEADER_BYTES as u64 + 1)
+            .read_to_end(&mut head)?;
+        let (lines, data_start) = split_header(&head)?;
+        let h = parse_fields(&lines)?;
+        let attached = (&head[data_start..]).chain(file);
+        decode(&h, attached, len - data_start as u64, Some(dir))
+    })()
+    .map_err(|e| e.with_path(path))
 }
 
 /// Parses the bytes of a NRRD file with attached data.
 pub fn parse_nrrd(bytes: &[u8]) -> Result<Volume> {
-    parse_nrrd_impl(bytes, None)
+    let (lines, data_start) = split_header(bytes)?;
+    let h = parse_fields(&lines)?;
+    decode(
+        &h,
+        &bytes[data_start..],
+        (bytes.len() - data_start) as u64,
+        None,
+    )
+}
+
+/// Opens a detached data file: a plain relative name inside `dir` (no
+/// absolute path, no `..`, no link leading out of `dir`), a regular file.
+fn open_data_file(dir: &Path, name: &str) -> Result<(std::fs::File, u64)> {
+    use std::path::Component;
+    let rel = Path::new(name);
+    let plain = rel
+        .components()
+        .all(|c| matches!(c, Component::Normal(_) | Component::CurDir));
+    if name.is_empty() || !plain {
+        return Err(MedicalError::unsupported(
+            FMT,
+            format!(
+                "data file \"{name}\": only a relative path inside the header's folder is read (no absolute path or \"..\")"
+            ),
+        ));
+    }
+    let full = dir.join(rel);
+    let (f, len) = codec::open_regular(&full).map_err(|e| e.with_path(&full))?;
+    let (Ok(cdir), Ok(cfull)) = (dir.canonicalize(), full.canonicalize()) else {
+        return Err(bad(format!("data file \"{name}\" cannot be resolved")));
+    };
+    if !cfull.starts_with(&cdir) {
+        return Err(MedicalError::unsupported(
+            FMT,
+            format!("data file \"{name}\" leads outside the header's folder"),
+        ));
+    }
+    Ok((f, len))
 }
 
 /// Writes `volume` as a NRRD file with attached data.
 pub fn write_nrrd(path: impl AsRef<Path>, volume: &Volume, encoding: NrrdEncoding) -> Result<()> {
-    let bytes = encode_nrrd(volume, encoding)?;
-    codec::write_file(path.as_ref(), &bytes)
+    let head = nrrd_header(volume, encoding);
+    let gz = match encoding {
+        NrrdEncoding::Raw => codec::Gz::None,
+        NrrdEncoding::Gzip => codec::Gz::Payload,
+    };
+    codec::write_volume_file(path.as_ref(), head.as_bytes(), volume.data(), gz)
 }
 
 /// The bytes of a NRRD file with attached data for `volume`.
 pub fn encode_nrrd(volume: &Volume, encoding: NrrdEncoding) -> Result<Vec<u8>> {
+    let payload = volume.data().to_le_bytes();
+    let mut out = nrrd_header(volume, encoding).into_bytes();
+    match encoding {
+        NrrdEncoding::Raw => out.extend_from_slice(&payload),
+        NrrdEncoding::Gzip => out.extend_from_slice(&codec::gzip(&payload)?),
+    }
+    Ok(out)
+}
+
+/// The header of a NRRD file with attached data for `volume` (blank line included).
+fn nrrd_header(volume: &Volume, encoding: NrrdEncoding) -> String {
     let g = volume.geometry();
     let [nx, ny, nz] = volume.dims();
     let m = g.scaled_direction();
@@ -91,13 +166,7 @@ pub fn encode_nrrd(volume: &Volume, encoding: NrrdEncoding) -> Result<Vec<u8>> {
     );
     let _ = writeln!(h, "space origin: {}", vec3(g.origin));
     h.push('\n');
-    let payload = volume.data().to_le_bytes();
-    let mut out = h.into_bytes();
-    match encoding {
-        NrrdEncoding::Raw => out.extend_from_slice(&payload),
-        NrrdEncoding::Gzip => out.extend_from_slice(&codec::gzip(&payload)?),
-    }
-    Ok(out)
+    h
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -129,10 +198,9 @@ fn bad(reason: impl Into<String>) -> MedicalError {
     MedicalError::format(FMT, reason)
 }
 
-fn parse_nrrd_impl(bytes: &[u8], dir: Option<&Path>) -> Result<Volume> {
-    let (lines, data_start) = split_header(bytes)?;
-    let h = parse_fields(&lines)?;
-
+/// Decodes the data a parsed header describes: `attached` holds the `len`
+/// bytes that follow the header; a detached `data file` is looked up in `dir`.
+fn decode<R: BufRead>(h: &Header, attached: R, len: u64, dir: Option<&Path>) -> Result<Volume> {
     let dtype = h.dtype.ok_or_else(|| bad("missing field \"type\""))?;
     let dimension = h
         .dimension
@@ -150,7 +218,7 @@ fn parse_nrrd_impl(bytes: &[u8], dir: Option<&Path>) -> Result<Volume> {
     let encoding = h
         .encoding
         .ok_or_else(|| bad("missing field \"encoding\""))?;
-    let (dims, geometry) = geometry_of(&h, &sizes)?;
+    let (dims, geometry) = geometry_of(h, &sizes)?;
     let nvox = sizes
         .iter()
         .try_fold(1usize, |a, &s| a.checked_mul(s))
@@ -159,11 +227,16 @@ fn parse_nrrd_impl(bytes: &[u8], dir: Option<&Path>) -> Result<Volume> {
         .checked_mul(dtype.size())
         .ok_or_else(|| bad("sizes overflow"))?;
     check_limit(nbytes as u64)?;
+    if h.byte_skip != 0 && encoding != Encoding::Raw {
+        return Err(MedicalError::unsupported(
+            FMT,
+            "\"byte skip\" with a non-raw encoding",
+        ));
+    }
 
-    // The bytes holding the (possibly encoded) data.
-    let detached;
-    let mut payload: &[u8] = match &h.data_file {
-        None => &bytes[data_start..],
+    // The source of the (possibly encoded) data and its length.
+    let (mut payload, mut len): (Box<dyn BufRead + '_>, u64) = match &h.data_file {
+        None => (Box::new(attached), len),
         Some(name) => {
             let dir = dir.ok_or_else(|| {
                 MedicalError::unsupported(FMT, "detached data file (use read_nrrd with a path)")
@@ -175,59 +248,58 @@ fn parse_nrrd_impl(bytes: &[u8], dir: Option<&Path>) -> Result<Volume> {
                     format!("multi-file data \"{name}\""),
                 ));
             }
-            detached = codec::read_file(&dir.join(name))?;
-            &detached
+            let (f, n) = open_data_file(dir, name)?;
+            (Box::new(BufReader::with_capacity(1 << 16, f)), n)
         }
     };
+    let mut line = Vec::new();
     for _ in 0..h.line_skip {
-        let nl = payload
-            .iter()
-            .position(|&b| b == b'\n')
-            .ok_or_else(|| bad("\"line skip\" beyond end of data"))?;
-        payload = &payload[nl + 1..];
-    }
-    if h.byte_skip != 0 && encoding != Encoding::Raw {
-        return Err(MedicalError::unsupported(
-            FMT,
-            "\"byte skip\" with a non-raw encoding",
-        ));
+        line.clear();
+        let n = (&mut payload)
+            .take(MAX_HEADER_BYTES as u64)
+            .read_until(b'\n', &mut line)?;
+        if line.last() != Some(&b'\n') {
+            return Err(bad("\"line skip\" beyond end of data"));
+        }
+        len = len.saturating_sub(n as u64);
     }
 
     let data = match encoding {
         Encoding::Raw => {
+            let need = nbytes as u64;
             let start = if h.byte_skip == -1 {
-                payload.len().checked_sub(nbytes).ok_or_else(|| {
-                    bad(format!(
-                        "truncated data: {} bytes, need {nbytes}",
-                        payload.len()
-                    ))
-                })?
+                len.checked_sub(need)
+                    .ok_or_else(|| bad(format!("truncated data: {len} bytes, need {need}")))?
             } else if h.byte_skip >= 0 {
-                h.byte_skip as usize
+                h.byte_skip as u64
             } else {
                 return Err(bad(format!("\"byte skip\" {}", h.byte_skip)));
             };
             let end = start
-                .checked_add(nbytes)
+                .checked_add(need)
                 .ok_or_else(|| bad("byte skip overflow"))?;
-            let raw = payload.get(start..end).ok_or_else(|| {
-                bad(format!(
-                    "truncated data: {} bytes, need {end}",
-                    payload.len()
-                ))
-            })?;
-            VoxelData::from_bytes(dtype, raw, h.big_endian)
+            if len < end {
+                return Err(bad(format!("truncated data: {len} bytes, need {end}")));
+            }
+            codec::skip(&mut payload, start, FMT)?;
+            codec::stream_voxels(&mut payload, dtype, nvox, h.big_endian, None, nvox, FMT)?
         }
         Encoding::Gzip => {
-            if !codec::is_gzip(payload) {
+            let head = payload.fill_buf()?;
+            if head.len() >= 2 && !codec::is_gzip(head) {
                 return Err(bad("data is not gzip-compressed"));
             }
-            let mut r = codec::gz_reader(payload);
-            let raw = read_exact_vec(&mut r, nbytes, codec::gz_reserve_hint(payload.len()), FMT)?;
-            codec::drain(&mut r, FMT)?;
-            VoxelData::from_bytes(dtype, &raw, h.big_endian)
+            let mut r = MultiGzDecoder::new(payload);
+            let hint = codec::gz_reserve_hint(len.min(usize::MAX as u64) as usize) / dtype.size();
+            let data = codec::stream_voxels(&mut r, dtype, nvox, h.big_endian, None, hint, FMT)?;
+            codec::finish(&mut r, FMT)?;
+            data
         }
-        Encoding::Ascii => parse_ascii(payload, dtype, nvox)?,
+        Encoding::Ascii => {
+            let mut text = Vec::new();
+            payload.take(codec::MAX_TEXT_BYTES).read_to_end(&mut text)?;
+            parse_ascii(&text, dtype, nvox)?
+        }
     };
     Volume::new(dims, geometry, data).map_err(|e| bad(e.to_string()))
 }

@@ -11,8 +11,10 @@
 
 use super::error::{MedicalError, Result};
 
-/// Largest voxel payload (in bytes) any reader will allocate: 4 GiB.
-pub const MAX_VOXEL_BYTES: u64 = 4 << 30;
+/// Largest voxel payload (in bytes) any reader decodes or allocates: 1 GiB
+/// (e.g. 512 x 512 x 2048 CT in 16 bits). It bounds decompression too, so a
+/// file of a few megabytes cannot take the process past it.
+pub const MAX_VOXEL_BYTES: u64 = crate::limits::MAX_VOXEL_BYTES;
 
 /// The element type of a volume's voxels.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

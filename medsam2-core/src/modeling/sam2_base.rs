@@ -93,6 +93,7 @@ impl Sam2Base {
     ) -> Result<Self> {
         cfg.validate()?;
         let dev = device.device()?;
+        dtype.check_supported(&dev)?;
         let vb = ckpt.var_builder(dtype.dtype(), &dev);
         let model = match Self::new(cfg, vb) {
             Ok(m) => m,
