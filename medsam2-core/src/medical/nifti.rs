@@ -1,4 +1,5 @@
-//! NIfTI-1 single-file images (`.nii`, `.nii.gz`).
+//! NIfTI-1 single-file images (`.nii`, `.nii.gz`); NIfTI-2 files are read
+//! (and written when needed) through [`super::nifti2`].
 //!
 //! Reading parses the 348-byte header with the `nifti` crate (both byte orders);
 //! the geometry, validation and voxel decoding are done here so that every size
@@ -44,8 +45,12 @@ pub fn read_nifti(path: impl AsRef<Path>) -> Result<Volume> {
     parse_nifti(&bytes).map_err(|e| e.with_path(path))
 }
 
-/// Parses the bytes of a single-file NIfTI-1 image, gzip-compressed or not.
+/// Parses the bytes of a single-file NIfTI-1 (or NIfTI-2, see
+/// [`super::nifti2`]) image, gzip-compressed or not.
 pub fn parse_nifti(bytes: &[u8]) -> Result<Volume> {
+    if super::nifti2::is_nifti2(bytes) {
+        return super::nifti2::parse_nifti2(bytes);
+    }
     if codec::is_gzip(bytes) {
         let mut r = codec::gz_reader(bytes);
         let head = read_exact_vec(&mut r, HEADER_SIZE, HEADER_SIZE, FMT)?;
@@ -77,9 +82,13 @@ pub fn parse_nifti(bytes: &[u8]) -> Result<Volume> {
     }
 }
 
-/// Writes `volume` as NIfTI-1; gzip-compressed when the path ends in `.gz`.
+/// Writes `volume` as NIfTI-1 (NIfTI-2 when a dimension exceeds 32767);
+/// gzip-compressed when the path ends in `.gz`.
 pub fn write_nifti(path: impl AsRef<Path>, volume: &Volume) -> Result<()> {
     let path = path.as_ref();
+    if volume.dims().iter().any(|&d| d > i16::MAX as usize) {
+        return super::nifti2::write_nifti2(path, volume);
+    }
     let gz = path.to_string_lossy().to_ascii_lowercase().ends_with(".gz");
     let bytes = encode_nifti(volume, gz)?;
     codec::write_file(path, &bytes)
@@ -103,15 +112,15 @@ pub fn encode_nifti(volume: &Volume, gzip: bool) -> Result<Vec<u8>> {
     }
 }
 
-/// What the header says, validated.
-struct HeaderInfo {
-    dims: [usize; 3],
-    dtype: DataType,
-    big_endian: bool,
-    vox_offset: usize,
-    nbytes: usize,
-    geometry: Geometry,
-    scaling: Option<(f64, f64)>,
+/// What the header says, validated (NIfTI-1 here, NIfTI-2 in [`super::nifti2`]).
+pub(super) struct HeaderInfo {
+    pub(super) dims: [usize; 3],
+    pub(super) dtype: DataType,
+    pub(super) big_endian: bool,
+    pub(super) vox_offset: usize,
+    pub(super) nbytes: usize,
+    pub(super) geometry: Geometry,
+    pub(super) scaling: Option<(f64, f64)>,
 }
 
 fn parse_header(head: &[u8]) -> Result<HeaderInfo> {
@@ -217,25 +226,49 @@ fn unit_to_mm(xyzt_units: u8) -> f64 {
     }
 }
 
+/// The spatial-transform fields of a NIfTI-1 or NIfTI-2 header, in `f64`.
+pub(super) struct Transform {
+    pub(super) sform_code: i32,
+    pub(super) qform_code: i32,
+    pub(super) srow: [[f64; 4]; 3],
+    pub(super) quatern: [f64; 3],
+    pub(super) qoffset: [f64; 3],
+    pub(super) pixdim: [f64; 8],
+    pub(super) xyzt_units: u8,
+}
+
 /// The index -> LPS geometry stored in a header.
 fn header_geometry(h: &NiftiHeader) -> Result<Geometry> {
+    transform_geometry(&Transform {
+        sform_code: h.sform_code as i32,
+        qform_code: h.qform_code as i32,
+        srow: [h.srow_x, h.srow_y, h.srow_z].map(|r| r.map(|v| v as f64)),
+        quatern: [h.quatern_b, h.quatern_c, h.quatern_d].map(|v| v as f64),
+        qoffset: [h.quatern_x, h.quatern_y, h.quatern_z].map(|v| v as f64),
+        pixdim: h.pixdim.map(|v| v as f64),
+        xyzt_units: h.xyzt_units,
+    })
+}
+
+/// The index -> LPS geometry of a header's transform fields.
+pub(super) fn transform_geometry(h: &Transform) -> Result<Geometry> {
     let unit = unit_to_mm(h.xyzt_units);
     // `m` holds the RAS index->world 3x3 matrix (columns = axes), `t` the translation.
     let (mut m, mut t);
     if h.sform_code > 0 {
-        let rows = [h.srow_x, h.srow_y, h.srow_z];
+        let rows = h.srow;
         m = [[0.0f64; 3]; 3];
         t = [0.0f64; 3];
         for r in 0..3 {
             for c in 0..3 {
-                m[r][c] = rows[r][c] as f64;
+                m[r][c] = rows[r][c];
             }
-            t[r] = rows[r][3] as f64;
+            t[r] = rows[r][3];
         }
     } else if h.qform_code > 0 {
-        let r = quatern_to_rotation(h.quatern_b as f64, h.quatern_c as f64, h.quatern_d as f64);
+        let r = quatern_to_rotation(h.quatern[0], h.quatern[1], h.quatern[2]);
         let pd = |i: usize| {
-            let p = h.pixdim[i] as f64;
+            let p = h.pixdim[i];
             if p > 0.0 && p.is_finite() {
                 p
             } else {
@@ -250,11 +283,11 @@ fn header_geometry(h: &NiftiHeader) -> Result<Geometry> {
                 row[c] *= s[c];
             }
         }
-        t = [h.quatern_x as f64, h.quatern_y as f64, h.quatern_z as f64];
+        t = h.qoffset;
     } else {
         m = [[0.0; 3]; 3];
         for (c, row) in m.iter_mut().enumerate() {
-            let p = (h.pixdim[c + 1] as f64).abs();
+            let p = h.pixdim[c + 1].abs();
             row[c] = if p > 0.0 && p.is_finite() { p } else { 1.0 };
         }
         t = [0.0; 3];
@@ -367,7 +400,7 @@ fn rotation_to_quatern(r: &[[f64; 3]; 3]) -> ([f64; 3], f64) {
 }
 
 /// Decodes the voxel bytes and applies scaling.
-fn build(info: &HeaderInfo, raw: &[u8]) -> Result<Volume> {
+pub(super) fn build(info: &HeaderInfo, raw: &[u8]) -> Result<Volume> {
     let data = VoxelData::from_bytes(info.dtype, raw, info.big_endian);
     let data = match info.scaling {
         None => data,
@@ -385,7 +418,7 @@ fn build(info: &HeaderInfo, raw: &[u8]) -> Result<Volume> {
 }
 
 /// NIfTI datatype code of a [`DataType`].
-fn datatype_code(dt: DataType) -> i16 {
+pub(super) fn datatype_code(dt: DataType) -> i16 {
     match dt {
         DataType::U8 => 2,
         DataType::I16 => 4,
@@ -395,6 +428,52 @@ fn datatype_code(dt: DataType) -> i16 {
         DataType::I8 => 256,
         DataType::U16 => 512,
         DataType::U32 => 768,
+    }
+}
+
+/// The RAS transform fields a writer stores for geometry `g`.
+pub(super) struct RasFields {
+    /// Index -> RAS matrix (`direction * spacing` with the first two rows negated).
+    pub(super) ras: [[f64; 3]; 3],
+    /// The origin in RAS.
+    pub(super) origin: [f64; 3],
+    /// Quaternion `(b, c, d)` of the rotation (zeros when not orthonormal).
+    pub(super) quat: [f64; 3],
+    /// `qfac` (`pixdim[0]`): -1 for a left-handed direction.
+    pub(super) qfac: f64,
+    /// Whether the direction is orthonormal (a qform can be written).
+    pub(super) orthonormal: bool,
+}
+
+/// LPS -> RAS: negate the first two rows.
+pub(super) fn ras_fields(g: &Geometry) -> RasFields {
+    let mut ras = g.scaled_direction();
+    let mut rot = g.direction;
+    let mut origin = g.origin;
+    for r in 0..2 {
+        for c in 0..3 {
+            ras[r][c] = -ras[r][c];
+            rot[r][c] = -rot[r][c];
+        }
+        origin[r] = -origin[r];
+    }
+    let orthonormal = (0..3).all(|i| {
+        (0..3).all(|j| {
+            let dot: f64 = (0..3).map(|r| rot[r][i] * rot[r][j]).sum();
+            (dot - if i == j { 1.0 } else { 0.0 }).abs() < 1e-4
+        })
+    });
+    let (quat, qfac) = if orthonormal {
+        rotation_to_quatern(&rot)
+    } else {
+        ([0.0; 3], 1.0)
+    };
+    RasFields {
+        ras,
+        origin,
+        quat,
+        qfac,
+        orthonormal,
     }
 }
 
@@ -429,29 +508,15 @@ fn header_bytes(volume: &Volume) -> Result<[u8; HEADER_SIZE]> {
     put(&mut h, 70, &datatype_code(dt).to_le_bytes());
     put(&mut h, 72, &((dt.size() * 8) as i16).to_le_bytes());
 
-    // LPS -> RAS: negate the first two rows.
-    let mut ras = g.scaled_direction();
-    let mut rot = g.direction;
-    let mut origin = g.origin;
-    for r in 0..2 {
-        for c in 0..3 {
-            ras[r][c] = -ras[r][c];
-            rot[r][c] = -rot[r][c];
-        }
-        origin[r] = -origin[r];
-    }
-    let orthonormal = (0..3).all(|i| {
-        (0..3).all(|j| {
-            let dot: f64 = (0..3).map(|r| rot[r][i] * rot[r][j]).sum();
-            (dot - if i == j { 1.0 } else { 0.0 }).abs() < 1e-4
-        })
-    });
-    let (quat, qfac) = if orthonormal {
-        rotation_to_quatern(&rot)
-    } else {
-        ([0.0; 3], 1.0)
-    };
+    let RasFields {
+        ras,
+        origin,
+        quat,
+        qfac,
+        orthonormal,
+    } = ras_fields(g);
     let pixdim: [f32; 8] = [
+
         qfac as f32,
         g.spacing[0] as f32,
         g.spacing[1] as f32,

@@ -57,10 +57,31 @@ pub fn write_nrrd(path: impl AsRef<Path>, volume: &Volume, encoding: NrrdEncodin
 
 /// The bytes of a NRRD file with attached data for `volume`.
 pub fn encode_nrrd(volume: &Volume, encoding: NrrdEncoding) -> Result<Vec<u8>> {
-    let g = volume.geometry();
-    let [nx, ny, nz] = volume.dims();
+    encode_parts(
+        volume.dims(),
+        volume.geometry(),
+        volume.data(),
+        None,
+        &[],
+        encoding,
+    )
+}
+
+/// The bytes of a NRRD file: `data` holds `layers` interleaved values per voxel
+/// when `layers` is given (a 4-D file whose first axis is a `list`, as a
+/// multi-layer Slicer segmentation), and `key_values` are written as
+/// `key:=value` lines.
+pub(super) fn encode_parts(
+    dims: [usize; 3],
+    g: &Geometry,
+    data: &VoxelData,
+    layers: Option<usize>,
+    key_values: &[(String, String)],
+    encoding: NrrdEncoding,
+) -> Result<Vec<u8>> {
+    let [nx, ny, nz] = dims;
     let m = g.scaled_direction();
-    let type_name = match volume.data_type() {
+    let type_name = match data.data_type() {
         DataType::U8 => "uint8",
         DataType::I8 => "int8",
         DataType::U16 => "uint16",
@@ -73,12 +94,21 @@ pub fn encode_nrrd(volume: &Volume, encoding: NrrdEncoding) -> Result<Vec<u8>> {
     let vec3 = |v: [f64; 3]| format!("({},{},{})", v[0], v[1], v[2]);
     let mut h = String::from("NRRD0004\n# Complete NRRD file format specification at:\n# http://teem.sourceforge.net/nrrd/format.html\n");
     let _ = writeln!(h, "type: {type_name}");
-    h.push_str("dimension: 3\nspace: left-posterior-superior\n");
-    let _ = writeln!(h, "sizes: {nx} {ny} {nz}");
     let cols = [0, 1, 2].map(|c| vec3([m[0][c], m[1][c], m[2][c]]));
-    let _ = writeln!(h, "space directions: {} {} {}", cols[0], cols[1], cols[2]);
-    h.push_str("kinds: domain domain domain\n");
-    if volume.data_type().size() > 1 {
+    let (dimension, size0, dir0, kind0) = match layers {
+        Some(l) => (4, format!("{l} "), "none ", "list "),
+        None => (3, String::new(), "", ""),
+    };
+    let _ = writeln!(h, "dimension: {dimension}");
+    h.push_str("space: left-posterior-superior\n");
+    let _ = writeln!(h, "sizes: {size0}{nx} {ny} {nz}");
+    let _ = writeln!(
+        h,
+        "space directions: {dir0}{} {} {}",
+        cols[0], cols[1], cols[2]
+    );
+    let _ = writeln!(h, "kinds: {kind0}domain domain domain");
+    if data.data_type().size() > 1 {
         h.push_str("endian: little\n");
     }
     let _ = writeln!(
@@ -90,8 +120,16 @@ pub fn encode_nrrd(volume: &Volume, encoding: NrrdEncoding) -> Result<Vec<u8>> {
         }
     );
     let _ = writeln!(h, "space origin: {}", vec3(g.origin));
+    for (k, v) in key_values {
+        if k.contains([':', '\n']) || v.contains('\n') {
+            return Err(MedicalError::InvalidArgument(format!(
+                "NRRD key/value \"{k}\" cannot hold ':' or a line break"
+            )));
+        }
+        let _ = writeln!(h, "{k}:={v}");
+    }
     h.push('\n');
-    let payload = volume.data().to_le_bytes();
+    let payload = data.to_le_bytes();
     let mut out = h.into_bytes();
     match encoding {
         NrrdEncoding::Raw => out.extend_from_slice(&payload),
@@ -123,6 +161,8 @@ struct Header {
     data_file: Option<String>,
     line_skip: usize,
     byte_skip: i64,
+    /// `key:=value` pairs, in file order.
+    key_values: Vec<(String, String)>,
 }
 
 fn bad(reason: impl Into<String>) -> MedicalError {
@@ -130,6 +170,32 @@ fn bad(reason: impl Into<String>) -> MedicalError {
 }
 
 fn parse_nrrd_impl(bytes: &[u8], dir: Option<&Path>) -> Result<Volume> {
+    let f = parse_layers(bytes, dir, false)?;
+    Volume::new(f.dims, f.geometry, f.data).map_err(|e| bad(e.to_string()))
+}
+
+/// A NRRD file whose non-spatial axes (if any) are merged into one `list`
+/// axis of `layers` values per voxel (the first axis of a Slicer segmentation).
+pub(super) struct LayeredNrrd {
+    /// The spatial sizes.
+    pub dims: [usize; 3],
+    /// The geometry of the spatial axes.
+    pub geometry: Geometry,
+    /// Values per voxel (1 for an ordinary image).
+    pub layers: usize,
+    /// All values, the layer index fastest.
+    pub data: VoxelData,
+    /// The `key:=value` pairs.
+    pub key_values: Vec<(String, String)>,
+}
+
+/// Parses a NRRD file; a first axis without a space direction (a `list`) of
+/// any size is accepted when `allow_layers`.
+pub(super) fn parse_layers(
+    bytes: &[u8],
+    dir: Option<&Path>,
+    allow_layers: bool,
+) -> Result<LayeredNrrd> {
     let (lines, data_start) = split_header(bytes)?;
     let h = parse_fields(&lines)?;
 
@@ -150,7 +216,13 @@ fn parse_nrrd_impl(bytes: &[u8], dir: Option<&Path>) -> Result<Volume> {
     let encoding = h
         .encoding
         .ok_or_else(|| bad("missing field \"encoding\""))?;
-    let (dims, geometry) = geometry_of(&h, &sizes)?;
+    let mut spatial = sizes.clone();
+    let mut layers = 1;
+    if allow_layers && h.directions.as_ref().is_some_and(|d| d.len() == 4 && d[0].is_none()) {
+        layers = sizes[0];
+        spatial[0] = 1;
+    }
+    let (dims, geometry) = geometry_of(&h, &spatial)?;
     let nvox = sizes
         .iter()
         .try_fold(1usize, |a, &s| a.checked_mul(s))
@@ -229,7 +301,13 @@ fn parse_nrrd_impl(bytes: &[u8], dir: Option<&Path>) -> Result<Volume> {
         }
         Encoding::Ascii => parse_ascii(payload, dtype, nvox)?,
     };
-    Volume::new(dims, geometry, data).map_err(|e| bad(e.to_string()))
+    Ok(LayeredNrrd {
+        dims,
+        geometry,
+        layers,
+        data,
+        key_values: h.key_values,
+    })
 }
 
 /// Splits off the header lines; returns them and the offset of the data.
@@ -273,8 +351,14 @@ fn parse_fields(lines: &[String]) -> Result<Header> {
         let fs = line.find(": ");
         let kv = line.find(":=");
         let (key, value) = match (fs, kv) {
-            (Some(f), Some(k)) if k < f => continue, // key:=value pair
-            (None, Some(_)) => continue,
+            (Some(f), Some(k)) if k < f => {
+                h.key_values.push(key_value(line, k));
+                continue;
+            }
+            (None, Some(k)) => {
+                h.key_values.push(key_value(line, k));
+                continue;
+            }
             (Some(f), _) => (&line[..f], line[f + 2..].trim()),
             (None, None) => return Err(bad(format!("malformed header line \"{line}\""))),
         };
@@ -353,6 +437,11 @@ fn parse_fields(lines: &[String]) -> Result<Header> {
         }
     }
     Ok(h)
+}
+
+/// A `key:=value` line split at `at` (the `:=`).
+fn key_value(line: &str, at: usize) -> (String, String) {
+    (line[..at].to_string(), line[at + 2..].to_string())
 }
 
 fn parse_usize(s: &str, what: &str) -> Result<usize> {
