@@ -194,6 +194,9 @@ def synthetic(out):
         v = kw.pop("vol")
         write_series(d, v, series=10 + i, description=name, **kw)
         sitk_reference(d, os.path.join(refs, name))
+    # JPEG lossless (process 14), written by SimpleITK/GDCM (pydicom cannot encode JPEG).
+    write_jpeg_series(os.path.join(out, "ct_jpeg_lossless"), vol - 1024, sp, (-3.5, 8.0, 100.0))
+    sitk_reference(os.path.join(out, "ct_jpeg_lossless"), os.path.join(refs, "ct_jpeg_lossless"))
     # Non-image files mixed in: a text file and a DICOM object without pixels.
     d = os.path.join(out, "ct_oblique")
     with open(os.path.join(d, "README.txt"), "w") as f:
@@ -243,6 +246,28 @@ def synthetic(out):
     broken["gantry_tilt"] = dict(file=os.path.basename(p[1]), error="gantry tilt")
     with open(os.path.join(out, "broken", "broken.json"), "w") as f:
         json.dump(broken, f, indent=1)
+
+
+def write_jpeg_series(out, vol, spacing, origin):
+    """Axial int16 slices, JPEG lossless, one file each."""
+    os.makedirs(out, exist_ok=True)
+    img = sitk.GetImageFromArray(vol.astype(np.int16))
+    img.SetSpacing(tuple(float(v) for v in spacing))
+    writer = sitk.ImageFileWriter()
+    writer.KeepOriginalImageUIDOn()
+    writer.SetUseCompression(True)
+    writer.SetCompressor("JPEG")
+    for k in range(vol.shape[0]):
+        s = img[:, :, k]
+        s.SetMetaData("0008|0060", "CT")
+        s.SetMetaData("0020|000e", uid(50, 1))
+        s.SetMetaData("0020|0013", str(k + 1))
+        z = origin[2] + k * spacing[2]
+        s.SetMetaData("0020|0032", "\\".join(ds_number(v) for v in (origin[0], origin[1], z)))
+        s.SetMetaData("0020|0037", "1\\0\\0\\0\\1\\0")
+        s.SetMetaData("0028|0030", f"{ds_number(spacing[1])}\\{ds_number(spacing[0])}")
+        writer.SetFileName(os.path.join(out, f"IM{k:04d}.dcm"))
+        writer.Execute(s)
 
 
 def edit(path, fn):
@@ -297,7 +322,18 @@ def check_seg(path):
     for k, v in header.items():
         out["header"][k] = v.tolist() if hasattr(v, "tolist") else v
     out["sum"] = int(np.asarray(data, dtype=np.int64).sum())
-    print(json.dumps(out, default=str))
+    print(json.dumps(no_nan(out), default=str, allow_nan=False))
+
+
+def no_nan(v):
+    """NaN (pynrrd's "none" direction) as null, for strict JSON."""
+    if isinstance(v, float) and v != v:
+        return None
+    if isinstance(v, list):
+        return [no_nan(x) for x in v]
+    if isinstance(v, dict):
+        return {k: no_nan(x) for k, x in v.items()}
+    return v
 
 
 def make_seg(path):

@@ -44,8 +44,9 @@ use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use dicom_core::Tag;
-use dicom_dictionary_std::tags;
+use dicom_core::dictionary::{DataDictionary, DataDictionaryEntry, VirtualVr};
+use dicom_core::{Tag, VR};
+use dicom_dictionary_std::{tags, StandardDataDictionary};
 use dicom_object::file::ReadPreamble;
 use dicom_object::{DefaultDicomObject, InMemDicomObject, OpenFileOptions};
 use dicom_pixeldata::{ConvertOptions, ModalityLutOption, PixelDecoder};
@@ -225,6 +226,37 @@ struct SliceInfo {
     between: Option<f64>,
     gantry_tilt: Option<f64>,
     sop_uid: String,
+    /// Size of the file, bytes.
+    file_len: u64,
+    /// Whether the pixel data is encapsulated (compressed).
+    encapsulated: bool,
+}
+
+impl SliceInfo {
+    /// Fails when the file cannot hold the image its header declares: the
+    /// native pixels must be in the file, compressed ones within
+    /// [`MAX_COMPRESSION_RATIO`] of it.
+    fn check_budget(&self) -> Result<()> {
+        let frame_bytes = (self.rows as u64)
+            .saturating_mul(self.cols as u64)
+            .saturating_mul((self.bits_allocated as u64).div_ceil(8));
+        check_limit(frame_bytes)?;
+        let budget = if self.encapsulated {
+            self.file_len.saturating_mul(MAX_COMPRESSION_RATIO)
+        } else {
+            self.file_len
+        };
+        if frame_bytes > budget {
+            return Err(MedicalError::format(
+                FMT,
+                format!(
+                    "{}x{} pixels of {} bits cannot be held by a file of {} bytes",
+                    self.cols, self.rows, self.bits_allocated, self.file_len
+                ),
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// The files of one series.
@@ -271,7 +303,9 @@ fn scan(files: &[PathBuf]) -> Result<(BTreeMap<String, Group>, Vec<SkippedFile>)
             continue;
         }
         let uid = text(&obj, tags::SERIES_INSTANCE_UID).unwrap_or_default();
-        let info = slice_info(&obj, path).map_err(|e| e.with_path(path))?;
+        let info = slice_info(&obj, path, bytes.len() as u64)
+            .and_then(|i| i.check_budget().map(|_| i))
+            .map_err(|e| e.with_path(path))?;
         let g = groups.entry(uid.clone()).or_default();
         if g.summary.is_none() {
             g.summary = Some(SeriesSummary {
@@ -590,28 +624,20 @@ fn decode_slice(s: &SliceInfo) -> Result<Vec<f64>> {
     let bytes = read_bounded(&s.path)?;
     let obj = open_checked(&bytes)?;
     let plane = s.rows * s.cols;
-    let frame_bytes = (plane as u64) * (s.bits_allocated as u64).div_ceil(8);
-    check_limit(frame_bytes)?;
-    let encapsulated = matches!(
-        obj.element(tags::PIXEL_DATA).map(|e| e.value()),
-        Ok(dicom_core::DicomValue::PixelSequence(_))
-    );
-    let budget = if encapsulated {
-        (bytes.len() as u64).saturating_mul(MAX_COMPRESSION_RATIO)
-    } else {
-        bytes.len() as u64
-    };
-    if frame_bytes > budget {
-        return Err(MedicalError::format(
-            FMT,
-            format!(
-                "{}x{} pixels of {} bits cannot be held by a file of {} bytes",
-                s.cols,
-                s.rows,
-                s.bits_allocated,
-                bytes.len()
-            ),
-        ));
+    // The file may have changed since the headers were read.
+    let now = slice_info(&obj, &s.path, bytes.len() as u64)?;
+    if (now.rows, now.cols, now.bits_allocated) != (s.rows, s.cols, s.bits_allocated) {
+        return Err(MedicalError::format(FMT, "the file changed while the series was read"));
+    }
+    now.check_budget()?;
+    if let Ok(pd) = obj.element(tags::PIXEL_DATA) {
+        if let Some(fragments) = pd.value().fragments() {
+            let ts = obj.meta().transfer_syntax().trim_end_matches('\0');
+            if ts.starts_with("1.2.840.10008.1.2.4.5") || ts.starts_with("1.2.840.10008.1.2.4.7") {
+                let stream: Vec<u8> = fragments.iter().flatten().copied().collect();
+                check_jpeg_size(&stream, s.rows, s.cols)?;
+            }
+        }
     }
     let values = guard(|| {
         let px = obj.decode_pixel_data().map_err(|e| dicom_error(&e))?;
@@ -626,6 +652,52 @@ fn decode_slice(s: &SliceInfo) -> Result<Vec<f64>> {
         ));
     }
     Ok(values)
+}
+
+/// Checks that a JPEG stream's frame header (SOFn) declares at most the
+/// DICOM image size and one component: the JPEG decoder sizes its buffers
+/// from that header, not from Rows and Columns. Hand-written: neither
+/// `jpeg-decoder` nor the registry adapter bounds it.
+fn check_jpeg_size(stream: &[u8], rows: usize, cols: usize) -> Result<()> {
+    let bad = |r: String| MedicalError::format(FMT, r);
+    if !stream.starts_with(&[0xFF, 0xD8]) {
+        return Err(bad("compressed frame is not a JPEG stream".into()));
+    }
+    let mut pos = 2;
+    while pos + 4 <= stream.len() {
+        if stream[pos] != 0xFF {
+            return Err(bad(format!("JPEG marker expected at byte {pos}")));
+        }
+        let marker = stream[pos + 1];
+        if marker == 0xFF {
+            pos += 1; // fill byte
+            continue;
+        }
+        let len = u16::from_be_bytes([stream[pos + 2], stream[pos + 3]]) as usize;
+        let is_sof = matches!(marker, 0xC0..=0xCF) && !matches!(marker, 0xC4 | 0xC8 | 0xCC);
+        if is_sof {
+            let seg = stream
+                .get(pos + 4..pos + 2 + len)
+                .filter(|s| s.len() >= 6)
+                .ok_or_else(|| bad("truncated JPEG frame header".into()))?;
+            let (h, w, nf) = (
+                u16::from_be_bytes([seg[1], seg[2]]) as usize,
+                u16::from_be_bytes([seg[3], seg[4]]) as usize,
+                seg[5],
+            );
+            if h == 0 || h > rows || w > cols || nf != 1 {
+                return Err(bad(format!(
+                    "JPEG frame of {w}x{h} pixels x {nf} components in an image of {cols}x{rows}"
+                )));
+            }
+            return Ok(());
+        }
+        if marker == 0xD9 || marker == 0xDA {
+            break;
+        }
+        pos += 2 + len;
+    }
+    Err(bad("JPEG stream without a frame header".into()))
 }
 
 /// Runs third-party decoding, turning a panic into an error.
@@ -693,7 +765,7 @@ fn uint(obj: &InMemDicomObject, tag: Tag) -> Option<u32> {
     obj.element_opt(tag).ok().flatten()?.to_int::<u32>().ok()
 }
 
-fn slice_info(obj: &InMemDicomObject, path: &Path) -> Result<SliceInfo> {
+fn slice_info(obj: &InMemDicomObject, path: &Path, file_len: u64) -> Result<SliceInfo> {
     let bad = |r: String| MedicalError::format(FMT, r);
     let rows = uint(obj, tags::ROWS).ok_or_else(|| bad("missing Rows".into()))? as usize;
     let cols = uint(obj, tags::COLUMNS).ok_or_else(|| bad("missing Columns".into()))? as usize;
@@ -753,7 +825,10 @@ fn slice_info(obj: &InMemDicomObject, path: &Path) -> Result<SliceInfo> {
     };
     let slope = float(obj, tags::RESCALE_SLOPE).filter(|s| *s != 0.0).unwrap_or(1.0);
     let intercept = float(obj, tags::RESCALE_INTERCEPT).unwrap_or(0.0);
-    let _ = path;
+    let encapsulated = matches!(
+        obj.element(tags::PIXEL_DATA).map(|e| e.value()),
+        Ok(dicom_core::DicomValue::PixelSequence(_))
+    );
     Ok(SliceInfo {
         path: path.to_path_buf(),
         rows,
@@ -770,6 +845,8 @@ fn slice_info(obj: &InMemDicomObject, path: &Path) -> Result<SliceInfo> {
         between: float(obj, tags::SPACING_BETWEEN_SLICES),
         gantry_tilt: float(obj, tags::GANTRY_DETECTOR_TILT),
         sop_uid: text(obj, tags::SOP_INSTANCE_UID).unwrap_or_default(),
+        file_len,
+        encapsulated,
     })
 }
 
@@ -875,11 +952,21 @@ impl Walk<'_> {
             return Err(format!("unexpected item tag at byte {}", self.pos - 8));
         }
         let (vr, len) = if sx.explicit {
+            // As dicom-encoding: these VRs have a 2-byte length; every other
+            // one, unknown VRs included (read as UN), a 4-byte length.
             let vr = [self.b[self.pos + 4], self.b[self.pos + 5]];
-            if matches!(
+            let short = matches!(
                 &vr,
-                b"OB" | b"OD" | b"OF" | b"OL" | b"OV" | b"OW" | b"SQ" | b"SV" | b"UC" | b"UN" | b"UR" | b"UT" | b"UV"
-            ) {
+                b"AE" | b"AS" | b"AT" | b"CS" | b"DA" | b"DS" | b"DT" | b"FL" | b"FD" | b"IS" | b"LO"
+                    | b"LT" | b"PN" | b"SH" | b"SL" | b"SS" | b"ST" | b"TM" | b"UI" | b"UL" | b"US"
+            );
+            let known = short
+                || matches!(
+                    &vr,
+                    b"OB" | b"OD" | b"OF" | b"OL" | b"OV" | b"OW" | b"SQ" | b"SV" | b"UC" | b"UN" | b"UR" | b"UT" | b"UV"
+                );
+            let vr = if known { vr } else { *b"UN" };
+            if !short {
                 self.need(12)?;
                 let len = self.u32(self.pos + 8, be);
                 self.pos += 12;
@@ -892,7 +979,10 @@ impl Walk<'_> {
         } else {
             let len = self.u32(self.pos + 4, be);
             self.pos += 8;
-            (None, len)
+            // Implicit VR: the parser takes the VR from the dictionary.
+            let entry = StandardDataDictionary.by_tag(Tag(tag.0, tag.1));
+            let sq = entry.is_some_and(|e| e.vr() == VirtualVr::Exact(VR::SQ));
+            (sq.then_some(*b"SQ"), len)
         };
         let is_sq = vr == Some(*b"SQ");
         if len == UNDEFINED {
@@ -912,7 +1002,7 @@ impl Walk<'_> {
             let n = self.fits(len, tag)?;
             let starts_with_item =
                 n >= 8 && (self.u16(self.pos, be), self.u16(self.pos + 2, be)) == ITEM;
-            if is_sq || (vr.is_none() && starts_with_item) {
+            if is_sq || (!sx.explicit && starts_with_item) {
                 self.items(End::At(self.pos + n), sx, depth + 1)?;
             } else {
                 self.pos += n;

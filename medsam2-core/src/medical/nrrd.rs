@@ -11,7 +11,8 @@
 //!   taken as they are), or from `spacings` when there are no directions;
 //! * `dimension` up to 16 when all axes but three spatial ones have size 1 (e.g.
 //!   a 3D Slicer `.seg.nrrd` with a single layer). A segmentation with several
-//!   layers (a 4-D `list` axis) is reported as unsupported.
+//!   layers (a 4-D `list` axis) is read as a volume only through
+//!   [`super::seg_nrrd`], which also keeps the `key:=value` segment fields.
 //!
 //! Written files are `NRRD0004` with `space: left-posterior-superior`, as 3D
 //! Slicer writes them, raw or gzip-encoded, little-endian.
@@ -562,7 +563,7 @@ fn geometry_of(h: &Header, sizes: &[usize]) -> Result<([usize; 3], Geometry)> {
                     return Err(MedicalError::unsupported(
                         FMT,
                         format!(
-                        "non-spatial axis of size {s} (multi-layer segmentation or vector image)"
+                        "non-spatial axis of size {s} (vector image, or a multi-layer segmentation: read it with medical::seg_nrrd)"
                     ),
                     ))
                 }
