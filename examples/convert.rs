@@ -68,11 +68,18 @@ fn main() -> ExitCode {
 fn run(args: &Args) -> medical::Result<(medical::Volume, String)> {
     if args.input.is_dir() || args.series.is_some() || args.nifti2 {
         let fmt = medical::FileFormat::from_path(&args.output)?;
-        if !fmt.can_write() || (args.nifti2 && !matches!(fmt, medical::FileFormat::Nii | medical::FileFormat::NiiGz)) {
+        if !fmt.can_write()
+            || (args.nifti2
+                && !matches!(fmt, medical::FileFormat::Nii | medical::FileFormat::NiiGz))
+        {
             return Err(medical::MedicalError::InvalidArgument(format!(
                 "cannot write {} (use .nii, .nii.gz{})",
                 args.output.display(),
-                if args.nifti2 { " with --nifti2" } else { " or .nrrd" }
+                if args.nifti2 {
+                    " with --nifti2"
+                } else {
+                    " or .nrrd"
+                }
             )));
         }
         let (v, note) = if args.input.is_dir() {
@@ -93,7 +100,10 @@ fn run(args: &Args) -> medical::Result<(medical::Volume, String)> {
                 "--series applies to a DICOM folder input".into(),
             ));
         } else {
-            (medical::read_volume_with_key(&args.input, &args.npz_key)?, String::new())
+            (
+                medical::read_volume_with_key(&args.input, &args.npz_key)?,
+                String::new(),
+            )
         };
         if args.nifti2 {
             medical::nifti2::write_nifti2(&args.output, &v)?;
@@ -102,5 +112,8 @@ fn run(args: &Args) -> medical::Result<(medical::Volume, String)> {
         }
         return Ok((v, note));
     }
-    Ok((medical::convert(&args.input, &args.output, &args.npz_key)?, String::new()))
+    Ok((
+        medical::convert(&args.input, &args.output, &args.npz_key)?,
+        String::new(),
+    ))
 }

@@ -146,7 +146,11 @@ fn job_from(args: &Args) -> Result<SegmentJob, JobError> {
             .split_once(':')
             .and_then(|(i, name)| Some((i.trim().parse::<u32>().ok()?, name.trim())))
             .filter(|(i, name)| *i > 0 && !name.is_empty())
-            .ok_or_else(|| JobError(format!("--segment-name `{n}`: expected OBJ:NAME, e.g. 1:liver")))?;
+            .ok_or_else(|| {
+                JobError(format!(
+                    "--segment-name `{n}`: expected OBJ:NAME, e.g. 1:liver"
+                ))
+            })?;
         job.segment_names.push((id, name.to_string()));
     }
     job.boxes = args.boxes.clone();

@@ -1302,7 +1302,10 @@ pub struct SegmentReport {
     /// The input volume's voxels and geometry (as read).
     pub input: Volume,
     /// For a DICOM folder: the series read and the files skipped.
-    pub dicom: Option<(medical::dicom::SeriesSummary, Vec<medical::dicom::SkippedFile>)>,
+    pub dicom: Option<(
+        medical::dicom::SeriesSummary,
+        Vec<medical::dicom::SkippedFile>,
+    )>,
     /// The label volume written (the input's grid and geometry).
     pub labels: Volume,
     /// The intensity mapping used.
@@ -1507,7 +1510,13 @@ pub fn find_cases(dir: &Path) -> Result<Vec<CaseFiles>> {
 pub fn read_input(
     path: &Path,
     series: Option<&str>,
-) -> Result<(Volume, Option<(medical::dicom::SeriesSummary, Vec<medical::dicom::SkippedFile>)>)> {
+) -> Result<(
+    Volume,
+    Option<(
+        medical::dicom::SeriesSummary,
+        Vec<medical::dicom::SkippedFile>,
+    )>,
+)> {
     if !path.is_dir() {
         if series.is_some() {
             return Err(JobError(format!(
@@ -1524,11 +1533,13 @@ pub fn read_input(
     let s = medical::dicom::read_dicom_dir(path, &opts).map_err(|e| {
         let msg = e.to_string();
         let shown = path.display().to_string();
-        JobError(if msg.contains(&shown) || matches!(e, MedicalError::File { .. }) {
-            msg
-        } else {
-            format!("{shown}: {msg}")
-        })
+        JobError(
+            if msg.contains(&shown) || matches!(e, MedicalError::File { .. }) {
+                msg
+            } else {
+                format!("{shown}: {msg}")
+            },
+        )
     })?;
     Ok((s.volume, Some((s.series, s.skipped))))
 }
@@ -1536,9 +1547,18 @@ pub fn read_input(
 /// Writes a label volume: a 3D Slicer segmentation with one segment per
 /// object (named from `names`, default `object N`) for `.seg.nrrd`, else
 /// the plain volume.
-pub fn write_labels(out: &Path, labels: &Volume, ids: &[u32], names: &[(u32, String)]) -> Result<()> {
+pub fn write_labels(
+    out: &Path,
+    labels: &Volume,
+    ids: &[u32],
+    names: &[(u32, String)],
+) -> Result<()> {
     let err = |e: MedicalError| JobError(format!("{}: {e}", out.display()));
-    if out.to_string_lossy().to_ascii_lowercase().ends_with(".seg.nrrd") {
+    if out
+        .to_string_lossy()
+        .to_ascii_lowercase()
+        .ends_with(".seg.nrrd")
+    {
         let named: Vec<(u32, String)> = ids
             .iter()
             .map(|&id| {

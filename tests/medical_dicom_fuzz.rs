@@ -132,12 +132,17 @@ fn long_element(group: u16, elem: u16, vr: &[u8; 2], len: u32, value: &[u8]) -> 
 
 #[test]
 fn malformed_dicom_never_panics_nor_over_allocates() {
-    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/dicom/tiny_ct/IM0000.dcm");
+    let fixture =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/dicom/tiny_ct/IM0000.dcm");
     let good = std::fs::read(&fixture).unwrap();
-    let dir: PathBuf = std::env::temp_dir().join(format!("medsam2_dicom_fuzz_{}", std::process::id()));
+    let dir: PathBuf =
+        std::env::temp_dir().join(format!("medsam2_dicom_fuzz_{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("slice.dcm");
-    assert!(read(&path, &good, "the fixture"), "the uncorrupted file must read");
+    assert!(
+        read(&path, &good, "the fixture"),
+        "the uncorrupted file must read"
+    );
 
     // Every truncation is an error (the pixel data ends the file).
     for len in 0..good.len() {
@@ -159,7 +164,10 @@ fn malformed_dicom_never_panics_nor_over_allocates() {
         }
         errors += !read(&path, &b, &format!("corruption #{t}")) as usize;
     }
-    assert!(errors > 100, "only {errors} of 1500 corruptions were errors");
+    assert!(
+        errors > 100,
+        "only {errors} of 1500 corruptions were errors"
+    );
 
     // Hostile declared lengths: the pixel data, a text value, a sequence item.
     let pd = good

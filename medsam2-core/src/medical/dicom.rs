@@ -419,7 +419,13 @@ fn arrange(mut slices: Vec<SliceInfo>, tol: f64) -> Result<(Vec<SliceInfo>, Geom
                 ),
             ));
         }
-        if !(0..2).all(|i| near(s.pixel_spacing[i], first.pixel_spacing[i], GEOMETRY_TOLERANCE)) {
+        if !(0..2).all(|i| {
+            near(
+                s.pixel_spacing[i],
+                first.pixel_spacing[i],
+                GEOMETRY_TOLERANCE,
+            )
+        }) {
             return Err(err(
                 s,
                 format!(
@@ -430,7 +436,11 @@ fn arrange(mut slices: Vec<SliceInfo>, tol: f64) -> Result<(Vec<SliceInfo>, Geom
                 ),
             ));
         }
-        if !(0..2).all(|v| (0..3).all(|c| (s.orientation[v][c] - first.orientation[v][c]).abs() <= GEOMETRY_TOLERANCE)) {
+        if !(0..2).all(|v| {
+            (0..3).all(|c| {
+                (s.orientation[v][c] - first.orientation[v][c]).abs() <= GEOMETRY_TOLERANCE
+            })
+        }) {
             return Err(err(
                 s,
                 format!(
@@ -450,20 +460,29 @@ fn arrange(mut slices: Vec<SliceInfo>, tol: f64) -> Result<(Vec<SliceInfo>, Geom
     let n = slices.len();
     let z: Vec<f64> = slices.iter().map(|s| dot(s.position, normal)).collect();
     let spacing_k = if n == 1 {
-        first.between.or(first.thickness).filter(|v| *v > 0.0).unwrap_or(1.0)
+        first
+            .between
+            .or(first.thickness)
+            .filter(|v| *v > 0.0)
+            .unwrap_or(1.0)
     } else {
         let gaps: Vec<f64> = z.windows(2).map(|w| w[1] - w[0]).collect();
         // Duplicates first: they would make the median meaningless.
         for (i, g) in gaps.iter().enumerate() {
             if *g <= 1e-3 {
-                let same_uid = slices[i].sop_uid == slices[i + 1].sop_uid && !slices[i].sop_uid.is_empty();
+                let same_uid =
+                    slices[i].sop_uid == slices[i + 1].sop_uid && !slices[i].sop_uid.is_empty();
                 return Err(err(
                     &slices[i + 1],
                     format!(
                         "duplicate slice: same position {:.4} mm along the normal as {}{}",
                         z[i],
                         slices[i].path.display(),
-                        if same_uid { " (same SOPInstanceUID)" } else { "" }
+                        if same_uid {
+                            " (same SOPInstanceUID)"
+                        } else {
+                            ""
+                        }
                     ),
                 ));
             }
@@ -503,7 +522,11 @@ fn arrange(mut slices: Vec<SliceInfo>, tol: f64) -> Result<(Vec<SliceInfo>, Geom
         for s in &slices[1..] {
             let d = sub(s.position, slices[0].position);
             let along = dot(d, normal);
-            let off = [d[0] - along * normal[0], d[1] - along * normal[1], d[2] - along * normal[2]];
+            let off = [
+                d[0] - along * normal[0],
+                d[1] - along * normal[1],
+                d[2] - along * normal[2],
+            ];
             let off_len = dot(off, off).sqrt();
             if off_len > tol * step.max(along.abs() * 1e-2) {
                 let tilt = s
@@ -627,7 +650,10 @@ fn decode_slice(s: &SliceInfo) -> Result<Vec<f64>> {
     // The file may have changed since the headers were read.
     let now = slice_info(&obj, &s.path, bytes.len() as u64)?;
     if (now.rows, now.cols, now.bits_allocated) != (s.rows, s.cols, s.bits_allocated) {
-        return Err(MedicalError::format(FMT, "the file changed while the series was read"));
+        return Err(MedicalError::format(
+            FMT,
+            "the file changed while the series was read",
+        ));
     }
     now.check_budget()?;
     if let Ok(pd) = obj.element(tags::PIXEL_DATA) {
@@ -702,8 +728,12 @@ fn check_jpeg_size(stream: &[u8], rows: usize, cols: usize) -> Result<()> {
 
 /// Runs third-party decoding, turning a panic into an error.
 fn guard<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
-        .unwrap_or_else(|_| Err(MedicalError::format(FMT, "the DICOM decoder failed on this file")))
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|_| {
+        Err(MedicalError::format(
+            FMT,
+            "the DICOM decoder failed on this file",
+        ))
+    })
 }
 
 /// An error of the dicom-rs crates with its causes, on one line.
@@ -748,7 +778,10 @@ fn open_checked(bytes: &[u8]) -> Result<DefaultDicomObject> {
 fn text(obj: &InMemDicomObject, tag: Tag) -> Option<String> {
     let e = obj.element_opt(tag).ok().flatten()?;
     let s = e.to_str().ok()?;
-    Some(s.trim_matches(|c: char| c == '\0' || c.is_whitespace()).to_string())
+    Some(
+        s.trim_matches(|c: char| c == '\0' || c.is_whitespace())
+            .to_string(),
+    )
 }
 
 fn floats(obj: &InMemDicomObject, tag: Tag) -> Option<Vec<f64>> {
@@ -821,9 +854,15 @@ fn slice_info(obj: &InMemDicomObject, path: &Path, file_len: u64) -> Result<Slic
     };
     let (r, c) = match (unit(&iop[..3]), unit(&iop[3..6])) {
         (Some(r), Some(c)) if dot(r, c).abs() < 1e-3 => (r, c),
-        _ => return Err(bad(format!("ImageOrientationPatient {iop:?} is not two orthogonal unit vectors"))),
+        _ => {
+            return Err(bad(format!(
+                "ImageOrientationPatient {iop:?} is not two orthogonal unit vectors"
+            )))
+        }
     };
-    let slope = float(obj, tags::RESCALE_SLOPE).filter(|s| *s != 0.0).unwrap_or(1.0);
+    let slope = float(obj, tags::RESCALE_SLOPE)
+        .filter(|s| *s != 0.0)
+        .unwrap_or(1.0);
     let intercept = float(obj, tags::RESCALE_INTERCEPT).unwrap_or(0.0);
     let encapsulated = matches!(
         obj.element(tags::PIXEL_DATA).map(|e| e.value()),
@@ -957,13 +996,44 @@ impl Walk<'_> {
             let vr = [self.b[self.pos + 4], self.b[self.pos + 5]];
             let short = matches!(
                 &vr,
-                b"AE" | b"AS" | b"AT" | b"CS" | b"DA" | b"DS" | b"DT" | b"FL" | b"FD" | b"IS" | b"LO"
-                    | b"LT" | b"PN" | b"SH" | b"SL" | b"SS" | b"ST" | b"TM" | b"UI" | b"UL" | b"US"
+                b"AE"
+                    | b"AS"
+                    | b"AT"
+                    | b"CS"
+                    | b"DA"
+                    | b"DS"
+                    | b"DT"
+                    | b"FL"
+                    | b"FD"
+                    | b"IS"
+                    | b"LO"
+                    | b"LT"
+                    | b"PN"
+                    | b"SH"
+                    | b"SL"
+                    | b"SS"
+                    | b"ST"
+                    | b"TM"
+                    | b"UI"
+                    | b"UL"
+                    | b"US"
             );
             let known = short
                 || matches!(
                     &vr,
-                    b"OB" | b"OD" | b"OF" | b"OL" | b"OV" | b"OW" | b"SQ" | b"SV" | b"UC" | b"UN" | b"UR" | b"UT" | b"UV"
+                    b"OB"
+                        | b"OD"
+                        | b"OF"
+                        | b"OL"
+                        | b"OV"
+                        | b"OW"
+                        | b"SQ"
+                        | b"SV"
+                        | b"UC"
+                        | b"UN"
+                        | b"UR"
+                        | b"UT"
+                        | b"UV"
                 );
             let vr = if known { vr } else { *b"UN" };
             if !short {
@@ -1060,7 +1130,10 @@ impl Walk<'_> {
                 return Ok(());
             }
             if tag != ITEM {
-                return Err(format!("expected a pixel data fragment at byte {}", self.pos - 8));
+                return Err(format!(
+                    "expected a pixel data fragment at byte {}",
+                    self.pos - 8
+                ));
             }
             let n = self.fits(len, tag)?;
             self.pos += n;
@@ -1125,7 +1198,11 @@ fn check_lengths(bytes: &[u8]) -> std::result::Result<(), String> {
             if inflated.len() as u64 > cap {
                 return Err("deflated data set inflates beyond the size limit".into());
             }
-            Walk { b: &inflated, pos: 0 }.elements(End::Eof, meta, 0)
+            Walk {
+                b: &inflated,
+                pos: 0,
+            }
+            .elements(End::Eof, meta, 0)
         }
         _ => Walk { b: body, pos: 0 }.elements(End::Eof, meta, 0),
     }

@@ -113,10 +113,12 @@ pub fn write_volume(path: impl AsRef<Path>, volume: &Volume) -> Result<()> {
     match FileFormat::from_path(path)? {
         FileFormat::Nii | FileFormat::NiiGz => nifti::write_nifti(path, volume),
         FileFormat::Nrrd => nrrd::write_nrrd(path, volume, nrrd::NrrdEncoding::Gzip),
-        f @ (FileFormat::Nhdr | FileFormat::Npz | FileFormat::DicomSeries) => Err(MedicalError::InvalidArgument(format!(
-            "cannot write {f:?} files ({}); use .nii, .nii.gz or .nrrd",
-            path.display()
-        ))),
+        f @ (FileFormat::Nhdr | FileFormat::Npz | FileFormat::DicomSeries) => {
+            Err(MedicalError::InvalidArgument(format!(
+                "cannot write {f:?} files ({}); use .nii, .nii.gz or .nrrd",
+                path.display()
+            )))
+        }
     }
 }
 

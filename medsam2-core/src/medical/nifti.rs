@@ -516,7 +516,6 @@ fn header_bytes(volume: &Volume) -> Result<[u8; HEADER_SIZE]> {
         orthonormal,
     } = ras_fields(g);
     let pixdim: [f32; 8] = [
-
         qfac as f32,
         g.spacing[0] as f32,
         g.spacing[1] as f32,

@@ -143,10 +143,18 @@ fn parse_header(h: &[u8]) -> Result<HeaderInfo> {
         256 => DataType::I8,
         512 => DataType::U16,
         768 => DataType::U32,
-        other => return Err(MedicalError::unsupported(FMT, format!("datatype code {other}"))),
+        other => {
+            return Err(MedicalError::unsupported(
+                FMT,
+                format!("datatype code {other}"),
+            ))
+        }
     };
     if f.i16(14) as usize != dtype.size() * 8 {
-        return Err(bad(format!("bitpix {} does not match datatype {code}", f.i16(14))));
+        return Err(bad(format!(
+            "bitpix {} does not match datatype {code}",
+            f.i16(14)
+        )));
     }
     let nbytes = dims
         .iter()
@@ -206,11 +214,29 @@ pub fn encode_nifti2(volume: &Volume, gzip: bool) -> Result<Vec<u8>> {
     put(4, MAGIC);
     put(12, &nifti::datatype_code(dt).to_le_bytes());
     put(14, &((dt.size() * 8) as i16).to_le_bytes());
-    let dim = [3, dims[0] as i64, dims[1] as i64, dims[2] as i64, 1, 1, 1, 1];
+    let dim = [
+        3,
+        dims[0] as i64,
+        dims[1] as i64,
+        dims[2] as i64,
+        1,
+        1,
+        1,
+        1,
+    ];
     for (i, d) in dim.iter().enumerate() {
         put(16 + 8 * i, &d.to_le_bytes());
     }
-    let pixdim = [r.qfac, g.spacing[0], g.spacing[1], g.spacing[2], 1.0, 1.0, 1.0, 1.0];
+    let pixdim = [
+        r.qfac,
+        g.spacing[0],
+        g.spacing[1],
+        g.spacing[2],
+        1.0,
+        1.0,
+        1.0,
+        1.0,
+    ];
     for (i, p) in pixdim.iter().enumerate() {
         put(104 + 8 * i, &p.to_le_bytes());
     }
@@ -258,14 +284,23 @@ mod tests {
             origin: [12.5, -40.25, 7.123456789012],
             direction: [[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, -1.0]],
         };
-        let v = Volume::new([4, 3, 2], g, VoxelData::I16((0..24).map(|i| i * 100 - 999).collect())).unwrap();
+        let v = Volume::new(
+            [4, 3, 2],
+            g,
+            VoxelData::I16((0..24).map(|i| i * 100 - 999).collect()),
+        )
+        .unwrap();
         for gz in [false, true] {
             let b = encode_nifti2(&v, gz).unwrap();
             assert!(is_nifti2(&b));
             let back = nifti::parse_nifti(&b).unwrap();
             assert_eq!(back.data(), v.data());
             // f64 transforms: far tighter than NIfTI-1's f32.
-            assert!(back.geometry().approx_eq(v.geometry(), 1e-12), "{:?}", back.geometry());
+            assert!(
+                back.geometry().approx_eq(v.geometry(), 1e-12),
+                "{:?}",
+                back.geometry()
+            );
         }
         // Big-endian: swap every header field and voxel.
         let le = encode_nifti2(&v, false).unwrap();
@@ -275,7 +310,11 @@ mod tests {
         for off in [12, 14] {
             swap(&mut be, off, 2);
         }
-        for off in (16..168).step_by(8).chain([168, 176, 184]).chain((352..496).step_by(8)) {
+        for off in (16..168)
+            .step_by(8)
+            .chain([168, 176, 184])
+            .chain((352..496).step_by(8))
+        {
             swap(&mut be, off, 8);
         }
         for off in [344, 348, 500] {

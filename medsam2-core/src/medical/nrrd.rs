@@ -219,7 +219,11 @@ pub(super) fn parse_layers(
         .ok_or_else(|| bad("missing field \"encoding\""))?;
     let mut spatial = sizes.clone();
     let mut layers = 1;
-    if allow_layers && h.directions.as_ref().is_some_and(|d| d.len() == 4 && d[0].is_none()) {
+    if allow_layers
+        && h.directions
+            .as_ref()
+            .is_some_and(|d| d.len() == 4 && d[0].is_none())
+    {
         layers = sizes[0];
         spatial[0] = 1;
     }

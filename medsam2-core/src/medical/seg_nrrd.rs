@@ -45,7 +45,13 @@ pub struct Segment {
 
 impl Segment {
     /// A segment with Slicer's defaults for the other fields.
-    pub fn new(id: impl Into<String>, name: impl Into<String>, color: [f64; 3], layer: usize, label_value: u32) -> Segment {
+    pub fn new(
+        id: impl Into<String>,
+        name: impl Into<String>,
+        color: [f64; 3],
+        layer: usize,
+        label_value: u32,
+    ) -> Segment {
         Segment {
             id: id.into(),
             name: name.into(),
@@ -90,7 +96,13 @@ impl Segmentation {
             .iter()
             .enumerate()
             .map(|(i, (value, name))| {
-                Segment::new(format!("Segment_{value}"), name.clone(), PALETTE[i % PALETTE.len()], 0, *value)
+                Segment::new(
+                    format!("Segment_{value}"),
+                    name.clone(),
+                    PALETTE[i % PALETTE.len()],
+                    0,
+                    *value,
+                )
             })
             .collect();
         Ok(Segmentation {
@@ -103,10 +115,16 @@ impl Segmentation {
     /// The voxels of segment `index` (its layer equal to its label value).
     pub fn mask(&self, index: usize) -> Result<Vec<bool>> {
         let s = self.segments.get(index).ok_or_else(|| {
-            MedicalError::InvalidArgument(format!("no segment {index} (of {})", self.segments.len()))
+            MedicalError::InvalidArgument(format!(
+                "no segment {index} (of {})",
+                self.segments.len()
+            ))
         })?;
         let layer = self.layers.get(s.layer).ok_or_else(|| {
-            MedicalError::InvalidArgument(format!("segment \"{}\" is in missing layer {}", s.name, s.layer))
+            MedicalError::InvalidArgument(format!(
+                "segment \"{}\" is in missing layer {}",
+                s.name, s.layer
+            ))
         })?;
         let v = s.label_value as f64;
         Ok((0..layer.num_voxels())
@@ -200,19 +218,28 @@ pub fn parse_seg_nrrd(bytes: &[u8]) -> Result<Segmentation> {
     }
     let mut segments = Vec::new();
     for (i, kv) in by_index {
-        let get = |key: &str| kv.iter().find(|(k, _)| k == key).map(|(_, v)| v.trim().to_string());
+        let get = |key: &str| {
+            kv.iter()
+                .find(|(k, _)| k == key)
+                .map(|(_, v)| v.trim().to_string())
+        };
         let num = |key: &str, default: usize| -> Result<usize> {
             match get(key) {
                 None => Ok(default),
-                Some(s) => s
-                    .parse()
-                    .map_err(|_| bad(format!("Segment{i}_{key} \"{s}\" is not a non-negative integer"))),
+                Some(s) => s.parse().map_err(|_| {
+                    bad(format!(
+                        "Segment{i}_{key} \"{s}\" is not a non-negative integer"
+                    ))
+                }),
             }
         };
         let color = match get("Color") {
             None => PALETTE[i % PALETTE.len()],
             Some(c) => {
-                let v: Vec<f64> = c.split_whitespace().filter_map(|t| t.parse().ok()).collect();
+                let v: Vec<f64> = c
+                    .split_whitespace()
+                    .filter_map(|t| t.parse().ok())
+                    .collect();
                 match v.as_slice() {
                     [r, g, b] if [r, g, b].iter().all(|x| x.is_finite()) => [*r, *g, *b],
                     _ => return Err(bad(format!("Segment{i}_Color \"{c}\""))),
@@ -220,25 +247,44 @@ pub fn parse_seg_nrrd(bytes: &[u8]) -> Result<Segmentation> {
             }
         };
         let extent = get("Extent").and_then(|e| {
-            let v: Vec<i64> = e.split_whitespace().filter_map(|t| t.parse().ok()).collect();
+            let v: Vec<i64> = e
+                .split_whitespace()
+                .filter_map(|t| t.parse().ok())
+                .collect();
             (v.len() == 6 && v.chunks(2).all(|p| p[0] >= 0 && p[0] <= p[1]))
                 .then(|| [0, 1, 2, 3, 4, 5].map(|a| v[a] as usize))
         });
         let layer = num("Layer", 0)?;
         if layer >= layers.len() {
-            return Err(bad(format!("Segment{i}_Layer {layer}, the file has {} layers", layers.len())));
+            return Err(bad(format!(
+                "Segment{i}_Layer {layer}, the file has {} layers",
+                layers.len()
+            )));
         }
         let label = num("LabelValue", 1)?;
-        let known = ["ID", "Name", "Color", "Layer", "LabelValue", "Extent", "Tags"];
+        let known = [
+            "ID",
+            "Name",
+            "Color",
+            "Layer",
+            "LabelValue",
+            "Extent",
+            "Tags",
+        ];
         segments.push(Segment {
             id: get("ID").unwrap_or_else(|| format!("Segment_{}", i + 1)),
             name: get("Name").unwrap_or_else(|| format!("Segment_{}", i + 1)),
             color,
             layer,
-            label_value: u32::try_from(label).map_err(|_| bad(format!("Segment{i}_LabelValue {label}")))?,
+            label_value: u32::try_from(label)
+                .map_err(|_| bad(format!("Segment{i}_LabelValue {label}")))?,
             extent,
             tags: get("Tags").unwrap_or_default(),
-            extra: kv.iter().filter(|(k, _)| !known.contains(&k.as_str())).cloned().collect(),
+            extra: kv
+                .iter()
+                .filter(|(k, _)| !known.contains(&k.as_str()))
+                .cloned()
+                .collect(),
         });
     }
     Ok(Segmentation {
@@ -257,14 +303,16 @@ pub fn write_seg_nrrd(path: impl AsRef<Path>, seg: &Segmentation) -> Result<()> 
 /// The bytes of a `.seg.nrrd` for `seg`: 3-D with one layer, else 4-D with
 /// the layers first; extents are recomputed from the voxels.
 pub fn encode_seg_nrrd(seg: &Segmentation) -> Result<Vec<u8>> {
-    let first = seg
-        .layers
-        .first()
-        .ok_or_else(|| MedicalError::InvalidArgument("a segmentation needs at least one layer".into()))?;
+    let first = seg.layers.first().ok_or_else(|| {
+        MedicalError::InvalidArgument("a segmentation needs at least one layer".into())
+    })?;
     let (dims, geometry): ([usize; 3], Geometry) = (first.dims(), *first.geometry());
     for (l, v) in seg.layers.iter().enumerate() {
         check_integer(v)?;
-        if v.dims() != dims || !v.geometry().approx_eq(&geometry, 1e-9) || v.data_type() != first.data_type() {
+        if v.dims() != dims
+            || !v.geometry().approx_eq(&geometry, 1e-9)
+            || v.data_type() != first.data_type()
+        {
             return Err(MedicalError::ShapeMismatch(format!(
                 "layer {l} differs from layer 0 in size, geometry or voxel type"
             )));
@@ -274,7 +322,10 @@ pub fn encode_seg_nrrd(seg: &Segmentation) -> Result<Vec<u8>> {
     let has = |k: &str| seg.fields.iter().any(|(f, _)| f == k);
     for (k, v) in [
         ("Segmentation_MasterRepresentation", "Binary labelmap"),
-        ("Segmentation_ContainedRepresentationNames", "Binary labelmap|"),
+        (
+            "Segmentation_ContainedRepresentationNames",
+            "Binary labelmap|",
+        ),
         ("Segmentation_ReferenceImageExtentOffset", "0 0 0"),
     ] {
         if !has(k) {
@@ -383,9 +434,14 @@ mod tests {
         };
         seg.segments[1].extra.push(("Custom".into(), "kept".into()));
         let bytes = encode_seg_nrrd(&seg).unwrap();
-        let text = String::from_utf8_lossy(&bytes[..bytes.iter().position(|&b| b == 0x1f).unwrap()]).to_string();
+        let text =
+            String::from_utf8_lossy(&bytes[..bytes.iter().position(|&b| b == 0x1f).unwrap()])
+                .to_string();
         assert!(text.contains("dimension: 4\n"), "{text}");
-        assert!(text.contains("kinds: list domain domain domain\n"), "{text}");
+        assert!(
+            text.contains("kinds: list domain domain domain\n"),
+            "{text}"
+        );
         assert!(text.contains("Segment0_Extent:=0 1 0 0 0 0\n"), "{text}");
         assert!(text.contains("Segment2_Extent:=1 1 1 1 0 0\n"), "{text}");
         let back = parse_seg_nrrd(&bytes).unwrap();
@@ -393,10 +449,14 @@ mod tests {
         assert_eq!(back.segments.len(), 3);
         assert_eq!(back.segments[1].name, "tumour");
         assert_eq!(back.segments[1].layer, 1);
-        assert!(back.segments[1].extra.contains(&("Custom".into(), "kept".into())));
+        assert!(back.segments[1]
+            .extra
+            .contains(&("Custom".into(), "kept".into())));
         assert_eq!(back.segments[2].label_value, 2);
         assert_eq!(back.segments[0].extent, Some([0, 1, 0, 0, 0, 0]));
-        assert!(back.fields.contains(&("Segmentation_ConversionParameters".into(), "a|b|c&d".into())));
+        assert!(back
+            .fields
+            .contains(&("Segmentation_ConversionParameters".into(), "a|b|c&d".into())));
         // Overlap: voxel 1 belongs to liver and tumour.
         assert!(back.mask(0).unwrap()[1] && back.mask(1).unwrap()[1]);
         assert_eq!(back.mask(2).unwrap().iter().filter(|m| **m).count(), 1);
@@ -407,12 +467,17 @@ mod tests {
     #[test]
     fn single_layer_is_three_dimensional_and_plain_nrrd_reads_it() {
         let labels = grid(vec![0, 1, 1, 0, 2, 2, 0, 0, 0, 0, 0, 0]);
-        let seg = Segmentation::from_labels(&labels, &[(1, "left".into()), (2, "right".into())]).unwrap();
+        let seg =
+            Segmentation::from_labels(&labels, &[(1, "left".into()), (2, "right".into())]).unwrap();
         let bytes = encode_seg_nrrd(&seg).unwrap();
         assert_eq!(nrrd::parse_nrrd(&bytes).unwrap(), labels);
         let back = parse_seg_nrrd(&bytes).unwrap();
         assert_eq!(back.segments[1].name, "right");
         assert_eq!(back.segments[1].extent, Some([1, 2, 1, 1, 0, 0]));
-        assert!(Segmentation::from_labels(&labels.with_data(VoxelData::F32(vec![0.0; 12])).unwrap(), &[]).is_err());
+        assert!(Segmentation::from_labels(
+            &labels.with_data(VoxelData::F32(vec![0.0; 12])).unwrap(),
+            &[]
+        )
+        .is_err());
     }
 }
