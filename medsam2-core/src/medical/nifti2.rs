@@ -121,7 +121,7 @@ fn parse_header(h: &[u8]) -> Result<HeaderInfo> {
     let mut dims = [1usize; 3];
     for a in 1..=ndim as usize {
         let d = f.i64(16 + 8 * a);
-        if d < 1 || d > (1 << 40) {
+        if !(1..=(1 << 40)).contains(&d) {
             return Err(bad(format!("dim[{a}] = {d}")));
         }
         if a <= 3 {
