@@ -247,11 +247,21 @@ fn several_series_are_listed_and_one_can_be_chosen() {
     let uid31 = "1.2.826.0.1.3680043.10.1422.31.1";
     let e = dicom::read_dicom_dir(&dir, &Default::default()).unwrap_err();
     let msg = e.to_string();
-    assert!(msg.contains("2 DICOM series"), "{msg}");
+    assert!(msg.contains("3 DICOM series"), "{msg}");
     assert!(msg.contains(uid30) && msg.contains(uid31), "{msg}");
     assert!(msg.contains("4 files") && msg.contains("5 files"), "{msg}");
     let (list, _) = dicom::list_dicom_series(&dir).unwrap();
-    assert_eq!(list.len(), 2);
+    assert_eq!(list.len(), 3);
+    // The unusable series is an error only when chosen.
+    let c = dicom::DicomOptions {
+        series_uid: Some("1.2.826.0.1.3680043.10.1422.32.1".into()),
+        ..Default::default()
+    };
+    let msg = dicom::read_dicom_dir(&dir, &c).unwrap_err().to_string();
+    assert!(
+        msg.contains("c0.dcm") && msg.contains("missing ImagePositionPatient"),
+        "{msg}"
+    );
     let opts = dicom::DicomOptions {
         series_uid: Some(uid31.into()),
         ..Default::default()

@@ -208,6 +208,10 @@ def synthetic(out):
     write_series(d, vol[:4], sp, (0, 0, 0), np.eye(3), series=30, names=[f"a{k}.dcm" for k in range(4)])
     write_series(d, vol[:5], sp, (0, 0, 0), np.eye(3), series=31, names=[f"b{k}.dcm" for k in range(5)])
     sitk_reference(d, os.path.join(refs, "two_series_31"), uid(31, 1))
+    # A third series that cannot be used (a screenshot without position): only
+    # an error when it is the one chosen.
+    p = write_series(d, vol[:1], sp, (0, 0, 0), np.eye(3), series=32, names=["c0.dcm"])
+    edit(p[0], lambda ds: delattr(ds, "ImagePositionPatient"))
 
     # Broken series, one inconsistency each; broken.json names the file and the error.
     broken = {}
@@ -302,9 +306,13 @@ def from_nifti(nifti, out):
 
 def fixtures(out):
     """The tiny committed set (tests/fixtures/dicom): one series and its reference."""
-    if os.path.isdir(out):
-        shutil.rmtree(out)
-    os.makedirs(out)
+    for name in ("tiny_ct", "tiny_ct_ref.json", "tiny_ct_ref.raw"):
+        path = os.path.join(out, name)
+        if os.path.isdir(path):
+            shutil.rmtree(path)
+        elif os.path.exists(path):
+            os.remove(path)
+    os.makedirs(out, exist_ok=True)
     vol = phantom(4, 5, 6, seed=3)
     d = os.path.join(out, "tiny_ct")
     write_series(d, vol, (0.8, 0.6, 2.0), (-5.5, 7.25, -30.0), rotation(0.1, 0.2, -0.3), series=80,

@@ -264,6 +264,9 @@ impl SliceInfo {
 struct Group {
     summary: Option<SeriesSummary>,
     slices: Vec<SliceInfo>,
+    /// Image files of the series that cannot be used (reported when the
+    /// series is read, so that another series can still be chosen).
+    errors: Vec<MedicalError>,
 }
 
 impl Group {
@@ -275,7 +278,7 @@ impl Group {
             description: String::new(),
             files: 0,
         });
-        s.files = self.slices.len();
+        s.files = self.slices.len() + self.errors.len();
         s
     }
 }
@@ -305,7 +308,7 @@ fn scan(files: &[PathBuf]) -> Result<(BTreeMap<String, Group>, Vec<SkippedFile>)
         let uid = text(&obj, tags::SERIES_INSTANCE_UID).unwrap_or_default();
         let info = slice_info(&obj, path, bytes.len() as u64)
             .and_then(|i| i.check_budget().map(|_| i))
-            .map_err(|e| e.with_path(path))?;
+            .map_err(|e| e.with_path(path));
         let g = groups.entry(uid.clone()).or_default();
         if g.summary.is_none() {
             g.summary = Some(SeriesSummary {
@@ -316,7 +319,10 @@ fn scan(files: &[PathBuf]) -> Result<(BTreeMap<String, Group>, Vec<SkippedFile>)
                 files: 0,
             });
         }
-        g.slices.push(info);
+        match info {
+            Ok(info) => g.slices.push(info),
+            Err(e) => g.errors.push(e),
+        }
     }
     Ok((groups, skipped))
 }
@@ -357,7 +363,10 @@ fn read_series(files: &[PathBuf], options: &DicomOptions, what: &str) -> Result<
             )))
         }
     };
-    let group = groups.remove(&uid).unwrap_or_default();
+    let mut group = groups.remove(&uid).unwrap_or_default();
+    if !group.errors.is_empty() {
+        return Err(group.errors.swap_remove(0));
+    }
     let series = group.summary();
     let (slices, geometry) = arrange(group.slices, tol)?;
     let (volume, rescaled) = decode_volume(&slices, geometry)?;
