@@ -18,6 +18,7 @@
 
 mod codec;
 pub mod dicom;
+mod dicom_lengths;
 pub mod error;
 pub mod intensity;
 pub mod metrics;
