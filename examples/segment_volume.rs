@@ -6,7 +6,7 @@
 //!     --checkpoint MedSAM2_latest.pt --config medsam2 \
 //!     --box 6,250,230,300,280 --montage /tmp/ct_seg.png
 //! ```
-//! Reads a NIfTI, NRRD or `.npz` volume, maps it to grey levels, cuts it into
+//! Reads a NIfTI, NRRD or `.npz` volume or a DICOM series folder, maps it to grey levels, cuts it into
 //! slices along an axis, prompts one or more objects (boxes, clicks or a
 //! label volume's masks), propagates through the volume, writes the label
 //! volume with the input's grid and geometry and prints a summary. Run with
@@ -61,12 +61,21 @@ EXIT STATUS
 #[derive(Parser, Debug)]
 #[command(version, after_help = AFTER_HELP)]
 struct Args {
-    /// Input volume: .nii, .nii.gz, .nrrd, .nhdr or .npz (array `imgs`).
-    #[arg(long, value_name = "IN")]
+    /// Input volume: .nii, .nii.gz, .nrrd, .nhdr, .npz (array `imgs`) or a
+    /// folder holding a DICOM series.
+    #[arg(long, value_name = "IN|DIR")]
     volume: PathBuf,
-    /// Output label volume: .nii, .nii.gz or .nrrd (input's grid and geometry).
+    /// SeriesInstanceUID to read when the DICOM folder holds several series.
+    #[arg(long, value_name = "UID")]
+    series: Option<String>,
+    /// Output label volume: .nii, .nii.gz or .nrrd (input's grid and
+    /// geometry), or .seg.nrrd (3D Slicer, one named segment per object).
     #[arg(long, value_name = "OUT")]
     out: PathBuf,
+    /// Name of object OBJ's segment in a .seg.nrrd output (`OBJ:NAME`,
+    /// repeatable; default `object OBJ`).
+    #[arg(long, value_name = "OBJ:NAME")]
+    segment_name: Vec<String>,
     /// Model checkpoint: .pt, .pth or .safetensors with the official key names.
     #[arg(long, value_name = "FILE")]
     checkpoint: PathBuf,
@@ -131,6 +140,19 @@ struct Args {
 
 fn job_from(args: &Args) -> Result<SegmentJob, JobError> {
     let mut job = SegmentJob::new(&args.volume, &args.out, &args.checkpoint, &args.config);
+    job.series = args.series.clone();
+    for n in &args.segment_name {
+        let (id, name) = n
+            .split_once(':')
+            .and_then(|(i, name)| Some((i.trim().parse::<u32>().ok()?, name.trim())))
+            .filter(|(i, name)| *i > 0 && !name.is_empty())
+            .ok_or_else(|| {
+                JobError(format!(
+                    "--segment-name `{n}`: expected OBJ:NAME, e.g. 1:liver"
+                ))
+            })?;
+        job.segment_names.push((id, name.to_string()));
+    }
     job.boxes = args.boxes.clone();
     job.points = args.points.clone();
     job.physical = args.physical;
@@ -182,6 +204,13 @@ fn print_summary(args: &Args, job: &SegmentJob, r: &SegmentReport) {
         g.spacing[1],
         g.spacing[2]
     );
+    if let Some((series, skipped)) = &r.dicom {
+        println!(
+            "dicom:   series {}, {} non-image files skipped",
+            series,
+            skipped.len()
+        );
+    }
     println!(
         "slices:  {} along axis {} ({}x{} pixels), {}",
         r.num_slices,

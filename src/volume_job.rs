@@ -1222,10 +1222,16 @@ pub fn montage(
 /// Settings of the `segment_volume` job (the example's flags, parsed).
 #[derive(Clone, Debug)]
 pub struct SegmentJob {
-    /// Input volume (NIfTI, NRRD or `.npz`, whose `imgs` array is read).
+    /// Input volume (NIfTI, NRRD, `.npz`, whose `imgs` array is read, or a
+    /// folder holding a DICOM series).
     pub volume: PathBuf,
-    /// Output label volume (`.nii`, `.nii.gz` or `.nrrd`).
+    /// SeriesInstanceUID to read when the DICOM folder holds several series.
+    pub series: Option<String>,
+    /// Output label volume (`.nii`, `.nii.gz`, `.nrrd`, or `.seg.nrrd`: a 3D
+    /// Slicer segmentation with one named segment per object).
     pub out: PathBuf,
+    /// Segment names for a `.seg.nrrd` output, by object id (default `object N`).
+    pub segment_names: Vec<(u32, String)>,
     /// Model checkpoint (`.pt`, `.pth` or `.safetensors`).
     pub checkpoint: PathBuf,
     /// Config preset name or YAML path.
@@ -1268,7 +1274,9 @@ impl SegmentJob {
     ) -> Self {
         SegmentJob {
             volume: volume.into(),
+            series: None,
             out: out.into(),
+            segment_names: Vec::new(),
             checkpoint: checkpoint.into(),
             config: config.to_string(),
             boxes: Vec::new(),
@@ -1293,6 +1301,11 @@ impl SegmentJob {
 pub struct SegmentReport {
     /// The input volume's voxels and geometry (as read).
     pub input: Volume,
+    /// For a DICOM folder: the series read and the files skipped.
+    pub dicom: Option<(
+        medical::dicom::SeriesSummary,
+        Vec<medical::dicom::SkippedFile>,
+    )>,
     /// The label volume written (the input's grid and geometry).
     pub labels: Volume,
     /// The intensity mapping used.
@@ -1384,7 +1397,7 @@ pub fn run_segment_job(
             job.checkpoint.display()
         )));
     }
-    let input = read_volume(&job.volume, medical::NPZ_IMAGE_KEY)?;
+    let (input, dicom) = read_input(&job.volume, job.series.as_deref())?;
     let mut prompts = parse_prompts(&input, job.axis, &job.boxes, &job.points, job.physical)?;
     if let Some(m) = &job.mask {
         let labels = read_volume(m, medical::NPZ_LABEL_KEY)?;
@@ -1415,9 +1428,8 @@ pub fn run_segment_job(
         seg.keep_largest_component();
     }
     let labels = label_volume(&input, job.axis, &seg)?;
-    // The error names the file already.
-    medical::write_volume(&job.out, &labels).map_err(|e| JobError(e.to_string()))?;
     let ids: Vec<u32> = prompts.iter().map(|o| o.obj_id).collect();
+    write_labels(&job.out, &labels, &ids, &job.segment_names)?;
     let objects = object_stats(&labels, job.axis, &ids);
     let key_slice = prompts[0].first_frame().unwrap_or(0);
     let (c, r) = job.axis.in_plane();
@@ -1430,6 +1442,7 @@ pub fn run_segment_job(
     });
     Ok(SegmentReport {
         input,
+        dicom,
         labels,
         normalization: norm,
         num_slices: slices.len(),
@@ -1506,6 +1519,78 @@ pub fn find_cases(dir: &Path) -> Result<Vec<CaseFiles>> {
     }
     out.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(out)
+}
+
+/// Reads the input of a job: a volume file, or a DICOM series from a folder
+/// (series `series` when it holds several), with what was read and skipped.
+#[allow(clippy::type_complexity)]
+pub fn read_input(
+    path: &Path,
+    series: Option<&str>,
+) -> Result<(
+    Volume,
+    Option<(
+        medical::dicom::SeriesSummary,
+        Vec<medical::dicom::SkippedFile>,
+    )>,
+)> {
+    if !path.is_dir() {
+        if series.is_some() {
+            return Err(JobError(format!(
+                "--series applies to a DICOM folder, {} is a file",
+                path.display()
+            )));
+        }
+        return Ok((read_volume(path, medical::NPZ_IMAGE_KEY)?, None));
+    }
+    let opts = medical::dicom::DicomOptions {
+        series_uid: series.map(str::to_string),
+        ..Default::default()
+    };
+    let s = medical::dicom::read_dicom_dir(path, &opts).map_err(|e| {
+        let msg = e.to_string();
+        let shown = path.display().to_string();
+        JobError(
+            if msg.contains(&shown) || matches!(e, MedicalError::File { .. }) {
+                msg
+            } else {
+                format!("{shown}: {msg}")
+            },
+        )
+    })?;
+    Ok((s.volume, Some((s.series, s.skipped))))
+}
+
+/// Writes a label volume: a 3D Slicer segmentation with one segment per
+/// object (named from `names`, default `object N`) for `.seg.nrrd`, else
+/// the plain volume.
+pub fn write_labels(
+    out: &Path,
+    labels: &Volume,
+    ids: &[u32],
+    names: &[(u32, String)],
+) -> Result<()> {
+    let err = |e: MedicalError| JobError(format!("{}: {e}", out.display()));
+    if out
+        .to_string_lossy()
+        .to_ascii_lowercase()
+        .ends_with(".seg.nrrd")
+    {
+        let named: Vec<(u32, String)> = ids
+            .iter()
+            .map(|&id| {
+                let name = names
+                    .iter()
+                    .find(|(i, _)| *i == id)
+                    .map(|(_, n)| n.clone())
+                    .unwrap_or_else(|| format!("object {id}"));
+                (id, name)
+            })
+            .collect();
+        let seg = medical::seg_nrrd::Segmentation::from_labels(labels, &named).map_err(err)?;
+        return medical::seg_nrrd::write_seg_nrrd(out, &seg).map_err(err);
+    }
+    medical::write_volume(out, labels).map_err(err)
 }
 
 /// Reads a volume (`.npz`: array `npz_key`), naming the file in errors.

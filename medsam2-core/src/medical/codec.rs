@@ -122,6 +122,30 @@ pub(crate) fn gzip(data: &[u8]) -> Result<Vec<u8>> {
     Ok(enc.finish()?)
 }
 
+/// Reads a whole regular file (at most [`MAX_VOXEL_BYTES`]), attaching its
+/// path to errors.
+pub(crate) fn read_file(path: &Path) -> Result<Vec<u8>> {
+    let read = || -> Result<Vec<u8>> {
+        let (f, len) = open_regular(path)?;
+        check_limit(len)?;
+        let mut v = Vec::new();
+        v.try_reserve_exact(len as usize)
+            .map_err(|_| MedicalError::TooLarge {
+                bytes: len,
+                limit: MAX_VOXEL_BYTES,
+            })?;
+        f.take(len).read_to_end(&mut v)?;
+        Ok(v)
+    };
+    read().map_err(|e| e.with_path(path))
+}
+
+/// Writes a whole file atomically (temporary file, then rename; see
+/// [`crate::output::write_atomic`]), attaching its path to errors.
+pub(crate) fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
+    crate::output::write_atomic(path, bytes).map_err(|e| MedicalError::Io(e).with_path(path))
+}
+
 /// Opens `path` for reading, refusing anything but a regular file (see
 /// [`crate::output::open_input`]). Returns the file and its length. Errors
 /// carry no path (callers attach it once).

@@ -2,8 +2,10 @@
 //!
 //! * [`Volume`]: voxels (`u8` ... `f64`), dimensions, spacing, origin and
 //!   direction, with index <-> physical (LPS, mm) transforms ([`volume`]).
-//! * Files: NIfTI-1 ([`nifti`]), NRRD ([`nrrd`]), NumPy `.npz` read-only
+//! * Files: NIfTI-1 ([`nifti`]) and NIfTI-2 ([`nifti2`]), NRRD ([`nrrd`]), NumPy `.npz` read-only
 //!   ([`npz`]); [`read_volume`] / [`write_volume`] choose by file extension.
+//! * DICOM series read from a folder ([`dicom`]; [`read_volume`] of a folder);
+//!   3D Slicer segmentations with segment metadata ([`seg_nrrd`]).
 //! * [`intensity`]: CT windows, percentile clipping, mapping to `0..=255`.
 //! * [`slicing`]: frames along an axis, RGB frames, label assembly, prompts.
 //! * [`metrics`]: Dice, IoU, normalised surface distance, HD95, per label.
@@ -15,12 +17,16 @@
 #![allow(clippy::needless_range_loop)]
 
 mod codec;
+pub mod dicom;
+mod dicom_lengths;
 pub mod error;
 pub mod intensity;
 pub mod metrics;
 pub mod nifti;
+pub mod nifti2;
 pub mod npz;
 pub mod nrrd;
+pub mod seg_nrrd;
 pub mod slicing;
 pub mod volume;
 
@@ -47,11 +53,16 @@ pub enum FileFormat {
     Nhdr,
     /// `.npz`: NumPy archive (read only).
     Npz,
+    /// A folder: a DICOM series (read only, see [`dicom`]).
+    DicomSeries,
 }
 
 impl FileFormat {
     /// The format of `path` from its extension (case-insensitive).
     pub fn from_path(path: impl AsRef<Path>) -> Result<FileFormat> {
+        if path.as_ref().is_dir() {
+            return Ok(FileFormat::DicomSeries);
+        }
         let name = path.as_ref().to_string_lossy().to_ascii_lowercase();
         Ok(if name.ends_with(".nii.gz") {
             FileFormat::NiiGz
@@ -77,7 +88,8 @@ impl FileFormat {
 }
 
 /// Reads a volume, choosing the reader from the extension; for `.npz` the
-/// image array [`NPZ_IMAGE_KEY`] is read.
+/// image array [`NPZ_IMAGE_KEY`] is read; a folder is read as a DICOM series
+/// (the only one it holds; use [`dicom::read_dicom_dir`] to choose a series).
 pub fn read_volume(path: impl AsRef<Path>) -> Result<Volume> {
     read_volume_with_key(path, NPZ_IMAGE_KEY)
 }
@@ -89,6 +101,9 @@ pub fn read_volume_with_key(path: impl AsRef<Path>, npz_key: &str) -> Result<Vol
         FileFormat::Nii | FileFormat::NiiGz => nifti::read_nifti(path),
         FileFormat::Nrrd | FileFormat::Nhdr => nrrd::read_nrrd(path),
         FileFormat::Npz => npz::read_npz_volume(path, npz_key),
+        FileFormat::DicomSeries => {
+            Ok(dicom::read_dicom_dir(path, &dicom::DicomOptions::default())?.volume)
+        }
     }
 }
 
@@ -100,10 +115,12 @@ pub fn write_volume(path: impl AsRef<Path>, volume: &Volume) -> Result<()> {
     match FileFormat::from_path(path)? {
         FileFormat::Nii | FileFormat::NiiGz => nifti::write_nifti(path, volume),
         FileFormat::Nrrd => nrrd::write_nrrd(path, volume, nrrd::NrrdEncoding::Gzip),
-        f @ (FileFormat::Nhdr | FileFormat::Npz) => Err(MedicalError::InvalidArgument(format!(
-            "cannot write {f:?} files ({}); use .nii, .nii.gz or .nrrd",
-            path.display()
-        ))),
+        f @ (FileFormat::Nhdr | FileFormat::Npz | FileFormat::DicomSeries) => {
+            Err(MedicalError::InvalidArgument(format!(
+                "cannot write {f:?} files ({}); use .nii, .nii.gz or .nrrd",
+                path.display()
+            )))
+        }
     }
 }
 

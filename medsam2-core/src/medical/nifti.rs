@@ -1,4 +1,5 @@
-//! NIfTI-1 single-file images (`.nii`, `.nii.gz`).
+//! NIfTI-1 single-file images (`.nii`, `.nii.gz`); NIfTI-2 files are read
+//! (and written when needed) through [`super::nifti2`].
 //!
 //! Reading parses the 348-byte header with the `nifti` crate (both byte orders);
 //! the geometry, validation and voxel decoding are done here so that every size
@@ -47,34 +48,27 @@ pub fn read_nifti(path: impl AsRef<Path>) -> Result<Volume> {
     read_from(BufReader::with_capacity(1 << 16, file), len).map_err(|e| e.with_path(path))
 }
 
-/// Parses the bytes of a single-file NIfTI-1 image, gzip-compressed or not.
+/// Parses the bytes of a single-file NIfTI-1 (or NIfTI-2, see
+/// [`super::nifti2`]) image, gzip-compressed or not.
 pub fn parse_nifti(bytes: &[u8]) -> Result<Volume> {
     read_from(bytes, bytes.len() as u64)
 }
 
-/// Reads a NIfTI-1 image from `src` holding `len` bytes (gzip or not).
+/// Reads a NIfTI-1 or NIfTI-2 image from `src` holding `len` bytes (gzip or
+/// not), streaming the voxels.
 fn read_from<R: BufRead>(mut src: R, len: u64) -> Result<Volume> {
     let gz = codec::is_gzip(src.fill_buf()?);
     if gz {
         let mut r = MultiGzDecoder::new(src);
-        let head = read_exact_vec(&mut r, HEADER_SIZE, HEADER_SIZE, FMT)?;
-        let info = parse_header(&head)?;
-        codec::skip(&mut r, (info.vox_offset - HEADER_SIZE) as u64, FMT)?;
+        let (info, header_size) = read_header(&mut r, None)?;
+        codec::skip(&mut r, (info.vox_offset - header_size) as u64, FMT)?;
         // The decoded size is unknown until it arrives: reserve a bounded guess.
         let hint = codec::gz_reserve_hint(len.min(usize::MAX as u64) as usize) / info.dtype.size();
         let vol = build(&info, &mut r, hint)?;
         codec::finish(&mut r, FMT)?;
         Ok(vol)
     } else {
-        if len < HEADER_SIZE as u64 {
-            return Err(MedicalError::format(
-                FMT,
-                format!("truncated header: {len} of {HEADER_SIZE} bytes"),
-            ));
-        }
-        let mut head = [0u8; HEADER_SIZE];
-        src.read_exact(&mut head)?;
-        let info = parse_header(&head)?;
+        let (info, header_size) = read_header(&mut src, Some(len))?;
         let end = (info.vox_offset + info.nbytes) as u64;
         if len < end {
             return Err(MedicalError::format(
@@ -82,14 +76,46 @@ fn read_from<R: BufRead>(mut src: R, len: u64) -> Result<Volume> {
                 format!("truncated voxel data: file has {len} bytes, header needs {end}"),
             ));
         }
-        codec::skip(&mut src, (info.vox_offset - HEADER_SIZE) as u64, FMT)?;
+        codec::skip(&mut src, (info.vox_offset - header_size) as u64, FMT)?;
         build(&info, &mut src, usize::MAX)
     }
 }
 
-/// Writes `volume` as NIfTI-1; gzip-compressed when the path ends in `.gz`.
+/// Reads and parses the header of either version (told apart by `sizeof_hdr`,
+/// 348 or 540, in either byte order); returns it with its size. `len` is the
+/// file size when known (uncompressed files), to report truncation clearly.
+fn read_header<R: Read>(r: &mut R, len: Option<u64>) -> Result<(HeaderInfo, usize)> {
+    let truncated = |need: usize, fmt: &'static str| {
+        MedicalError::format(
+            fmt,
+            format!("truncated header: {} of {need} bytes", len.unwrap_or(0)),
+        )
+    };
+    if len.is_some_and(|l| l < HEADER_SIZE as u64) {
+        return Err(truncated(HEADER_SIZE, FMT));
+    }
+    let mut head = read_exact_vec(r, HEADER_SIZE, HEADER_SIZE, FMT)?;
+    let first = [head[0], head[1], head[2], head[3]];
+    let v2 = super::nifti2::HEADER_SIZE as i32;
+    if i32::from_le_bytes(first) == v2 || i32::from_be_bytes(first) == v2 {
+        let size = super::nifti2::HEADER_SIZE;
+        if len.is_some_and(|l| l < size as u64) {
+            return Err(truncated(size, "NIfTI-2"));
+        }
+        let rest = read_exact_vec(r, size - HEADER_SIZE, size - HEADER_SIZE, "NIfTI-2")?;
+        head.extend_from_slice(&rest);
+        return Ok((super::nifti2::parse_header(&head)?, size));
+    }
+    Ok((parse_header(&head)?, HEADER_SIZE))
+}
+
+/// Writes `volume` as NIfTI-1 (NIfTI-2 when a dimension exceeds 32767);
+/// gzip-compressed when the path ends in `.gz`.
 pub fn write_nifti(path: impl AsRef<Path>, volume: &Volume) -> Result<()> {
     let path = path.as_ref();
+    if volume.dims().iter().any(|&d| d > i16::MAX as usize) {
+        return super::nifti2::write_nifti2(path, volume);
+    }
     let gz = path.to_string_lossy().to_ascii_lowercase().ends_with(".gz");
     let mut head = header_bytes(volume)?.to_vec();
     head.extend_from_slice(&[0u8; 4]); // extender: no extensions
@@ -115,15 +141,15 @@ pub fn encode_nifti(volume: &Volume, gzip: bool) -> Result<Vec<u8>> {
     }
 }
 
-/// What the header says, validated.
-struct HeaderInfo {
-    dims: [usize; 3],
-    dtype: DataType,
-    big_endian: bool,
-    vox_offset: usize,
-    nbytes: usize,
-    geometry: Geometry,
-    scaling: Option<(f64, f64)>,
+/// What the header says, validated (NIfTI-1 here, NIfTI-2 in [`super::nifti2`]).
+pub(super) struct HeaderInfo {
+    pub(super) dims: [usize; 3],
+    pub(super) dtype: DataType,
+    pub(super) big_endian: bool,
+    pub(super) vox_offset: usize,
+    pub(super) nbytes: usize,
+    pub(super) geometry: Geometry,
+    pub(super) scaling: Option<(f64, f64)>,
 }
 
 fn parse_header(head: &[u8]) -> Result<HeaderInfo> {
@@ -255,25 +281,49 @@ fn unit_to_mm(xyzt_units: u8) -> f64 {
     }
 }
 
+/// The spatial-transform fields of a NIfTI-1 or NIfTI-2 header, in `f64`.
+pub(super) struct Transform {
+    pub(super) sform_code: i32,
+    pub(super) qform_code: i32,
+    pub(super) srow: [[f64; 4]; 3],
+    pub(super) quatern: [f64; 3],
+    pub(super) qoffset: [f64; 3],
+    pub(super) pixdim: [f64; 8],
+    pub(super) xyzt_units: u8,
+}
+
 /// The index -> LPS geometry stored in a header.
 fn header_geometry(h: &NiftiHeader) -> Result<Geometry> {
+    transform_geometry(&Transform {
+        sform_code: h.sform_code as i32,
+        qform_code: h.qform_code as i32,
+        srow: [h.srow_x, h.srow_y, h.srow_z].map(|r| r.map(|v| v as f64)),
+        quatern: [h.quatern_b, h.quatern_c, h.quatern_d].map(|v| v as f64),
+        qoffset: [h.quatern_x, h.quatern_y, h.quatern_z].map(|v| v as f64),
+        pixdim: h.pixdim.map(|v| v as f64),
+        xyzt_units: h.xyzt_units,
+    })
+}
+
+/// The index -> LPS geometry of a header's transform fields.
+pub(super) fn transform_geometry(h: &Transform) -> Result<Geometry> {
     let unit = unit_to_mm(h.xyzt_units);
     // `m` holds the RAS index->world 3x3 matrix (columns = axes), `t` the translation.
     let (mut m, mut t);
     if h.sform_code > 0 {
-        let rows = [h.srow_x, h.srow_y, h.srow_z];
+        let rows = h.srow;
         m = [[0.0f64; 3]; 3];
         t = [0.0f64; 3];
         for r in 0..3 {
             for c in 0..3 {
-                m[r][c] = rows[r][c] as f64;
+                m[r][c] = rows[r][c];
             }
-            t[r] = rows[r][3] as f64;
+            t[r] = rows[r][3];
         }
     } else if h.qform_code > 0 {
-        let r = quatern_to_rotation(h.quatern_b as f64, h.quatern_c as f64, h.quatern_d as f64);
+        let r = quatern_to_rotation(h.quatern[0], h.quatern[1], h.quatern[2]);
         let pd = |i: usize| {
-            let p = h.pixdim[i] as f64;
+            let p = h.pixdim[i];
             if p > 0.0 && p.is_finite() {
                 p
             } else {
@@ -288,11 +338,11 @@ fn header_geometry(h: &NiftiHeader) -> Result<Geometry> {
                 row[c] *= s[c];
             }
         }
-        t = [h.quatern_x as f64, h.quatern_y as f64, h.quatern_z as f64];
+        t = h.qoffset;
     } else {
         m = [[0.0; 3]; 3];
         for (c, row) in m.iter_mut().enumerate() {
-            let p = (h.pixdim[c + 1] as f64).abs();
+            let p = h.pixdim[c + 1].abs();
             row[c] = if p > 0.0 && p.is_finite() { p } else { 1.0 };
         }
         t = [0.0; 3];
@@ -406,7 +456,7 @@ fn rotation_to_quatern(r: &[[f64; 3]; 3]) -> ([f64; 3], f64) {
 
 /// Streams the voxels from `r`, applying the scaling as they arrive (one
 /// buffer, in its final type); `reserve` bounds the up-front reservation.
-fn build<R: Read>(info: &HeaderInfo, r: &mut R, reserve: usize) -> Result<Volume> {
+pub(super) fn build<R: Read>(info: &HeaderInfo, r: &mut R, reserve: usize) -> Result<Volume> {
     let nvox = info.nbytes / info.dtype.size();
     if info.scaling.is_some() {
         // Scaled voxels widen to f32 (or f64): check the decoded size too.
@@ -430,7 +480,7 @@ fn build<R: Read>(info: &HeaderInfo, r: &mut R, reserve: usize) -> Result<Volume
 }
 
 /// NIfTI datatype code of a [`DataType`].
-fn datatype_code(dt: DataType) -> i16 {
+pub(super) fn datatype_code(dt: DataType) -> i16 {
     match dt {
         DataType::U8 => 2,
         DataType::I16 => 4,
@@ -440,6 +490,52 @@ fn datatype_code(dt: DataType) -> i16 {
         DataType::I8 => 256,
         DataType::U16 => 512,
         DataType::U32 => 768,
+    }
+}
+
+/// The RAS transform fields a writer stores for geometry `g`.
+pub(super) struct RasFields {
+    /// Index -> RAS matrix (`direction * spacing` with the first two rows negated).
+    pub(super) ras: [[f64; 3]; 3],
+    /// The origin in RAS.
+    pub(super) origin: [f64; 3],
+    /// Quaternion `(b, c, d)` of the rotation (zeros when not orthonormal).
+    pub(super) quat: [f64; 3],
+    /// `qfac` (`pixdim[0]`): -1 for a left-handed direction.
+    pub(super) qfac: f64,
+    /// Whether the direction is orthonormal (a qform can be written).
+    pub(super) orthonormal: bool,
+}
+
+/// LPS -> RAS: negate the first two rows.
+pub(super) fn ras_fields(g: &Geometry) -> RasFields {
+    let mut ras = g.scaled_direction();
+    let mut rot = g.direction;
+    let mut origin = g.origin;
+    for r in 0..2 {
+        for c in 0..3 {
+            ras[r][c] = -ras[r][c];
+            rot[r][c] = -rot[r][c];
+        }
+        origin[r] = -origin[r];
+    }
+    let orthonormal = (0..3).all(|i| {
+        (0..3).all(|j| {
+            let dot: f64 = (0..3).map(|r| rot[r][i] * rot[r][j]).sum();
+            (dot - if i == j { 1.0 } else { 0.0 }).abs() < 1e-4
+        })
+    });
+    let (quat, qfac) = if orthonormal {
+        rotation_to_quatern(&rot)
+    } else {
+        ([0.0; 3], 1.0)
+    };
+    RasFields {
+        ras,
+        origin,
+        quat,
+        qfac,
+        orthonormal,
     }
 }
 
@@ -474,28 +570,13 @@ fn header_bytes(volume: &Volume) -> Result<[u8; HEADER_SIZE]> {
     put(&mut h, 70, &datatype_code(dt).to_le_bytes());
     put(&mut h, 72, &((dt.size() * 8) as i16).to_le_bytes());
 
-    // LPS -> RAS: negate the first two rows.
-    let mut ras = g.scaled_direction();
-    let mut rot = g.direction;
-    let mut origin = g.origin;
-    for r in 0..2 {
-        for c in 0..3 {
-            ras[r][c] = -ras[r][c];
-            rot[r][c] = -rot[r][c];
-        }
-        origin[r] = -origin[r];
-    }
-    let orthonormal = (0..3).all(|i| {
-        (0..3).all(|j| {
-            let dot: f64 = (0..3).map(|r| rot[r][i] * rot[r][j]).sum();
-            (dot - if i == j { 1.0 } else { 0.0 }).abs() < 1e-4
-        })
-    });
-    let (quat, qfac) = if orthonormal {
-        rotation_to_quatern(&rot)
-    } else {
-        ([0.0; 3], 1.0)
-    };
+    let RasFields {
+        ras,
+        origin,
+        quat,
+        qfac,
+        orthonormal,
+    } = ras_fields(g);
     let pixdim: [f32; 8] = [
         qfac as f32,
         g.spacing[0] as f32,

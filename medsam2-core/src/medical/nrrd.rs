@@ -11,7 +11,8 @@
 //!   taken as they are), or from `spacings` when there are no directions;
 //! * `dimension` up to 16 when all axes but three spatial ones have size 1 (e.g.
 //!   a 3D Slicer `.seg.nrrd` with a single layer). A segmentation with several
-//!   layers (a 4-D `list` axis) is reported as unsupported.
+//!   layers (a 4-D `list` axis) is read as a volume only through
+//!   [`super::seg_nrrd`], which also keeps the `key:=value` segment fields.
 //!
 //! Written files are `NRRD0004` with `space: left-posterior-superior`, as 3D
 //! Slicer writes them, raw or gzip-encoded, little-endian.
@@ -62,21 +63,20 @@ pub fn read_nrrd(path: impl AsRef<Path>) -> Result<Volume> {
         let (lines, data_start) = split_header(&head)?;
         let h = parse_fields(&lines)?;
         let attached = (&head[data_start..]).chain(file);
-        decode(&h, attached, len - data_start as u64, Some(dir))
+        into_volume(decode(
+            &h,
+            attached,
+            len - data_start as u64,
+            Some(dir),
+            false,
+        )?)
     })()
     .map_err(|e| e.with_path(path))
 }
 
 /// Parses the bytes of a NRRD file with attached data.
 pub fn parse_nrrd(bytes: &[u8]) -> Result<Volume> {
-    let (lines, data_start) = split_header(bytes)?;
-    let h = parse_fields(&lines)?;
-    decode(
-        &h,
-        &bytes[data_start..],
-        (bytes.len() - data_start) as u64,
-        None,
-    )
+    into_volume(parse_layers(bytes, None, false)?)
 }
 
 /// Opens a detached data file: a plain relative name inside `dir` (no
@@ -111,7 +111,7 @@ fn open_data_file(dir: &Path, name: &str) -> Result<(std::fs::File, u64)> {
 
 /// Writes `volume` as a NRRD file with attached data.
 pub fn write_nrrd(path: impl AsRef<Path>, volume: &Volume, encoding: NrrdEncoding) -> Result<()> {
-    let head = nrrd_header(volume, encoding);
+    let head = nrrd_header(volume, encoding)?;
     let gz = match encoding {
         NrrdEncoding::Raw => codec::Gz::None,
         NrrdEncoding::Gzip => codec::Gz::Payload,
@@ -121,8 +121,43 @@ pub fn write_nrrd(path: impl AsRef<Path>, volume: &Volume, encoding: NrrdEncodin
 
 /// The bytes of a NRRD file with attached data for `volume`.
 pub fn encode_nrrd(volume: &Volume, encoding: NrrdEncoding) -> Result<Vec<u8>> {
-    let payload = volume.data().to_le_bytes();
-    let mut out = nrrd_header(volume, encoding).into_bytes();
+    encode_parts(
+        volume.dims(),
+        volume.geometry(),
+        volume.data(),
+        None,
+        &[],
+        encoding,
+    )
+}
+
+/// The header of a NRRD file with attached data for `volume` (blank line included).
+fn nrrd_header(volume: &Volume, encoding: NrrdEncoding) -> Result<String> {
+    header_parts(
+        volume.dims(),
+        volume.geometry(),
+        volume.data_type(),
+        None,
+        &[],
+        encoding,
+    )
+}
+
+/// The bytes of a NRRD file: `data` holds `layers` interleaved values per voxel
+/// when `layers` is given (a 4-D file whose first axis is a `list`, as a
+/// multi-layer Slicer segmentation), and `key_values` are written as
+/// `key:=value` lines.
+pub(super) fn encode_parts(
+    dims: [usize; 3],
+    g: &Geometry,
+    data: &VoxelData,
+    layers: Option<usize>,
+    key_values: &[(String, String)],
+    encoding: NrrdEncoding,
+) -> Result<Vec<u8>> {
+    let h = header_parts(dims, g, data.data_type(), layers, key_values, encoding)?;
+    let payload = data.to_le_bytes();
+    let mut out = h.into_bytes();
     match encoding {
         NrrdEncoding::Raw => out.extend_from_slice(&payload),
         NrrdEncoding::Gzip => out.extend_from_slice(&codec::gzip(&payload)?),
@@ -130,12 +165,18 @@ pub fn encode_nrrd(volume: &Volume, encoding: NrrdEncoding) -> Result<Vec<u8>> {
     Ok(out)
 }
 
-/// The header of a NRRD file with attached data for `volume` (blank line included).
-fn nrrd_header(volume: &Volume, encoding: NrrdEncoding) -> String {
-    let g = volume.geometry();
-    let [nx, ny, nz] = volume.dims();
+/// The header (blank line included) of a NRRD file as [`encode_parts`] writes it.
+fn header_parts(
+    dims: [usize; 3],
+    g: &Geometry,
+    dtype: DataType,
+    layers: Option<usize>,
+    key_values: &[(String, String)],
+    encoding: NrrdEncoding,
+) -> Result<String> {
+    let [nx, ny, nz] = dims;
     let m = g.scaled_direction();
-    let type_name = match volume.data_type() {
+    let type_name = match dtype {
         DataType::U8 => "uint8",
         DataType::I8 => "int8",
         DataType::U16 => "uint16",
@@ -148,12 +189,21 @@ fn nrrd_header(volume: &Volume, encoding: NrrdEncoding) -> String {
     let vec3 = |v: [f64; 3]| format!("({},{},{})", v[0], v[1], v[2]);
     let mut h = String::from("NRRD0004\n# Complete NRRD file format specification at:\n# http://teem.sourceforge.net/nrrd/format.html\n");
     let _ = writeln!(h, "type: {type_name}");
-    h.push_str("dimension: 3\nspace: left-posterior-superior\n");
-    let _ = writeln!(h, "sizes: {nx} {ny} {nz}");
     let cols = [0, 1, 2].map(|c| vec3([m[0][c], m[1][c], m[2][c]]));
-    let _ = writeln!(h, "space directions: {} {} {}", cols[0], cols[1], cols[2]);
-    h.push_str("kinds: domain domain domain\n");
-    if volume.data_type().size() > 1 {
+    let (dimension, size0, dir0, kind0) = match layers {
+        Some(l) => (4, format!("{l} "), "none ", "list "),
+        None => (3, String::new(), "", ""),
+    };
+    let _ = writeln!(h, "dimension: {dimension}");
+    h.push_str("space: left-posterior-superior\n");
+    let _ = writeln!(h, "sizes: {size0}{nx} {ny} {nz}");
+    let _ = writeln!(
+        h,
+        "space directions: {dir0}{} {} {}",
+        cols[0], cols[1], cols[2]
+    );
+    let _ = writeln!(h, "kinds: {kind0}domain domain domain");
+    if dtype.size() > 1 {
         h.push_str("endian: little\n");
     }
     let _ = writeln!(
@@ -165,8 +215,16 @@ fn nrrd_header(volume: &Volume, encoding: NrrdEncoding) -> String {
         }
     );
     let _ = writeln!(h, "space origin: {}", vec3(g.origin));
+    for (k, v) in key_values {
+        if k.contains([':', '\n']) || v.contains('\n') {
+            return Err(MedicalError::InvalidArgument(format!(
+                "NRRD key/value \"{k}\" cannot hold ':' or a line break"
+            )));
+        }
+        let _ = writeln!(h, "{k}:={v}");
+    }
     h.push('\n');
-    h
+    Ok(h)
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -192,15 +250,62 @@ struct Header {
     data_file: Option<String>,
     line_skip: usize,
     byte_skip: i64,
+    /// `key:=value` pairs, in file order.
+    key_values: Vec<(String, String)>,
 }
 
 fn bad(reason: impl Into<String>) -> MedicalError {
     MedicalError::format(FMT, reason)
 }
 
+/// A NRRD file whose non-spatial axes (if any) are merged into one `list`
+/// axis of `layers` values per voxel (the first axis of a Slicer segmentation).
+pub(super) struct LayeredNrrd {
+    /// The spatial sizes.
+    pub dims: [usize; 3],
+    /// The geometry of the spatial axes.
+    pub geometry: Geometry,
+    /// Values per voxel (1 for an ordinary image).
+    pub layers: usize,
+    /// All values, the layer index fastest.
+    pub data: VoxelData,
+    /// The `key:=value` pairs.
+    pub key_values: Vec<(String, String)>,
+}
+
+/// Parses the bytes of a NRRD file with attached data; a first axis without a
+/// space direction (a `list`) of any size is accepted when `allow_layers`.
+pub(super) fn parse_layers(
+    bytes: &[u8],
+    dir: Option<&Path>,
+    allow_layers: bool,
+) -> Result<LayeredNrrd> {
+    let (lines, data_start) = split_header(bytes)?;
+    let h = parse_fields(&lines)?;
+    decode(
+        &h,
+        &bytes[data_start..],
+        (bytes.len() - data_start) as u64,
+        dir,
+        allow_layers,
+    )
+}
+
+/// A single-layer NRRD as a [`Volume`].
+fn into_volume(f: LayeredNrrd) -> Result<Volume> {
+    Volume::new(f.dims, f.geometry, f.data).map_err(|e| bad(e.to_string()))
+}
+
 /// Decodes the data a parsed header describes: `attached` holds the `len`
 /// bytes that follow the header; a detached `data file` is looked up in `dir`.
-fn decode<R: BufRead>(h: &Header, attached: R, len: u64, dir: Option<&Path>) -> Result<Volume> {
+/// A first `list` axis is read as layers when `allow_layers`.
+fn decode<R: BufRead>(
+    h: &Header,
+    attached: R,
+    len: u64,
+    dir: Option<&Path>,
+    allow_layers: bool,
+) -> Result<LayeredNrrd> {
     let dtype = h.dtype.ok_or_else(|| bad("missing field \"type\""))?;
     let dimension = h
         .dimension
@@ -218,7 +323,17 @@ fn decode<R: BufRead>(h: &Header, attached: R, len: u64, dir: Option<&Path>) -> 
     let encoding = h
         .encoding
         .ok_or_else(|| bad("missing field \"encoding\""))?;
-    let (dims, geometry) = geometry_of(h, &sizes)?;
+    let mut spatial = sizes.clone();
+    let mut layers = 1;
+    if allow_layers
+        && h.directions
+            .as_ref()
+            .is_some_and(|d| d.len() == 4 && d[0].is_none())
+    {
+        layers = sizes[0];
+        spatial[0] = 1;
+    }
+    let (dims, geometry) = geometry_of(h, &spatial)?;
     let nvox = sizes
         .iter()
         .try_fold(1usize, |a, &s| a.checked_mul(s))
@@ -301,7 +416,13 @@ fn decode<R: BufRead>(h: &Header, attached: R, len: u64, dir: Option<&Path>) -> 
             parse_ascii(&text, dtype, nvox)?
         }
     };
-    Volume::new(dims, geometry, data).map_err(|e| bad(e.to_string()))
+    Ok(LayeredNrrd {
+        dims,
+        geometry,
+        layers,
+        data,
+        key_values: h.key_values.clone(),
+    })
 }
 
 /// Splits off the header lines; returns them and the offset of the data.
@@ -345,8 +466,14 @@ fn parse_fields(lines: &[String]) -> Result<Header> {
         let fs = line.find(": ");
         let kv = line.find(":=");
         let (key, value) = match (fs, kv) {
-            (Some(f), Some(k)) if k < f => continue, // key:=value pair
-            (None, Some(_)) => continue,
+            (Some(f), Some(k)) if k < f => {
+                h.key_values.push(key_value(line, k));
+                continue;
+            }
+            (None, Some(k)) => {
+                h.key_values.push(key_value(line, k));
+                continue;
+            }
             (Some(f), _) => (&line[..f], line[f + 2..].trim()),
             (None, None) => return Err(bad(format!("malformed header line \"{line}\""))),
         };
@@ -425,6 +552,11 @@ fn parse_fields(lines: &[String]) -> Result<Header> {
         }
     }
     Ok(h)
+}
+
+/// A `key:=value` line split at `at` (the `:=`).
+fn key_value(line: &str, at: usize) -> (String, String) {
+    (line[..at].to_string(), line[at + 2..].to_string())
 }
 
 fn parse_usize(s: &str, what: &str) -> Result<usize> {
@@ -545,7 +677,7 @@ fn geometry_of(h: &Header, sizes: &[usize]) -> Result<([usize; 3], Geometry)> {
                     return Err(MedicalError::unsupported(
                         FMT,
                         format!(
-                        "non-spatial axis of size {s} (multi-layer segmentation or vector image)"
+                        "non-spatial axis of size {s} (vector image, or a multi-layer segmentation: read it with medical::seg_nrrd)"
                     ),
                     ))
                 }
