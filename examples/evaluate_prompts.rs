@@ -37,10 +37,10 @@ STRATEGIES (--strategies, comma-separated; default all)
                 forward, then (session reset) backward from the key slice;
                 the largest 3-D connected component is kept (--no-largest-component).
   every-k       MedicineToken Medical-SAM2: a prompt on slices 0, k, 2k, ...
-                (--every k, default 2): a click on a random pixel of the object
-                (a background click where the object is absent), or with
-                --every-prompt box its bounding box (an empty mask where
-                absent); propagated forward from slice 0.
+                (--every k, default 2): a click on a random pixel of the object,
+                or with --every-prompt box its bounding box; an empty mask
+                where the object is absent (as Medical-SAM2); propagated
+                forward from slice 0.
   center-click  one click at the object's centre (the pixel farthest from
                 its border) on its largest slice; propagated both ways.
 

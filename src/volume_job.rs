@@ -896,11 +896,40 @@ fn pass_len(n: usize, start: usize, reverse: bool) -> usize {
 
 /// Prompts `objects` in `session` (which is reset first) and propagates them
 /// through all slices; `on_progress` sees the slice visits done and to do over
-/// all passes.
+/// all passes. Masks are `logits > 0` (see [`segment_at`]).
 pub fn segment(
     session: &mut Sam2VideoPredictor,
     objects: &[ObjectPrompts],
     mode: Propagation,
+    on_progress: &mut dyn FnMut(Progress),
+) -> Result<Segmentation> {
+    segment_at(session, objects, mode, 0.0, on_progress)
+}
+
+/// Binary masks `[N][H·W]` of a frame's video-res logits (`> threshold`).
+fn masks_above(
+    fm: &medsam2_core::sam2_video_predictor::FrameMasks,
+    threshold: f32,
+) -> Result<Vec<Vec<u8>>> {
+    let c = |e: candle_core::Error| JobError(e.to_string());
+    let l = fm.video_res_logits()?;
+    let mut out = Vec::new();
+    for i in 0..l.dim(0).map_err(c)? {
+        let v = l
+            .get(i)
+            .and_then(|t| t.flatten_all()?.to_vec1::<f32>())
+            .map_err(c)?;
+        out.push(v.into_iter().map(|x| u8::from(x > threshold)).collect());
+    }
+    Ok(out)
+}
+
+/// [`segment`] with masks `logits > threshold` (Medical-SAM2 scores 0.5).
+pub fn segment_at(
+    session: &mut Sam2VideoPredictor,
+    objects: &[ObjectPrompts],
+    mode: Propagation,
+    threshold: f32,
     on_progress: &mut dyn FnMut(Progress),
 ) -> Result<Segmentation> {
     if objects.is_empty() || objects.iter().any(|o| o.slices.is_empty()) {
@@ -958,7 +987,7 @@ pub fn segment(
         session
             .propagate(Some(start), dir, None, |fm, p| {
                 done_here = p.done;
-                match fm.binary_masks() {
+                match masks_above(&fm, threshold) {
                     Ok(ms) => {
                         for (i, m) in ms.into_iter().enumerate() {
                             if let Some(o) = ids.iter().position(|&id| id == fm.obj_ids[i]) {
@@ -967,7 +996,7 @@ pub fn segment(
                         }
                     }
                     Err(e) => {
-                        err = Some(e.into());
+                        err = Some(e);
                         return false;
                     }
                 }
@@ -1545,7 +1574,7 @@ pub enum Strategy {
     KeyBox,
     /// MedicineToken Medical-SAM2: a prompt on every k-th slice from slice 0
     /// (a random object pixel as click, or the box; where the object is
-    /// absent, a background click or an empty mask), propagated forward.
+    /// absent, an empty mask), propagated forward.
     EveryK,
     /// One click at the object's centre on its largest slice, propagated
     /// both ways in one session.
@@ -1654,27 +1683,28 @@ pub fn simulate_prompts(
                 let m = &gt.masks[z];
                 let mut sp = SlicePrompt::on(z);
                 let present = gt.areas[z] > 0;
-                if opts.every_box {
-                    match mask_bbox(m, width) {
-                        Some([x0, y0, x1, y1]) if present => {
-                            sp.bbox = Some([x0 as f32, y0 as f32, x1 as f32, y1 as f32])
-                        }
-                        _ => sp.mask = Some(vec![0; width * height]),
+                if !present {
+                    // Medical-SAM2 (`func_3d/function.py`): an object absent
+                    // from a prompted slice gets an all-zero mask, for boxes
+                    // and clicks alike.
+                    sp.mask = Some(vec![0; width * height]);
+                } else if opts.every_box {
+                    if let Some([x0, y0, x1, y1]) = mask_bbox(m, width) {
+                        sp.bbox = Some([x0 as f32, y0 as f32, x1 as f32, y1 as f32]);
                     }
                 } else {
-                    // A random pixel of the object, or of the background where it is absent.
-                    let want = u8::from(present);
-                    let count = m.iter().filter(|&&v| (v != 0) as u8 == want).count();
+                    // A uniformly drawn pixel of the object.
+                    let count = m.iter().filter(|&&v| v != 0).count();
                     let pick = rng.below(count);
                     let p = m
                         .iter()
                         .enumerate()
-                        .filter(|(_, &v)| (v != 0) as u8 == want)
+                        .filter(|(_, &v)| v != 0)
                         .nth(pick)
                         .map(|(i, _)| i)
                         .unwrap_or(0);
                     sp.points.push([(p % width) as f32, (p / width) as f32]);
-                    sp.labels.push(i32::from(want));
+                    sp.labels.push(1);
                 }
                 slices.push(sp);
             }

@@ -1,0 +1,320 @@
+//! The papers' volume pipelines ("protocols"), step for step as their own
+//! scripts run them, on top of [`crate::volume_job`]:
+//!
+//! | protocol | paper code | prompts | passes | output |
+//! |---|---|---|---|---|
+//! | [`Protocol::MedSam2Ct`] | bowang-lab MedSAM2 `medsam2_infer_3D_CT.py` | a box on the key slice | forward from it; reset; the box again; backward | union of `logits > 0` on the input grid, largest 26-connected 3-D component |
+//! | [`Protocol::MedSam2Recist`] | bowang-lab MedSAM2 `medsam2_infer_CT_lesion_npz_recist.py --propagate_with_box` | the box's mask (`logits > 0`) on the key slice | forward from it; reset; the mask again; backward | union of `logits > 0`, no component filter |
+//! | [`Protocol::MedicalSam2`] | MedicineToken Medical-SAM2 `func_3d/function.py::validation_sam` | every `prompt_freq`-th slice from 0, every object: its box or a click, an empty mask where absent | forward from slice 0, all objects in one session | masks `logits > 0.5` at the model size S x S |
+//!
+//! Slices reach the model as the official video path does (Pillow bicubic to
+//! S x S, `/255`, ImageNet mean/std). MedSAM2 maps the masks back to the input
+//! grid (bilinear from S/4); Medical-SAM2 resizes slices and labels to S x S
+//! first (bicubic and Pillow's nearest) and stays there. `tests/end_to_end.rs`
+//! replays the fixtures of `scripts/reference/gen_e2e.py` (the official
+//! `sam2` 1.1.0 running the same steps) through these functions.
+
+use std::sync::Arc;
+
+use medsam2_core::modeling::sam2_base::Sam2Base;
+use medsam2_core::sam2_video_predictor::{GreyFrames, Sam2VideoPredictor, SessionOptions};
+use medsam2_core::transforms;
+
+use crate::volume_job::{
+    segment_at, simulate_prompts, JobError, LabelSlices, ObjectPrompts, Propagation, Result,
+    Segmentation, SimulationOptions, SlicePrompt, Slices, SplitMix64, Strategy,
+};
+
+/// A paper's volume protocol.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Protocol {
+    /// bowang-lab MedSAM2 CT inference (box, two separate passes, largest component).
+    MedSam2Ct,
+    /// bowang-lab MedSAM2 RECIST/npz variant (box -> mask, two mask-prompted passes).
+    MedSam2Recist,
+    /// MedicineToken Medical-SAM2 3D evaluation (prompts every k slices, forward).
+    MedicalSam2,
+}
+
+impl Protocol {
+    /// Every protocol.
+    pub const ALL: [Protocol; 3] = [
+        Protocol::MedSam2Ct,
+        Protocol::MedSam2Recist,
+        Protocol::MedicalSam2,
+    ];
+
+    /// Short name (`medsam2-ct`, `medsam2-recist`, `medical-sam2`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Protocol::MedSam2Ct => "medsam2-ct",
+            Protocol::MedSam2Recist => "medsam2-recist",
+            Protocol::MedicalSam2 => "medical-sam2",
+        }
+    }
+
+    /// Parses a name of [`Protocol::name`].
+    pub fn parse(s: &str) -> Result<Protocol> {
+        Protocol::ALL
+            .into_iter()
+            .find(|p| p.name() == s.trim())
+            .ok_or_else(|| {
+                JobError(format!(
+                    "unknown protocol `{s}`: medsam2-ct, medsam2-recist or medical-sam2"
+                ))
+            })
+    }
+}
+
+/// The official `build_sam2_video_predictor` session settings (in particular
+/// `add_all_frames_to_correct_as_cond = false`, where this crate's default is
+/// `true`); `cache_frames` bounds the encoder features kept.
+pub fn official_session(
+    model: Arc<Sam2Base>,
+    slices: &Slices,
+    cache_frames: usize,
+) -> Result<Sam2VideoPredictor> {
+    let frames = GreyFrames::new(slices.frames.clone(), slices.height, slices.width)?;
+    let opts = SessionOptions {
+        feature_cache_frames: cache_frames.max(1),
+        non_overlap_masks: false,
+        add_all_frames_to_correct_as_cond: false,
+        binarize_mask_from_pts_for_mem_enc: true,
+        trace: false,
+    };
+    Ok(Sam2VideoPredictor::new(model, Box::new(frames), opts)?)
+}
+
+fn box_prompt(obj_id: u32, key: usize, bbox: [f32; 4]) -> ObjectPrompts {
+    let mut sp = SlicePrompt::on(key);
+    sp.bbox = Some(bbox);
+    ObjectPrompts {
+        obj_id,
+        slices: vec![sp],
+    }
+}
+
+/// bowang-lab MedSAM2 `medsam2_infer_3D_CT.py`: `bbox` `[x0, y0, x1, y1]`
+/// (slice pixels) on slice `key` as object `obj_id`; forward from `key`,
+/// reset, the same box, backward from `key`; union of `logits > 0`; the
+/// largest 26-connected 3-D component. `slices` are the windowed `u8` slices
+/// on the input grid ([`Slices::from_volume`] with a CT window: clip, min/max
+/// stretch of the clipped volume, truncation, as the script).
+pub fn medsam2_ct(
+    model: Arc<Sam2Base>,
+    slices: &Slices,
+    obj_id: u32,
+    key: usize,
+    bbox: [f32; 4],
+) -> Result<Segmentation> {
+    let mut session = official_session(model, slices, 8)?;
+    let objects = [box_prompt(obj_id, key, bbox)];
+    let mut seg = segment_at(
+        &mut session,
+        &objects,
+        Propagation::Separate,
+        0.0,
+        &mut |_| {},
+    )?;
+    seg.keep_largest_component();
+    Ok(seg)
+}
+
+/// bowang-lab MedSAM2 `medsam2_infer_CT_lesion_npz_recist.py
+/// --propagate_with_box`: the box on slice `key` gives a mask (video-res
+/// `logits > 0`), which prompts a forward pass from `key` and, after a reset,
+/// a backward pass; union of `logits > 0`, no component filter. Returns the
+/// mask prompt (slice pixels, 0/1) and the segmentation.
+pub fn medsam2_recist(
+    model: Arc<Sam2Base>,
+    slices: &Slices,
+    obj_id: u32,
+    key: usize,
+    bbox: [f32; 4],
+) -> Result<(Vec<u8>, Segmentation)> {
+    let mut session = official_session(model, slices, 8)?;
+    session.reset();
+    let fm = session.add_points_or_box(key, obj_id, &[], &[], Some(bbox), true)?;
+    let mask = fm
+        .binary_masks()?
+        .into_iter()
+        .next()
+        .ok_or_else(|| JobError("the box prompt returned no mask".into()))?;
+    let mut sp = SlicePrompt::on(key);
+    sp.mask = Some(mask.clone());
+    let objects = [ObjectPrompts {
+        obj_id,
+        slices: vec![sp],
+    }];
+    let seg = segment_at(
+        &mut session,
+        &objects,
+        Propagation::Separate,
+        0.0,
+        &mut |_| {},
+    )?;
+    Ok((mask, seg))
+}
+
+/// Settings of [`medical_sam2`] (Medical-SAM2's `-prompt`, `-prompt_freq` and
+/// the middle threshold of `eval_seg`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct MedicalSam2Options {
+    /// Prompt every `prompt_freq`-th slice from slice 0 (`-prompt_freq`, default 2).
+    pub prompt_freq: usize,
+    /// Boxes (`-prompt bbox`, the default) instead of clicks (`-prompt click`).
+    pub boxes: bool,
+    /// Mask threshold on the logits (`eval_seg` scores 0.1, 0.3, 0.5, 0.7,
+    /// 0.9 and averages; 0.5 is the middle one and their visualisation's).
+    pub threshold: f32,
+    /// Seed of the clicks.
+    pub seed: u64,
+}
+
+impl Default for MedicalSam2Options {
+    fn default() -> Self {
+        MedicalSam2Options {
+            prompt_freq: 2,
+            boxes: true,
+            threshold: 0.5,
+            seed: 2024,
+        }
+    }
+}
+
+/// Pillow's `Image.resize(size)` of a mode `"1"` (boolean) image, whose
+/// default filter is NEAREST: Pillow scales by an affine transform whose
+/// source coordinate starts at `scale / 2` and is accumulated per output
+/// pixel in `f64`, then truncated (`ImagingScaleAffine`). Written by hand: no
+/// crate reproduces Pillow's accumulation, and the Medical-SAM2 labels must
+/// match voxel for voxel.
+pub fn resize_nearest_pil(src: &[u8], h: usize, w: usize, out_h: usize, out_w: usize) -> Vec<u8> {
+    if src.len() != h * w || h == 0 || w == 0 || out_h == 0 || out_w == 0 {
+        return vec![0; out_h * out_w];
+    }
+    let table = |n_in: usize, n_out: usize| -> Vec<usize> {
+        let a = n_in as f64 / n_out as f64;
+        let mut o = a * 0.5;
+        let mut t = Vec::with_capacity(n_out);
+        for _ in 0..n_out {
+            t.push((o as usize).min(n_in - 1));
+            o += a;
+        }
+        t
+    };
+    let (xs, ys) = (table(w, out_w), table(h, out_h));
+    let mut out = Vec::with_capacity(out_h * out_w);
+    for &y in &ys {
+        out.extend(xs.iter().map(|&x| src[y * w + x]));
+    }
+    out
+}
+
+/// Medical-SAM2's data preparation (`func_3d/dataset/btcv.py`): every slice
+/// to S x S with Pillow bicubic, every label's masks to S x S with Pillow's
+/// nearest. The labels are those of `labels` (on the slices' grid).
+pub fn medical_sam2_inputs(
+    slices: &Slices,
+    labels: &[LabelSlices],
+    size: usize,
+) -> Result<(Slices, Vec<LabelSlices>)> {
+    let (h, w) = (slices.height, slices.width);
+    let mut frames = Vec::with_capacity(slices.len());
+    for f in &slices.frames {
+        frames.push(transforms::resize_bicubic_pil_u8(f, 1, h, w, size, size)?);
+    }
+    let resized = Slices {
+        axis: slices.axis,
+        width: size,
+        height: size,
+        frames,
+    };
+    let ls = labels
+        .iter()
+        .map(|l| {
+            let masks: Vec<Vec<u8>> = l
+                .masks
+                .iter()
+                .map(|m| resize_nearest_pil(m, h, w, size, size))
+                .collect();
+            let areas = masks
+                .iter()
+                .map(|m| m.iter().filter(|&&v| v != 0).count())
+                .collect();
+            LabelSlices {
+                label: l.label,
+                masks,
+                areas,
+            }
+        })
+        .collect();
+    Ok((resized, ls))
+}
+
+/// Medical-SAM2's prompts for the (resized) labels: every `prompt_freq`-th
+/// slice from 0, every object its tight box or a click at a seeded random
+/// object pixel where present, an all-zero mask where absent.
+pub fn medical_sam2_prompts(
+    labels: &[LabelSlices],
+    size: usize,
+    opts: &MedicalSam2Options,
+) -> Result<Vec<ObjectPrompts>> {
+    let sim = SimulationOptions {
+        every: opts.prompt_freq.max(1),
+        every_box: opts.boxes,
+        seed: opts.seed,
+        ..Default::default()
+    };
+    labels
+        .iter()
+        .map(|l| {
+            let mut rng = SplitMix64::for_item(opts.seed, &format!("medical-sam2/{}", l.label));
+            simulate_prompts(Strategy::EveryK, l, size, size, [1.0, 1.0], &sim, &mut rng)
+        })
+        .collect()
+}
+
+/// Medical-SAM2's `validation_sam` on S x S slices (see
+/// [`medical_sam2_inputs`]) with `prompts` (see [`medical_sam2_prompts`]):
+/// all objects in one session, one forward pass from slice 0, masks
+/// `logits > threshold` at S x S.
+pub fn medical_sam2(
+    model: Arc<Sam2Base>,
+    slices: &Slices,
+    prompts: &[ObjectPrompts],
+    threshold: f32,
+) -> Result<Segmentation> {
+    let mut session = official_session(model, slices, 8)?;
+    segment_at(
+        &mut session,
+        prompts,
+        Propagation::Forward,
+        threshold,
+        &mut |_| {},
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nearest_matches_pillow() {
+        // Image.fromarray(np.arange(5) % 2 == 1 ... ) resized 5 -> 8 and 8 -> 3:
+        // Pillow picks source columns floor(5/8 * (i + 0.5)) = 0,0,1,2,2,3,4,4
+        // and floor(8/3 * (i + 0.5)) = 1,4,6.
+        let row: Vec<u8> = (0..5).collect();
+        assert_eq!(
+            resize_nearest_pil(&row, 1, 5, 1, 8),
+            vec![0, 0, 1, 2, 2, 3, 4, 4]
+        );
+        let row: Vec<u8> = (0..8).collect();
+        assert_eq!(resize_nearest_pil(&row, 1, 8, 1, 3), vec![1, 4, 6]);
+        assert_eq!(resize_nearest_pil(&[1, 2], 1, 3, 2, 2), vec![0; 4]);
+        assert_eq!(
+            Protocol::parse("medical-sam2").unwrap(),
+            Protocol::MedicalSam2
+        );
+        assert!(Protocol::parse("x").is_err());
+    }
+}
