@@ -17,7 +17,9 @@
 use std::sync::Arc;
 
 use medsam2_core::modeling::sam2_base::Sam2Base;
-use medsam2_core::sam2_video_predictor::{GreyFrames, Sam2VideoPredictor, SessionOptions};
+use medsam2_core::sam2_video_predictor::{
+    FrameProvider, GreyFrames, Sam2VideoPredictor, SessionOptions,
+};
 use medsam2_core::transforms;
 
 use crate::volume_job::{
@@ -66,23 +68,87 @@ impl Protocol {
     }
 }
 
-/// The official `build_sam2_video_predictor` session settings (in particular
-/// `add_all_frames_to_correct_as_cond = false`, where this crate's default is
-/// `true`); `cache_frames` bounds the encoder features kept.
+/// bowang-lab MedSAM2's frames: grey slices as RGB, Pillow bicubic to S x S
+/// (skipped when already S x S, as the npz script does), then `/255` and the
+/// ImageNet mean/std in `f64` on the `f32` constants, rounded to `f32` once
+/// (their tensor is `float64` until `_get_image_feature` casts it). The
+/// official video loader ([`GreyFrames`]) rounds after each step instead,
+/// which moves about 70 % of the inputs by one `f32` ulp.
+pub struct MedSam2Frames {
+    frames: Vec<Vec<u8>>,
+    hw: [usize; 2],
+}
+
+impl MedSam2Frames {
+    /// Checks every slice holds `h·w` bytes.
+    pub fn new(frames: Vec<Vec<u8>>, h: usize, w: usize) -> Result<Self> {
+        if h == 0 || w == 0 || frames.is_empty() {
+            return Err(JobError(format!("no slices ({} of {h}x{w})", frames.len())));
+        }
+        if let Some(i) = frames.iter().position(|f| f.len() != h * w) {
+            return Err(JobError(format!(
+                "slice {i} holds {} bytes, {h}x{w} expected",
+                frames[i].len()
+            )));
+        }
+        Ok(MedSam2Frames { frames, hw: [h, w] })
+    }
+}
+
+impl FrameProvider for MedSam2Frames {
+    fn num_frames(&self) -> usize {
+        self.frames.len()
+    }
+    fn frame_hw(&self) -> [usize; 2] {
+        self.hw
+    }
+    fn pixels(&self, idx: usize, size: usize) -> medsam2_core::Result<Vec<f32>> {
+        let [h, w] = self.hw;
+        let grey = self
+            .frames
+            .get(idx)
+            .ok_or_else(|| medsam2_core::Error::invalid(format!("slice {idx} out of range")))?;
+        let resized = transforms::resize_bicubic_pil_u8(grey, 1, h, w, size, size)?;
+        let n = size * size;
+        let mut out = vec![0f32; 3 * n];
+        for c in 0..3 {
+            let (m, s) = (
+                f64::from(transforms::IMAGENET_MEAN[c]),
+                f64::from(transforms::IMAGENET_STD[c]),
+            );
+            for (o, &p) in out[c * n..(c + 1) * n].iter_mut().zip(&resized) {
+                *o = ((f64::from(p) / 255.0 - m) / s) as f32;
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// A session with the official `build_sam2_video_predictor` settings (in
+/// particular `add_all_frames_to_correct_as_cond = false`, where this crate's
+/// default is `true`) over `slices`, whose pixels reach the model as the
+/// protocol's script sends them ([`MedSam2Frames`] for MedSAM2, the official
+/// video loader's [`GreyFrames`] for Medical-SAM2).
 pub fn official_session(
     model: Arc<Sam2Base>,
     slices: &Slices,
-    cache_frames: usize,
+    protocol: Protocol,
 ) -> Result<Sam2VideoPredictor> {
-    let frames = GreyFrames::new(slices.frames.clone(), slices.height, slices.width)?;
+    let (h, w) = (slices.height, slices.width);
+    let frames: Box<dyn FrameProvider> = match protocol {
+        Protocol::MedSam2Ct | Protocol::MedSam2Recist => {
+            Box::new(MedSam2Frames::new(slices.frames.clone(), h, w)?)
+        }
+        Protocol::MedicalSam2 => Box::new(GreyFrames::new(slices.frames.clone(), h, w)?),
+    };
     let opts = SessionOptions {
-        feature_cache_frames: cache_frames.max(1),
+        feature_cache_frames: 8,
         non_overlap_masks: false,
         add_all_frames_to_correct_as_cond: false,
         binarize_mask_from_pts_for_mem_enc: true,
         trace: false,
     };
-    Ok(Sam2VideoPredictor::new(model, Box::new(frames), opts)?)
+    Ok(Sam2VideoPredictor::new(model, frames, opts)?)
 }
 
 fn box_prompt(obj_id: u32, key: usize, bbox: [f32; 4]) -> ObjectPrompts {
@@ -107,7 +173,7 @@ pub fn medsam2_ct(
     key: usize,
     bbox: [f32; 4],
 ) -> Result<Segmentation> {
-    let mut session = official_session(model, slices, 8)?;
+    let mut session = official_session(model, slices, Protocol::MedSam2Ct)?;
     let objects = [box_prompt(obj_id, key, bbox)];
     let mut seg = segment_at(
         &mut session,
@@ -132,7 +198,7 @@ pub fn medsam2_recist(
     key: usize,
     bbox: [f32; 4],
 ) -> Result<(Vec<u8>, Segmentation)> {
-    let mut session = official_session(model, slices, 8)?;
+    let mut session = official_session(model, slices, Protocol::MedSam2Recist)?;
     session.reset();
     let fm = session.add_points_or_box(key, obj_id, &[], &[], Some(bbox), true)?;
     let mask = fm
@@ -284,7 +350,7 @@ pub fn medical_sam2(
     prompts: &[ObjectPrompts],
     threshold: f32,
 ) -> Result<Segmentation> {
-    let mut session = official_session(model, slices, 8)?;
+    let mut session = official_session(model, slices, Protocol::MedicalSam2)?;
     segment_at(
         &mut session,
         prompts,

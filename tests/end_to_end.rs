@@ -24,12 +24,12 @@ use medsam2_core::medical::intensity::{Normalization, Window};
 use medsam2_core::medical::slicing::Axis;
 use medsam2_core::medical::{self, Geometry, Volume, VoxelData};
 use medsam2_core::modeling::sam2_base::Sam2Base;
-use medsam2_core::sam2_video_predictor::Direction;
+use medsam2_core::sam2_video_predictor::{Direction, FrameProvider, GreyFrames};
 use medsam2_tools::fixture::{self, Fixture};
 use medsam2_tools::parity::{sign_agreement, SIGN_AGREEMENT, TRACK_LOGIT_TOL};
 use medsam2_tools::protocols::{
     medical_sam2, medical_sam2_inputs, medical_sam2_prompts, medsam2_ct, medsam2_recist,
-    official_session, MedicalSam2Options,
+    official_session, MedSam2Frames, MedicalSam2Options, Protocol,
 };
 use medsam2_tools::volume_job::{
     label_slices, read_volume, segment_at, ObjectPrompts, Propagation, Segmentation, SlicePrompt,
@@ -145,8 +145,9 @@ fn check_passes(
     objects: &[ObjectPrompts],
     passes: &Value,
     starts: &[(usize, Direction)],
+    protocol: Protocol,
 ) {
-    let mut session = official_session(model.clone(), slices, 8).unwrap();
+    let mut session = official_session(model.clone(), slices, protocol).unwrap();
     for (i, (p, &(start, dir))) in passes.as_array().unwrap().iter().zip(starts).enumerate() {
         let want = f
             .f32("e2e", p["tensors"]["low_res"].as_str().unwrap())
@@ -246,6 +247,27 @@ fn check_medsam2_ct(f: &mut Fixture, model: Arc<Sam2Base>) {
         grey(f)
     };
     let slices = slices_of(&grey, &dhw);
+    if f.json["tensors"]["pixels_key"].is_string() {
+        // The model input of the key slice: bitwise equal.
+        let want = f.f32("e2e", "e2e/pixels_key").unwrap();
+        let s = want.dim(1).unwrap();
+        let ours = MedSam2Frames::new(slices.frames.clone(), slices.height, slices.width)
+            .unwrap()
+            .pixels(key, s)
+            .unwrap();
+        let want = want.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&ours), bits(&want), "key-slice model input");
+        let official = GreyFrames::new(slices.frames.clone(), slices.height, slices.width)
+            .unwrap()
+            .pixels(key, s)
+            .unwrap();
+        let ulp = official.iter().zip(&want).filter(|(a, b)| a != b).count();
+        println!(
+            "  key-slice model input: {} values bitwise equal ({ulp} would differ by the official f32 loader)",
+            want.len()
+        );
+    }
     let objects = box_object(key, b);
     check_passes(
         f,
@@ -254,9 +276,10 @@ fn check_medsam2_ct(f: &mut Fixture, model: Arc<Sam2Base>) {
         &objects,
         &f.json["passes"].clone(),
         &[(key, Direction::Forward), (key, Direction::Backward)],
+        Protocol::MedSam2Ct,
     );
     // The union before the component filter, then the protocol's output.
-    let mut session = official_session(model.clone(), &slices, 8).unwrap();
+    let mut session = official_session(model.clone(), &slices, Protocol::MedSam2Ct).unwrap();
     let union = segment_at(
         &mut session,
         &objects,
@@ -295,6 +318,7 @@ fn check_medsam2_recist(f: &mut Fixture, model: Arc<Sam2Base>) {
         &objects,
         &f.json["passes"].clone(),
         &[(key, Direction::Forward), (key, Direction::Backward)],
+        Protocol::MedSam2Recist,
     );
     let want = u8s(&f.tensor("e2e", "e2e/final").unwrap());
     agree("final labels", &seg_voxels(&seg, 0, label), &want);
@@ -423,6 +447,7 @@ fn check_medical_sam2(f: &mut Fixture, model: Arc<Sam2Base>) {
             &recorded,
             &passes,
             &[(0, Direction::Forward)],
+            Protocol::MedicalSam2,
         );
         let seg = medical_sam2(model.clone(), &rs, &recorded, threshold).unwrap();
         let want = u8s(&f

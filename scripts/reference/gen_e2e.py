@@ -505,6 +505,8 @@ def gen_synthetic(out, root):
     passes, union, final = run_medsam2_ct(vp, grey, key, box, T)
     T["e2e/union"] = torch.from_numpy(union)
     T["e2e/final"] = torch.from_numpy(final)
+    # the key slice as the model sees it (float64 normalisation, one cast)
+    T["e2e/pixels_key"] = medsam2_images(grey[key:key + 1], vp.image_size)[0].float().contiguous()
     fx = base_json("medsam2-ct", "medsam2-ct", rel(tiny_a), "bowang-lab MedSAM2 medsam2_infer_3D_CT.py", CT_STEPS)
     fx.update(image_size=vp.image_size, volume_dhw=list(hu.shape), window=OrderedDict(lower=lower, upper=upper),
               key_slice=key, box=box, obj_id=1, passes=passes,
