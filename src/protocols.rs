@@ -22,9 +22,13 @@ use medsam2_core::sam2_video_predictor::{
 };
 use medsam2_core::transforms;
 
+use medsam2_core::medical::slicing::Axis;
+use medsam2_core::medical::{metrics, Geometry, Volume, VoxelData};
+
 use crate::volume_job::{
-    segment_at, simulate_prompts, JobError, LabelSlices, ObjectPrompts, Propagation, Result,
-    Segmentation, SimulationOptions, SlicePrompt, Slices, SplitMix64, Strategy,
+    label_slices, segment_at, simulate_prompts, Case, EvalRow, JobError, LabelSlices,
+    ObjectPrompts, Propagation, Result, Segmentation, SimulationOptions, SlicePrompt, Slices,
+    SplitMix64, Strategy,
 };
 
 /// A paper's volume protocol.
@@ -222,6 +226,46 @@ pub fn medsam2_recist(
     Ok((mask, seg))
 }
 
+/// Runs MedSAM2's CT or RECIST protocol for `prompts` as parsed by the
+/// `segment_volume` job: exactly one object with one box on one slice (the
+/// scripts segment one lesion per run). Medical-SAM2's protocol prompts
+/// from a label volume and is an evaluation (`evaluate_prompts --protocol
+/// medical-sam2`).
+pub fn segment_with_protocol(
+    model: Arc<Sam2Base>,
+    slices: &Slices,
+    prompts: &[ObjectPrompts],
+    protocol: Protocol,
+) -> Result<Segmentation> {
+    let one_box = match prompts {
+        [o] => match o.slices.as_slice() {
+            [sp] if sp.points.is_empty() && sp.mask.is_none() => {
+                sp.bbox.map(|b| (o.obj_id, sp.frame, b))
+            }
+            _ => None,
+        },
+        _ => None,
+    };
+    match protocol {
+        Protocol::MedicalSam2 => Err(JobError(
+            "--protocol medical-sam2 prompts from a label volume: use evaluate_prompts --protocol medical-sam2".into(),
+        )),
+        p => {
+            let (id, key, b) = one_box.ok_or_else(|| {
+                JobError(format!(
+                    "--protocol {} takes exactly one --box (one object, no clicks or masks)",
+                    p.name()
+                ))
+            })?;
+            if p == Protocol::MedSam2Ct {
+                medsam2_ct(model, slices, id, key, b)
+            } else {
+                medsam2_recist(model, slices, id, key, b).map(|(_, seg)| seg)
+            }
+        }
+    }
+}
+
 /// Settings of [`medical_sam2`] (Medical-SAM2's `-prompt`, `-prompt_freq` and
 /// the middle threshold of `eval_seg`).
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -358,6 +402,69 @@ pub fn medical_sam2(
         threshold,
         &mut |_| {},
     )
+}
+
+/// Medical-SAM2's 3D evaluation of one case (`slices`: its image cut along
+/// `axis`): every label of the case is an object of one session, prompted
+/// and propagated by [`medical_sam2`] at S x S; each object's masks are
+/// scored against its resized label on the S x S grid (in-plane spacing
+/// scaled by the resize) with Dice, IoU, NSD and HD95 (Medical-SAM2 itself
+/// reports per-slice IoU and Dice averaged over the thresholds 0.1..0.9).
+/// One row per label, strategy `medical-sam2`.
+pub fn evaluate_case_medical_sam2(
+    model: Arc<Sam2Base>,
+    case: &Case,
+    slices: &Slices,
+    axis: Axis,
+    opts: &MedicalSam2Options,
+    nsd_tol_mm: f64,
+) -> Result<Vec<EvalRow>> {
+    let size = model.cfg.image_size;
+    let labels = label_slices(&case.labels, axis)?;
+    let (rs, rl) = medical_sam2_inputs(slices, &labels, size)?;
+    let prompts = medical_sam2_prompts(&rl, size, opts)?;
+    let seg = medical_sam2(model, &rs, &prompts, opts.threshold)?;
+    let n = rs.len();
+    let sp = case.image.geometry().spacing;
+    let (c, r) = axis.in_plane();
+    let geometry = Geometry {
+        spacing: [
+            sp[c] * slices.width as f64 / size as f64,
+            sp[r] * slices.height as f64 / size as f64,
+            sp[axis as usize],
+        ],
+        ..Default::default()
+    };
+    let vol = |m: Vec<u8>| Volume::new([size, size, n], geometry, VoxelData::U8(m));
+    let mut rows = Vec::new();
+    for (o, gt) in rl.iter().enumerate() {
+        let pred: Vec<u8> = seg.masks[o]
+            .iter()
+            .flat_map(|m| m.clone().unwrap_or_else(|| vec![0; size * size]))
+            .collect();
+        let want: Vec<u8> = gt.masks.concat();
+        let mut m = metrics::evaluate(&vol(pred)?, &vol(want)?, nsd_tol_mm)?;
+        let mut lm = m.pop().unwrap_or(metrics::LabelMetrics {
+            label: 1,
+            dice: 1.0,
+            iou: 1.0,
+            nsd: 1.0,
+            hd95: 0.0,
+            pred_voxels: 0,
+            gt_voxels: 0,
+        });
+        lm.label = i64::from(gt.label);
+        rows.push(EvalRow {
+            case: case.name.clone(),
+            label: gt.label,
+            strategy: Protocol::MedicalSam2.name(),
+            metrics: lm,
+            prompts: prompts[o].slices.len(),
+            seconds: seg.seconds(),
+            slices: n,
+        });
+    }
+    Ok(rows)
 }
 
 #[cfg(test)]

@@ -1285,6 +1285,9 @@ pub struct SegmentJob {
     pub dtype: medsam2_core::checkpoint::ComputeDType,
     /// Encoder features kept (slices).
     pub cache_frames: usize,
+    /// A paper's protocol instead of `propagation`/`largest_component`
+    /// (see [`crate::protocols::segment_with_protocol`]).
+    pub protocol: Option<crate::protocols::Protocol>,
 }
 
 impl SegmentJob {
@@ -1313,6 +1316,7 @@ impl SegmentJob {
             device: Default::default(),
             dtype: Default::default(),
             cache_frames: 32,
+            protocol: None,
         }
     }
 }
@@ -1421,11 +1425,16 @@ pub fn run_segment_job(
                 ))
             })?;
     let load_seconds = t.elapsed().as_secs_f64();
-    let mut session = slices.session(model, job.cache_frames, prompts.len() > 1)?;
-    let mut seg = segment(&mut session, &prompts, job.propagation, on_progress)?;
-    if job.largest_component {
-        seg.keep_largest_component();
-    }
+    let seg = if let Some(p) = job.protocol {
+        crate::protocols::segment_with_protocol(model, &slices, &prompts, p)?
+    } else {
+        let mut session = slices.session(model, job.cache_frames, prompts.len() > 1)?;
+        let mut seg = segment(&mut session, &prompts, job.propagation, on_progress)?;
+        if job.largest_component {
+            seg.keep_largest_component();
+        }
+        seg
+    };
     let labels = label_volume(&input, job.axis, &seg)?;
     medical::write_volume(&job.out, &labels)
         .map_err(|e| JobError(format!("{}: {e}", job.out.display())))?;
@@ -1855,6 +1864,9 @@ pub struct EvalJob {
     pub dtype: medsam2_core::checkpoint::ComputeDType,
     /// Encoder features kept (slices).
     pub cache_frames: usize,
+    /// `Some(Protocol::MedicalSam2)`: Medical-SAM2's own evaluation instead
+    /// of `strategies` (see [`crate::protocols::evaluate_case_medical_sam2`]).
+    pub protocol: Option<crate::protocols::Protocol>,
 }
 
 impl EvalJob {
@@ -1874,6 +1886,7 @@ impl EvalJob {
             device: Default::default(),
             dtype: Default::default(),
             cache_frames: 64,
+            protocol: None,
         }
     }
 }
@@ -1931,8 +1944,27 @@ pub fn run_eval_job(
         let case = load_case(files)?;
         let norm = job.window.normalization(&case.image);
         let slices = Slices::from_volume(&case.image, job.axis, &norm)?;
-        let mut session = slices.session(model.clone(), job.cache_frames, false)?;
         on_progress(i, n, 0, 1, &case.name);
+        if job.protocol == Some(crate::protocols::Protocol::MedicalSam2) {
+            let opts = crate::protocols::MedicalSam2Options {
+                prompt_freq: job.sim.every,
+                boxes: job.sim.every_box,
+                seed: job.sim.seed,
+                ..Default::default()
+            };
+            let r = crate::protocols::evaluate_case_medical_sam2(
+                model.clone(),
+                &case,
+                &slices,
+                job.axis,
+                &opts,
+                job.nsd_tol_mm,
+            )
+            .map_err(|e| JobError(format!("case {}: {e}", case.name)))?;
+            rows.extend(r);
+            continue;
+        }
+        let mut session = slices.session(model.clone(), job.cache_frames, false)?;
         let r = evaluate_case(
             &mut session,
             &case,
