@@ -987,7 +987,7 @@ pub fn segment_at(
         session
             .propagate(Some(start), dir, None, |fm, p| {
                 done_here = p.done;
-                match masks_above(&fm, threshold) {
+                match masks_above(fm, threshold) {
                     Ok(ms) => {
                         for (i, m) in ms.into_iter().enumerate() {
                             if let Some(o) = ids.iter().position(|&id| id == fm.obj_ids[i]) {
