@@ -906,24 +906,6 @@ pub fn segment(
     segment_at(session, objects, mode, 0.0, on_progress)
 }
 
-/// Binary masks `[N][H·W]` of a frame's video-res logits (`> threshold`).
-fn masks_above(
-    fm: &medsam2_core::sam2_video_predictor::FrameMasks,
-    threshold: f32,
-) -> Result<Vec<Vec<u8>>> {
-    let c = |e: candle_core::Error| JobError(e.to_string());
-    let l = fm.video_res_logits()?;
-    let mut out = Vec::new();
-    for i in 0..l.dim(0).map_err(c)? {
-        let v = l
-            .get(i)
-            .and_then(|t| t.flatten_all()?.to_vec1::<f32>())
-            .map_err(c)?;
-        out.push(v.into_iter().map(|x| u8::from(x > threshold)).collect());
-    }
-    Ok(out)
-}
-
 /// [`segment`] with masks `logits > threshold` (Medical-SAM2 scores 0.5).
 pub fn segment_at(
     session: &mut Sam2VideoPredictor,
@@ -987,7 +969,7 @@ pub fn segment_at(
         session
             .propagate(Some(start), dir, None, |fm, p| {
                 done_here = p.done;
-                match masks_above(fm, threshold) {
+                match fm.binary_masks_above(threshold) {
                     Ok(ms) => {
                         for (i, m) in ms.into_iter().enumerate() {
                             if let Some(o) = ids.iter().position(|&id| id == fm.obj_ids[i]) {
@@ -996,7 +978,7 @@ pub fn segment_at(
                         }
                     }
                     Err(e) => {
-                        err = Some(e);
+                        err = Some(e.into());
                         return false;
                     }
                 }
