@@ -458,7 +458,11 @@ fn check_medical_sam2(f: &mut Fixture, model: Arc<Sam2Base>) {
             &bitset(&seg),
             &want,
         );
-        // eval_seg's other thresholds: voxel counts per object.
+        // eval_seg's other thresholds: voxel counts per object (committed
+        // fixtures only: a full-size real case would take five more runs).
+        if !f.json["data"].is_null() {
+            continue;
+        }
         let total = (dhw[0] * size * size) as f64;
         for (th, counts) in run["voxels_per_threshold"].as_object().unwrap() {
             let t: f32 = th.parse().unwrap();
