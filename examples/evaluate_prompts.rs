@@ -20,6 +20,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
 use medsam2_core::checkpoint::{ComputeDType, DeviceKind};
+use medsam2_tools::protocols::Protocol;
 use medsam2_tools::volume_job::{
     error_line, eval_csv, eval_table, parse_axis, run_eval_job, summary_csv, EvalJob,
     IntensitySpec, JobError, KeySlice, Strategy,
@@ -37,10 +38,10 @@ STRATEGIES (--strategies, comma-separated; default all)
                 forward, then (session reset) backward from the key slice;
                 the largest 3-D connected component is kept (--no-largest-component).
   every-k       MedicineToken Medical-SAM2: a prompt on slices 0, k, 2k, ...
-                (--every k, default 2): a click on a random pixel of the object
-                (a background click where the object is absent), or with
-                --every-prompt box its bounding box (an empty mask where
-                absent); propagated forward from slice 0.
+                (--every k, default 2): a click on a random pixel of the object,
+                or with --every-prompt box its bounding box; an empty mask
+                where the object is absent (as Medical-SAM2); propagated
+                forward from slice 0.
   center-click  one click at the object's centre (the pixel farthest from
                 its border) on its largest slice; propagated both ways.
 
@@ -77,6 +78,13 @@ struct Args {
     /// key-box: keep every component instead of the largest.
     #[arg(long)]
     no_largest_component: bool,
+    /// medical-sam2: Medical-SAM2's own 3D evaluation instead of the
+    /// strategies: all labels in one session, slices and labels resized to
+    /// the model size, prompts every --every slices (--every-prompt box is
+    /// theirs), forward from slice 0, masks at logits > 0.5, scored on the
+    /// model-size grid.
+    #[arg(long, value_name = "NAME")]
+    protocol: Option<String>,
     /// Seed of the random choices.
     #[arg(long, default_value_t = 2024)]
     seed: u64,
@@ -142,6 +150,15 @@ fn job_from(args: &Args) -> Result<EvalJob, JobError> {
     };
     job.sim.largest_component = !args.no_largest_component;
     job.sim.seed = args.seed;
+    job.protocol = match args.protocol.as_deref().map(Protocol::parse).transpose()? {
+        p @ (None | Some(Protocol::MedicalSam2)) => p,
+        Some(p) => {
+            return Err(JobError(format!(
+                "--protocol {}: run it per volume with segment_volume --protocol (key-box is its evaluation)",
+                p.name()
+            )))
+        }
+    };
     job.nsd_tol_mm = args.nsd_tol;
     job.window = if args.percentile {
         IntensitySpec::Percentile

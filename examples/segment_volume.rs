@@ -20,6 +20,7 @@ use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
 use medsam2_core::checkpoint::{ComputeDType, DeviceKind};
 use medsam2_core::medical::intensity::Normalization;
+use medsam2_tools::protocols::Protocol;
 use medsam2_tools::volume_job::{
     error_line, parse_axis, run_segment_job, IntensitySpec, JobError, KeySlice, Propagation,
     SegmentJob, SegmentReport,
@@ -117,6 +118,12 @@ struct Args {
     /// Keep only each object's largest 3-D connected component.
     #[arg(long)]
     largest_component: bool,
+    /// A paper's pipeline, exactly as its script (one --box): medsam2-ct
+    /// (box; forward, reset, backward; largest component) or medsam2-recist
+    /// (box -> mask; two mask-prompted passes). Overrides --propagation and
+    /// --largest-component.
+    #[arg(long, value_name = "NAME")]
+    protocol: Option<String>,
     /// Write a PNG montage of the prompted slice and its neighbours with the
     /// masks overlaid and the prompts drawn.
     #[arg(long, value_name = "PNG")]
@@ -166,6 +173,7 @@ fn job_from(args: &Args) -> Result<SegmentJob, JobError> {
     job.axis = parse_axis(&args.axis)?;
     job.propagation = Propagation::parse(&args.propagation)?;
     job.largest_component = args.largest_component;
+    job.protocol = args.protocol.as_deref().map(Protocol::parse).transpose()?;
     job.montage_neighbours = args.montage.as_ref().map(|_| args.montage_neighbours);
     job.device = DeviceKind::parse(&args.device)?;
     job.dtype = ComputeDType::parse(&args.dtype)?;

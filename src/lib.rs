@@ -5,4 +5,5 @@
 pub mod fixture;
 pub mod parity;
 pub mod parity_one_prompt;
+pub mod protocols;
 pub mod volume_job;

@@ -896,11 +896,22 @@ fn pass_len(n: usize, start: usize, reverse: bool) -> usize {
 
 /// Prompts `objects` in `session` (which is reset first) and propagates them
 /// through all slices; `on_progress` sees the slice visits done and to do over
-/// all passes.
+/// all passes. Masks are `logits > 0` (see [`segment_at`]).
 pub fn segment(
     session: &mut Sam2VideoPredictor,
     objects: &[ObjectPrompts],
     mode: Propagation,
+    on_progress: &mut dyn FnMut(Progress),
+) -> Result<Segmentation> {
+    segment_at(session, objects, mode, 0.0, on_progress)
+}
+
+/// [`segment`] with masks `logits > threshold` (Medical-SAM2 scores 0.5).
+pub fn segment_at(
+    session: &mut Sam2VideoPredictor,
+    objects: &[ObjectPrompts],
+    mode: Propagation,
+    threshold: f32,
     on_progress: &mut dyn FnMut(Progress),
 ) -> Result<Segmentation> {
     if objects.is_empty() || objects.iter().any(|o| o.slices.is_empty()) {
@@ -958,7 +969,7 @@ pub fn segment(
         session
             .propagate(Some(start), dir, None, |fm, p| {
                 done_here = p.done;
-                match fm.binary_masks() {
+                match fm.binary_masks_above(threshold) {
                     Ok(ms) => {
                         for (i, m) in ms.into_iter().enumerate() {
                             if let Some(o) = ids.iter().position(|&id| id == fm.obj_ids[i]) {
@@ -1262,6 +1273,9 @@ pub struct SegmentJob {
     pub dtype: medsam2_core::checkpoint::ComputeDType,
     /// Encoder features kept (slices).
     pub cache_frames: usize,
+    /// A paper's protocol instead of `propagation`/`largest_component`
+    /// (see [`crate::protocols::segment_with_protocol`]).
+    pub protocol: Option<crate::protocols::Protocol>,
 }
 
 impl SegmentJob {
@@ -1292,6 +1306,7 @@ impl SegmentJob {
             device: Default::default(),
             dtype: Default::default(),
             cache_frames: 32,
+            protocol: None,
         }
     }
 }
@@ -1422,11 +1437,16 @@ pub fn run_segment_job(
                 ))
             })?;
     let load_seconds = t.elapsed().as_secs_f64();
-    let mut session = slices.session(model, job.cache_frames, prompts.len() > 1)?;
-    let mut seg = segment(&mut session, &prompts, job.propagation, on_progress)?;
-    if job.largest_component {
-        seg.keep_largest_component();
-    }
+    let seg = if let Some(p) = job.protocol {
+        crate::protocols::segment_with_protocol(model, &slices, &prompts, p)?
+    } else {
+        let mut session = slices.session(model, job.cache_frames, prompts.len() > 1)?;
+        let mut seg = segment(&mut session, &prompts, job.propagation, on_progress)?;
+        if job.largest_component {
+            seg.keep_largest_component();
+        }
+        seg
+    };
     let labels = label_volume(&input, job.axis, &seg)?;
     let ids: Vec<u32> = prompts.iter().map(|o| o.obj_id).collect();
     write_labels(&job.out, &labels, &ids, &job.segment_names)?;
@@ -1647,7 +1667,7 @@ pub enum Strategy {
     KeyBox,
     /// MedicineToken Medical-SAM2: a prompt on every k-th slice from slice 0
     /// (a random object pixel as click, or the box; where the object is
-    /// absent, a background click or an empty mask), propagated forward.
+    /// absent, an empty mask), propagated forward.
     EveryK,
     /// One click at the object's centre on its largest slice, propagated
     /// both ways in one session.
@@ -1756,27 +1776,28 @@ pub fn simulate_prompts(
                 let m = &gt.masks[z];
                 let mut sp = SlicePrompt::on(z);
                 let present = gt.areas[z] > 0;
-                if opts.every_box {
-                    match mask_bbox(m, width) {
-                        Some([x0, y0, x1, y1]) if present => {
-                            sp.bbox = Some([x0 as f32, y0 as f32, x1 as f32, y1 as f32])
-                        }
-                        _ => sp.mask = Some(vec![0; width * height]),
+                if !present {
+                    // Medical-SAM2 (`func_3d/function.py`): an object absent
+                    // from a prompted slice gets an all-zero mask, for boxes
+                    // and clicks alike.
+                    sp.mask = Some(vec![0; width * height]);
+                } else if opts.every_box {
+                    if let Some([x0, y0, x1, y1]) = mask_bbox(m, width) {
+                        sp.bbox = Some([x0 as f32, y0 as f32, x1 as f32, y1 as f32]);
                     }
                 } else {
-                    // A random pixel of the object, or of the background where it is absent.
-                    let want = u8::from(present);
-                    let count = m.iter().filter(|&&v| (v != 0) as u8 == want).count();
+                    // A uniformly drawn pixel of the object.
+                    let count = m.iter().filter(|&&v| v != 0).count();
                     let pick = rng.below(count);
                     let p = m
                         .iter()
                         .enumerate()
-                        .filter(|(_, &v)| (v != 0) as u8 == want)
+                        .filter(|(_, &v)| v != 0)
                         .nth(pick)
                         .map(|(i, _)| i)
                         .unwrap_or(0);
                     sp.points.push([(p % width) as f32, (p / width) as f32]);
-                    sp.labels.push(i32::from(want));
+                    sp.labels.push(1);
                 }
                 slices.push(sp);
             }
@@ -1927,6 +1948,9 @@ pub struct EvalJob {
     pub dtype: medsam2_core::checkpoint::ComputeDType,
     /// Encoder features kept (slices).
     pub cache_frames: usize,
+    /// `Some(Protocol::MedicalSam2)`: Medical-SAM2's own evaluation instead
+    /// of `strategies` (see [`crate::protocols::evaluate_case_medical_sam2`]).
+    pub protocol: Option<crate::protocols::Protocol>,
 }
 
 impl EvalJob {
@@ -1946,6 +1970,7 @@ impl EvalJob {
             device: Default::default(),
             dtype: Default::default(),
             cache_frames: 64,
+            protocol: None,
         }
     }
 }
@@ -2003,8 +2028,27 @@ pub fn run_eval_job(
         let case = load_case(files)?;
         let norm = job.window.normalization(&case.image);
         let slices = Slices::from_volume(&case.image, job.axis, &norm)?;
-        let mut session = slices.session(model.clone(), job.cache_frames, false)?;
         on_progress(i, n, 0, 1, &case.name);
+        if job.protocol == Some(crate::protocols::Protocol::MedicalSam2) {
+            let opts = crate::protocols::MedicalSam2Options {
+                prompt_freq: job.sim.every,
+                boxes: job.sim.every_box,
+                seed: job.sim.seed,
+                ..Default::default()
+            };
+            let r = crate::protocols::evaluate_case_medical_sam2(
+                model.clone(),
+                &case,
+                &slices,
+                job.axis,
+                &opts,
+                job.nsd_tol_mm,
+            )
+            .map_err(|e| JobError(format!("case {}: {e}", case.name)))?;
+            rows.extend(r);
+            continue;
+        }
+        let mut session = slices.session(model.clone(), job.cache_frames, false)?;
         let r = evaluate_case(
             &mut session,
             &case,

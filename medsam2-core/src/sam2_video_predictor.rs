@@ -220,12 +220,17 @@ impl FrameMasks {
 
     /// Binary masks `[N][H·W]` (logit > 0).
     pub fn binary_masks(&self) -> Result<Vec<Vec<u8>>> {
+        self.binary_masks_above(0.0)
+    }
+
+    /// Binary masks `[N][H·W]` (logit > `threshold`; Medical-SAM2 scores 0.5).
+    pub fn binary_masks_above(&self, threshold: f32) -> Result<Vec<Vec<u8>>> {
         let l = self.video_res_logits()?;
         let n = l.dim(0)?;
         let mut out = Vec::with_capacity(n);
         for i in 0..n {
             let v = l.get(i)?.flatten_all()?.to_vec1::<f32>()?;
-            out.push(v.into_iter().map(|x| u8::from(x > 0.0)).collect());
+            out.push(v.into_iter().map(|x| u8::from(x > threshold)).collect());
         }
         Ok(out)
     }

@@ -187,6 +187,12 @@ impl IntensityMap {
                 }
             }
         };
+        // Identity keeps the stored 0..255 values as they are (MedSAM2 feeds
+        // the `.npz` `imgs` unchanged): no min/max stretch.
+        let stretch = match norm {
+            Normalization::Identity => Stretch::Bounds,
+            _ => stretch,
+        };
         let (lo, hi) = match stretch {
             Stretch::Bounds => (lo, hi),
             Stretch::ClippedMinMax => match volume.min_max() {
@@ -309,6 +315,10 @@ mod tests {
         let v2 = Volume::new([3, 1, 1], g, VoxelData::F32(vec![-50.0, 25.0, 100.0])).unwrap();
         let u2 = to_u8(&v2, &w, Stretch::ClippedMinMax).unwrap();
         assert_eq!(u2.data(), &VoxelData::U8(vec![0, 127, 255]));
+        // Identity: already-windowed u8 values stay as they are (no stretch).
+        let v4 = Volume::new([3, 1, 1], g, VoxelData::U8(vec![10, 100, 200])).unwrap();
+        let u4 = to_u8(&v4, &Normalization::Identity, Stretch::ClippedMinMax).unwrap();
+        assert_eq!(u4.data(), &VoxelData::U8(vec![10, 100, 200]));
         // MR: zeros stay zero, percentiles over non-zero voxels.
         let vals: Vec<u16> = (0..=200).collect();
         let v3 = Volume::new([201, 1, 1], g, VoxelData::U16(vals)).unwrap();
