@@ -22,9 +22,13 @@ pub const MASK_LOGIT_TOL: f32 = 1e-3;
 /// multiplied by this factor — bf16 keeps 8 significant bits (relative
 /// rounding 2⁻⁸ ≈ 3.9e-3, against ~1e-6 for the f32 reorderings the FORMAT.md
 /// tolerances allow for), so 300× leaves room for ~8 roundings along the
-/// deepest path. The mask criteria do not widen: tracked and returned masks
+/// deepest path. The fraction criteria do not widen: tracked and returned masks
 /// must still agree in sign with the f32 reference on ≥ [`SIGN_AGREEMENT`] of
-/// the pixels.
+/// the pixels, memory features on 99.9 %. Measured in f16 on a CPU (2³ finer
+/// than bf16): 3814 of 3829 comparisons pass; the rest are memories of
+/// prompted slices (a binarised mask pixel flips) and tracked 576-pixel masks
+/// at 99.1–99.3 % sign agreement — on these random-weight fixtures many logits
+/// lie within 1e-2 of zero.
 pub const LOW_PRECISION_TOL_FACTOR: f32 = 300.0;
 
 thread_local! {

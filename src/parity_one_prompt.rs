@@ -25,11 +25,8 @@
 //! replacement similarities within [`SIMILARITY_TOL`] (every recorded decision
 //! margin is ≥ 5e-4).
 
-use std::sync::Arc;
-
 use candle_core::{DType, Tensor};
 use medsam2_core::confidence_bank::{BankAction, BankOptions};
-use medsam2_core::modeling::sam2_base::Sam2Base;
 use medsam2_core::one_prompt::{
     BankEntry, ConfidenceBank, ImageInput, OnePromptOutput, OnePromptSession,
 };
