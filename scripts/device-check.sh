@@ -123,7 +123,13 @@ for r in roots:
 print(":".join(seen))
 EOF
 )"
+  # The driver's libcuda.so.1, where the machine mounts it off the loader path.
+  local d
+  for d in /usr/local/nvidia/lib64 /usr/local/nvidia/lib /usr/local/cuda/compat; do
+    [ -e "$d/libcuda.so.1" ] && dirs="${dirs:+$dirs:}$d" && break
+  done
   [ -n "$dirs" ] && export LD_LIBRARY_PATH="$dirs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+  echo "device-check: LD_LIBRARY_PATH=${LD_LIBRARY_PATH:-}" >&2
   return 0
 }
 
