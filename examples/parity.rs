@@ -63,7 +63,10 @@ fn main() -> ExitCode {
     };
     // Open the device once up front: a missing GPU is one clear error.
     if let Err(e) = device.device() {
-        eprintln!("error: device {}: {e}", args.device);
+        // One line, also where the backend error carries a backtrace.
+        let e = e.to_string();
+        let first = e.lines().next().unwrap_or_default();
+        eprintln!("error: device {}: {first}", args.device);
         return ExitCode::from(2);
     }
     let mut report = Report {
