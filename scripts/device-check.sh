@@ -104,6 +104,12 @@ bundle() {
   } >"$BUNDLE/MANIFEST"
   du -sh "$BUNDLE"
   cat "$BUNDLE/MANIFEST"
+  # The device tool carries at most 64 MiB: the tracked files plus the bundle.
+  local kib
+  kib=$(( $(git ls-files -z | xargs -0 stat -c %s | awk '{s+=$1} END {print int(s/1024)}') + $(du -sk "$BUNDLE" | cut -f1) ))
+  echo "device-check: working tree + bundle = $(( kib / 1024 )) MiB (limit 64)"
+  [ "$kib" -lt $(( 63 * 1024 )) ] ||
+    echo "device-check: too big to carry: bundle without the shared fixtures (MEDSAM2_SHARED_FIXTURES=/nonexistent)" >&2
 }
 
 # Adds the CUDA libraries that PyPI's nvidia-* wheels installed for the
