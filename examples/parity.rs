@@ -1,7 +1,12 @@
 //! Checks fixture directories (format: shared/fixtures/FORMAT.md) against the
 //! Rust implementation.
 //!
-//! `cargo run --release --example parity -- [--part image|video|one-prompt] [--quiet] DIR...`
+//! `cargo run --release --example parity -- [--part image|video|one-prompt] [--quiet]
+//! [--device cpu|cuda[:N]|metal[:N]] [--dtype f32|bf16|f16] DIR...`
+//!
+//! `--device`/`--dtype` run the models there (the fixtures stay on the host);
+//! in bf16/f16 the max-abs tolerances widen by `LOW_PRECISION_TOL_FACTOR`
+//! while the mask sign-agreement criteria stay as in f32.
 //!
 //! DIR is one fixture folder or a folder of them. Prints every compared tensor
 //! with its max absolute error and tolerance, ends with a one-line summary, and
@@ -10,6 +15,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
+use medsam2_core::checkpoint::{ComputeDType, DeviceKind};
 use medsam2_tools::fixture::{fixture_dirs_in, Fixture};
 use medsam2_tools::parity::{check_fixture, Part, Report};
 
@@ -22,6 +28,12 @@ struct Args {
     /// Print only failures and the summary.
     #[arg(long)]
     quiet: bool,
+    /// Device: cpu, cuda[:N] or metal[:N] (needs the matching feature).
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// Compute dtype: f32 (FORMAT.md tolerances), bf16 or f16.
+    #[arg(long, default_value = "f32")]
+    dtype: String,
     /// Fixture directories (or folders of them).
     #[arg(required = true)]
     dirs: Vec<std::path::PathBuf>,
@@ -39,8 +51,28 @@ fn main() -> ExitCode {
             }
         },
     };
+    let (device, dtype) = match (
+        DeviceKind::parse(&args.device),
+        ComputeDType::parse(&args.dtype),
+    ) {
+        (Ok(d), Ok(t)) => (d, t),
+        (Err(e), _) | (_, Err(e)) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    // Open the device once up front: a missing GPU is one clear error.
+    if let Err(e) = device.device() {
+        // One line, also where the backend error carries a backtrace.
+        let e = e.to_string();
+        let first = e.lines().next().unwrap_or_default();
+        eprintln!("error: device {}: {first}", args.device);
+        return ExitCode::from(2);
+    }
     let mut report = Report {
         verbose: !args.quiet,
+        device,
+        dtype,
         ..Default::default()
     };
     let mut errors = 0;

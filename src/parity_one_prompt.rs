@@ -25,12 +25,8 @@
 //! replacement similarities within [`SIMILARITY_TOL`] (every recorded decision
 //! margin is ≥ 5e-4).
 
-use std::sync::Arc;
-
 use candle_core::{DType, Tensor};
-use medsam2_core::checkpoint::{Checkpoint, ComputeDType, DeviceKind};
 use medsam2_core::confidence_bank::{BankAction, BankOptions};
-use medsam2_core::modeling::sam2_base::Sam2Base;
 use medsam2_core::one_prompt::{
     BankEntry, ConfidenceBank, ImageInput, OnePromptOutput, OnePromptSession,
 };
@@ -38,7 +34,7 @@ use medsam2_core::sam2_image_predictor::Prompt;
 use serde_json::Value;
 
 use crate::fixture::{compare_abs, compare_rel, Compared, Fixture, FixtureError, Result};
-use crate::parity::{compare_bf16_ulps, Report, MASK_LOGIT_TOL, REL_TOL, TRACK_LOGIT_TOL};
+use crate::parity::{compare_bf16_ulps, tol, Report, MASK_LOGIT_TOL, REL_TOL, TRACK_LOGIT_TOL};
 
 /// Pick-up probabilities and cosines: max-abs.
 pub const PROB_TOL: f32 = 1e-5;
@@ -117,22 +113,11 @@ fn role(im: &Value, role: &str) -> Result<String> {
         })
 }
 
-/// The model of the one-prompt part (`build_sam2(config.yaml)` with the
-/// image-model overrides, weights loaded strictly).
-fn load_model(f: &Fixture) -> Result<Arc<Sam2Base>> {
-    let cfg = f.config("image_model")?;
-    let ckpt = Checkpoint::open(f.weights_path())?;
-    Ok(Arc::new(Sam2Base::load(
-        cfg,
-        &ckpt,
-        ComputeDType::F32,
-        DeviceKind::Cpu,
-    )?))
-}
-
 /// Checks the one-prompt part of a fixture (both passes).
 pub fn check_one_prompt(f: &mut Fixture, report: &mut Report) -> Result<()> {
-    let model = load_model(f)?;
+    // The model of the one-prompt part: `build_sam2(config.yaml)` with the
+    // image-model overrides, weights loaded strictly.
+    let model = crate::parity::load_model(f, "image_model", report)?;
     let op = f.json[PART].clone();
     let pre = format!("{}/one_prompt/", f.name());
     let images = op["images"].as_array().cloned().unwrap_or_default();
@@ -191,7 +176,7 @@ pub fn check_one_prompt(f: &mut Fixture, report: &mut Report) -> Result<()> {
                     &out.trace.maskmem_pos_enc,
                     &pos_ref,
                     1,
-                    REL_TOL,
+                    tol(REL_TOL),
                     1.0,
                 )?,
             );
@@ -221,10 +206,10 @@ pub fn check_one_prompt(f: &mut Fixture, report: &mut Report) -> Result<()> {
                     .collect()
             })
             .unwrap_or_default();
-        let tol = if i > 0 { SCORE_TOL } else { REL_TOL };
+        let bound = tol(if i > 0 { SCORE_TOL } else { REL_TOL });
         report.push(
             &p,
-            vec_abs("bank_after.ious", &sess.bank().ious(), &want_ious, tol),
+            vec_abs("bank_after.ious", &sess.bank().ious(), &want_ious, bound),
         );
     }
     let want_repl = op["replacements"].as_u64().unwrap_or(0) as usize;
@@ -337,7 +322,7 @@ fn compare_image(
                     "pickup.cosine_similarity",
                     &pk.cosine_similarity,
                     &f32s(&im["pickup"]["cosine_similarity"]),
-                    PROB_TOL,
+                    tol(PROB_TOL),
                 ),
             );
             report.push(
@@ -346,7 +331,7 @@ fn compare_image(
                     "pickup.probabilities",
                     &pk.probabilities,
                     &f32s(&im["pickup"]["probabilities"]),
-                    PROB_TOL,
+                    tol(PROB_TOL),
                 ),
             );
         }
@@ -371,7 +356,7 @@ fn compare_image(
             "vision_feats",
             &out.trace.vision_feats,
             &t(f, "vision_feats")?,
-            REL_TOL,
+            tol(REL_TOL),
         )?,
     );
     if im["tensors"].get("sparse_embeddings").is_some() {
@@ -381,7 +366,7 @@ fn compare_image(
                 "sparse_embeddings",
                 &out.trace.sparse_embeddings,
                 &t(f, "sparse_embeddings")?,
-                REL_TOL,
+                tol(REL_TOL),
             )?,
         );
     } else {
@@ -408,20 +393,25 @@ fn compare_image(
                 "conditioned_feats",
                 &out.trace.conditioned_feats,
                 &cond,
-                TRACK_LOGIT_TOL,
+                tol(TRACK_LOGIT_TOL),
             )?,
         );
         report.push(
             p,
-            compare_abs("low_res_masks", &out.low_res_logits, &low, TRACK_LOGIT_TOL)?,
+            compare_abs(
+                "low_res_masks",
+                &out.low_res_logits,
+                &low,
+                tol(TRACK_LOGIT_TOL),
+            )?,
         );
         report.push(
             p,
-            compare_abs("iou_predictions", &got_iou, &iou, SCORE_TOL)?,
+            compare_abs("iou_predictions", &got_iou, &iou, tol(SCORE_TOL))?,
         );
         report.push(
             p,
-            compare_abs("object_score_logits", &got_score, &score, SCORE_TOL)?,
+            compare_abs("object_score_logits", &got_score, &score, tol(SCORE_TOL))?,
         );
     } else {
         report.push(
@@ -430,24 +420,32 @@ fn compare_image(
                 "conditioned_feats",
                 &out.trace.conditioned_feats,
                 &cond,
-                REL_TOL,
+                tol(REL_TOL),
             )?,
         );
         report.push(
             p,
-            compare_abs("low_res_masks", &out.low_res_logits, &low, MASK_LOGIT_TOL)?,
+            compare_abs(
+                "low_res_masks",
+                &out.low_res_logits,
+                &low,
+                tol(MASK_LOGIT_TOL),
+            )?,
         );
-        report.push(p, compare_rel("iou_predictions", &got_iou, &iou, REL_TOL)?);
         report.push(
             p,
-            compare_rel("object_score_logits", &got_score, &score, REL_TOL)?,
+            compare_rel("iou_predictions", &got_iou, &iou, tol(REL_TOL))?,
+        );
+        report.push(
+            p,
+            compare_rel("object_score_logits", &got_score, &score, tol(REL_TOL))?,
         );
     }
     let mm = f.tensor(PART, &role(im, "maskmem_features")?)?;
     // Free-running memories are encoded from features that already drifted
     // (≤ 1e-2 allowed): the abs floor is then the tracking tolerance, as for
     // the video part's tracked memories. Teacher-forced: the encoder tolerance.
-    let rel = if tracked { TRACK_LOGIT_TOL } else { REL_TOL };
+    let rel = tol(if tracked { TRACK_LOGIT_TOL } else { REL_TOL });
     report.push(
         p,
         compare_bf16_ulps(
@@ -519,7 +517,7 @@ fn compare_image(
                     "bank_update.similarity_new_to_bank",
                     &tst.similarity_new_to_bank,
                     &f32s(&u["similarity_new_to_bank"]),
-                    SIMILARITY_TOL,
+                    tol(SIMILARITY_TOL),
                 ),
             );
             let m = [tst.sim_new_to_min, tst.sim_min_to_max];
@@ -531,18 +529,18 @@ fn compare_image(
                     "bank_update.sim_new_to_min_and_min_to_max",
                     &m,
                     &want,
-                    SIMILARITY_TOL,
+                    tol(SIMILARITY_TOL),
                 ),
             );
             let want_thr = u["iou_threshold"].as_f64().unwrap_or(f64::NAN) as f32;
-            let tol = if tracked { SCORE_TOL } else { SIMILARITY_TOL };
+            let bound = tol(if tracked { SCORE_TOL } else { SIMILARITY_TOL });
             report.push(
                 p,
                 vec_abs(
                     "bank_update.iou_threshold",
                     &[tst.iou_threshold],
                     &[want_thr],
-                    tol,
+                    bound,
                 ),
             );
         }

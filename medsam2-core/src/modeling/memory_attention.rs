@@ -163,7 +163,7 @@ pub fn apply_rotary_enc(x: &Tensor, cos: &Tensor, sin: &Tensor, n_rope: usize) -
     let xf = x.to_dtype(DType::F32)?.contiguous()?;
     let cos = cos.to_dtype(DType::F32)?.contiguous()?;
     let sin = sin.to_dtype(DType::F32)?.contiguous()?;
-    if xf.device().is_cpu() {
+    if crate::modeling::kernels::fast_cpu(&xf) {
         let out = {
             let (xs, xl) = xf.storage_and_layout();
             let (cs, cl) = cos.storage_and_layout();
@@ -322,7 +322,7 @@ fn softmax_rows(src: &[f32], dst: &mut [f32], n: usize) {
 /// tracking step); other tensors use candle's op.
 pub fn softmax_last(x: &Tensor) -> Result<Tensor> {
     let n = x.dim(candle_core::D::Minus1)?;
-    if x.device().is_cpu() && x.dtype() == DType::F32 && n > 0 {
+    if crate::modeling::kernels::fast_cpu_f32(x) && n > 0 {
         let x = x.contiguous()?;
         let out = {
             let (xs, xl) = x.storage_and_layout();

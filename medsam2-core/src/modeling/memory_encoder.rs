@@ -79,7 +79,7 @@ pub(crate) fn layer_norm_last(
     eps: f64,
 ) -> Result<Tensor> {
     let n = x.dim(D::Minus1)?;
-    if x.device().is_cpu() && x.dtype() == DType::F32 && n > 0 {
+    if crate::modeling::kernels::fast_cpu_f32(x) && n > 0 {
         let x = x.contiguous()?;
         let w = weight.to_dtype(DType::F32)?.contiguous()?;
         let b = bias.to_dtype(DType::F32)?.contiguous()?;

@@ -2,6 +2,7 @@
 
 pub mod backbones;
 pub mod interp;
+pub mod kernels;
 pub mod memory_attention;
 pub mod memory_encoder;
 pub mod position_encoding;

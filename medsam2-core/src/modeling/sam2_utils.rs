@@ -148,9 +148,29 @@ impl Module for DepthwiseConv2d {
         let p = self.padding;
         let ho = (h + 2 * p + 1).saturating_sub(k);
         let wo = (w + 2 * p + 1).saturating_sub(k);
-        if !x.device().is_cpu() {
-            let conv = x.conv2d(&self.weight.to_dtype(dtype)?, p, 1, 1, c)?;
-            return conv.broadcast_add(&self.bias.to_dtype(dtype)?.reshape((1, c, 1, 1))?);
+        if !crate::modeling::kernels::fast_cpu(x) {
+            // Device-generic: k² shifted multiply-adds over all channels at
+            // once, accumulated in f32 (candle's grouped conv would launch one
+            // conv per channel).
+            let xp = x
+                .to_dtype(DType::F32)?
+                .pad_with_zeros(2, p, p)?
+                .pad_with_zeros(3, p, p)?;
+            let wt = self.weight.to_dtype(DType::F32)?.reshape((c, k * k))?;
+            let mut acc = self
+                .bias
+                .to_dtype(DType::F32)?
+                .reshape((1, c, 1, 1))?
+                .broadcast_as((b, c, ho, wo))?
+                .contiguous()?;
+            for ky in 0..k {
+                for kx in 0..k {
+                    let wk = wt.narrow(1, ky * k + kx, 1)?.reshape((1, c, 1, 1))?;
+                    let tap = xp.narrow(2, ky, ho)?.narrow(3, kx, wo)?;
+                    acc = (acc + tap.broadcast_mul(&wk)?)?;
+                }
+            }
+            return acc.to_dtype(dtype);
         }
         let xs = x.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
         let ws = self

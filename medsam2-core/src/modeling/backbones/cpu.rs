@@ -39,9 +39,15 @@ pub(crate) fn num_threads() -> usize {
     candle_core::utils::get_num_threads().max(1)
 }
 
-/// Whether a tensor can take the fast path (f32 on the CPU).
+/// Whether a tensor is f32 on the CPU (what the kernels can read).
 pub(crate) fn is_cpu_f32(t: &Tensor) -> bool {
     matches!(t.device(), Device::Cpu) && t.dtype() == candle_core::DType::F32
+}
+
+/// Whether a tensor takes the fast path: f32 on the CPU, and the fast kernels
+/// switched on ([`crate::modeling::kernels`]).
+pub(crate) fn fast(t: &Tensor) -> bool {
+    crate::modeling::kernels::fast_cpu_f32(t)
 }
 
 /// Read access to the f32 data of a contiguous CPU tensor.

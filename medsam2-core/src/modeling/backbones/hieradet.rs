@@ -405,7 +405,7 @@ impl Hiera {
 
     /// Stage outputs as NHWC `[B, H_i, W_i, C_i]`, highest resolution first.
     pub fn forward_nhwc(&self, x: &Tensor) -> Result<Vec<Tensor>> {
-        if cpu::is_cpu_f32(x) && cpu::is_cpu_f32(&self.pos_embed) {
+        if cpu::fast(x) && cpu::fast(&self.pos_embed) {
             return self.forward_nhwc_fast(x);
         }
         let x = self.patch_embed.forward(x)?;
@@ -479,7 +479,7 @@ impl Hiera {
         self.forward_nhwc(x)?
             .into_iter()
             .map(|t| {
-                if cpu::is_cpu_f32(&t) {
+                if cpu::fast(&t) {
                     let (b, h, w, c) = t.dims4()?;
                     cpu::nhwc_to_nchw(F32Ref::new(&t)?.slice(), b, h, w, c)
                 } else {

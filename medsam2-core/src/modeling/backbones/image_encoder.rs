@@ -176,7 +176,7 @@ impl FpnNeck {
         let Some(laterals) = &self.pointwise else {
             return Ok(None);
         };
-        if self.interp != FpnInterp::Nearest || xs.len() != n || !xs.iter().all(cpu::is_cpu_f32) {
+        if self.interp != FpnInterp::Nearest || xs.len() != n || !xs.iter().all(cpu::fast) {
             return Ok(None);
         }
         let mut out: Vec<Option<NhwcLevel>> = (0..n).map(|_| None).collect();

@@ -477,9 +477,10 @@ pub(crate) fn transpose_last2(x: &Tensor) -> Result<Tensor> {
     Tensor::from_vec(out, (b, n, c), x.device())
 }
 
-/// Whether the fast kernels apply to `x`.
+/// Whether the fast kernels apply to `x` (f32 on the CPU, kernels switched on:
+/// [`crate::modeling::kernels`]).
 pub(crate) fn applies(x: &Tensor) -> bool {
-    x.device().is_cpu() && x.dtype() == candle_core::DType::F32
+    crate::modeling::kernels::fast_cpu_f32(x)
 }
 
 #[cfg(test)]
