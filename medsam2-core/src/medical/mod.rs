@@ -60,10 +60,15 @@ pub enum FileFormat {
 impl FileFormat {
     /// The format of `path` from its extension (case-insensitive).
     pub fn from_path(path: impl AsRef<Path>) -> Result<FileFormat> {
-        if path.as_ref().is_dir() {
+        let name = path.as_ref().to_string_lossy().to_ascii_lowercase();
+        let file_ext = [".nii", ".nii.gz", ".nrrd", ".nhdr", ".npz"]
+            .iter()
+            .any(|e| name.ends_with(e));
+        // A folder is a DICOM series, unless it is named like a volume file:
+        // then the reader refuses it as "a directory, not a regular file".
+        if !file_ext && path.as_ref().is_dir() {
             return Ok(FileFormat::DicomSeries);
         }
-        let name = path.as_ref().to_string_lossy().to_ascii_lowercase();
         Ok(if name.ends_with(".nii.gz") {
             FileFormat::NiiGz
         } else if name.ends_with(".nii") {
