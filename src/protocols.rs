@@ -23,7 +23,7 @@ use medsam2_core::sam2_video_predictor::{
 use medsam2_core::transforms;
 
 use medsam2_core::medical::slicing::Axis;
-use medsam2_core::medical::{metrics, Geometry, Volume, VoxelData};
+use medsam2_core::medical::{Geometry, Volume, VoxelData};
 
 use crate::volume_job::{
     label_slices, segment_at, simulate_prompts, Case, EvalRow, JobError, LabelSlices,
@@ -443,17 +443,7 @@ pub fn evaluate_case_medical_sam2(
             .flat_map(|m| m.clone().unwrap_or_else(|| vec![0; size * size]))
             .collect();
         let want: Vec<u8> = gt.masks.concat();
-        let mut m = metrics::evaluate(&vol(pred)?, &vol(want)?, nsd_tol_mm)?;
-        let mut lm = m.pop().unwrap_or(metrics::LabelMetrics {
-            label: 1,
-            dice: 1.0,
-            iou: 1.0,
-            nsd: 1.0,
-            hd95: 0.0,
-            pred_voxels: 0,
-            gt_voxels: 0,
-        });
-        lm.label = i64::from(gt.label);
+        let lm = crate::volume_job::label_metrics(&vol(pred)?, &vol(want)?, nsd_tol_mm, gt.label)?;
         rows.push(EvalRow {
             case: case.name.clone(),
             label: gt.label,

@@ -1613,6 +1613,28 @@ pub fn write_labels(
     medical::write_volume(out, labels).map_err(err)
 }
 
+/// The metrics of one object: binary `pred` against binary `gt` (same grid),
+/// reported under `label`; an object absent from both scores perfectly.
+pub fn label_metrics(
+    pred: &Volume,
+    gt: &Volume,
+    nsd_tol_mm: f64,
+    label: u32,
+) -> Result<metrics::LabelMetrics> {
+    let mut m = metrics::evaluate(pred, gt, nsd_tol_mm)?;
+    let mut lm = m.pop().unwrap_or(metrics::LabelMetrics {
+        label: 1,
+        dice: 1.0,
+        iou: 1.0,
+        nsd: 1.0,
+        hd95: 0.0,
+        pred_voxels: 0,
+        gt_voxels: 0,
+    });
+    lm.label = i64::from(label);
+    Ok(lm)
+}
+
 /// Reads a volume (`.npz`: array `npz_key`), naming the file in errors.
 pub fn read_volume(path: &Path, npz_key: &str) -> Result<Volume> {
     if !path.exists() {
@@ -1892,17 +1914,7 @@ pub fn evaluate_case(
                     m.iter().map(|&b| u8::from(b)).collect(),
                 ))
             };
-            let mut m = metrics::evaluate(&to_vol(&pred)?, &to_vol(&gt_mask)?, nsd_tol_mm)?;
-            let mut lm = m.pop().unwrap_or(metrics::LabelMetrics {
-                label: 1,
-                dice: 1.0,
-                iou: 1.0,
-                nsd: 1.0,
-                hd95: 0.0,
-                pred_voxels: 0,
-                gt_voxels: 0,
-            });
-            lm.label = i64::from(gt.label);
+            let lm = label_metrics(&to_vol(&pred)?, &to_vol(&gt_mask)?, nsd_tol_mm, gt.label)?;
             rows.push(EvalRow {
                 case: case.name.clone(),
                 label: gt.label,

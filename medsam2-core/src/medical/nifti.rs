@@ -32,7 +32,7 @@ use nifti::{Endianness, NiftiHeader, NiftiType};
 
 use super::codec::{self, check_limit, read_exact_vec};
 use super::error::{MedicalError, Result};
-use super::volume::{det3, with_voxels, DataType, Geometry, Volume};
+use super::volume::{det3, DataType, Geometry, Volume};
 
 const FMT: &str = "NIfTI";
 /// Size of the NIfTI-1 header.
@@ -116,29 +116,40 @@ pub fn write_nifti(path: impl AsRef<Path>, volume: &Volume) -> Result<()> {
     if volume.dims().iter().any(|&d| d > i16::MAX as usize) {
         return super::nifti2::write_nifti2(path, volume);
     }
-    let gz = path.to_string_lossy().to_ascii_lowercase().ends_with(".gz");
-    let mut head = header_bytes(volume)?.to_vec();
-    head.extend_from_slice(&[0u8; 4]); // extender: no extensions
-    let gz = if gz { codec::Gz::All } else { codec::Gz::None };
-    codec::write_volume_file(path, &head, volume.data(), gz)
+    write_single_file(path, &header_bytes(volume)?, volume)
 }
 
 /// The bytes of a NIfTI-1 single file (`.nii`) for `volume`, gzip-compressed
 /// (`.nii.gz`) if `gzip`.
 pub fn encode_nifti(volume: &Volume, gzip: bool) -> Result<Vec<u8>> {
-    let mut out = Vec::with_capacity(VOX_OFFSET + volume.num_voxels() * volume.data_type().size());
-    out.extend_from_slice(&header_bytes(volume)?);
+    encode_single_file(&header_bytes(volume)?, volume, gzip)
+}
+
+/// The bytes of a single-file image of either version: `head` (the header),
+/// a 4-byte extender (no extensions), then the voxels little-endian;
+/// gzip-compressed if `gzip`.
+pub(super) fn encode_single_file(head: &[u8], volume: &Volume, gzip: bool) -> Result<Vec<u8>> {
+    let mut out =
+        Vec::with_capacity(head.len() + 4 + volume.num_voxels() * volume.data_type().size());
+    out.extend_from_slice(head);
     out.extend_from_slice(&[0u8; 4]); // extender: no extensions
-    with_voxels!(volume.data(), v => {
-        for x in v.iter() {
-            out.extend_from_slice(&x.to_le_bytes());
-        }
-    });
+    codec::write_voxels_le(&mut out, volume.data())?;
     if gzip {
         codec::gzip(&out)
     } else {
         Ok(out)
     }
+}
+
+/// Writes a single-file image of either version to `path` atomically,
+/// streaming the voxels: `head`, the extender, the voxels; gzip-compressed
+/// when the path ends in `.gz`.
+pub(super) fn write_single_file(path: &Path, head: &[u8], volume: &Volume) -> Result<()> {
+    let gz = path.to_string_lossy().to_ascii_lowercase().ends_with(".gz");
+    let mut head = head.to_vec();
+    head.extend_from_slice(&[0u8; 4]); // extender: no extensions
+    let gz = if gz { codec::Gz::All } else { codec::Gz::None };
+    codec::write_volume_file(path, &head, volume.data(), gz)
 }
 
 /// What the header says, validated (NIfTI-1 here, NIfTI-2 in [`super::nifti2`]).

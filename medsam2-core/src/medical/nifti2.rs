@@ -12,7 +12,7 @@ use std::path::Path;
 use super::codec::{self, check_limit};
 use super::error::{MedicalError, Result};
 use super::nifti::{self, HeaderInfo, Transform};
-use super::volume::{with_voxels, DataType, Volume};
+use super::volume::{DataType, Volume};
 
 const FMT: &str = "NIfTI-2";
 /// Size of the NIfTI-2 header.
@@ -177,12 +177,7 @@ pub(super) fn parse_header(h: &[u8]) -> Result<HeaderInfo> {
 /// Writes `volume` as NIfTI-2; gzip-compressed when the path ends in `.gz`
 /// (atomically, streaming the voxels, as [`super::nifti::write_nifti`]).
 pub fn write_nifti2(path: impl AsRef<Path>, volume: &Volume) -> Result<()> {
-    let path = path.as_ref();
-    let gz = path.to_string_lossy().to_ascii_lowercase().ends_with(".gz");
-    let mut head = header_bytes(volume);
-    head.extend_from_slice(&[0u8; 4]); // extender: no extensions
-    let gz = if gz { codec::Gz::All } else { codec::Gz::None };
-    codec::write_volume_file(path, &head, volume.data(), gz)
+    nifti::write_single_file(path.as_ref(), &header_bytes(volume), volume)
 }
 
 /// The 540 header bytes of a NIfTI-2 file for `volume`: sform and (for an
@@ -245,20 +240,7 @@ fn header_bytes(volume: &Volume) -> Vec<u8> {
 /// The bytes of a NIfTI-2 single file for `volume` (gzip-compressed if `gzip`):
 /// sform and (for an orthonormal direction) qform in full `f64` precision.
 pub fn encode_nifti2(volume: &Volume, gzip: bool) -> Result<Vec<u8>> {
-    let h = header_bytes(volume);
-    let mut out = Vec::with_capacity(VOX_OFFSET + volume.num_voxels() * volume.data_type().size());
-    out.extend_from_slice(&h);
-    out.extend_from_slice(&[0u8; 4]); // extender: no extensions
-    with_voxels!(volume.data(), v => {
-        for x in v.iter() {
-            out.extend_from_slice(&x.to_le_bytes());
-        }
-    });
-    if gzip {
-        codec::gzip(&out)
-    } else {
-        Ok(out)
-    }
+    nifti::encode_single_file(&header_bytes(volume), volume, gzip)
 }
 
 #[cfg(test)]
