@@ -62,14 +62,14 @@ STD = torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1)
 
 SPEC = dict(
     parent="sam2.1/sam2.1_hiera_t.yaml",
-    image_size=256,
+    image_size=128,
     trunk=dict(
         embed_dim=16,
         num_heads=1,
         stages=[1, 2, 5, 2],
         global_att_blocks=[5, 7],
         window_pos_embed_bkg_spatial_size=[8, 8],
-        window_spec=[8, 8, 16, 8],
+        window_spec=[8, 4, 8, 4],
     ),
     d_model=64,
     mem_dim=32,
@@ -385,15 +385,18 @@ def main():
     ap.add_argument("--out", default=os.path.join(HERE, "run"), help="run folder (checkpoints, log, weights)")
     ap.add_argument("--config", default=DEFAULT_CONFIG)
     ap.add_argument("--write-config", action="store_true", help="(re)write --config from SPEC and exit")
-    ap.add_argument("--steps", type=int, default=500)
-    ap.add_argument("--batch", type=int, default=2, help="clips per step")
+    ap.add_argument("--steps", type=int, default=8000)
+    ap.add_argument("--restart", type=int, default=1500,
+                    help="warm restart: the cosine schedule first runs over steps 0..RESTART, then again "
+                         "(from where a cosine over 0..STEPS stands) up to STEPS; 0 for one cosine")
+    ap.add_argument("--batch", type=int, default=4, help="clips per step")
     ap.add_argument("--frames", type=int, default=4, help="slices per clip")
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--warmup", type=int, default=30)
-    ap.add_argument("--pretrain", type=int, default=280,
+    ap.add_argument("--pretrain", type=int, default=300,
                     help="first steps on single slices (prompted frame only, batch x2)")
     ap.add_argument("--seed", type=int, default=20260)
-    ap.add_argument("--threads", type=int, default=1, help="1 is fastest on a shared 2-core machine")
+    ap.add_argument("--threads", type=int, default=2, help="torch threads (the machine's cores, when alone on it)")
     ap.add_argument("--log-every", type=int, default=10)
     ap.add_argument("--ckpt-every", type=int, default=50)
     ap.add_argument("--quick", action="store_true", help="recipe check: a few steps, asserts the loss falls")
@@ -436,7 +439,8 @@ def main():
         batch_size=None, shuffle=False, num_workers=1, prefetch_factor=4, persistent_workers=False)
     for step, (frames, masks, prompts, T, B) in zip(range(step0, args.steps), loader):
         for g in opt.param_groups:
-            g["lr"] = lr_at(step, args.steps, args.lr, args.warmup)
+            horizon = args.restart if 0 < args.restart and step < args.restart else args.steps
+            g["lr"] = lr_at(step, horizon, args.lr, args.warmup)
         loss, dices, presents = run_clip(model, frames, masks, prompts, T, B)
         opt.zero_grad(set_to_none=True)
         loss.backward()
