@@ -875,3 +875,43 @@ fn error_paths() {
     ok(unsafe { medsam2_one_prompt_free(s) });
     ok(unsafe { medsam2_model_free(cm) });
 }
+
+/// A handle moved to another thread (one thread uses it at a time).
+struct Sendable<T>(*mut T);
+unsafe impl<T> Send for Sendable<T> {}
+
+/// Sessions over one shared model on four threads at once give the
+/// one-thread results bit for bit.
+#[test]
+fn sessions_on_threads_share_a_model() {
+    let st = Arc::new(stream());
+    let cm = c_model();
+    let run_stream = |s: *mut medsam2_one_prompt, st: &Stream| -> Vec<(Vec<u8>, Vec<u32>)> {
+        (0..st.images.len())
+            .map(|i| {
+                let o = c_step(s, st, i);
+                (o.mask, bits(&o.logits))
+            })
+            .collect()
+    };
+    let s = c_session(cm, None);
+    let alone = run_stream(s, &st);
+    ok(unsafe { medsam2_one_prompt_free(s) });
+    let model = Sendable(cm);
+    let handles: Vec<_> = (0..4)
+        .map(|_| {
+            let s = Sendable(c_session(model.0, None));
+            let st = st.clone();
+            std::thread::spawn(move || {
+                let s = s;
+                let out = run_stream(s.0, &st);
+                ok(unsafe { medsam2_one_prompt_free(s.0) });
+                out
+            })
+        })
+        .collect();
+    for h in handles {
+        assert!(h.join().unwrap() == alone, "a thread's results differ");
+    }
+    ok(unsafe { medsam2_model_free(cm) });
+}
