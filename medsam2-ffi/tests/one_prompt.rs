@@ -139,7 +139,7 @@ enum Step {
 
 fn plan(i: usize) -> Step {
     match i {
-        _ if i % 5 == 0 => Step::Click,
+        _ if i.is_multiple_of(5) => Step::Click,
         3 => Step::Mask,
         7 => Step::Box,
         9 | 13 => Step::SegmentCt,
