@@ -507,8 +507,9 @@ typedef int (*medsam2_progress_fn)(void *user, uint32_t done, uint32_t total);
  */
 typedef struct medsam2_one_prompt_options {
     /**
-     * `MEDSAM2_BANK_MODE_FIXED` or `MEDSAM2_BANK_MODE_REFERENCE` (which
-     * flattening the pick-up similarity uses; see the README).
+     * `MEDSAM2_BANK_MODE_FIXED` or `MEDSAM2_BANK_MODE_REFERENCE`: how the
+     * pick-up similarity is computed (every difference between the modes is
+     * listed in the docs of medsam2-core's `confidence_bank` module).
      */
     uint32_t mode;
     /**

@@ -58,8 +58,9 @@ pub const MEDSAM2_BANK_FROZEN: u32 = 5;
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct medsam2_one_prompt_options {
-    /// `MEDSAM2_BANK_MODE_FIXED` or `MEDSAM2_BANK_MODE_REFERENCE` (which
-    /// flattening the pick-up similarity uses; see the README).
+    /// `MEDSAM2_BANK_MODE_FIXED` or `MEDSAM2_BANK_MODE_REFERENCE`: how the
+    /// pick-up similarity is computed (every difference between the modes is
+    /// listed in the docs of medsam2-core's `confidence_bank` module).
     pub mode: u32,
     /// Most entries in the bank (>= 1; Medical-SAM2: 16).
     pub capacity: u32,
@@ -203,7 +204,8 @@ fn pixel_count(img: &medsam2_image) -> usize {
     (img.width as usize).saturating_mul(img.height as usize)
 }
 
-/// Decodes the image, runs `step` on it, records and returns its output.
+/// Decodes the image, runs `step` on it, records its details and logits,
+/// and returns its mask and predicted IoU.
 ///
 /// # Safety
 /// `img` is a valid `medsam2_image` (see `medsam2_predictor_set_image`).
@@ -211,7 +213,7 @@ unsafe fn process(
     s: &mut medsam2_one_prompt,
     img: &medsam2_image,
     step: impl FnOnce(&mut OnePromptSession, &ImageInput) -> medsam2_core::Result<OnePromptOutput>,
-) -> FfiResult<OnePromptOutput> {
+) -> FfiResult<(Vec<u8>, f32)> {
     let (pixels, h, w) = read_image(img)?;
     let input = match &pixels {
         ImagePixels::Rgb8(rgb) => ImageInput::Rgb8 {
@@ -242,8 +244,8 @@ unsafe fn process(
         bank_len: s.session.bank().len() as u32,
         dropped_source: out.dropped_source.map_or(-1, |d| d as i64),
     };
-    s.last = Some((result, out.logits.clone()));
-    Ok(out)
+    s.last = Some((result, out.logits));
+    Ok((out.mask, out.iou))
 }
 
 /// Fills `out_options` with the defaults of a bank mode
@@ -370,9 +372,9 @@ pub unsafe extern "C" fn medsam2_one_prompt_add_prompt(
         let mask = out_slice(out_mask, out_mask_len, pixel_count(img), "out_mask")?;
         let low_res = s.session.model().cfg.image_size / 4;
         let prompt = read_prompt(pr, low_res)?;
-        let out = process(s, img, |sess, input| sess.add_prompt(input, &prompt))?;
-        mask.copy_from_slice(&out.mask);
-        write_opt(out_iou, out.iou);
+        let (m, iou) = process(s, img, |sess, input| sess.add_prompt(input, &prompt))?;
+        mask.copy_from_slice(&m);
+        write_opt(out_iou, iou);
         Ok(())
     })
 }
@@ -447,9 +449,9 @@ pub unsafe extern "C" fn medsam2_one_prompt_segment(
         s.last = None;
         let img = handle(image, "image")?;
         let mask = out_slice(out_mask, out_mask_len, pixel_count(img), "out_mask")?;
-        let out = process(s, img, |sess, input| sess.segment(input))?;
-        mask.copy_from_slice(&out.mask);
-        write_opt(out_iou, out.iou);
+        let (m, iou) = process(s, img, |sess, input| sess.segment(input))?;
+        mask.copy_from_slice(&m);
+        write_opt(out_iou, iou);
         Ok(())
     })
 }
