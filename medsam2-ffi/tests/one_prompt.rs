@@ -811,6 +811,17 @@ fn error_paths() {
             inv,
             "",
         );
+        // A crafted header announcing a 2 TB tensor in a few bytes: refused
+        // from the header, nothing of that size is allocated.
+        let header = br#"{"__metadata__":{"format":"medsam2-confidence-bank"},"entry.0.features":{"dtype":"BF16","shape":[1,100000,100000,100],"data_offsets":[0,2000000000000]}}"#;
+        let mut crafted = (header.len() as u64).to_le_bytes().to_vec();
+        crafted.extend_from_slice(header);
+        crafted.extend_from_slice(&[0u8; 64]);
+        fails(
+            medsam2_one_prompt_load_bank_from_memory(s, crafted.as_ptr(), crafted.len()),
+            inv,
+            "not a valid confidence-bank file",
+        );
         let bad_utf8: &[u8] = b"/tmp/\xff\xfe.safetensors\0";
         fails(
             medsam2_one_prompt_load_bank(s, bad_utf8.as_ptr() as *const c_char),
