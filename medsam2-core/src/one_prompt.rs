@@ -547,8 +547,8 @@ impl ConfidenceBank {
 
     /// Writes the bank to a safetensors file (see [`ConfidenceBank::to_bytes`])
     /// through the atomic writer: a failed write leaves an existing file as it
-    /// was. The path is checked first with [`check_bank_output`] (no input
-    /// files to protect besides the rule that only a bank is replaced).
+    /// was. The path is checked first with [`check_bank_output`] (without
+    /// input files): only an existing bank file is replaced.
     pub fn save(&self, path: impl AsRef<Path>, images_seen: u64) -> Result<()> {
         self.save_checked(path, images_seen, &[])
     }
@@ -815,7 +815,8 @@ pub enum ImageInput<'a> {
     /// [`Preprocessing::MedicalSam2`], which works on 8-bit images, each value
     /// is first rounded to `round(255 · v)`. Values must be finite.
     GreyF32 {
-        /// Values in `0..=1` (clamped).
+        /// Values, normally in `0..=1` (used as they are under
+        /// [`Preprocessing::Sam2`], clamped under [`Preprocessing::MedicalSam2`]).
         data: &'a [f32],
         /// Rows.
         height: usize,
