@@ -16,9 +16,14 @@
 //   session.propagate();
 //   std::vector<uint16_t> labels = session.labels();
 //
+//   medsam2::OnePrompt stream(model);             // one-prompt segmentation (ABI 2)
+//   stream.add_prompt(medsam2::ImageView::rgb(first, w, h), medsam2::Prompt().add_point(40, 30));
+//   medsam2::OnePromptResult r = stream.segment(medsam2::ImageView::rgb(next, w2, h2));
+//   stream.save_bank("bank.safetensors");
+//
 // Thread safety is that of the C API: a Model (a shared, reference-counted
 // handle) may be used from any number of threads; an ImagePredictor or a
-// VolumeSession by one thread at a time.
+// VolumeSession or a OnePrompt by one thread at a time.
 #ifndef MEDSAM2_HPP
 #define MEDSAM2_HPP
 
@@ -106,6 +111,9 @@ struct PredictorDeleter {
 };
 struct SessionDeleter {
     void operator()(medsam2_session *s) const noexcept { medsam2_session_free(s); }
+};
+struct OnePromptDeleter {
+    void operator()(medsam2_one_prompt *s) const noexcept { medsam2_one_prompt_free(s); }
 };
 
 inline const char *c_str_or_null(const std::string &s) { return s.empty() ? nullptr : s.c_str(); }
@@ -595,6 +603,192 @@ private:
     std::unique_ptr<medsam2_session, detail::SessionDeleter> handle_;
     uint32_t num_slices_ = 0, width_ = 0, height_ = 0;
     std::size_t num_voxels_ = 0;
+};
+
+// ---------------------------------------------------------------- one-prompt segmentation (ABI 2)
+
+/// A view of the caller's 2-D pixels (see medsam2_image); nothing is copied
+/// until the view is passed to the library.
+struct ImageView {
+    medsam2_image desc{};
+
+    /// Interleaved 8-bit RGB.
+    static ImageView rgb(const uint8_t *rgb, uint32_t width, uint32_t height,
+                         std::size_t row_stride = 0) {
+        return make(rgb, MEDSAM2_PIXEL_U8, width, height, 3, row_stride, medsam2_window{});
+    }
+    /// 8-bit grey.
+    static ImageView grey(const uint8_t *grey, uint32_t width, uint32_t height,
+                          std::size_t row_stride = 0) {
+        return make(grey, MEDSAM2_PIXEL_U8, width, height, 1, row_stride, medsam2_window{});
+    }
+    /// One channel of int16_t, uint16_t or float through an intensity window
+    /// (float with a `{0, 0}` window: values already in 0..1).
+    template <class T>
+    static ImageView windowed(const T *data, uint32_t width, uint32_t height,
+                              medsam2_window window, std::size_t row_stride = 0) {
+        static_assert(std::is_same_v<T, int16_t> || std::is_same_v<T, uint16_t> ||
+                          std::is_same_v<T, float> || std::is_same_v<T, uint8_t>,
+                      "pixels must be uint8_t, int16_t, uint16_t or float");
+        medsam2_pixel_type t = std::is_same_v<T, int16_t>    ? MEDSAM2_PIXEL_I16
+                               : std::is_same_v<T, uint16_t> ? MEDSAM2_PIXEL_U16
+                               : std::is_same_v<T, float>    ? MEDSAM2_PIXEL_F32
+                                                             : MEDSAM2_PIXEL_U8;
+        return make(data, t, width, height, 1, row_stride, window);
+    }
+
+    /// Pixels in the image.
+    std::size_t pixels() const { return static_cast<std::size_t>(desc.width) * desc.height; }
+
+private:
+    static ImageView make(const void *data, medsam2_pixel_type t, uint32_t w, uint32_t h,
+                          uint32_t c, std::size_t stride, medsam2_window win) {
+        ImageView v;
+        v.desc.data = data;
+        v.desc.pixel_type = t;
+        v.desc.width = w;
+        v.desc.height = h;
+        v.desc.channels = c;
+        v.desc.row_stride = stride;
+        v.desc.window = win;
+        return v;
+    }
+};
+
+/// The defaults of a bank mode (MEDSAM2_BANK_MODE_FIXED or _REFERENCE), to
+/// adjust before constructing a OnePrompt.
+inline medsam2_one_prompt_options one_prompt_defaults(uint32_t mode = MEDSAM2_BANK_MODE_FIXED) {
+    medsam2_one_prompt_options o{};
+    detail::check(medsam2_one_prompt_options_default(mode, &o));
+    return o;
+}
+
+/// The result of one image of a OnePrompt stream.
+struct OnePromptResult {
+    uint32_t width = 0;
+    uint32_t height = 0;
+    std::vector<uint8_t> mask;       ///< height x width, 0/1
+    medsam2_one_prompt_result info{}; ///< index, IoU, object score, bank action, ...
+};
+
+/// One-prompt segmentation (MedSAM-2's confidence memory bank): prompt one
+/// image, then segment further, unrelated images of any size from the bank;
+/// the bank can be saved and loaded (file or bytes). One thread at a time.
+class OnePrompt {
+public:
+    explicit OnePrompt(const Model &model, const medsam2_one_prompt_options *options = nullptr)
+        : model_(model) {
+        medsam2_one_prompt *s = nullptr;
+        detail::check(medsam2_one_prompt_new(model.get(), options, &s));
+        handle_.reset(s);
+    }
+    OnePrompt(const Model &model, const medsam2_one_prompt_options &options)
+        : OnePrompt(model, &options) {}
+
+    /// Segments an image from a prompt (points, box, mask input) and adds its memory.
+    OnePromptResult add_prompt(const ImageView &image, const Prompt &prompt) {
+        OnePromptResult r = blank(image);
+        medsam2_prompt p = prompt.c_prompt();
+        detail::check(medsam2_one_prompt_add_prompt(handle_.get(), &image.desc, &p,
+                                                    r.mask.data(), r.mask.size(), nullptr));
+        return finish(std::move(r));
+    }
+
+    /// Uses a mask (width x height, nonzero = object) as an image's answer.
+    OnePromptResult add_mask(const ImageView &image, const std::vector<uint8_t> &mask) {
+        OnePromptResult r = blank(image);
+        detail::check(
+            medsam2_one_prompt_add_mask(handle_.get(), &image.desc, mask.data(), mask.size()));
+        for (std::size_t i = 0; i < r.mask.size(); i++) r.mask[i] = mask[i] != 0;
+        return finish(std::move(r));
+    }
+
+    /// Segments an image from the bank alone and adds its memory.
+    OnePromptResult segment(const ImageView &image) {
+        OnePromptResult r = blank(image);
+        detail::check(medsam2_one_prompt_segment(handle_.get(), &image.desc, r.mask.data(),
+                                                 r.mask.size(), nullptr));
+        return finish(std::move(r));
+    }
+
+    /// Mask logits of the last image (height x width).
+    std::vector<float> last_logits() const {
+        std::vector<float> v(last_pixels_);
+        detail::check(medsam2_one_prompt_last_logits(handle_.get(), v.data(), v.size()));
+        return v;
+    }
+
+    /// Writes the bank (only over a bank file; atomically).
+    void save_bank(const std::string &path) const {
+        detail::check(medsam2_one_prompt_save_bank(handle_.get(), path.c_str()));
+    }
+    /// Replaces the bank with a saved one (its options and image count included).
+    void load_bank(const std::string &path) {
+        detail::check(medsam2_one_prompt_load_bank(handle_.get(), path.c_str()));
+    }
+    /// The bank file's bytes.
+    std::vector<uint8_t> bank_bytes() const {
+        std::size_t n = 0;
+        detail::check(medsam2_one_prompt_bank_to_bytes(handle_.get(), nullptr, 0, &n));
+        std::vector<uint8_t> v(n);
+        detail::check(medsam2_one_prompt_bank_to_bytes(handle_.get(), v.data(), v.size(), &n));
+        return v;
+    }
+    /// Replaces the bank with one from bank_bytes() (or a bank file's contents).
+    void load_bank_bytes(const std::vector<uint8_t> &bytes) {
+        detail::check(
+            medsam2_one_prompt_load_bank_from_memory(handle_.get(), bytes.data(), bytes.size()));
+    }
+
+    /// Entries in the bank.
+    uint32_t bank_len() const {
+        uint32_t n = 0;
+        detail::check(medsam2_one_prompt_bank_len(handle_.get(), &n));
+        return n;
+    }
+    /// Images processed (the next image's index).
+    uint64_t images_seen() const {
+        uint64_t n = 0;
+        detail::check(medsam2_one_prompt_images_seen(handle_.get(), &n));
+        return n;
+    }
+    /// Freezes (or unfreezes) the bank: used, never changed.
+    void set_frozen(bool frozen) {
+        detail::check(medsam2_one_prompt_set_frozen(handle_.get(), frozen ? 1 : 0));
+    }
+    /// Whether the bank is frozen.
+    bool frozen() const {
+        int32_t f = 0;
+        detail::check(medsam2_one_prompt_is_frozen(handle_.get(), &f));
+        return f != 0;
+    }
+    /// The current options (those of a loaded bank).
+    medsam2_one_prompt_options options() const {
+        medsam2_one_prompt_options o{};
+        detail::check(medsam2_one_prompt_get_options(handle_.get(), &o));
+        return o;
+    }
+
+    /// The C handle (owned by this object).
+    medsam2_one_prompt *get() const noexcept { return handle_.get(); }
+
+private:
+    static OnePromptResult blank(const ImageView &image) {
+        OnePromptResult r;
+        r.width = image.desc.width;
+        r.height = image.desc.height;
+        r.mask.resize(image.pixels());
+        return r;
+    }
+    OnePromptResult finish(OnePromptResult r) {
+        detail::check(medsam2_one_prompt_last_result(handle_.get(), &r.info));
+        last_pixels_ = r.mask.size();
+        return r;
+    }
+
+    Model model_;
+    std::unique_ptr<medsam2_one_prompt, detail::OnePromptDeleter> handle_;
+    std::size_t last_pixels_ = 0;
 };
 
 } // namespace medsam2

@@ -494,3 +494,123 @@ fn prompts_and_masks() {
     assert_eq!(c.orig_hw, [n, n]);
     assert_eq!(c.mask.len(), n * n);
 }
+
+/// A grey image given as `0..1` floats equals the same image given as u8
+/// (values `k/255`), under both preprocessings.
+#[test]
+fn grey_f32_images_equal_grey_u8() {
+    let st = stream();
+    let n = st.size;
+    let grey: Vec<u8> = st.images[3].chunks_exact(3).map(|p| p[1]).collect();
+    let unit: Vec<f32> = grey.iter().map(|&g| g as f32 / 255.0).collect();
+    for opts in [BankOptions::fixed(), BankOptions::reference()] {
+        let run = |img: &ImageInput| {
+            let mut s = OnePromptSession::new(st.model.clone(), opts).unwrap();
+            s.add_prompt(img, &st.click(0)).unwrap()
+        };
+        let a = run(&ImageInput::Grey8 {
+            data: &grey,
+            height: n,
+            width: n,
+        });
+        let b = run(&ImageInput::GreyF32 {
+            data: &unit,
+            height: n,
+            width: n,
+        });
+        if opts.preprocessing == medsam2_core::confidence_bank::Preprocessing::MedicalSam2 {
+            // Rounded back to the same bytes: bit-identical.
+            assert_same(&a, &b);
+        } else {
+            // The same floats (k/255) on both paths up to the last bit of the resize.
+            let (x, y) = (bits(&a.low_res_logits), bits(&b.low_res_logits));
+            let max = x
+                .iter()
+                .zip(&y)
+                .map(|(p, q)| (f32::from_bits(*p) - f32::from_bits(*q)).abs())
+                .fold(0f32, f32::max);
+            assert!(max < 1e-4, "grey f32 vs u8: max |diff| {max}");
+        }
+    }
+    let mut s = OnePromptSession::new(st.model.clone(), BankOptions::reference()).unwrap();
+    let mut bad = unit.clone();
+    bad[5] = f32::NAN;
+    let img = ImageInput::GreyF32 {
+        data: &bad,
+        height: n,
+        width: n,
+    };
+    assert!(s
+        .segment(&img)
+        .unwrap_err()
+        .to_string()
+        .contains("non-finite"));
+    let short = ImageInput::GreyF32 {
+        data: &unit[1..],
+        height: n,
+        width: n,
+    };
+    assert!(s.segment(&short).is_err());
+    assert_eq!(s.images_seen(), 0);
+}
+
+/// Saving a bank replaces only a bank: an existing file of another kind (a
+/// checkpoint, say) or an input is refused and left intact; a bank is
+/// replaced; the bytes API equals the file.
+#[test]
+fn saving_never_overwrites_other_files() {
+    let st = stream();
+    let mut opts = BankOptions::fixed();
+    opts.capacity = 4;
+    let mut s = OnePromptSession::new(st.model.clone(), opts).unwrap();
+    for i in 0..2 {
+        st.step(&mut s, i);
+    }
+    let dir = std::env::temp_dir().join(format!("medsam2-bank-out-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let other = dir.join("weights.safetensors");
+    std::fs::copy(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/sam2.1-heads-c/weights.safetensors"),
+        &other,
+    )
+    .unwrap();
+    let before = std::fs::read(&other).unwrap();
+    let e = s.save_bank(&other).unwrap_err().to_string();
+    assert!(e.contains("not a confidence-bank file"), "{e}");
+    assert!(std::fs::read(&other).unwrap() == before, "file changed");
+    let text = dir.join("notes.txt");
+    std::fs::write(&text, b"x").unwrap();
+    assert!(s.save_bank(&text).is_err());
+    assert!(s.save_bank(&dir).is_err(), "a directory accepted");
+
+    let bank = dir.join("bank.safetensors");
+    s.save_bank(&bank).unwrap();
+    // The bytes API holds what the file holds (the metadata order may differ).
+    let (from_file, _) = ConfidenceBank::load(&bank).unwrap();
+    let (from_bytes, seen) = ConfidenceBank::from_bytes(&s.bank_to_bytes().unwrap()).unwrap();
+    assert_same_bank(&from_file, &from_bytes);
+    assert_eq!(seen, 2);
+    st.step(&mut s, 2);
+    s.save_bank(&bank).unwrap();
+    let (b, seen) = ConfidenceBank::load(&bank).unwrap();
+    assert_eq!(seen, 3);
+    assert_same_bank(s.bank(), &b);
+    // The same file as an input, through another name.
+    let alias = dir.join("alias.safetensors");
+    std::fs::hard_link(&bank, &alias).unwrap();
+    let e = s
+        .bank()
+        .save_checked(&bank, 3, &[alias.as_path()])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("same file as the input"), "{e}");
+
+    let mut t = OnePromptSession::new(st.model.clone(), BankOptions::reference()).unwrap();
+    t.load_bank_from_bytes(&s.bank_to_bytes().unwrap()).unwrap();
+    assert_same_bank(s.bank(), t.bank());
+    assert_eq!(t.images_seen(), 3);
+    assert!(t.load_bank_from_bytes(b"junk").is_err());
+    assert_eq!(t.images_seen(), 3, "a failed load changed the session");
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -545,9 +545,24 @@ impl ConfidenceBank {
             .map_err(|e| Error::invalid(format!("bank save: {e}")))
     }
 
-    /// Writes the bank to a safetensors file (see [`ConfidenceBank::to_bytes`]).
+    /// Writes the bank to a safetensors file (see [`ConfidenceBank::to_bytes`])
+    /// through the atomic writer: a failed write leaves an existing file as it
+    /// was. The path is checked first with [`check_bank_output`] (without
+    /// input files): only an existing bank file is replaced.
     pub fn save(&self, path: impl AsRef<Path>, images_seen: u64) -> Result<()> {
+        self.save_checked(path, images_seen, &[])
+    }
+
+    /// [`ConfidenceBank::save`], refusing also a path that is the same file as
+    /// one of `inputs` (however named: links, aliases).
+    pub fn save_checked(
+        &self,
+        path: impl AsRef<Path>,
+        images_seen: u64,
+        inputs: &[&Path],
+    ) -> Result<()> {
         let path = path.as_ref();
+        check_bank_output(path, inputs)?;
         let bytes = self.to_bytes(images_seen)?;
         crate::output::write_atomic(path, &bytes).map_err(|e| Error::Io {
             path: path.display().to_string(),
@@ -716,6 +731,63 @@ impl ConfidenceBank {
     }
 }
 
+/// Largest safetensors header read to recognise an existing bank file (the
+/// safetensors format's own limit).
+const MAX_BANK_HEADER_BYTES: u64 = 100_000_000;
+
+/// Whether the regular file at `path` starts like a saved confidence bank: a
+/// safetensors header whose metadata `format` is [`BANK_FORMAT`]. Only the
+/// header is read (bounded); any read or parse failure is `false`.
+fn is_bank_file(path: &Path) -> bool {
+    use std::io::Read;
+    let Ok((f, len)) = crate::output::open_input(path) else {
+        return false;
+    };
+    let mut f = f.take(len.min(8 + MAX_BANK_HEADER_BYTES));
+    let mut n = [0u8; 8];
+    if f.read_exact(&mut n).is_err() {
+        return false;
+    }
+    let n = u64::from_le_bytes(n);
+    if n > MAX_BANK_HEADER_BYTES || 8 + n > len {
+        return false;
+    }
+    let mut header = vec![0u8; n as usize];
+    if f.read_exact(&mut header).is_err() {
+        return false;
+    }
+    serde_json::from_slice::<serde_json::Value>(&header)
+        .ok()
+        .and_then(|v| {
+            v.get("__metadata__")?
+                .get("format")?
+                .as_str()
+                .map(|f| f == BANK_FORMAT)
+        })
+        .unwrap_or(false)
+}
+
+/// Checks, before anything is written, that a bank may be saved to `path`:
+/// the project's output rules ([`crate::output::check_output`]: not the same
+/// file as one of `inputs`, not a directory or other non-regular file, a
+/// writable folder), and an existing file there is replaced only if it is
+/// itself a confidence bank, so that a mistyped path never overwrites a
+/// checkpoint, an image or any other file.
+pub fn check_bank_output(path: &Path, inputs: &[&Path]) -> Result<()> {
+    let io = |e: std::io::Error| Error::Io {
+        path: path.display().to_string(),
+        source: e,
+    };
+    crate::output::check_output(path, inputs).map_err(io)?;
+    if std::fs::metadata(path).is_ok_and(|m| m.is_file()) && !is_bank_file(path) {
+        return Err(io(std::io::Error::new(
+            std::io::ErrorKind::AlreadyExists,
+            "exists and is not a confidence-bank file; refusing to overwrite it",
+        )));
+    }
+    Ok(())
+}
+
 /// An image for the session.
 #[derive(Debug, Clone, Copy)]
 pub enum ImageInput<'a> {
@@ -732,6 +804,20 @@ pub enum ImageInput<'a> {
     Grey8 {
         /// Pixel bytes.
         data: &'a [u8],
+        /// Rows.
+        height: usize,
+        /// Columns.
+        width: usize,
+    },
+    /// Grey `[H, W]` already mapped to `0..=1` (e.g. a CT slice through an
+    /// intensity window), used as grey RGB: as the image predictor's
+    /// `set_image_grey_f32` under [`Preprocessing::Sam2`]; under
+    /// [`Preprocessing::MedicalSam2`], which works on 8-bit images, each value
+    /// is first rounded to `round(255 · v)`. Values must be finite.
+    GreyF32 {
+        /// Values, normally in `0..=1` (used as they are under
+        /// [`Preprocessing::Sam2`], clamped under [`Preprocessing::MedicalSam2`]).
+        data: &'a [f32],
         /// Rows.
         height: usize,
         /// Columns.
@@ -754,6 +840,7 @@ impl ImageInput<'_> {
         match *self {
             ImageInput::Rgb8 { height, width, .. }
             | ImageInput::Grey8 { height, width, .. }
+            | ImageInput::GreyF32 { height, width, .. }
             | ImageInput::Pixels { height, width, .. } => [height, width],
         }
     }
@@ -886,6 +973,32 @@ pub fn preprocess(image: &ImageInput, prep: Preprocessing, size: usize) -> Resul
                 )));
             }
             grey_rgb = data.iter().flat_map(|&g| [g, g, g]).collect::<Vec<u8>>();
+            (&grey_rgb[..], height, width)
+        }
+        ImageInput::GreyF32 {
+            data,
+            height,
+            width,
+        } => {
+            if data.len() != height * width {
+                return Err(Error::invalid(format!(
+                    "grey image: {} values for {height}x{width}",
+                    data.len()
+                )));
+            }
+            if prep == Preprocessing::Sam2 {
+                return transforms::preprocess_grey_f32(data, height, width, size);
+            }
+            if let Some(bad) = data.iter().find(|v| !v.is_finite()) {
+                return Err(Error::invalid(format!("non-finite pixel value {bad}")));
+            }
+            grey_rgb = data
+                .iter()
+                .flat_map(|&v| {
+                    let g = (v.clamp(0.0, 1.0) * 255.0).round() as u8;
+                    [g, g, g]
+                })
+                .collect::<Vec<u8>>();
             (&grey_rgb[..], height, width)
         }
         ImageInput::Pixels { pixels, .. } => {
@@ -1093,9 +1206,26 @@ impl OnePromptSession {
         self.forced = Some(indices);
     }
 
-    /// Saves the bank and the image count to a safetensors file.
+    /// Saves the bank and the image count to a safetensors file (see
+    /// [`ConfidenceBank::save`]: only an existing bank file is replaced).
     pub fn save_bank(&self, path: impl AsRef<Path>) -> Result<()> {
         self.bank.save(path, self.next_index)
+    }
+
+    /// The bank and the image count as safetensors bytes (what
+    /// [`OnePromptSession::save_bank`] writes).
+    pub fn bank_to_bytes(&self) -> Result<Vec<u8>> {
+        self.bank.to_bytes(self.next_index)
+    }
+
+    /// Loads a bank from [`OnePromptSession::bank_to_bytes`] output (its
+    /// options included) and continues its image count. On error the
+    /// session is unchanged.
+    pub fn load_bank_from_bytes(&mut self, bytes: &[u8]) -> Result<()> {
+        let (bank, seen) = ConfidenceBank::from_bytes(bytes)?;
+        self.set_bank(bank)?;
+        self.next_index = seen;
+        Ok(())
     }
 
     /// Loads a bank saved by [`OnePromptSession::save_bank`] (its options

@@ -206,6 +206,62 @@ unsafe fn packed_bytes(img: &medsam2_image) -> FfiResult<Vec<u8>> {
     Ok(out)
 }
 
+/// The pixels of a `medsam2_image` as the core takes them.
+pub(crate) enum ImagePixels {
+    /// Interleaved RGB `[H, W, 3]` (u8 images without window; grey replicated).
+    Rgb8(Vec<u8>),
+    /// Grey `[H, W]` mapped to `0..1` (windowed images, f32 images without window).
+    GreyF32(Vec<f32>),
+}
+
+/// Checks and decodes a caller's image (see `medsam2_image` for the
+/// intensity rules); returns its pixels, height and width.
+///
+/// # Safety
+/// As [`packed_bytes`].
+pub(crate) unsafe fn read_image(img: &medsam2_image) -> FfiResult<(ImagePixels, usize, usize)> {
+    let window = checked_window(&img.window)?;
+    let bytes = packed_bytes(img)?;
+    let (h, w, c) = (
+        img.height as usize,
+        img.width as usize,
+        img.channels as usize,
+    );
+    let pixels = match (img.pixel_type, window) {
+        (MEDSAM2_PIXEL_U8, None) => ImagePixels::Rgb8(if c == 3 {
+            bytes
+        } else {
+            bytes.iter().flat_map(|&v| [v, v, v]).collect()
+        }),
+        (t, win) => {
+            if c != 1 {
+                return Err(FfiError::invalid(
+                    "only u8 images without window may have 3 channels; windowed and float images have 1",
+                ));
+            }
+            let values = decode_f64(&bytes, t)?;
+            ImagePixels::GreyF32(match win {
+                Some(win) => {
+                    let map = window_map(&win);
+                    values.iter().map(|&v| map.unit(v) as f32).collect()
+                }
+                None if t == MEDSAM2_PIXEL_F32 => {
+                    if values.iter().any(|v| !v.is_finite()) {
+                        return Err(FfiError::invalid("f32 image has non-finite values"));
+                    }
+                    values.iter().map(|&v| v as f32).collect()
+                }
+                None => {
+                    return Err(FfiError::invalid(
+                        "i16/u16 images need a window (image->window.width > 0), or map them to f32 0..1",
+                    ))
+                }
+            })
+        }
+    };
+    Ok((pixels, h, w))
+}
+
 /// Creates a predictor over `model` (which it keeps alive).
 ///
 /// `out_predictor` receives the predictor, or NULL on failure; free it with
@@ -283,48 +339,10 @@ pub unsafe extern "C" fn medsam2_predictor_set_image(
         p.last = None;
         p.image_hw = None;
         p.pred.reset();
-        let window = checked_window(&img.window)?;
-        let bytes = packed_bytes(img)?;
-        let (h, w, c) = (
-            img.height as usize,
-            img.width as usize,
-            img.channels as usize,
-        );
-        match (img.pixel_type, window) {
-            (MEDSAM2_PIXEL_U8, None) => {
-                let rgb = if c == 3 {
-                    bytes
-                } else {
-                    bytes.iter().flat_map(|&v| [v, v, v]).collect()
-                };
-                p.pred.set_image_rgb_u8(&rgb, h, w)?;
-            }
-            (t, win) => {
-                if c != 1 {
-                    return Err(FfiError::invalid(
-                        "only u8 images without window may have 3 channels; windowed and float images have 1",
-                    ));
-                }
-                let values = decode_f64(&bytes, t)?;
-                let grey: Vec<f32> = match win {
-                    Some(win) => {
-                        let map = window_map(&win);
-                        values.iter().map(|&v| map.unit(v) as f32).collect()
-                    }
-                    None if t == MEDSAM2_PIXEL_F32 => {
-                        if values.iter().any(|v| !v.is_finite()) {
-                            return Err(FfiError::invalid("f32 image has non-finite values"));
-                        }
-                        values.iter().map(|&v| v as f32).collect()
-                    }
-                    None => {
-                        return Err(FfiError::invalid(
-                            "i16/u16 images need a window (image->window.width > 0), or map them to f32 0..1",
-                        ))
-                    }
-                };
-                p.pred.set_image_grey_f32(&grey, h, w)?;
-            }
+        let (pixels, h, w) = read_image(img)?;
+        match pixels {
+            ImagePixels::Rgb8(rgb) => p.pred.set_image_rgb_u8(&rgb, h, w)?,
+            ImagePixels::GreyF32(grey) => p.pred.set_image_grey_f32(&grey, h, w)?,
         }
         p.image_hw = Some([h, w]);
         Ok(())

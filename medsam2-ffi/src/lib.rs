@@ -9,6 +9,8 @@
 //! * [`model`]: loading a model (`medsam2_model`).
 //! * [`image`]: the interactive image predictor (`medsam2_predictor`).
 //! * [`volume`]: volume sessions with propagation through slices (`medsam2_session`).
+//! * [`one_prompt`]: one-prompt segmentation of a stream of 2-D images with a
+//!   confidence memory bank (`medsam2_one_prompt`, ABI 2).
 // The exported names are the C names (`medsam2_model`, `MEDSAM2_OK`, ...).
 #![allow(non_camel_case_types)]
 #![warn(missing_docs)]
@@ -16,6 +18,7 @@
 pub mod general;
 pub mod image;
 pub mod model;
+pub mod one_prompt;
 pub mod volume;
 
 mod ffi_util;
@@ -23,4 +26,5 @@ mod ffi_util;
 pub use general::*;
 pub use image::*;
 pub use model::*;
+pub use one_prompt::*;
 pub use volume::*;

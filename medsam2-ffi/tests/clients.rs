@@ -2,7 +2,8 @@
 //! static linking, CMake `find_package`, pkg-config), runs them on the tiny
 //! fixture model and checks that what they write equals what the Rust API
 //! computes; runs the C error-path and thread programs, and the C client
-//! under valgrind.
+//! under valgrind. The one-prompt clients (`medsam2_one_prompt.c`/`.cpp`)
+//! are checked the same way against the core's `OnePromptSession`.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -10,10 +11,12 @@ use std::sync::Arc;
 
 use medsam2_core::build_sam::build_sam2;
 use medsam2_core::checkpoint::{ComputeDType, DeviceKind};
+use medsam2_core::confidence_bank::BankOptions;
 use medsam2_core::medical::intensity::{self, IntensityMap, Normalization, Stretch, Window};
 use medsam2_core::medical::slicing::{self, Axis};
 use medsam2_core::medical::{Geometry, Volume, VoxelData};
 use medsam2_core::modeling::sam2_base::Sam2Base;
+use medsam2_core::one_prompt::{ImageInput, OnePromptSession};
 use medsam2_core::sam2_image_predictor::{Prompt, Sam2ImagePredictor};
 use medsam2_core::sam2_video_predictor::{
     Direction, GreyFrames, Sam2VideoPredictor, SessionOptions,
@@ -755,4 +758,189 @@ fn four_threads_match_one_thread() {
     let text = stdout(&o);
     println!("{text}");
     assert!(text.contains("4 passed, 0 failed"), "{text}");
+}
+
+// ------------------------------------------------------------------ one-prompt segmentation
+
+/// What the one-prompt clients compute, through the core's session, compared
+/// with the files they wrote (`examples/c/medsam2_one_prompt.c` lists them).
+fn check_one_prompt_outputs(m: &Arc<Sam2Base>, dir: &Path) {
+    let sizes: Vec<usize> = read(dir, "op_sizes.u32")
+        .chunks_exact(4)
+        .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
+        .collect();
+    let click = read_f32(dir, "op_click.f32");
+    let ious = read_f32(dir, "op_iou.f32");
+    assert_eq!((sizes.len(), click.len(), ious.len()), (12, 2, 6));
+    let mut opts = BankOptions::fixed();
+    opts.capacity = 4;
+    let mut s = OnePromptSession::new(m.clone(), opts).unwrap();
+    let win = Window::preset("abdomen").unwrap();
+    let map = IntensityMap {
+        lower: win.lower(),
+        upper: win.upper(),
+        keep_zero: false,
+    };
+    for i in 0..6 {
+        let (width, height) = (sizes[2 * i], sizes[2 * i + 1]);
+        let out = if i == 4 {
+            let ct = read_i16(dir, "op_image4.i16");
+            let grey: Vec<f32> = ct.iter().map(|&v| map.unit(v as f64) as f32).collect();
+            let img = ImageInput::GreyF32 {
+                data: &grey,
+                height,
+                width,
+            };
+            s.segment(&img).unwrap()
+        } else {
+            let rgb = read(dir, &format!("op_image{i}.u8"));
+            let img = ImageInput::Rgb8 {
+                data: &rgb,
+                height,
+                width,
+            };
+            if i == 0 {
+                s.add_prompt(&img, &Prompt::point(click[0], click[1]))
+                    .unwrap()
+            } else {
+                s.segment(&img).unwrap()
+            }
+        };
+        let mask = read(dir, &format!("op_mask{i}.u8"));
+        assert_same_decisions(&format!("op_mask{i}"), &mask, &out.mask, near(&out.logits));
+        assert!(
+            mask.contains(&1) && mask.contains(&0),
+            "op_mask{i}: degenerate mask"
+        );
+        assert_close(&format!("op_iou[{i}]"), &ious[i..=i], &[out.iou], 1e-5);
+    }
+    assert_eq!(s.bank().len(), 4);
+}
+
+const ONE_PROMPT_OUTPUTS: &[&str] = &[
+    "op_sizes.u32",
+    "op_click.f32",
+    "op_iou.f32",
+    "op_image0.u8",
+    "op_image3.u8",
+    "op_image4.i16",
+    "op_mask0.u8",
+    "op_mask1.u8",
+    "op_mask2.u8",
+    "op_mask3.u8",
+    "op_mask4.u8",
+    "op_mask5.u8",
+];
+
+#[test]
+fn one_prompt_clients_match_rust_api() {
+    let Some(c) = ctx("one_prompt_clients") else {
+        return;
+    };
+    let exe = c.tmp.join("medsam2_one_prompt");
+    compile(
+        &c,
+        "cc",
+        "c11",
+        &c.root.join("examples/c/medsam2_one_prompt.c"),
+        &exe,
+        &[],
+    );
+    let out_c = c.out_dir("out-c");
+    let text = stdout(&run(c.client(&exe).args(c.client_args(&out_c))));
+    println!("{text}");
+    for expected in [
+        "one-prompt: bank of 3 entries after 3 images saved",
+        "one-prompt: the banks from the file and from memory give the same masks",
+        "\nok\n",
+    ] {
+        assert!(
+            text.contains(expected),
+            "expected `{expected}` in the C client's output"
+        );
+    }
+    check_one_prompt_outputs(&model(&c), &out_c);
+
+    let exe = c.tmp.join("medsam2_one_prompt_cpp");
+    compile(
+        &c,
+        "c++",
+        "c++17",
+        &c.root.join("examples/cpp/medsam2_one_prompt.cpp"),
+        &exe,
+        &[],
+    );
+    let out_cpp = c.out_dir("out-cpp");
+    let text = stdout(&run(c.client(&exe).args(c.client_args(&out_cpp))));
+    println!("{text}");
+    for expected in [
+        "caught expected IoError: MEDSAM2_ERR_IO: ",
+        "exists and is not a confidence-bank file; refusing to overwrite it",
+        "\nok\n",
+    ] {
+        assert!(
+            text.contains(expected),
+            "expected `{expected}` in the C++ client's output"
+        );
+    }
+    for f in ONE_PROMPT_OUTPUTS {
+        assert_eq!(
+            read(&out_c, f),
+            read(&out_cpp, f),
+            "{f}: the C++ client differs from the C client"
+        );
+    }
+}
+
+#[test]
+fn one_prompt_client_under_valgrind() {
+    let Some(c) = ctx("one_prompt_valgrind") else {
+        return;
+    };
+    if !have("valgrind") {
+        eprintln!(
+            "skipped: valgrind is not installed (apt-get install -y valgrind; CI installs it)"
+        );
+        return;
+    }
+    let exe = c.tmp.join("medsam2_one_prompt");
+    compile(
+        &c,
+        "cc",
+        "c11",
+        &c.root.join("examples/c/medsam2_one_prompt.c"),
+        &exe,
+        &["-g"],
+    );
+    let out = c.out_dir("out");
+    let supp = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/valgrind.supp");
+    let o = c
+        .client("valgrind")
+        .args([
+            "--leak-check=full",
+            "--errors-for-leak-kinds=definite,indirect,possible",
+            "--error-exitcode=1",
+        ])
+        .arg(format!("--suppressions={}", supp.display()))
+        .arg(&exe)
+        .args(c.client_args(&out))
+        .env("RAYON_NUM_THREADS", "1")
+        .output()
+        .expect("run valgrind");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "valgrind found errors:\n{err}");
+    assert!(err.contains("ERROR SUMMARY: 0 errors"), "{err}");
+    for kind in ["definitely lost", "indirectly lost", "possibly lost"] {
+        if let Some(l) = err.lines().find(|l| l.contains(kind)) {
+            assert!(l.contains(&format!("{kind}: 0 bytes in 0 blocks")), "{l}");
+        }
+    }
+    println!(
+        "{}",
+        err.lines()
+            .filter(|l| l.contains("ERROR SUMMARY") || l.contains("lost"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    check_one_prompt_outputs(&model(&c), &out);
 }

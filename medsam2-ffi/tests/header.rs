@@ -3,7 +3,13 @@
 use std::path::{Path, PathBuf};
 
 /// The modules of the public C API, in header order.
-const SOURCES: &[&str] = &["general.rs", "model.rs", "image.rs", "volume.rs"];
+const SOURCES: &[&str] = &[
+    "general.rs",
+    "model.rs",
+    "image.rs",
+    "volume.rs",
+    "one_prompt.rs",
+];
 
 fn generate() -> String {
     let crate_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
