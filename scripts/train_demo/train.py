@@ -385,7 +385,7 @@ def main():
     ap.add_argument("--out", default=os.path.join(HERE, "run"), help="run folder (checkpoints, log, weights)")
     ap.add_argument("--config", default=DEFAULT_CONFIG)
     ap.add_argument("--write-config", action="store_true", help="(re)write --config from SPEC and exit")
-    ap.add_argument("--steps", type=int, default=8000)
+    ap.add_argument("--steps", type=int, default=6000)
     ap.add_argument("--restart", type=int, default=1500,
                     help="warm restart: the cosine schedule first runs over steps 0..RESTART, then again "
                          "(from where a cosine over 0..STEPS stands) up to STEPS; 0 for one cosine")
