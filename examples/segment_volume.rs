@@ -246,7 +246,7 @@ fn print_summary(args: &Args, job: &SegmentJob, r: &SegmentReport) {
             println!(
                 "prompt:  object {} slice {}: {}",
                 o.obj_id,
-                s.frame,
+                s.slice,
                 what.join(", ")
             );
         }
