@@ -17,6 +17,9 @@
 //! Dice and NSD (2 mm) per case with `medsam2_core::medical::metrics`, and the
 //! mean. Deterministic (no random choice).
 
+#[path = "common/cli.rs"]
+mod cli;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -25,8 +28,8 @@ use medsam2_core::medical::metrics;
 use medsam2_core::medical::slicing::LabelAssembler;
 use medsam2_core::medical::VoxelData;
 use medsam2_tools::volume_job::{
-    error_line, find_cases, label_slices, load_case, mask_bbox, parse_axis, IntensitySpec,
-    JobError, KeySlice, Slices,
+    find_cases, label_slices, load_case, mask_bbox, parse_axis, IntensitySpec, JobError, KeySlice,
+    Slices,
 };
 
 /// Classical key-box baselines (box filled; Otsu in the box carried to neighbours).
@@ -271,12 +274,5 @@ fn run(args: &Args) -> Result<(), JobError> {
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
-    match run(&args) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("{}", error_line(&e));
-            ExitCode::FAILURE
-        }
-    }
+    cli::main_with(|args: &Args| run(args))
 }
