@@ -301,6 +301,21 @@ fn volume_session_records_checks_and_segments() {
     let labels = vs.labels(&seg).unwrap();
     assert_eq!(labels.dims(), dims);
     assert_eq!(labels.geometry(), vol.geometry());
+    let as_u16 = |v: &Volume| -> Vec<u16> {
+        v.data()
+            .to_f64_vec()
+            .into_iter()
+            .map(|x| x as u16)
+            .collect()
+    };
+    let mut buf = vec![7u16; 40 * 32 * 7];
+    vs.labels_into(&seg, &mut buf).unwrap();
+    assert_eq!(buf, as_u16(&labels));
+    assert!(
+        buf.contains(&1) && buf.contains(&2),
+        "both objects segmented"
+    );
+    assert!(vs.labels_into(&seg, &mut buf[1..]).is_err());
     let slices = Slices::from_volume(&vol, axis, &it).unwrap();
     let mut fresh = VolumeSession::from_slices(
         VolumeGrid::of(&vol, axis),
@@ -341,5 +356,8 @@ fn volume_session_records_checks_and_segments() {
         .unwrap();
     let cur = vs.current_labels().unwrap();
     assert_eq!((cur.dims(), cur.geometry()), (dims, vol.geometry()));
+    vs.current_labels_into(&mut buf).unwrap();
+    assert_eq!(buf, as_u16(&cur));
+    assert!(buf.contains(&1));
     assert_eq!(vs.slice_labels(3).unwrap().len(), 40 * 32);
 }

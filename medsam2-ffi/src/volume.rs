@@ -292,19 +292,6 @@ fn segment_options(o: Option<&medsam2_segment_options>) -> FfiResult<SegmentOpti
     })
 }
 
-/// Copies a label volume of the core (`u8` or `u16` labels) into `out`.
-fn copy_labels(labels: &Volume, out: &mut [u16]) -> FfiResult<()> {
-    if labels.num_voxels() != out.len() {
-        return Err(FfiError::internal("label volume size mismatch"));
-    }
-    match labels.data() {
-        VoxelData::U8(v) => out.iter_mut().zip(v).for_each(|(o, &l)| *o = l.into()),
-        VoxelData::U16(v) => out.copy_from_slice(v),
-        _ => return Err(FfiError::internal("labels exceed uint16_t")),
-    }
-    Ok(())
-}
-
 /// Creates a session over a volume: maps its intensities to 0..255 grey and
 /// cuts it into slices along `axis` (`MEDSAM2_AXIS_I`, `_J` or `_K`).
 /// Slice images are encoded lazily (when first prompted or propagated).
@@ -762,7 +749,7 @@ pub unsafe extern "C" fn medsam2_session_segment(
             Some(cb) => (unsafe { cb(user, p.done as u32, p.total as u32) }) == 0,
             None => true,
         })?;
-        copy_labels(&s.vs.labels(&seg)?, o)
+        Ok(s.vs.labels_into(&seg, o)?)
     })
 }
 
@@ -923,7 +910,7 @@ pub unsafe extern "C" fn medsam2_session_get_labels(
         let s = handle(session, "session")?;
         let d = s.vs.grid().dims;
         let o = out_slice(out, out_len, d[0] * d[1] * d[2], "out")?;
-        copy_labels(&s.vs.current_labels()?, o)
+        Ok(s.vs.current_labels_into(o)?)
     })
 }
 

@@ -332,27 +332,16 @@ impl LabelAssembler {
         len: usize,
         on: impl Fn(usize) -> bool,
     ) -> Result<()> {
-        let (w, h) = slice_size(self.dims, self.axis);
-        if len != w * h {
-            return Err(MedicalError::ShapeMismatch(format!(
-                "mask of {len} pixels for {w}x{h} slices"
-            )));
-        }
-        if slice >= num_slices(self.dims, self.axis) {
-            return Err(MedicalError::InvalidArgument(format!(
-                "slice {slice} out of range"
-            )));
-        }
         let label = self.label_of(object_id);
-        for y in 0..h {
-            for x in 0..w {
-                if on(y * w + x) {
-                    let o = voxel_offset(self.dims, self.axis, slice, x, y);
-                    self.labels[o] = label;
-                }
-            }
-        }
-        Ok(())
+        paint_with(
+            &mut self.labels,
+            self.dims,
+            self.axis,
+            slice,
+            len,
+            on,
+            label,
+        )
     }
 
     /// The label volume.
@@ -367,6 +356,56 @@ impl LabelAssembler {
         };
         Volume::new(self.dims, self.geometry, data)
     }
+}
+
+/// Sets `value` in `out` (the voxels of a grid of `dims`, `i` fastest)
+/// wherever `mask` (slice-sized, row-major) is non-zero on slice `slice` along
+/// `axis`: how masks become labels, into any buffer (e.g. a caller's).
+pub fn paint_slice<T: Copy>(
+    out: &mut [T],
+    dims: [usize; 3],
+    axis: Axis,
+    slice: usize,
+    mask: &[u8],
+    value: T,
+) -> Result<()> {
+    paint_with(out, dims, axis, slice, mask.len(), |i| mask[i] != 0, value)
+}
+
+fn paint_with<T: Copy>(
+    out: &mut [T],
+    dims: [usize; 3],
+    axis: Axis,
+    slice: usize,
+    len: usize,
+    on: impl Fn(usize) -> bool,
+    value: T,
+) -> Result<()> {
+    let (w, h) = slice_size(dims, axis);
+    if len != w * h {
+        return Err(MedicalError::ShapeMismatch(format!(
+            "mask of {len} pixels for {w}x{h} slices"
+        )));
+    }
+    if out.len() != dims.iter().product::<usize>() {
+        return Err(MedicalError::ShapeMismatch(format!(
+            "{} voxels for a grid of {dims:?}",
+            out.len()
+        )));
+    }
+    if slice >= num_slices(dims, axis) {
+        return Err(MedicalError::InvalidArgument(format!(
+            "slice {slice} out of range"
+        )));
+    }
+    for y in 0..h {
+        for x in 0..w {
+            if on(y * w + x) {
+                out[voxel_offset(dims, axis, slice, x, y)] = value;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Binary mask (`value == label`) of slice `index` of a label volume, e.g. to
@@ -455,6 +494,15 @@ mod tests {
         let mut asm = LabelAssembler::new(&v, Axis::K);
         assert!(asm.add_mask(0, 1, &[true; 11]).is_err());
         assert!(asm.add_mask(2, 1, &[true; 12]).is_err());
+        // Into a caller's buffer: the same voxels as the assembler.
+        let mut out = vec![0u16; 24];
+        let mut m = vec![0u8; 12];
+        m[4 * 2 + 3] = 1; // x 3, y 2
+        paint_slice(&mut out, [4, 3, 2], Axis::K, 1, &m, 9).unwrap();
+        assert_eq!(out.iter().position(|&v| v == 9), Some(12 + 2 * 4 + 3));
+        assert_eq!(out.iter().filter(|&&v| v != 0).count(), 1);
+        assert!(paint_slice(&mut out[1..], [4, 3, 2], Axis::K, 1, &m, 9).is_err());
+        assert!(paint_slice(&mut out, [4, 3, 2], Axis::K, 2, &m, 9).is_err());
     }
 
     #[test]

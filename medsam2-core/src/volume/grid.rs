@@ -127,14 +127,4 @@ impl VolumeGrid {
         let (z, x, y) = self.locate(point)?;
         Ok((z, self.pixel(x, y)?))
     }
-
-    /// The voxel of pixel `(x, y)` on slice `z` (linear index, `i` fastest).
-    pub fn voxel_offset(&self, z: usize, x: usize, y: usize) -> usize {
-        let mut idx = [0usize; 3];
-        let (c, r) = self.axis.in_plane();
-        idx[self.axis as usize] = z;
-        idx[c] = x;
-        idx[r] = y;
-        idx[0] + self.dims[0] * (idx[1] + self.dims[1] * idx[2])
-    }
 }

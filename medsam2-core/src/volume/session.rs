@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use crate::error::{Error, Result};
-use crate::medical::slicing::{Axis, LabelAssembler};
+use crate::medical::slicing::{paint_slice, Axis, LabelAssembler};
 use crate::medical::Volume;
 use crate::modeling::sam2_base::Sam2Base;
 use crate::sam2_video_predictor::{
@@ -323,21 +323,59 @@ impl VolumeSession {
         Ok(out)
     }
 
+    /// Calls `f(slice, obj_id, mask)` for every object's latest mask on every
+    /// slice, objects in creation order.
+    fn for_each_current_mask(
+        &self,
+        mut f: impl FnMut(usize, u32, &[u8]) -> Result<()>,
+    ) -> Result<()> {
+        if self.predictor.obj_ids().is_empty() {
+            return Ok(());
+        }
+        for z in 0..self.num_slices() {
+            let fm = self.predictor.frame_masks(z)?;
+            for (&id, m) in fm.obj_ids.iter().zip(&fm.binary_masks()?) {
+                f(z, id, m)?;
+            }
+        }
+        Ok(())
+    }
+
     /// The label volume of the session as it stands (each slice's latest
     /// masks; slices no propagation reached are background), in the input's
     /// grid and geometry; overlaps as [`VolumeSession::slice_labels`].
     pub fn current_labels(&self) -> Result<Volume> {
         let g = &self.grid;
         let mut asm = LabelAssembler::on_grid(g.dims, g.geometry, g.axis);
-        if !self.predictor.obj_ids().is_empty() {
-            for z in 0..self.num_slices() {
-                let fm = self.predictor.frame_masks(z)?;
-                for (&id, m) in fm.obj_ids.iter().zip(&fm.binary_masks()?) {
-                    asm.add_mask_u8(z, id, m)?;
+        self.for_each_current_mask(|z, id, m| Ok(asm.add_mask_u8(z, id, m)?))?;
+        Ok(asm.finish()?)
+    }
+
+    /// [`VolumeSession::current_labels`] written into `out` (one `u16` per
+    /// voxel, `i` fastest) without a label volume in between: for callers
+    /// that own the buffer (the C ABI).
+    pub fn current_labels_into(&self, out: &mut [u16]) -> Result<()> {
+        out.fill(0);
+        let g = self.grid;
+        self.for_each_current_mask(|z, id, m| {
+            Ok(paint_slice(out, g.dims, g.axis, z, m, label_u16(id)?)?)
+        })
+    }
+
+    /// [`VolumeSession::labels`] written into `out` (one `u16` per voxel, `i`
+    /// fastest) without a label volume in between.
+    pub fn labels_into(&self, seg: &Segmentation, out: &mut [u16]) -> Result<()> {
+        out.fill(0);
+        let g = self.grid;
+        for (o, &id) in seg.obj_ids.iter().enumerate() {
+            let label = label_u16(id)?;
+            for (z, m) in seg.masks[o].iter().enumerate() {
+                if let Some(m) = m {
+                    paint_slice(out, g.dims, g.axis, z, m, label)?;
                 }
             }
         }
-        Ok(asm.finish()?)
+        Ok(())
     }
 
     /// Segments the volume from every recorded prompt: the model's session is
@@ -367,4 +405,10 @@ impl VolumeSession {
     pub fn labels(&self, seg: &Segmentation) -> Result<Volume> {
         label_volume_on(&self.grid, seg)
     }
+}
+
+/// An object id as a `u16` label.
+fn label_u16(id: u32) -> Result<u16> {
+    u16::try_from(id)
+        .map_err(|_| Error::invalid(format!("object id {id} does not fit a uint16 label")))
 }
