@@ -7,7 +7,9 @@ use medsam2_core::medical::intensity::{Normalization, Stretch};
 use medsam2_core::medical::slicing::Axis;
 use medsam2_core::medical::{DataType, Geometry, Volume, VoxelData};
 use medsam2_core::sam2_video_predictor::{Direction, FrameMasks, Progress, SessionOptions};
-use medsam2_core::volume::{Intensity, Propagation, SegmentOptions, VolumeSession};
+use medsam2_core::volume::{
+    Intensity, Propagation, SegmentOptions, Slices, VolumeGrid, VolumeSession,
+};
 
 use crate::ffi_util::{
     handle, handle_mut, in_slice, out_slice, run, write_opt, FfiError, FfiResult,
@@ -341,8 +343,13 @@ pub unsafe extern "C" fn medsam2_session_new(
             opts.non_overlap_masks = o.non_overlap_masks != 0;
         }
         let vol = read_volume(v)?;
-        let it = core_intensity(&vol, it)?;
-        let vs = VolumeSession::new(&vol, &it, axis, m.inner.clone(), opts)?;
+        let grey = core_intensity(&vol, it)?.grey(&vol)?;
+        // The caller's copy is not needed any more: free it before slicing.
+        drop(vol);
+        let slices = Slices::from_grey(&grey, axis)?;
+        let grid = VolumeGrid::of(&grey, axis);
+        drop(grey);
+        let vs = VolumeSession::from_slices(grid, slices, m.inner.clone(), opts)?;
         let s = medsam2_session { vs };
         out_session.write(Box::into_raw(Box::new(s)));
         Ok(())
