@@ -88,19 +88,8 @@ fn read(path: &Path, bytes: &[u8], what: &str) -> bool {
     ok
 }
 
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-}
+// The workspace's one seeded generator.
+use medsam2_core::confidence_bank::SplitMix64 as Rng;
 
 /// A Part-10 file: preamble, meta group (explicit VR little endian) and `body`.
 fn part10(body: &[u8]) -> Vec<u8> {
@@ -154,7 +143,7 @@ fn malformed_dicom_never_panics_nor_over_allocates() {
     }
 
     // Random corruptions: errors or (harmless) successes, never a panic.
-    let mut rng = Rng(0x5eed_d1c0);
+    let mut rng = Rng::new(0x5eed_d1c0);
     let mut errors = 0;
     for t in 0..1500 {
         let mut b = good.clone();

@@ -9,21 +9,8 @@ use medsam2_core::medical::{
     nifti, npz, nrrd, nrrd::NrrdEncoding, DataType, Geometry, MedicalError, Volume, VoxelData,
 };
 
-/// xorshift64: a tiny deterministic PRNG.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-}
+// The workspace's one seeded generator.
+use medsam2_core::confidence_bank::SplitMix64 as Rng;
 
 fn small_volume(dtype: DataType) -> Volume {
     let g = Geometry {
@@ -67,7 +54,7 @@ fn fuzz(
             good.len()
         );
     }
-    let mut rng = Rng(seed);
+    let mut rng = Rng::new(seed);
     let mut errors = 0;
     let trials = 2000;
     for t in 0..trials {
@@ -86,7 +73,7 @@ fn fuzz(
     for t in 0..trials {
         let mut b = good.to_vec();
         let i = rng.below(hdr);
-        b[i] = rng.next() as u8;
+        b[i] = rng.next_u64() as u8;
         no_panic(parse, &b, &format!("{name} header corruption #{t}"));
     }
     let dt = t0.elapsed().as_secs_f64();

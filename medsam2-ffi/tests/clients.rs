@@ -21,6 +21,7 @@ use medsam2_core::sam2_image_predictor::{Prompt, Sam2ImagePredictor};
 use medsam2_core::sam2_video_predictor::{
     Direction, GreyFrames, Sam2VideoPredictor, SessionOptions,
 };
+use medsam2_core::volume::{Propagation, SegmentOptions, VolumeSession};
 
 // ------------------------------------------------------------------ setup
 
@@ -411,15 +412,15 @@ fn check_volume_outputs(m: &Arc<Sam2Base>, dir: &Path) -> usize {
     let vol = Volume::new(VOL_DIMS, geometry, VoxelData::I16(voxels)).unwrap();
     let norm = Normalization::Window(Window::ABDOMEN);
     let grey = intensity::to_u8(&vol, &norm, Stretch::ClippedMinMax).unwrap();
-    let frames = slicing::frames_u8(&grey, Axis::K).unwrap();
-    let (w, h) = slicing::frame_size(VOL_DIMS, Axis::K);
+    let frames = slicing::slices_u8(&grey, Axis::K).unwrap();
+    let (w, h) = slicing::slice_size(VOL_DIMS, Axis::K);
     let frames = GreyFrames::new(frames.into_iter().map(|f| f.data).collect(), h, w).unwrap();
     let mut vp =
         Sam2VideoPredictor::new(m.clone(), Box::new(frames), SessionOptions::default()).unwrap();
 
     let centre = [-16.0 + 14.0 * 0.8, -12.8 + 16.0 * 0.8, 100.0 + 5.0 * 2.5];
-    let fp = slicing::physical_to_frame_point(&vol, Axis::K, centre).unwrap();
-    vp.add_points_or_box(fp.frame, 1, &[[fp.x as f32, fp.y as f32]], &[1], None, true)
+    let fp = slicing::physical_to_slice_point(&vol, Axis::K, centre).unwrap();
+    vp.add_points_or_box(fp.slice, 1, &[[fp.x as f32, fp.y as f32]], &[1], None, true)
         .unwrap();
     vp.add_points_or_box(4, 2, &[], &[], Some([27.0, 5.0, 36.0, 26.0]), true)
         .unwrap();
@@ -458,6 +459,49 @@ fn check_volume_outputs(m: &Arc<Sam2Base>, dir: &Path) -> usize {
         &read_u16(dir, "volume_removed.u16"),
         &labels_of(&vp),
     );
+
+    // medsam2_session_segment after a physical box: the core's VolumeSession
+    // given the same prompts (decisions may differ only where a threshold
+    // moved by LOGIT_MARGIN changes them).
+    let mut vs = VolumeSession::new(
+        &vol,
+        &medsam2_core::volume::Intensity::window(Window::ABDOMEN),
+        Axis::K,
+        m.clone(),
+        SessionOptions::default(),
+    )
+    .unwrap();
+    vs.add_points(fp.slice, 1, &[[fp.x as f32, fp.y as f32]], &[1], true)
+        .unwrap();
+    vs.add_box(4, 2, [27.0, 5.0, 36.0, 26.0]).unwrap();
+    vs.add_points(7, 1, &[[14.0, 24.0]], &[0], false).unwrap();
+    vs.remove_object(2).unwrap();
+    let c0 = [-16.0 + 28.0 * 0.8, -12.8 + 6.0 * 0.8, 110.0];
+    let c1 = [-16.0 + 35.0 * 0.8, -12.8 + 25.0 * 0.8, 110.0];
+    let (z, _) = vs.add_box_physical(3, c0, c1).unwrap();
+    assert_eq!(z, 4);
+    let mut seg_at = |threshold: f32| {
+        let opts = SegmentOptions {
+            propagation: Propagation::Separate,
+            largest_component: true,
+            threshold,
+        };
+        let seg = vs.segment(&opts, &mut |_| true).unwrap();
+        let v = vs.labels(&seg).unwrap().data().to_f64_vec();
+        v.into_iter().map(|x| x as u16).collect::<Vec<u16>>()
+    };
+    let rust = seg_at(0.0);
+    let (lo, hi) = (seg_at(-LOGIT_MARGIN), seg_at(LOGIT_MARGIN));
+    assert!(
+        rust.contains(&1) && rust.contains(&3),
+        "an object vanished from the segmentation"
+    );
+    assert_same_decisions(
+        "volume_segment",
+        &read_u16(dir, "volume_segment.u16"),
+        &rust,
+        |i| lo[i] != hi[i],
+    );
     calls
 }
 
@@ -473,6 +517,7 @@ const OUTPUTS: &[&str] = &[
     "volume_labels.u16",
     "volume_corrected.u16",
     "volume_removed.u16",
+    "volume_segment.u16",
 ];
 
 // ------------------------------------------------------------------ tests

@@ -523,6 +523,36 @@ int main(int argc, char **argv) {
     EXPECT(medsam2_session_remove_object(s, 3), MEDSAM2_OK);
     EXPECT(medsam2_session_object_ids(s, ids, 3, &nobj), MEDSAM2_OK);
     CHECK_TRUE(nobj == 1 && ids[0] == 1);
+
+    /* Whole-volume segmentation (as segment_volume) and physical boxes. */
+    medsam2_segment_options so = {0};
+    EXPECT(medsam2_session_segment(NULL, NULL, labels, nvox, NULL, NULL), MEDSAM2_ERR_NULL_POINTER);
+    EXPECT(medsam2_session_segment(s, NULL, NULL, nvox, NULL, NULL), MEDSAM2_ERR_NULL_POINTER);
+    EXPECT(medsam2_session_segment(s, NULL, labels, nvox - 1, NULL, NULL), MEDSAM2_ERR_BUFFER_TOO_SMALL);
+    so.propagation = 4;
+    EXPECT(medsam2_session_segment(s, &so, labels, nvox, NULL, NULL), MEDSAM2_ERR_INVALID_ARGUMENT);
+    so.propagation = MEDSAM2_PROPAGATION_FORWARD;
+    so.mask_threshold = NAN;
+    EXPECT(medsam2_session_segment(s, &so, labels, nvox, NULL, NULL), MEDSAM2_ERR_INVALID_ARGUMENT);
+    so.mask_threshold = 0.0f;
+    so.largest_component = 1;
+    EXPECT(medsam2_session_segment(s, &so, labels, nvox, NULL, NULL), MEDSAM2_OK);
+    struct cancel_state cs2 = {0, 2};
+    EXPECT(medsam2_session_segment(s, NULL, labels, nvox, cancel_progress, &cs2), MEDSAM2_ERR_CANCELLED);
+    CHECK_TRUE(cs2.calls == 2);
+    EXPECT(medsam2_session_segment(s, NULL, labels, nvox, NULL, NULL), MEDSAM2_OK);
+    const double b0[3] = {2.0, 2.0, 5.0}, b1[3] = {8.0, 8.0, 5.0}, beyond[3] = {3.0, 4.0, 600.0};
+    uint32_t bsl = 99;
+    EXPECT(medsam2_session_add_box_physical(NULL, 3, b0, b1, &bsl), MEDSAM2_ERR_NULL_POINTER);
+    EXPECT(medsam2_session_add_box_physical(s, 3, NULL, b1, &bsl), MEDSAM2_ERR_NULL_POINTER);
+    EXPECT(medsam2_session_add_box_physical(s, 0, b0, b1, &bsl), MEDSAM2_ERR_INVALID_ARGUMENT);
+    EXPECT(medsam2_session_add_box_physical(s, 3, far_away, beyond, &bsl), MEDSAM2_ERR_INVALID_ARGUMENT);
+    EXPECT(medsam2_session_add_box_physical(s, 3, nan3, b1, &bsl), MEDSAM2_ERR_INVALID_ARGUMENT);
+    CHECK_TRUE(bsl == 99);
+    EXPECT(medsam2_session_add_box_physical(s, 3, b0, b1, NULL), MEDSAM2_OK);
+    EXPECT(medsam2_session_add_box_physical(s, 3, b0, b1, &bsl), MEDSAM2_OK);
+    CHECK_TRUE(bsl == 5);
+
     EXPECT(medsam2_session_reset(NULL), MEDSAM2_ERR_NULL_POINTER);
     EXPECT(medsam2_session_reset(s), MEDSAM2_OK);
     EXPECT(medsam2_session_object_ids(s, NULL, 0, &nobj), MEDSAM2_OK);
