@@ -11,8 +11,9 @@
 //!   (non-identity) direction, written as NRRD and NIfTI by our writer.
 //!
 //! Needs `cmake` and ITK 5 (`apt-get install libinsighttoolkit5-dev`): without
-//! them the tests print `skipped: ...`, except under CI (`CI` set), where
-//! `.ci/run` installs them and a missing one fails the test. The CT cases come
+//! them the tests print `skipped: ...`, except under CI (`.ci/run` installs
+//! them and sets `MEDSAM2_REQUIRE_ITK`; or `CI` set), where a missing one
+//! fails the test. The CT cases come
 //! from `../shared/data/ct-lesion` (or `MEDSAM2_DATA`).
 
 use std::path::{Path, PathBuf};
@@ -36,9 +37,10 @@ fn model() -> (PathBuf, PathBuf) {
     (d.join("weights.safetensors"), d.join("config.yaml"))
 }
 
-/// Skips on a developer machine, fails under CI.
+/// Skips on a developer machine, fails under CI (`.ci/run` sets
+/// `MEDSAM2_REQUIRE_ITK`; `CI` counts too).
 fn skip<T>(msg: &str) -> Option<T> {
-    if std::env::var_os("CI").is_some() {
+    if std::env::var_os("MEDSAM2_REQUIRE_ITK").is_some() || std::env::var_os("CI").is_some() {
         panic!("{msg} (under CI this test must run: .ci/run installs it)");
     }
     eprintln!("skipped: {msg}");
