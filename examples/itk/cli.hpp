@@ -7,6 +7,7 @@
 
 #include <cerrno>
 #include <cmath>
+#include <cstdio>
 #include <cstdint>
 #include <cstdlib>
 #include <filesystem>
@@ -40,6 +41,13 @@ inline std::string one_line(const std::string &s) {
         out += c;
     }
     return out;
+}
+
+/// A number as a user wrote it (`25`, `0.5`), for messages.
+inline std::string show(double v) {
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%g", v);
+    return buf;
 }
 
 /// A finite number, or a UsageError naming `what`.
@@ -90,10 +98,9 @@ inline bool same_file(const std::string &a, const std::string &b) {
     return std::filesystem::equivalent(a, b, ec) && !ec;
 }
 
-/// Calls `f.template operator()<TPixel>(path)`-style dispatch: `f(tag)` with
-/// a value of type `TPixel*` (null) for the file's pixel type, one of
-/// uint8_t, int16_t, uint16_t, float; other scalar types are read as float
-/// (ITK converts them). Refuses files that are not scalar 3-D images.
+/// Calls `f(static_cast<TPixel *>(nullptr))` with TPixel the file's voxel
+/// type when medsam2 takes it as is (uint8_t, int16_t, uint16_t, float), else
+/// float (ITK's reader converts). Refuses files that are not scalar 3-D images.
 template <class F> auto with_pixel_type(const std::string &path, F &&f) {
     if (!std::filesystem::exists(path)) throw UsageError(path + ": no such file");
     if (std::filesystem::is_directory(path))

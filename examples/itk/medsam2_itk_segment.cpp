@@ -155,7 +155,7 @@ struct Box {
 float on_slice(double v, uint32_t n, const std::string &arg, const std::string &flag) {
     if (!(v >= -0.5 && v <= n - 0.5))
         throw cli::UsageError(flag + " `" + arg + "` is outside the volume: pixel coordinate " +
-                              std::to_string(v) + " is not in 0.." + std::to_string(n - 1));
+                              cli::show(v) + " is not in 0.." + std::to_string(n - 1));
     return static_cast<float>(std::min(std::max(v, 0.0), static_cast<double>(n - 1)));
 }
 
@@ -185,7 +185,7 @@ std::vector<Box> resolve_boxes(const Args &args, const medsam2::VolumeSession &s
             auto v = cli::numbers(b.text, 5, flag, "Z,X0,Y0,X1,Y1 in voxels");
             if (v[0] != std::floor(v[0]) || v[0] < 0 || v[0] >= n)
                 throw cli::UsageError(flag + " `" + b.text + "` is outside the volume: slice " +
-                                      std::to_string(v[0]) + " is not one of 0.." +
+                                      cli::show(v[0]) + " is not one of 0.." +
                                       std::to_string(n - 1) + " along axis " +
                                       std::to_string(args.axis));
             r.slice = static_cast<uint32_t>(v[0]);

@@ -21,7 +21,9 @@ use std::process::{Command, Output};
 use std::sync::OnceLock;
 
 use medsam2_core::medical::{self, Geometry, Volume, VoxelData};
-use medsam2_tools::volume_job::{run_segment_job, Propagation, SegmentJob, SegmentReport};
+use medsam2_tools::volume_job::{
+    run_segment_job, IntensitySpec, Propagation, SegmentJob, SegmentReport,
+};
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -171,6 +173,8 @@ struct Case<'a> {
     physical: bool,
     propagation: &'a str,
     largest_component: bool,
+    /// `--window` (None: the default, auto).
+    window: Option<&'a str>,
 }
 
 /// Runs `medsam2_itk_segment` and `segment_volume`'s job on `case`, checks
@@ -199,6 +203,9 @@ fn compare(c: &Client, case: &Case, out: &Path) -> (String, usize) {
     if case.largest_component {
         cmd.arg("--largest-component");
     }
+    if let Some(w) = case.window {
+        cmd.args(["--window", w]);
+    }
     let text = String::from_utf8_lossy(&run(&mut cmd).stdout).into_owned();
 
     let reference_out = out.with_file_name(format!(
@@ -215,6 +222,9 @@ fn compare(c: &Client, case: &Case, out: &Path) -> (String, usize) {
     job.physical = case.physical;
     job.propagation = Propagation::parse(case.propagation).unwrap();
     job.largest_component = case.largest_component;
+    if let Some(w) = case.window {
+        job.window = IntensitySpec::parse(w).unwrap();
+    }
     let report: SegmentReport = run_segment_job(&job, &mut |_| {}).expect("segment_volume job");
 
     let itk = medical::read_volume(out).expect("read the ITK client's output");
@@ -259,6 +269,7 @@ fn phantom_matches_segment_volume() {
             physical: false,
             propagation: mode,
             largest_component: largest,
+            window: None,
         };
         let (text, n) = compare(c, &case, &dir.join(out));
         assert!(
@@ -330,6 +341,7 @@ fn ct_cases_match_segment_volume() {
                 physical: false,
                 propagation: mode,
                 largest_component: false,
+                window: None,
             };
             let (_, n) = compare(c, &case_run, &dir.join(format!("{case}_{out}")));
             println!("{input}: box {bx}, {mode}: {n} voxels labelled, equal to segment_volume");
@@ -529,6 +541,7 @@ fn physical_points_agree_with_itk_on_an_oblique_volume() {
         physical: true,
         propagation: "joint",
         largest_component: false,
+        window: None,
     };
     let (text, n) = compare(c, &case, &dir.join("physical_box.nii.gz"));
     let line = text
@@ -555,4 +568,202 @@ fn physical_points_agree_with_itk_on_an_oblique_volume() {
         assert!((got - want).abs() < 1e-3, "{line}: box vs ITK's {expect:?}");
     }
     println!("physical box on slice {slice}: {n} voxels labelled, equal to segment_volume");
+}
+
+/// Every voxel type: u8, i16, u16 and f32 are handed over as they are, i8,
+/// i32 and f64 converted to float by the helper; the result is
+/// segment_volume's for each (auto window, or a W,L window).
+#[test]
+fn pixel_types_match_segment_volume() {
+    let Some(c) = client() else { return };
+    let dir = tmp("pixel_types");
+    let vol = oblique_volume();
+    let hu: Vec<i16> = match vol.data() {
+        VoxelData::I16(v) => v.clone(),
+        _ => unreachable!(),
+    };
+    let cases: Vec<(&str, VoxelData, Option<&str>)> = vec![
+        (
+            "u8",
+            VoxelData::U8(hu.iter().map(|&v| (v + 60).clamp(0, 255) as u8).collect()),
+            None,
+        ),
+        ("i16", VoxelData::I16(hu.clone()), Some("abdomen")),
+        (
+            "u16",
+            VoxelData::U16(hu.iter().map(|&v| (v + 1024) as u16).collect()),
+            Some("400,1064"),
+        ),
+        (
+            "f32",
+            VoxelData::F32(hu.iter().map(|&v| v as f32 * 0.5 + 0.25).collect()),
+            Some("300,20"),
+        ),
+        (
+            "i8",
+            VoxelData::I8(hu.iter().map(|&v| (v / 2).clamp(-128, 127) as i8).collect()),
+            None,
+        ),
+        (
+            "i32",
+            VoxelData::I32(hu.iter().map(|&v| i32::from(v) * 3).collect()),
+            None,
+        ),
+        (
+            "f64",
+            VoxelData::F64(hu.iter().map(|&v| f64::from(v) + 0.5).collect()),
+            Some("percentile"),
+        ),
+    ];
+    for (name, data, window) in cases {
+        let input = dir.join(format!("{name}.nrrd"));
+        medical::write_volume(&input, &vol.with_data(data).unwrap()).unwrap();
+        let case = Case {
+            volume: &input,
+            boxes: vec!["4,7,5,17,15".into()],
+            physical: false,
+            propagation: "joint",
+            largest_component: false,
+            window,
+        };
+        let (_, n) = compare(c, &case, &dir.join(format!("{name}_labels.nrrd")));
+        println!("{name} ({window:?}): {n} voxels labelled, equal to segment_volume");
+    }
+}
+
+/// Bad input is one line `error: ...` and exit status 1, and no output.
+#[test]
+fn bad_inputs_are_one_line_errors() {
+    let Some(c) = client() else { return };
+    let dir = tmp("bad_inputs");
+    let (weights, config) = model();
+    let input = dir.join("ct.nrrd");
+    medical::write_volume(&input, &oblique_volume()).unwrap();
+    let out = dir.join("labels.nii.gz");
+    let junk = dir.join("junk.nii");
+    std::fs::write(&junk, b"not a nifti file").unwrap();
+    let cases: Vec<(Vec<String>, &str)> = vec![
+        (vec![], "--volume is required"),
+        (
+            vec!["--box".into(), "4,7,5,17,15".into(), "--volume".into()],
+            "--volume needs a value",
+        ),
+        (
+            vec!["--frobnicate".into()],
+            "unknown argument `--frobnicate`",
+        ),
+        (vec!["--box".into(), "9,7,5,17,15".into()], "slice 9"),
+        (
+            vec!["--box".into(), "4,7,5,17,25".into()],
+            "outside the volume",
+        ),
+        (
+            vec!["--box".into(), "4,7,5,17".into()],
+            "expected Z,X0,Y0,X1,Y1",
+        ),
+        (vec!["--box".into(), "0:4,7,5,17,15".into()], "object id"),
+        (
+            vec!["--box".into(), "4,7,5,17,nan".into()],
+            "not a finite number",
+        ),
+        (
+            vec!["--box-physical".into(), "0,0,900,1,1,901".into()],
+            "outside the volume",
+        ),
+        (
+            vec![
+                "--box".into(),
+                "4,7,5,17,15".into(),
+                "--window".into(),
+                "sunset".into(),
+            ],
+            "unknown window",
+        ),
+        (
+            vec![
+                "--box".into(),
+                "4,7,5,17,15".into(),
+                "--window".into(),
+                "none".into(),
+            ],
+            "uint8",
+        ),
+        (
+            vec![
+                "--box".into(),
+                "4,7,5,17,15".into(),
+                "--axis".into(),
+                "3".into(),
+            ],
+            "bad axis",
+        ),
+        (
+            vec![
+                "--box".into(),
+                "4,7,5,17,15".into(),
+                "--propagation".into(),
+                "sideways".into(),
+            ],
+            "bad propagation",
+        ),
+    ];
+    let base = |cmd: &mut Command, volume: &Path, out: &Path| {
+        cmd.arg("--checkpoint")
+            .arg(&weights)
+            .arg("--config")
+            .arg(&config);
+        cmd.arg("--out").arg(out).arg("--quiet");
+        cmd.arg("--volume").arg(volume);
+    };
+    let check = |mut cmd: Command, needle: &str| {
+        let o = cmd.output().expect("run medsam2_itk_segment");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{needle}: {err}");
+        assert!(
+            err.starts_with("error: ") && err.trim_end().lines().count() == 1,
+            "{err}"
+        );
+        assert!(
+            err.contains(needle),
+            "`{}` should mention `{needle}`",
+            err.trim_end()
+        );
+    };
+    for (args, needle) in cases {
+        let mut cmd = c.cmd("medsam2_itk_segment");
+        if !args.is_empty() {
+            base(&mut cmd, &input, &out);
+        }
+        cmd.args(&args);
+        check(cmd, needle);
+        assert!(!out.exists(), "{needle}: an output was written");
+    }
+    let with = |volume: &Path, out: &Path, needle: &str| {
+        let mut cmd = c.cmd("medsam2_itk_segment");
+        base(&mut cmd, volume, out);
+        cmd.args(["--box", "4,7,5,17,15"]);
+        check(cmd, needle);
+    };
+    with(
+        &dir.join("missing.nrrd"),
+        &out,
+        "missing.nrrd: no such file",
+    );
+    with(&junk, &out, "junk.nii");
+    with(&dir, &out, "is a directory");
+    with(
+        &input,
+        &dir.join("labels.unknown"),
+        "not an image format ITK can write",
+    );
+    let before = std::fs::read(&input).unwrap();
+    with(&input, &input, "is the input volume");
+    let alias = dir.join(".").join("ct.nrrd");
+    with(&input, &alias, "is the input volume");
+    assert_eq!(
+        std::fs::read(&input).unwrap(),
+        before,
+        "the input was overwritten"
+    );
+    assert!(!out.exists());
 }
