@@ -767,3 +767,19 @@ fn bad_inputs_are_one_line_errors() {
     );
     assert!(!out.exists());
 }
+
+/// The helper on images files never give: a buffered region that does not
+/// start at index 0, a rotated direction, converted pixel types, labels back
+/// in place (`examples/itk/medsam2_itk_selftest.cpp`).
+#[test]
+fn helper_selftest() {
+    let Some(c) = client() else { return };
+    let (weights, config) = model();
+    let o = run(c.cmd("medsam2_itk_selftest").arg(&weights).arg(&config));
+    let text = String::from_utf8_lossy(&o.stdout);
+    let last = text.lines().last().unwrap_or("");
+    println!("{last}");
+    assert!(last.ends_with(" passed, 0 failed"), "{text}");
+    let passed: usize = last.split_whitespace().next().unwrap().parse().unwrap();
+    assert!(passed >= 38, "only {passed} checks ran:\n{text}");
+}
