@@ -10,6 +10,7 @@
 // medsam2_itk.hpp: ITK reads the file (itk::ImageFileReader), the helper
 // hands its buffer and geometry to a medsam2 session, and the labels come
 // back as an itk::Image written by itk::ImageFileWriter. Run with --help.
+#include <cctype>
 #include <chrono>
 #include <cstdio>
 #include <iostream>
@@ -213,6 +214,43 @@ std::size_t count_objects(const std::vector<BoxArg> &boxes) {
     return ids.size();
 }
 
+bool ends_with(const std::string &s, const std::string &suffix) {
+    return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
+/// Writes the labels with ITK. Single-file formats are written to a
+/// temporary file in the destination folder and renamed into place, so a
+/// failed write leaves an existing file intact (header + data formats such
+/// as .nhdr or .mhd name their data file inside and are written in place).
+void write_atomic(medsam2_itk::LabelImage *labels, const std::string &path) {
+    std::string lower;
+    for (char c : path) lower += static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    const bool single = ends_with(lower, ".nii") || ends_with(lower, ".nii.gz") ||
+                        ends_with(lower, ".nrrd") || ends_with(lower, ".mha");
+    const std::filesystem::path target(path);
+    std::filesystem::path tmp = target;
+    if (single)
+        tmp.replace_filename(
+            ".medsam2-" +
+            std::to_string(std::chrono::steady_clock::now().time_since_epoch().count()) + "-" +
+            target.filename().string());
+    auto writer = itk::ImageFileWriter<medsam2_itk::LabelImage>::New();
+    writer->SetFileName(tmp.string());
+    writer->SetInput(labels);
+    writer->SetUseCompression(true);
+    try {
+        writer->Update();
+        // Some ITK writers report a file they cannot open on stderr only.
+        if (!std::filesystem::is_regular_file(tmp))
+            throw cli::UsageError(path + ": could not be written");
+        if (single) std::filesystem::rename(tmp, target);
+    } catch (...) {
+        std::error_code ec;
+        if (single) std::filesystem::remove(tmp, ec);
+        throw;
+    }
+}
+
 template <class TPixel> int run(const Args &args) {
     using Image = itk::Image<TPixel, 3>;
     typename Image::Pointer image = cli::read_image<TPixel>(args.volume);
@@ -259,11 +297,7 @@ template <class TPixel> int run(const Args &args) {
 
     std::vector<uint16_t> labels = session.labels();
     medsam2_itk::LabelImage::Pointer out = medsam2_itk::label_image(labels, image.GetPointer());
-    auto writer = itk::ImageFileWriter<medsam2_itk::LabelImage>::New();
-    writer->SetFileName(args.out);
-    writer->SetInput(out);
-    writer->SetUseCompression(true);
-    writer->Update();
+    write_atomic(out, args.out);
 
     std::map<uint16_t, std::size_t> voxels;
     for (uint16_t l : labels)
@@ -290,6 +324,13 @@ int main(int argc, char **argv) {
         Args args = parse_args(argc, argv);
         if (args.out == args.volume || cli::same_file(args.out, args.volume))
             throw cli::UsageError("--out " + args.out + " is the input volume; refusing to overwrite it");
+        const std::filesystem::path out_dir =
+            std::filesystem::path(args.out).parent_path().empty()
+                ? std::filesystem::path(".")
+                : std::filesystem::path(args.out).parent_path();
+        if (!std::filesystem::is_directory(out_dir))
+            throw cli::UsageError("--out " + args.out + ": folder " + out_dir.string() +
+                                  " does not exist");
         if (!itk::ImageIOFactory::CreateImageIO(args.out.c_str(), itk::IOFileModeEnum::WriteMode))
             throw cli::UsageError("--out " + args.out + ": not an image format ITK can write");
         if (!std::filesystem::is_regular_file(args.checkpoint))

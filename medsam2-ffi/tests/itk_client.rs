@@ -756,6 +756,7 @@ fn bad_inputs_are_one_line_errors() {
         &dir.join("labels.unknown"),
         "not an image format ITK can write",
     );
+    with(&input, &dir.join("nodir/labels.nii.gz"), "does not exist");
     let before = std::fs::read(&input).unwrap();
     with(&input, &input, "is the input volume");
     let alias = dir.join(".").join("ct.nrrd");
