@@ -17,6 +17,9 @@
 //! Dice and NSD (2 mm) per case with `medsam2_core::medical::metrics`, and the
 //! mean. Deterministic (no random choice).
 
+#[path = "common/cli.rs"]
+mod cli;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -25,8 +28,8 @@ use medsam2_core::medical::metrics;
 use medsam2_core::medical::slicing::LabelAssembler;
 use medsam2_core::medical::VoxelData;
 use medsam2_tools::volume_job::{
-    error_line, find_cases, label_slices, load_case, mask_bbox, parse_axis, IntensitySpec,
-    JobError, KeySlice, Slices,
+    find_cases, label_slices, load_case, mask_bbox, parse_axis, IntensitySpec, JobError, KeySlice,
+    Slices,
 };
 
 /// Classical key-box baselines (box filled; Otsu in the box carried to neighbours).
@@ -126,7 +129,7 @@ fn threshold_in_box(img: &[u8], w: usize, b: [usize; 4], t: u8, above: bool) -> 
 /// The Otsu-carried baseline: per-slice masks (None where empty).
 fn otsu_carried(s: &Slices, key: usize, b: [usize; 4]) -> Vec<Option<Vec<bool>>> {
     let (w, h) = (s.width, s.height);
-    let img = &s.frames[key];
+    let img = &s.images[key];
     let inside: Vec<u8> = (b[1]..=b[3])
         .flat_map(|y| (b[0]..=b[2]).map(move |x| (x, y)))
         .map(|(x, y)| img[y * w + x])
@@ -176,7 +179,7 @@ fn otsu_carried(s: &Slices, key: usize, b: [usize; 4]) -> Vec<Option<Vec<bool>>>
                 (pb[2] + 3).min(w - 1),
                 (pb[3] + 3).min(h - 1),
             ];
-            let m = threshold_in_box(&s.frames[z as usize], w, g, t, above);
+            let m = threshold_in_box(&s.images[z as usize], w, g, t, above);
             let (lab, n) = components(&m, w, h);
             let mut keep = vec![false; n as usize + 1];
             for (p, &l) in lab.iter().enumerate() {
@@ -212,8 +215,7 @@ fn run(args: &Args) -> Result<(), JobError> {
     );
     for files in &cases {
         let case = load_case(files)?;
-        let norm = spec.normalization(&case.image);
-        let s = Slices::from_volume(&case.image, axis, &norm)?;
+        let s = Slices::from_volume(&case.image, axis, &spec.intensity(&case.image))?;
         let values = case.labels.data().to_f64_vec();
         for gt in label_slices(&case.labels, axis)? {
             let key = gt
@@ -272,12 +274,5 @@ fn run(args: &Args) -> Result<(), JobError> {
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
-    match run(&args) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("{}", error_line(&e));
-            ExitCode::FAILURE
-        }
-    }
+    cli::main_with(|args: &Args| run(args))
 }

@@ -14,6 +14,9 @@
 //! `--summary-csv` write them. Random choices are seeded (`--seed`), per
 //! case, label and strategy, so two runs give the same numbers.
 
+#[path = "common/cli.rs"]
+mod cli;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -22,8 +25,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 use medsam2_core::checkpoint::{ComputeDType, DeviceKind};
 use medsam2_tools::protocols::Protocol;
 use medsam2_tools::volume_job::{
-    error_line, eval_csv, eval_table, parse_axis, run_eval_job, summary_csv, EvalJob,
-    IntensitySpec, JobError, KeySlice, Strategy,
+    eval_csv, eval_table, parse_axis, run_eval_job, summary_csv, EvalJob, IntensitySpec, JobError,
+    KeySlice, Strategy,
 };
 
 const AFTER_HELP: &str = "\
@@ -220,31 +223,5 @@ fn run(args: &Args) -> Result<(), JobError> {
 }
 
 fn main() -> ExitCode {
-    let args = match Args::try_parse() {
-        Ok(a) => a,
-        Err(e) => {
-            use clap::error::ErrorKind;
-            if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
-                print!("{e}");
-                return ExitCode::SUCCESS;
-            }
-            // clap's message, up to its usage block, on one line.
-            let text = e.render().to_string();
-            let msg: Vec<&str> = text
-                .lines()
-                .map(str::trim)
-                .take_while(|l| !l.starts_with("Usage:"))
-                .filter(|l| !l.is_empty())
-                .collect();
-            eprintln!("{} (see --help)", msg.join(" "));
-            return ExitCode::FAILURE;
-        }
-    };
-    match run(&args) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("{}", error_line(&e));
-            ExitCode::FAILURE
-        }
-    }
+    cli::main_with(|args: &Args| run(args))
 }

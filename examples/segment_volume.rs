@@ -13,6 +13,9 @@
 //! `--help` for every flag. The work is done by
 //! `medsam2_tools::volume_job::run_segment_job`.
 
+#[path = "common/cli.rs"]
+mod cli;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -22,8 +25,8 @@ use medsam2_core::checkpoint::{ComputeDType, DeviceKind};
 use medsam2_core::medical::intensity::Normalization;
 use medsam2_tools::protocols::Protocol;
 use medsam2_tools::volume_job::{
-    error_line, parse_axis, run_segment_job, IntensitySpec, JobError, KeySlice, Propagation,
-    SegmentJob, SegmentReport,
+    parse_axis, run_segment_job, IntensitySpec, JobError, KeySlice, Propagation, SegmentJob,
+    SegmentReport,
 };
 
 const AFTER_HELP: &str = "\
@@ -246,7 +249,7 @@ fn print_summary(args: &Args, job: &SegmentJob, r: &SegmentReport) {
             println!(
                 "prompt:  object {} slice {}: {}",
                 o.obj_id,
-                s.frame,
+                s.slice,
                 what.join(", ")
             );
         }
@@ -335,31 +338,5 @@ fn run(args: &Args) -> Result<(), JobError> {
 }
 
 fn main() -> ExitCode {
-    let args = match Args::try_parse() {
-        Ok(a) => a,
-        Err(e) => {
-            use clap::error::ErrorKind;
-            if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
-                print!("{e}");
-                return ExitCode::SUCCESS;
-            }
-            // clap's message, up to its usage block, on one line.
-            let text = e.render().to_string();
-            let msg: Vec<&str> = text
-                .lines()
-                .map(str::trim)
-                .take_while(|l| !l.starts_with("Usage:"))
-                .filter(|l| !l.is_empty())
-                .collect();
-            eprintln!("{} (see --help)", msg.join(" "));
-            return ExitCode::FAILURE;
-        }
-    };
-    match run(&args) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("{}", error_line(&e));
-            ExitCode::FAILURE
-        }
-    }
+    cli::main_with(|args: &Args| run(args))
 }

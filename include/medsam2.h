@@ -47,7 +47,7 @@
  * incompatibly; a program should check `medsam2_abi_version() ==
  * MEDSAM2_ABI_VERSION` before any other call.
  */
-#define MEDSAM2_ABI_VERSION 1
+#define MEDSAM2_ABI_VERSION 2
 
 /**
  * Limits (checked before anything is allocated; exceeding one fails with a
@@ -427,6 +427,32 @@ typedef uint32_t medsam2_direction;
 typedef int (*medsam2_progress_fn)(void *user, uint32_t done, uint32_t total);
 
 /**
+ * How `medsam2_session_segment` propagates the prompts through the volume
+ * (one of the `MEDSAM2_PROPAGATION_*` constants; 0 means `_SEPARATE`).
+ */
+typedef uint32_t medsam2_propagation;
+
+/**
+ * Settings of `medsam2_session_segment` (NULL gives the defaults: all zero).
+ */
+typedef struct medsam2_segment_options {
+    /**
+     * `MEDSAM2_PROPAGATION_*`; 0 = `MEDSAM2_PROPAGATION_SEPARATE`, as `segment_volume`.
+     */
+    medsam2_propagation propagation;
+    /**
+     * Nonzero: keep each object's largest 26-connected 3-D component (the
+     * MedSAM2 reference post-processing, `segment_volume --largest-component`).
+     */
+    int32_t largest_component;
+    /**
+     * A voxel belongs to an object where its logit is > this (0.0 default,
+     * as SAM 2; Medical-SAM2 scores 0.5). Must be finite.
+     */
+    float mask_threshold;
+} medsam2_segment_options;
+
+/**
  * Unsigned 8-bit values (0..255; RGB or grey images).
  */
 #define MEDSAM2_PIXEL_U8 1
@@ -478,6 +504,24 @@ typedef int (*medsam2_progress_fn)(void *user, uint32_t done, uint32_t total);
  * Forward, then backward from the same start slice.
  */
 #define MEDSAM2_DIRECTION_BOTH 3
+
+/**
+ * Forward from the first prompted slice, then backward from it, in one
+ * session (the backward pass sees the forward pass's memories).
+ */
+#define MEDSAM2_PROPAGATION_JOINT 1
+
+/**
+ * MedSAM2: forward from the first prompted slice; reset; prompted again and
+ * backward from the last prompted slice; the union of the two
+ * (`segment_volume`'s default).
+ */
+#define MEDSAM2_PROPAGATION_SEPARATE 2
+
+/**
+ * Forward only, from the first prompted slice (Medical-SAM2's evaluation).
+ */
+#define MEDSAM2_PROPAGATION_FORWARD 3
 
 #ifdef __cplusplus
 extern "C" {
@@ -963,6 +1007,71 @@ enum medsam2_status medsam2_session_propagate(struct medsam2_session *session,
                                               uint32_t max_slices,
                                               medsam2_progress_fn progress,
                                               void *user);
+
+/**
+ * Segments the volume from every prompt added so far, as `segment_volume`
+ * does: the session's tracking state is reset, each object's prompts are
+ * given again (objects in increasing id order) and propagated in the chosen
+ * mode (`opts->propagation`), optionally keeping each object's largest 3-D
+ * component; then the label volume is written to `out_labels`.
+ *
+ * * `opts`: NULL for the defaults (`MEDSAM2_PROPAGATION_SEPARATE`, no
+ *   component filter, threshold 0).
+ * * `out_labels`: `dims[0] * dims[1] * dims[2]` `uint16_t` values in the
+ *   input volume's voxel order (`i` fastest): the id of the object covering
+ *   the voxel, or 0; where objects overlap, the higher id wins. `out_len` is
+ *   its size in elements. Equal voxel for voxel to `segment_volume` with the
+ *   same prompts and options (for several objects, create the session with
+ *   `non_overlap_masks = 1`, as `segment_volume` does).
+ * * `progress`, `user`: NULL, or a callback called after each slice with the
+ *   slice visits done and to do over all passes; returning nonzero cancels.
+ *
+ * Afterwards the session's per-slice masks (`medsam2_session_get_*`) are
+ * those of the last pass; the prompts are kept, so prompts can be added and
+ * `medsam2_session_segment` called again.
+ *
+ * Errors: `MEDSAM2_ERR_NULL_POINTER`, `MEDSAM2_ERR_INVALID_ARGUMENT` (bad
+ * propagation, threshold not finite), `MEDSAM2_ERR_BUFFER_TOO_SMALL`,
+ * `MEDSAM2_ERR_INVALID_STATE` (no prompt yet), `MEDSAM2_ERR_CANCELLED` (the
+ * session stays valid), `MEDSAM2_ERR_INTERNAL`.
+ *
+ * # Safety
+ * `session` is NULL or a live session; `opts` is NULL or valid; `out_labels`
+ * is NULL or writable for `out_len` values; `progress` is NULL or a function
+ * that may be called with `user`.
+ */
+enum medsam2_status medsam2_session_segment(struct medsam2_session *session,
+                                            const struct medsam2_segment_options *opts,
+                                            uint16_t *out_labels,
+                                            size_t out_len,
+                                            medsam2_progress_fn progress,
+                                            void *user);
+
+/**
+ * Adds a box for an object from two opposite corners in physical LPS
+ * millimetres (as ITK and 3D Slicer), prompted on the slice nearest their
+ * middle, as `segment_volume --physical --box` does: the corners are mapped
+ * to voxel indices (with a rotated direction the box is the index-space box
+ * they span), then to slice pixels (half a pixel of slack at the edges,
+ * clamped). Replaces the object's earlier prompts on that slice and segments
+ * it.
+ *
+ * * `corner0`, `corner1`: 3 doubles each (x, y, z in LPS mm).
+ * * `out_slice`: NULL, or receives the slice prompted.
+ *
+ * Errors: `MEDSAM2_ERR_NULL_POINTER`, `MEDSAM2_ERR_INVALID_ARGUMENT` (object
+ * id 0 or too large, corners not finite, the box outside the volume),
+ * `MEDSAM2_ERR_INTERNAL`.
+ *
+ * # Safety
+ * `session` is NULL or a live session; `corner0`, `corner1` are NULL or
+ * readable for 3 doubles; `out_slice` is NULL or writable.
+ */
+enum medsam2_status medsam2_session_add_box_physical(struct medsam2_session *session,
+                                                     uint32_t obj_id,
+                                                     const double *corner0,
+                                                     const double *corner1,
+                                                     uint32_t *out_slice);
 
 /**
  * The ids of the session's objects, in creation order.

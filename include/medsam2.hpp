@@ -453,8 +453,55 @@ enum class Direction : uint32_t {
     Both = MEDSAM2_DIRECTION_BOTH,
 };
 
+/// How VolumeSession::segment propagates the prompts (see medsam2_propagation).
+enum class Propagation : uint32_t {
+    /// Forward then backward from the first prompted slice, in one session.
+    Joint = MEDSAM2_PROPAGATION_JOINT,
+    /// MedSAM2: forward; reset; backward from the last prompted slice; union
+    /// (segment_volume's default).
+    Separate = MEDSAM2_PROPAGATION_SEPARATE,
+    /// Forward only from the first prompted slice.
+    Forward = MEDSAM2_PROPAGATION_FORWARD,
+};
+
+/// Settings of VolumeSession::segment (the defaults are segment_volume's).
+struct SegmentOptions {
+    Propagation propagation = Propagation::Separate;
+    /// Keep each object's largest 3-D component.
+    bool largest_component = false;
+    /// Voxels whose logit is > this belong to the object.
+    float mask_threshold = 0.0f;
+};
+
 /// Progress callback: (slices done, total) -> true to continue, false to cancel.
 using ProgressCallback = std::function<bool(uint32_t done, uint32_t total)>;
+
+namespace detail {
+/// Runs `call(fn, user)` with a C progress trampoline for `progress`: a
+/// C++ exception thrown by `progress` stops the call and is rethrown after it
+/// (never unwinding through the C library); otherwise the status is checked.
+template <class Call> void with_progress(ProgressCallback &progress, Call call) {
+    struct State {
+        ProgressCallback *cb;
+        std::exception_ptr error;
+    } state{&progress, nullptr};
+    medsam2_progress_fn fn = nullptr;
+    if (progress) {
+        fn = [](void *user, uint32_t done, uint32_t total) -> int {
+            auto *st = static_cast<State *>(user);
+            try {
+                return (*st->cb)(done, total) ? 0 : 1;
+            } catch (...) {
+                st->error = std::current_exception();
+                return 1;
+            }
+        };
+    }
+    medsam2_status s = call(fn, static_cast<void *>(&state));
+    if (state.error) std::rethrow_exception(state.error);
+    check(s);
+}
+} // namespace detail
 
 /// A volume segmentation session (one thread at a time).
 class VolumeSession {
@@ -514,27 +561,37 @@ public:
     /// (or rethrows what `progress` threw). The session stays usable.
     void propagate(Direction direction = Direction::Both, int64_t start_slice = -1,
                    uint32_t max_slices = 0, ProgressCallback progress = {}) {
-        struct State {
-            ProgressCallback *cb;
-            std::exception_ptr error;
-        } state{&progress, nullptr};
-        medsam2_progress_fn fn = nullptr;
-        if (progress) {
-            fn = [](void *user, uint32_t done, uint32_t total) -> int {
-                auto *st = static_cast<State *>(user);
-                try {
-                    return (*st->cb)(done, total) ? 0 : 1;
-                } catch (...) {
-                    // Never unwind through the C library: stop, rethrow after.
-                    st->error = std::current_exception();
-                    return 1;
-                }
-            };
-        }
-        medsam2_status s = medsam2_session_propagate(handle_.get(), static_cast<uint32_t>(direction),
-                                                     start_slice, max_slices, fn, &state);
-        if (state.error) std::rethrow_exception(state.error);
-        detail::check(s);
+        detail::with_progress(progress, [&](medsam2_progress_fn fn, void *user) {
+            return medsam2_session_propagate(handle_.get(), static_cast<uint32_t>(direction),
+                                             start_slice, max_slices, fn, user);
+        });
+    }
+
+    /// A box from two opposite LPS corners (mm), prompted on the slice nearest
+    /// their middle (as segment_volume --physical); returns that slice.
+    uint32_t add_box_physical(uint32_t obj_id, std::array<double, 3> corner0,
+                              std::array<double, 3> corner1) {
+        uint32_t slice = 0;
+        detail::check(medsam2_session_add_box_physical(handle_.get(), obj_id, corner0.data(),
+                                                       corner1.data(), &slice));
+        return slice;
+    }
+
+    /// Segments the volume from every prompt added so far, as segment_volume
+    /// does (medsam2_session_segment): the label volume, voxel order of the
+    /// input. Throws Cancelled if `progress` returns false (or rethrows what it
+    /// threw); the session stays usable.
+    std::vector<uint16_t> segment(const SegmentOptions &options = {},
+                                  ProgressCallback progress = {}) {
+        medsam2_segment_options o{};
+        o.propagation = static_cast<medsam2_propagation>(options.propagation);
+        o.largest_component = options.largest_component ? 1 : 0;
+        o.mask_threshold = options.mask_threshold;
+        std::vector<uint16_t> v(num_voxels_);
+        detail::with_progress(progress, [&](medsam2_progress_fn fn, void *user) {
+            return medsam2_session_segment(handle_.get(), &o, v.data(), v.size(), fn, user);
+        });
+        return v;
     }
 
     /// The label volume (object id per voxel, 0 background), voxel order of the input.

@@ -26,8 +26,8 @@ use medsam2_core::medical::slicing::Axis;
 use medsam2_core::medical::{Geometry, Volume, VoxelData};
 
 use crate::volume_job::{
-    label_slices, segment_at, simulate_prompts, Case, EvalRow, JobError, LabelSlices,
-    ObjectPrompts, Propagation, Result, Segmentation, SimulationOptions, SlicePrompt, Slices,
+    label_slices, segment, simulate_prompts, Case, EvalRow, JobError, LabelSlices, ObjectPrompts,
+    Propagation, Result, SegmentOptions, Segmentation, SimulationOptions, SlicePrompt, Slices,
     SplitMix64, Strategy,
 };
 
@@ -141,9 +141,9 @@ pub fn official_session(
     let (h, w) = (slices.height, slices.width);
     let frames: Box<dyn FrameProvider> = match protocol {
         Protocol::MedSam2Ct | Protocol::MedSam2Recist => {
-            Box::new(MedSam2Frames::new(slices.frames.clone(), h, w)?)
+            Box::new(MedSam2Frames::new(slices.images.clone(), h, w)?)
         }
-        Protocol::MedicalSam2 => Box::new(GreyFrames::new(slices.frames.clone(), h, w)?),
+        Protocol::MedicalSam2 => Box::new(GreyFrames::new(slices.images.clone(), h, w)?),
     };
     let opts = SessionOptions {
         feature_cache_frames: 8,
@@ -179,15 +179,17 @@ pub fn medsam2_ct(
 ) -> Result<Segmentation> {
     let mut session = official_session(model, slices, Protocol::MedSam2Ct)?;
     let objects = [box_prompt(obj_id, key, bbox)];
-    let mut seg = segment_at(
+    segment(
         &mut session,
         &objects,
-        Propagation::Separate,
-        0.0,
-        &mut |_| {},
-    )?;
-    seg.keep_largest_component();
-    Ok(seg)
+        &SegmentOptions {
+            propagation: Propagation::Separate,
+            largest_component: true,
+            threshold: 0.0,
+        },
+        &mut |_| true,
+    )
+    .map_err(JobError::from)
 }
 
 /// bowang-lab MedSAM2 `medsam2_infer_CT_lesion_npz_recist.py
@@ -216,12 +218,11 @@ pub fn medsam2_recist(
         obj_id,
         slices: vec![sp],
     }];
-    let seg = segment_at(
+    let seg = segment(
         &mut session,
         &objects,
-        Propagation::Separate,
-        0.0,
-        &mut |_| {},
+        &SegmentOptions::default(),
+        &mut |_| true,
     )?;
     Ok((mask, seg))
 }
@@ -240,7 +241,7 @@ pub fn segment_with_protocol(
     let one_box = match prompts {
         [o] => match o.slices.as_slice() {
             [sp] if sp.points.is_empty() && sp.mask.is_none() => {
-                sp.bbox.map(|b| (o.obj_id, sp.frame, b))
+                sp.bbox.map(|b| (o.obj_id, sp.slice, b))
             }
             _ => None,
         },
@@ -329,15 +330,15 @@ pub fn medical_sam2_inputs(
     size: usize,
 ) -> Result<(Slices, Vec<LabelSlices>)> {
     let (h, w) = (slices.height, slices.width);
-    let mut frames = Vec::with_capacity(slices.len());
-    for f in &slices.frames {
-        frames.push(transforms::resize_bicubic_pil_u8(f, 1, h, w, size, size)?);
+    let mut images = Vec::with_capacity(slices.len());
+    for f in &slices.images {
+        images.push(transforms::resize_bicubic_pil_u8(f, 1, h, w, size, size)?);
     }
     let resized = Slices {
         axis: slices.axis,
         width: size,
         height: size,
-        frames,
+        images,
     };
     let ls = labels
         .iter()
@@ -395,13 +396,17 @@ pub fn medical_sam2(
     threshold: f32,
 ) -> Result<Segmentation> {
     let mut session = official_session(model, slices, Protocol::MedicalSam2)?;
-    segment_at(
+    segment(
         &mut session,
         prompts,
-        Propagation::Forward,
-        threshold,
-        &mut |_| {},
+        &SegmentOptions {
+            propagation: Propagation::Forward,
+            largest_component: false,
+            threshold,
+        },
+        &mut |_| true,
     )
+    .map_err(JobError::from)
 }
 
 /// Medical-SAM2's 3D evaluation of one case (`slices`: its image cut along

@@ -20,7 +20,7 @@ use std::sync::Arc;
 
 use candle_core::{DType, Tensor};
 use medsam2_core::checkpoint::{ComputeDType, DeviceKind};
-use medsam2_core::medical::intensity::{Normalization, Window};
+use medsam2_core::medical::intensity::Window;
 use medsam2_core::medical::slicing::Axis;
 use medsam2_core::medical::{self, Geometry, Volume, VoxelData};
 use medsam2_core::modeling::sam2_base::Sam2Base;
@@ -32,8 +32,8 @@ use medsam2_tools::protocols::{
     official_session, MedSam2Frames, MedicalSam2Options, Protocol,
 };
 use medsam2_tools::volume_job::{
-    label_slices, read_volume, segment_at, ObjectPrompts, Propagation, Segmentation, SlicePrompt,
-    Slices,
+    label_slices, read_volume, segment, Intensity, ObjectPrompts, SegmentOptions, Segmentation,
+    SlicePrompt, Slices,
 };
 use serde_json::Value;
 
@@ -86,7 +86,7 @@ fn slices_of(data: &[u8], dhw: &[usize]) -> Slices {
         axis: Axis::K,
         width: w,
         height: h,
-        frames: (0..d)
+        images: (0..d)
             .map(|z| data[z * h * w..(z + 1) * h * w].to_vec())
             .collect(),
     }
@@ -157,11 +157,11 @@ fn check_passes(
         for o in objects {
             for sp in &o.slices {
                 match &sp.mask {
-                    Some(m) => drop(session.add_mask(sp.frame, o.obj_id, m).unwrap()),
+                    Some(m) => drop(session.add_mask(sp.slice, o.obj_id, m).unwrap()),
                     None => drop(
                         session
                             .add_points_or_box(
-                                sp.frame, o.obj_id, &sp.points, &sp.labels, sp.bbox, true,
+                                sp.slice, o.obj_id, &sp.points, &sp.labels, sp.bbox, true,
                             )
                             .unwrap(),
                     ),
@@ -237,8 +237,8 @@ fn check_medsam2_ct(f: &mut Fixture, model: Arc<Sam2Base>) {
             f.json["window"]["upper"].as_f64().unwrap(),
         );
         let w = Window::new(hi - lo, (hi + lo) / 2.0).unwrap();
-        let s = Slices::from_volume(&vol, Axis::K, &Normalization::Window(w)).unwrap();
-        let got: Vec<u8> = s.frames.concat();
+        let s = Slices::from_volume(&vol, Axis::K, &Intensity::window(w)).unwrap();
+        let got: Vec<u8> = s.images.concat();
         let want = grey(f);
         assert_eq!(got, want, "windowed u8 slices");
         println!("  windowing: {} voxels equal", want.len());
@@ -251,14 +251,14 @@ fn check_medsam2_ct(f: &mut Fixture, model: Arc<Sam2Base>) {
         // The model input of the key slice: bitwise equal.
         let want = f.f32("e2e", "e2e/pixels_key").unwrap();
         let s = want.dim(1).unwrap();
-        let ours = MedSam2Frames::new(slices.frames.clone(), slices.height, slices.width)
+        let ours = MedSam2Frames::new(slices.images.clone(), slices.height, slices.width)
             .unwrap()
             .pixels(key, s)
             .unwrap();
         let want = want.flatten_all().unwrap().to_vec1::<f32>().unwrap();
         let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
         assert_eq!(bits(&ours), bits(&want), "key-slice model input");
-        let official = GreyFrames::new(slices.frames.clone(), slices.height, slices.width)
+        let official = GreyFrames::new(slices.images.clone(), slices.height, slices.width)
             .unwrap()
             .pixels(key, s)
             .unwrap();
@@ -280,12 +280,11 @@ fn check_medsam2_ct(f: &mut Fixture, model: Arc<Sam2Base>) {
     );
     // The union before the component filter, then the protocol's output.
     let mut session = official_session(model.clone(), &slices, Protocol::MedSam2Ct).unwrap();
-    let union = segment_at(
+    let union = segment(
         &mut session,
         &objects,
-        Propagation::Separate,
-        0.0,
-        &mut |_| {},
+        &SegmentOptions::default(),
+        &mut |_| true,
     )
     .unwrap();
     let want = u8s(&f.tensor("e2e", "e2e/union").unwrap());
@@ -356,7 +355,7 @@ fn recorded_prompts(run: &Value, obj_ids: &[u32], size: usize) -> Vec<ObjectProm
 }
 
 fn bitset(seg: &Segmentation) -> Vec<u8> {
-    let mut out = vec![0u8; seg.num_frames() * seg.width * seg.height];
+    let mut out = vec![0u8; seg.num_slices() * seg.width * seg.height];
     for o in 0..seg.obj_ids.len() {
         for (v, b) in out.iter_mut().zip(seg_voxels(seg, o, 1)) {
             *v |= b << o;
@@ -424,17 +423,17 @@ fn check_medical_sam2(f: &mut Fixture, model: Arc<Sam2Base>) {
         let ours = medical_sam2_prompts(&rl, size, &opts).unwrap();
         for (a, b) in ours.iter().zip(&recorded) {
             assert_eq!(a.obj_id, b.obj_id);
-            let fa: Vec<usize> = a.slices.iter().map(|s| s.frame).collect();
-            let fb: Vec<usize> = b.slices.iter().map(|s| s.frame).collect();
+            let fa: Vec<usize> = a.slices.iter().map(|s| s.slice).collect();
+            let fb: Vec<usize> = b.slices.iter().map(|s| s.slice).collect();
             assert_eq!(fa, fb, "object {}: prompted slices", a.obj_id);
             for (sa, sb) in a.slices.iter().zip(&b.slices) {
                 if boxes || sb.mask.is_some() {
                     // Boxes and empty masks follow from the labels: equal.
-                    assert_eq!(sa, sb, "object {} slice {}", a.obj_id, sa.frame);
+                    assert_eq!(sa, sb, "object {} slice {}", a.obj_id, sa.slice);
                 } else {
                     // Clicks are random draws: ours must hit the object too.
                     let [x, y] = sa.points[0];
-                    let m = &rl.iter().find(|l| l.label == a.obj_id).unwrap().masks[sa.frame];
+                    let m = &rl.iter().find(|l| l.label == a.obj_id).unwrap().masks[sa.slice];
                     assert!(m[y as usize * size + x as usize] != 0 && sa.labels == [1]);
                 }
             }

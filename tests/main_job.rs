@@ -322,7 +322,7 @@ fn ct_lesion_case_segments_writes_and_evaluates() {
     jm.mask = Some(data.join(format!("nifti/{case}_seg.nii.gz")));
     let rm = run_segment_job(&jm, &mut |_| {}).unwrap();
     assert_eq!(
-        rm.prompts[0].slices[0].frame,
+        rm.prompts[0].slices[0].slice,
         ls[0].key_slice(KeySlice::Largest).unwrap()
     );
 

@@ -19,6 +19,8 @@
  *   volume_labels.u16       labels after a click (object 1) and a box (object 2)
  *   volume_corrected.u16    labels after a background click on a propagated slice
  *   volume_removed.u16      labels after removing object 2
+ *   volume_segment.u16      medsam2_session_segment (separate passes, largest
+ *                           component) after a physical box for object 3
  *
  * Build: cc -I include medsam2_segment.c -L target/release -lmedsam2
  * (or with CMake: find_package(medsam2), see CMakeLists.txt).
@@ -277,6 +279,21 @@ static void segment_volume(const medsam2_model *model) {
     size_t count = 0;
     CHECK(medsam2_session_object_ids(s, NULL, 0, &count));
     printf("volume: %zu object(s) left, object 1 %zu voxels\n", count, count_label(labels, n, 1));
+
+    /* The whole volume as segment_volume does it: object 3, a box given by two
+       LPS corners (the block on slice 4), then MedSAM2's two separate passes
+       from every prompt so far, each object's largest 3-D component kept. */
+    const double c0[3] = {-16.0 + 28 * 0.8, -12.8 + 6 * 0.8, 100.0 + 4 * 2.5};
+    const double c1[3] = {-16.0 + 35 * 0.8, -12.8 + 25 * 0.8, 100.0 + 4 * 2.5};
+    uint32_t box_slice = 0;
+    CHECK(medsam2_session_add_box_physical(s, 3, c0, c1, &box_slice));
+    medsam2_segment_options so = {0};
+    so.propagation = MEDSAM2_PROPAGATION_SEPARATE;
+    so.largest_component = 1;
+    CHECK(medsam2_session_segment(s, &so, labels, n, NULL, NULL));
+    write_file("volume_segment.u16", labels, n * sizeof *labels);
+    printf("volume: segmented (box on slice %u): object 1 %zu voxels, object 3 %zu voxels\n",
+           box_slice, count_label(labels, n, 1), count_label(labels, n, 3));
 
     CHECK(medsam2_session_reset(s));
     CHECK(medsam2_session_get_labels(s, labels, n));

@@ -144,6 +144,17 @@ void segment_volume(const medsam2::Model &model) {
     write_file("volume_removed.u16", labels);
     std::printf("volume: %zu object(s) left, object 1 %zu voxels\n", session.object_ids().size(),
                 count<uint16_t>(labels, 1));
+    // As segment_volume: a box from two LPS corners, MedSAM2's separate passes,
+    // the largest 3-D component.
+    uint32_t box_slice = session.add_box_physical(3, {-16.0 + 28 * 0.8, -12.8 + 6 * 0.8, 110.0},
+                                                  {-16.0 + 35 * 0.8, -12.8 + 25 * 0.8, 110.0});
+    medsam2::SegmentOptions so;
+    so.largest_component = true;
+    unsigned seg_calls = 0;
+    labels = session.segment(so, [&](uint32_t, uint32_t) { return ++seg_calls > 0; });
+    write_file("volume_segment.u16", labels);
+    std::printf("volume: segmented (box on slice %u, %u progress calls): object 3 %zu voxels\n",
+                box_slice, seg_calls, count<uint16_t>(labels, 3));
     session.reset();
     if (count<uint16_t>(session.labels(), 0) != vol.size()) throw std::runtime_error("labels not empty after reset");
 }

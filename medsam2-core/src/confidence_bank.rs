@@ -335,6 +335,24 @@ impl SplitMix64 {
         Self { state: seed }
     }
 
+    /// A generator whose seed mixes `seed` with a text (e.g. case name and
+    /// strategy), so results do not depend on the order items are visited.
+    pub fn for_item(seed: u64, item: &str) -> Self {
+        // FNV-1a of the text, then one SplitMix64 step to spread it.
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in item.bytes() {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        let mut g = Self::new(seed ^ h);
+        Self::new(g.next_u64())
+    }
+
+    /// A number in `0..n` (`0` when `n` is 0), by multiply-shift.
+    pub fn below(&mut self, n: usize) -> usize {
+        ((u128::from(self.next_u64()) * n as u128) >> 64) as usize
+    }
+
     /// Next 64 random bits.
     pub fn next_u64(&mut self) -> u64 {
         self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);
@@ -586,6 +604,19 @@ mod tests {
         let u: Vec<f64> = (0..100).map(|_| r.next_f64()).collect();
         assert!(u.iter().all(|v| (0.0..1.0).contains(v)));
         assert_eq!(SplitMix64::new(7).next_u64(), SplitMix64::new(7).next_u64());
+        // Reference values of SplitMix64 from seed 0.
+        let mut g = SplitMix64::new(0);
+        assert_eq!(g.next_u64(), 0xe220_a839_7b1d_cdaf);
+        assert_eq!(g.next_u64(), 0x6e78_9e6a_a1b9_65f4);
+        let mut a = SplitMix64::for_item(7, "x");
+        let mut b = SplitMix64::for_item(7, "x");
+        assert_eq!(a.next_u64(), b.next_u64());
+        assert_ne!(
+            SplitMix64::for_item(7, "x").next_u64(),
+            SplitMix64::for_item(7, "y").next_u64()
+        );
+        assert!((0..100).all(|_| a.below(5) < 5));
+        assert_eq!(a.below(0), 0);
     }
 
     #[test]

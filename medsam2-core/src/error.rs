@@ -28,6 +28,15 @@ pub enum Error {
     /// An operation was cancelled by the caller.
     #[error("cancelled")]
     Cancelled,
+    /// A volume-level request that does not fit the volume or the session (a
+    /// prompt outside the volume, no prompt yet); the message says what and where.
+    #[error("{}", one_line(.0))]
+    Volume(String),
+    /// An error of a medical volume (file, geometry, intensity mapping), with
+    /// its own message.
+    #[cfg(feature = "std")]
+    #[error(transparent)]
+    Medical(#[from] crate::medical::MedicalError),
     /// File-system error.
     #[cfg(feature = "std")]
     #[error("{path}: {}", one_line(&source.to_string()))]
@@ -50,6 +59,11 @@ impl Error {
     /// Shorthand for [`Error::InvalidInput`].
     pub fn invalid(msg: impl Into<String>) -> Self {
         Error::InvalidInput(msg.into())
+    }
+
+    /// Shorthand for [`Error::Volume`].
+    pub fn volume(msg: impl Into<String>) -> Self {
+        Error::Volume(msg.into())
     }
 }
 

@@ -34,6 +34,8 @@ mod pickle_scan;
 pub mod sam2_image_predictor;
 #[cfg(feature = "std")]
 pub mod sam2_video_predictor;
+#[cfg(feature = "std")]
+pub mod volume;
 
 pub use config::Sam2Config;
 pub use error::{Error, Result};

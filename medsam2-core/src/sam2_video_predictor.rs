@@ -223,6 +223,21 @@ impl FrameMasks {
         self.binary_masks_above(0.0)
     }
 
+    /// The binary mask `[H·W]` (logit > 0) of object `obj_id`, all zeros if
+    /// the frame has no such object.
+    pub fn object_mask(&self, obj_id: u32) -> Result<Vec<u8>> {
+        let [h, w] = self.video_hw;
+        match self.obj_ids.iter().position(|&o| o == obj_id) {
+            Some(i) => self
+                .binary_masks()?
+                .into_iter()
+                .nth(i)
+                .filter(|m| m.len() == h * w)
+                .ok_or_else(|| Error::invalid("mask count or size mismatch")),
+            None => Ok(vec![0; h * w]),
+        }
+    }
+
     /// Binary masks `[N][H·W]` (logit > `threshold`; Medical-SAM2 scores 0.5).
     pub fn binary_masks_above(&self, threshold: f32) -> Result<Vec<Vec<u8>>> {
         let l = self.video_res_logits()?;

@@ -56,10 +56,14 @@ impl From<medsam2_core::Error> for FfiError {
     fn from(e: medsam2_core::Error) -> Self {
         use medsam2_core::Error as E;
         use medsam2_status as S;
+        let e = match e {
+            E::Medical(m) => return m.into(),
+            e => e,
+        };
         let status = match &e {
             E::Config(_) => S::MEDSAM2_ERR_CONFIG,
             E::Checkpoint(_) | E::ShapeMismatch { .. } => S::MEDSAM2_ERR_CHECKPOINT,
-            E::InvalidInput(_) => S::MEDSAM2_ERR_INVALID_ARGUMENT,
+            E::InvalidInput(_) | E::Volume(_) => S::MEDSAM2_ERR_INVALID_ARGUMENT,
             E::Cancelled => S::MEDSAM2_ERR_CANCELLED,
             E::Io { .. } => S::MEDSAM2_ERR_IO,
             _ => S::MEDSAM2_ERR_INTERNAL,
@@ -282,6 +286,14 @@ mod tests {
                 medsam2_status::MEDSAM2_ERR_INVALID_ARGUMENT,
             ),
             (E::Cancelled, medsam2_status::MEDSAM2_ERR_CANCELLED),
+            (
+                E::Volume("v".into()),
+                medsam2_status::MEDSAM2_ERR_INVALID_ARGUMENT,
+            ),
+            (
+                E::Medical(MedicalError::InvalidArgument("m".into())),
+                medsam2_status::MEDSAM2_ERR_INVALID_ARGUMENT,
+            ),
             (
                 E::Io {
                     path: "p".into(),

@@ -16,7 +16,7 @@ pub const MEDSAM2_VERSION_PATCH: u32 = 1;
 /// whenever a function signature, a struct layout or a constant changes
 /// incompatibly; a program should check `medsam2_abi_version() ==
 /// MEDSAM2_ABI_VERSION` before any other call.
-pub const MEDSAM2_ABI_VERSION: u32 = 1;
+pub const MEDSAM2_ABI_VERSION: u32 = 2;
 
 /// Limits (checked before anything is allocated; exceeding one fails with a
 /// one-line error naming it; see also `MEDSAM2_MAX_POINTS`). Largest model

@@ -3,12 +3,11 @@
 
 use std::ffi::{c_int, c_void};
 
-use medsam2_core::medical::intensity::{self, Normalization, Stretch};
-use medsam2_core::medical::slicing::{self, Axis};
-use medsam2_core::medical::{Geometry, Volume, VoxelData};
-use medsam2_core::sam2_video_predictor::{
-    Direction, FrameMasks, GreyFrames, Sam2VideoPredictor, SessionOptions,
-};
+use medsam2_core::medical::intensity::{Normalization, Stretch};
+use medsam2_core::medical::slicing::Axis;
+use medsam2_core::medical::{DataType, Geometry, Volume, VoxelData};
+use medsam2_core::sam2_video_predictor::{Direction, FrameMasks, Progress, SessionOptions};
+use medsam2_core::volume::{Intensity, Propagation, SegmentOptions, VolumeSession};
 
 use crate::ffi_util::{
     handle, handle_mut, in_slice, out_slice, run, write_opt, FfiError, FfiResult,
@@ -58,6 +57,33 @@ pub const MEDSAM2_DIRECTION_FORWARD: medsam2_direction = 1;
 pub const MEDSAM2_DIRECTION_BACKWARD: medsam2_direction = 2;
 /// Forward, then backward from the same start slice.
 pub const MEDSAM2_DIRECTION_BOTH: medsam2_direction = 3;
+
+/// How `medsam2_session_segment` propagates the prompts through the volume
+/// (one of the `MEDSAM2_PROPAGATION_*` constants; 0 means `_SEPARATE`).
+pub type medsam2_propagation = u32;
+/// Forward from the first prompted slice, then backward from it, in one
+/// session (the backward pass sees the forward pass's memories).
+pub const MEDSAM2_PROPAGATION_JOINT: medsam2_propagation = 1;
+/// MedSAM2: forward from the first prompted slice; reset; prompted again and
+/// backward from the last prompted slice; the union of the two
+/// (`segment_volume`'s default).
+pub const MEDSAM2_PROPAGATION_SEPARATE: medsam2_propagation = 2;
+/// Forward only, from the first prompted slice (Medical-SAM2's evaluation).
+pub const MEDSAM2_PROPAGATION_FORWARD: medsam2_propagation = 3;
+
+/// Settings of `medsam2_session_segment` (NULL gives the defaults: all zero).
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct medsam2_segment_options {
+    /// `MEDSAM2_PROPAGATION_*`; 0 = `MEDSAM2_PROPAGATION_SEPARATE`, as `segment_volume`.
+    pub propagation: medsam2_propagation,
+    /// Nonzero: keep each object's largest 26-connected 3-D component (the
+    /// MedSAM2 reference post-processing, `segment_volume --largest-component`).
+    pub largest_component: i32,
+    /// A voxel belongs to an object where its logit is > this (0.0 default,
+    /// as SAM 2; Medical-SAM2 scores 0.5). Must be finite.
+    pub mask_threshold: f32,
+}
 
 /// A 3-D volume described by the caller (copied by `medsam2_session_new`).
 ///
@@ -127,10 +153,7 @@ pub type medsam2_progress_fn =
 /// time (it may move between threads). Sessions on different threads may
 /// share one `medsam2_model`.
 pub struct medsam2_session {
-    vp: Sam2VideoPredictor,
-    dims: [usize; 3],
-    geometry: Geometry,
-    axis: Axis,
+    vs: VolumeSession,
 }
 
 const _: () = {
@@ -138,41 +161,19 @@ const _: () = {
     assert_send::<medsam2_session>();
 };
 
-fn voxel_data(bytes: &[u8], t: medsam2_pixel_type) -> FfiResult<VoxelData> {
+/// The core's element type of a `MEDSAM2_PIXEL_*` value.
+fn data_type(t: medsam2_pixel_type) -> FfiResult<DataType> {
     Ok(match t {
-        MEDSAM2_PIXEL_U8 => VoxelData::U8(bytes.to_vec()),
-        MEDSAM2_PIXEL_I16 => VoxelData::I16(
-            bytes
-                .chunks_exact(2)
-                .map(|c| i16::from_ne_bytes([c[0], c[1]]))
-                .collect(),
-        ),
-        MEDSAM2_PIXEL_U16 => VoxelData::U16(
-            bytes
-                .chunks_exact(2)
-                .map(|c| u16::from_ne_bytes([c[0], c[1]]))
-                .collect(),
-        ),
-        MEDSAM2_PIXEL_F32 => VoxelData::F32(
-            bytes
-                .chunks_exact(4)
-                .map(|c| f32::from_ne_bytes([c[0], c[1], c[2], c[3]]))
-                .collect(),
-        ),
+        MEDSAM2_PIXEL_U8 => DataType::U8,
+        MEDSAM2_PIXEL_I16 => DataType::I16,
+        MEDSAM2_PIXEL_U16 => DataType::U16,
+        MEDSAM2_PIXEL_F32 => DataType::F32,
         _ => {
             return Err(FfiError::invalid(format!(
                 "unknown pixel type {t} (MEDSAM2_PIXEL_U8 = 1, I16 = 2, U16 = 3, F32 = 4)"
             )))
         }
     })
-}
-
-fn element_size(t: medsam2_pixel_type) -> usize {
-    match t {
-        MEDSAM2_PIXEL_I16 | MEDSAM2_PIXEL_U16 => 2,
-        MEDSAM2_PIXEL_F32 => 4,
-        _ => 1,
-    }
 }
 
 fn geometry(v: &medsam2_volume) -> Geometry {
@@ -202,11 +203,11 @@ unsafe fn read_volume(v: &medsam2_volume) -> FfiResult<Volume> {
         )));
     }
     // Validate the type before reading.
-    voxel_data(&[], v.pixel_type)?;
+    let dtype = data_type(v.pixel_type)?;
     let n = dims[0]
         .checked_mul(dims[1])
         .and_then(|x| x.checked_mul(dims[2]))
-        .and_then(|x| x.checked_mul(element_size(v.pixel_type)))
+        .and_then(|x| x.checked_mul(dtype.size()))
         .filter(|&b| b as u64 <= medsam2_core::medical::MAX_VOXEL_BYTES)
         .ok_or_else(|| {
             FfiError::invalid(format!(
@@ -218,24 +219,25 @@ unsafe fn read_volume(v: &medsam2_volume) -> FfiResult<Volume> {
     Ok(Volume::new(
         dims,
         geometry(v),
-        voxel_data(bytes, v.pixel_type)?,
+        VoxelData::from_ne_bytes(dtype, bytes),
     )?)
 }
 
-fn to_u8_volume(vol: &Volume, it: &medsam2_intensity) -> FfiResult<Volume> {
+/// The core's intensity mapping of the caller's settings for `vol`.
+fn core_intensity(vol: &Volume, it: &medsam2_intensity) -> FfiResult<Intensity> {
     let stretch = match it.stretch {
         MEDSAM2_STRETCH_CLIPPED_MINMAX => Stretch::ClippedMinMax,
         MEDSAM2_STRETCH_BOUNDS => Stretch::Bounds,
         s => return Err(FfiError::invalid(format!("unknown stretch {s} (0 or 1)"))),
     };
-    let norm = match it.mode {
+    let normalization = match it.mode {
         MEDSAM2_INTENSITY_NONE => {
             if vol.data().as_u8().is_none() {
                 return Err(FfiError::invalid(
                     "MEDSAM2_INTENSITY_NONE needs u8 voxels; use a window or percentiles",
                 ));
             }
-            return Ok(vol.clone());
+            Normalization::Identity
         }
         MEDSAM2_INTENSITY_WINDOW => match checked_window(&it.window)? {
             Some(w) => Normalization::Window(w),
@@ -256,7 +258,51 @@ fn to_u8_volume(vol: &Volume, it: &medsam2_intensity) -> FfiResult<Volume> {
             )))
         }
     };
-    Ok(intensity::to_u8(vol, &norm, stretch)?)
+    Ok(Intensity {
+        normalization,
+        stretch,
+    })
+}
+
+/// The core's segmentation settings of the caller's (NULL: defaults).
+fn segment_options(o: Option<&medsam2_segment_options>) -> FfiResult<SegmentOptions> {
+    let Some(o) = o else {
+        return Ok(SegmentOptions::default());
+    };
+    let propagation = match o.propagation {
+        0 | MEDSAM2_PROPAGATION_SEPARATE => Propagation::Separate,
+        MEDSAM2_PROPAGATION_JOINT => Propagation::Joint,
+        MEDSAM2_PROPAGATION_FORWARD => Propagation::Forward,
+        p => {
+            return Err(FfiError::invalid(format!(
+                "propagation {p} (JOINT = 1, SEPARATE = 2, FORWARD = 3, 0 = SEPARATE)"
+            )))
+        }
+    };
+    if !o.mask_threshold.is_finite() {
+        return Err(FfiError::invalid(format!(
+            "mask_threshold {} is not finite",
+            o.mask_threshold
+        )));
+    }
+    Ok(SegmentOptions {
+        propagation,
+        largest_component: o.largest_component != 0,
+        threshold: o.mask_threshold,
+    })
+}
+
+/// Copies a label volume of the core (`u8` or `u16` labels) into `out`.
+fn copy_labels(labels: &Volume, out: &mut [u16]) -> FfiResult<()> {
+    if labels.num_voxels() != out.len() {
+        return Err(FfiError::internal("label volume size mismatch"));
+    }
+    match labels.data() {
+        VoxelData::U8(v) => out.iter_mut().zip(v).for_each(|(o, &l)| *o = l.into()),
+        VoxelData::U16(v) => out.copy_from_slice(v),
+        _ => return Err(FfiError::internal("labels exceed uint16_t")),
+    }
+    Ok(())
 }
 
 /// Creates a session over a volume: maps its intensities to 0..255 grey and
@@ -308,18 +354,9 @@ pub unsafe extern "C" fn medsam2_session_new(
             opts.non_overlap_masks = o.non_overlap_masks != 0;
         }
         let vol = read_volume(v)?;
-        let grey = to_u8_volume(&vol, it)?;
-        drop(vol);
-        let frames = slicing::frames_u8(&grey, axis)?;
-        let (w, h) = slicing::frame_size(grey.dims(), axis);
-        let frames = GreyFrames::new(frames.into_iter().map(|f| f.data).collect(), h, w)?;
-        let vp = Sam2VideoPredictor::new(m.inner.clone(), Box::new(frames), opts)?;
-        let s = medsam2_session {
-            vp,
-            dims: grey.dims(),
-            geometry: *grey.geometry(),
-            axis,
-        };
+        let it = core_intensity(&vol, it)?;
+        let vs = VolumeSession::new(&vol, &it, axis, m.inner.clone(), opts)?;
+        let s = medsam2_session { vs };
         out_session.write(Box::into_raw(Box::new(s)));
         Ok(())
     })
@@ -357,8 +394,8 @@ pub unsafe extern "C" fn medsam2_session_slice_shape(
 ) -> medsam2_status {
     run(|| {
         let s = handle(session, "session")?;
-        let [h, w] = s.vp.video_hw();
-        write_opt(out_num_slices, s.vp.num_frames() as u32);
+        let (w, h) = s.vs.slice_size();
+        write_opt(out_num_slices, s.vs.num_slices() as u32);
         write_opt(out_width, w as u32);
         write_opt(out_height, h as u32);
         Ok(())
@@ -389,11 +426,10 @@ pub unsafe extern "C" fn medsam2_session_physical_to_slice(
         if out_slice.is_null() || out_x.is_null() || out_y.is_null() {
             return Err(FfiError::null("out_slice/out_x/out_y"));
         }
-        let idx = s.geometry.physical_to_index([p[0], p[1], p[2]])?;
-        let fp = slicing::voxel_to_frame_point(s.dims, s.axis, idx)?;
-        out_slice.write(fp.frame as u32);
-        out_x.write(fp.x as f32);
-        out_y.write(fp.y as f32);
+        let (z, x, y) = s.vs.grid().locate([p[0], p[1], p[2]])?;
+        out_slice.write(z as u32);
+        out_x.write(x as f32);
+        out_y.write(y as f32);
         Ok(())
     })
 }
@@ -408,28 +444,13 @@ fn check_obj_id(obj_id: u32) -> FfiResult<()> {
 }
 
 fn check_slice(s: &medsam2_session, slice: u32) -> FfiResult<usize> {
-    let n = s.vp.num_frames();
+    let n = s.vs.num_slices();
     if slice as usize >= n {
         return Err(FfiError::invalid(format!(
             "slice {slice} out of range (0..{n})"
         )));
     }
     Ok(slice as usize)
-}
-
-/// The binary mask of `obj_id` in `fm` (all zeros if absent) into `out`.
-fn object_mask(fm: &FrameMasks, obj_id: u32, out: &mut [u8]) -> FfiResult<()> {
-    match fm.obj_ids.iter().position(|&o| o == obj_id) {
-        Some(i) => {
-            let masks = fm.binary_masks()?;
-            let m = masks.get(i).filter(|m| m.len() == out.len());
-            out.copy_from_slice(
-                m.ok_or_else(|| FfiError::internal("mask count or size mismatch"))?,
-            );
-        }
-        None => out.fill(0),
-    }
-    Ok(())
 }
 
 /// Writes the optional mask output of the add functions.
@@ -446,13 +467,18 @@ unsafe fn write_prompt_output(
     if out.is_null() {
         return Ok(());
     }
-    let [h, w] = s.vp.video_hw();
-    object_mask(fm, obj_id, std::slice::from_raw_parts_mut(out, h * w))
+    let (w, h) = s.vs.slice_size();
+    let m = fm.object_mask(obj_id)?;
+    if m.len() != w * h {
+        return Err(FfiError::internal("mask count or size mismatch"));
+    }
+    std::slice::from_raw_parts_mut(out, h * w).copy_from_slice(&m);
+    Ok(())
 }
 
 /// Checks the optional mask output size before any work.
 fn check_prompt_output(s: &medsam2_session, out: *mut u8, len: usize) -> FfiResult<()> {
-    let [h, w] = s.vp.video_hw();
+    let (w, h) = s.vs.slice_size();
     if !out.is_null() && len < h * w {
         return Err(FfiError::too_small("out_mask", h * w, len));
     }
@@ -515,7 +541,7 @@ pub unsafe extern "C" fn medsam2_session_add_points(
         }
         let pts: Vec<[f32; 2]> = pts.chunks_exact(2).map(|c| [c[0], c[1]]).collect();
         let fm =
-            s.vp.add_points_or_box(f, obj_id, &pts, lbl, None, clear_old_points != 0)?;
+            s.vs.add_points(f, obj_id, &pts, lbl, clear_old_points != 0)?;
         write_prompt_output(s, &fm, obj_id, out_mask)
     })
 }
@@ -545,8 +571,7 @@ pub unsafe extern "C" fn medsam2_session_add_box(
         check_obj_id(obj_id)?;
         check_prompt_output(s, out_mask, out_mask_len)?;
         let b = in_slice(bbox, 4, "bbox")?;
-        let fm =
-            s.vp.add_points_or_box(f, obj_id, &[], &[], Some([b[0], b[1], b[2], b[3]]), true)?;
+        let fm = s.vs.add_box(f, obj_id, [b[0], b[1], b[2], b[3]])?;
         write_prompt_output(s, &fm, obj_id, out_mask)
     })
 }
@@ -577,7 +602,7 @@ pub unsafe extern "C" fn medsam2_session_add_mask(
         let f = check_slice(s, slice)?;
         check_obj_id(obj_id)?;
         check_prompt_output(s, out_mask, out_mask_len)?;
-        let [h, w] = s.vp.video_hw();
+        let (w, h) = s.vs.slice_size();
         if mask_len != h * w {
             return Err(FfiError::invalid(format!(
                 "mask_len is {mask_len}, the slice has {w}x{h} = {} pixels",
@@ -585,7 +610,7 @@ pub unsafe extern "C" fn medsam2_session_add_mask(
             )));
         }
         let m = in_slice(mask, mask_len, "mask")?;
-        let fm = s.vp.add_mask(f, obj_id, m)?;
+        let fm = s.vs.add_mask(f, obj_id, m)?;
         write_prompt_output(s, &fm, obj_id, out_mask)
     })
 }
@@ -606,7 +631,7 @@ pub unsafe extern "C" fn medsam2_session_clear_prompts(
     run(|| {
         let s = handle_mut(session, "session")?;
         let f = check_slice(s, slice)?;
-        s.vp.clear_prompts(f, obj_id)?;
+        s.vs.clear_prompts(f, obj_id)?;
         Ok(())
     })
 }
@@ -656,7 +681,7 @@ pub unsafe extern "C" fn medsam2_session_propagate(
         let start = if start_slice < 0 {
             None
         } else {
-            let n = s.vp.num_frames();
+            let n = s.vs.num_slices();
             if start_slice as u64 >= n as u64 {
                 return Err(FfiError::invalid(format!(
                     "start_slice {start_slice} out of range (0..{n})"
@@ -664,7 +689,7 @@ pub unsafe extern "C" fn medsam2_session_propagate(
             }
             Some(start_slice as usize)
         };
-        if s.vp.obj_ids().is_empty() {
+        if s.vs.predictor().obj_ids().is_empty() {
             return Err(FfiError::state(
                 "no prompt yet: add points, a box or a mask first",
             ));
@@ -674,11 +699,107 @@ pub unsafe extern "C" fn medsam2_session_propagate(
         } else {
             Some(max_slices as usize)
         };
-        s.vp.propagate(start, dir, max, |_, p| match progress {
+        s.vs.propagate(start, dir, max, |_, p| match progress {
             // SAFETY: the caller guarantees `progress` may be called with `user`.
             Some(cb) => (unsafe { cb(user, p.done as u32, p.total as u32) }) == 0,
             None => true,
         })?;
+        Ok(())
+    })
+}
+
+/// Segments the volume from every prompt added so far, as `segment_volume`
+/// does: the session's tracking state is reset, each object's prompts are
+/// given again (objects in increasing id order) and propagated in the chosen
+/// mode (`opts->propagation`), optionally keeping each object's largest 3-D
+/// component; then the label volume is written to `out_labels`.
+///
+/// * `opts`: NULL for the defaults (`MEDSAM2_PROPAGATION_SEPARATE`, no
+///   component filter, threshold 0).
+/// * `out_labels`: `dims[0] * dims[1] * dims[2]` `uint16_t` values in the
+///   input volume's voxel order (`i` fastest): the id of the object covering
+///   the voxel, or 0; where objects overlap, the higher id wins. `out_len` is
+///   its size in elements. Equal voxel for voxel to `segment_volume` with the
+///   same prompts and options (for several objects, create the session with
+///   `non_overlap_masks = 1`, as `segment_volume` does).
+/// * `progress`, `user`: NULL, or a callback called after each slice with the
+///   slice visits done and to do over all passes; returning nonzero cancels.
+///
+/// Afterwards the session's per-slice masks (`medsam2_session_get_*`) are
+/// those of the last pass; the prompts are kept, so prompts can be added and
+/// `medsam2_session_segment` called again.
+///
+/// Errors: `MEDSAM2_ERR_NULL_POINTER`, `MEDSAM2_ERR_INVALID_ARGUMENT` (bad
+/// propagation, threshold not finite), `MEDSAM2_ERR_BUFFER_TOO_SMALL`,
+/// `MEDSAM2_ERR_INVALID_STATE` (no prompt yet), `MEDSAM2_ERR_CANCELLED` (the
+/// session stays valid), `MEDSAM2_ERR_INTERNAL`.
+///
+/// # Safety
+/// `session` is NULL or a live session; `opts` is NULL or valid; `out_labels`
+/// is NULL or writable for `out_len` values; `progress` is NULL or a function
+/// that may be called with `user`.
+#[no_mangle]
+pub unsafe extern "C" fn medsam2_session_segment(
+    session: *mut medsam2_session,
+    opts: *const medsam2_segment_options,
+    out_labels: *mut u16,
+    out_len: usize,
+    progress: medsam2_progress_fn,
+    user: *mut c_void,
+) -> medsam2_status {
+    run(|| {
+        let s = handle_mut(session, "session")?;
+        let opts = segment_options(opts.as_ref())?;
+        let d = s.vs.grid().dims;
+        let o = out_slice(out_labels, out_len, d[0] * d[1] * d[2], "out_labels")?;
+        if s.vs.prompts().iter().all(|p| p.slices.is_empty()) {
+            return Err(FfiError::state(
+                "no prompt yet: add points, a box or a mask first",
+            ));
+        }
+        let seg = s.vs.segment(&opts, &mut |p: Progress| match progress {
+            // SAFETY: the caller guarantees `progress` may be called with `user`.
+            Some(cb) => (unsafe { cb(user, p.done as u32, p.total as u32) }) == 0,
+            None => true,
+        })?;
+        copy_labels(&s.vs.labels(&seg)?, o)
+    })
+}
+
+/// Adds a box for an object from two opposite corners in physical LPS
+/// millimetres (as ITK and 3D Slicer), prompted on the slice nearest their
+/// middle, as `segment_volume --physical --box` does: the corners are mapped
+/// to voxel indices (with a rotated direction the box is the index-space box
+/// they span), then to slice pixels (half a pixel of slack at the edges,
+/// clamped). Replaces the object's earlier prompts on that slice and segments
+/// it.
+///
+/// * `corner0`, `corner1`: 3 doubles each (x, y, z in LPS mm).
+/// * `out_slice`: NULL, or receives the slice prompted.
+///
+/// Errors: `MEDSAM2_ERR_NULL_POINTER`, `MEDSAM2_ERR_INVALID_ARGUMENT` (object
+/// id 0 or too large, corners not finite, the box outside the volume),
+/// `MEDSAM2_ERR_INTERNAL`.
+///
+/// # Safety
+/// `session` is NULL or a live session; `corner0`, `corner1` are NULL or
+/// readable for 3 doubles; `out_slice` is NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn medsam2_session_add_box_physical(
+    session: *mut medsam2_session,
+    obj_id: u32,
+    corner0: *const f64,
+    corner1: *const f64,
+    out_slice: *mut u32,
+) -> medsam2_status {
+    run(|| {
+        let s = handle_mut(session, "session")?;
+        check_obj_id(obj_id)?;
+        let a = in_slice(corner0, 3, "corner0")?;
+        let b = in_slice(corner1, 3, "corner1")?;
+        let (z, _) =
+            s.vs.add_box_physical(obj_id, [a[0], a[1], a[2]], [b[0], b[1], b[2]])?;
+        write_opt(out_slice, z as u32);
         Ok(())
     })
 }
@@ -704,7 +825,7 @@ pub unsafe extern "C" fn medsam2_session_object_ids(
 ) -> medsam2_status {
     run(|| {
         let s = handle(session, "session")?;
-        let ids = s.vp.obj_ids();
+        let ids = s.vs.predictor().obj_ids();
         write_opt(out_count, ids.len());
         if !out_ids.is_null() {
             out_slice(out_ids, out_ids_len, ids.len(), "out_ids")?.copy_from_slice(ids);
@@ -734,37 +855,18 @@ pub unsafe extern "C" fn medsam2_session_get_object_mask(
     run(|| {
         let s = handle(session, "session")?;
         let f = check_slice(s, slice)?;
-        if !s.vp.obj_ids().contains(&obj_id) {
+        if !s.vs.predictor().obj_ids().contains(&obj_id) {
             return Err(FfiError::invalid(format!("unknown object id {obj_id}")));
         }
-        let [h, w] = s.vp.video_hw();
+        let (w, h) = s.vs.slice_size();
         let o = out_slice(out, out_len, h * w, "out")?;
-        let fm = s.vp.frame_masks(f)?;
-        object_mask(&fm, obj_id, o)
-    })
-}
-
-/// The labels of one slice into `out` (`width * height` values): the id of
-/// the object covering each pixel, 0 for background; where objects overlap,
-/// the one created last wins.
-fn slice_labels(s: &medsam2_session, f: usize, mut put: impl FnMut(usize, u16)) -> FfiResult<()> {
-    if s.vp.obj_ids().is_empty() {
-        return Ok(());
-    }
-    let fm = s.vp.frame_masks(f)?;
-    let masks = fm.binary_masks()?;
-    let [h, w] = s.vp.video_hw();
-    if masks.len() != fm.obj_ids.len() || masks.iter().any(|m| m.len() != h * w) {
-        return Err(FfiError::internal("mask count or size mismatch"));
-    }
-    for (id, m) in fm.obj_ids.iter().zip(&masks) {
-        for (p, &v) in m.iter().enumerate() {
-            if v != 0 {
-                put(p, *id as u16);
-            }
+        let m = s.vs.slice_masks(f)?.object_mask(obj_id)?;
+        if m.len() != o.len() {
+            return Err(FfiError::internal("mask count or size mismatch"));
         }
-    }
-    Ok(())
+        o.copy_from_slice(&m);
+        Ok(())
+    })
 }
 
 /// Copies the label map of one slice: `width * height` `uint16_t` values,
@@ -787,10 +889,16 @@ pub unsafe extern "C" fn medsam2_session_get_slice_labels(
     run(|| {
         let s = handle(session, "session")?;
         let f = check_slice(s, slice)?;
-        let [h, w] = s.vp.video_hw();
+        let (w, h) = s.vs.slice_size();
         let o = out_slice(out, out_len, h * w, "out")?;
-        o.fill(0);
-        slice_labels(s, f, |p, id| o[p] = id)
+        let labels = s.vs.slice_labels(f)?;
+        if labels.len() != o.len() {
+            return Err(FfiError::internal("label map size mismatch"));
+        }
+        for (d, &l) in o.iter_mut().zip(&labels) {
+            *d = l as u16;
+        }
+        Ok(())
     })
 }
 
@@ -813,20 +921,9 @@ pub unsafe extern "C" fn medsam2_session_get_labels(
 ) -> medsam2_status {
     run(|| {
         let s = handle(session, "session")?;
-        let d = s.dims;
+        let d = s.vs.grid().dims;
         let o = out_slice(out, out_len, d[0] * d[1] * d[2], "out")?;
-        o.fill(0);
-        let (w, _) = slicing::frame_size(d, s.axis);
-        let (c, r) = s.axis.in_plane();
-        let stride = [1, d[0], d[0] * d[1]];
-        for f in 0..s.vp.num_frames() {
-            let base = f * stride[s.axis as usize];
-            slice_labels(s, f, |p, id| {
-                let (x, y) = (p % w, p / w);
-                o[base + x * stride[c] + y * stride[r]] = id;
-            })?;
-        }
-        Ok(())
+        copy_labels(&s.vs.current_labels()?, o)
     })
 }
 
@@ -843,7 +940,7 @@ pub unsafe extern "C" fn medsam2_session_remove_object(
 ) -> medsam2_status {
     run(|| {
         let s = handle_mut(session, "session")?;
-        s.vp.remove_object(obj_id)?;
+        s.vs.remove_object(obj_id)?;
         Ok(())
     })
 }
@@ -859,7 +956,7 @@ pub unsafe extern "C" fn medsam2_session_remove_object(
 pub unsafe extern "C" fn medsam2_session_reset(session: *mut medsam2_session) -> medsam2_status {
     run(|| {
         let s = handle_mut(session, "session")?;
-        s.vp.reset();
+        s.vs.reset();
         Ok(())
     })
 }

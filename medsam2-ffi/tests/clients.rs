@@ -18,6 +18,7 @@ use medsam2_core::sam2_image_predictor::{Prompt, Sam2ImagePredictor};
 use medsam2_core::sam2_video_predictor::{
     Direction, GreyFrames, Sam2VideoPredictor, SessionOptions,
 };
+use medsam2_core::volume::{Propagation, SegmentOptions, VolumeSession};
 
 // ------------------------------------------------------------------ setup
 
@@ -455,6 +456,49 @@ fn check_volume_outputs(m: &Arc<Sam2Base>, dir: &Path) -> usize {
         &read_u16(dir, "volume_removed.u16"),
         &labels_of(&vp),
     );
+
+    // medsam2_session_segment after a physical box: the core's VolumeSession
+    // given the same prompts (decisions may differ only where a threshold
+    // moved by LOGIT_MARGIN changes them).
+    let mut vs = VolumeSession::new(
+        &vol,
+        &medsam2_core::volume::Intensity::window(Window::ABDOMEN),
+        Axis::K,
+        m.clone(),
+        SessionOptions::default(),
+    )
+    .unwrap();
+    vs.add_points(fp.frame, 1, &[[fp.x as f32, fp.y as f32]], &[1], true)
+        .unwrap();
+    vs.add_box(4, 2, [27.0, 5.0, 36.0, 26.0]).unwrap();
+    vs.add_points(7, 1, &[[14.0, 24.0]], &[0], false).unwrap();
+    vs.remove_object(2).unwrap();
+    let c0 = [-16.0 + 28.0 * 0.8, -12.8 + 6.0 * 0.8, 110.0];
+    let c1 = [-16.0 + 35.0 * 0.8, -12.8 + 25.0 * 0.8, 110.0];
+    let (z, _) = vs.add_box_physical(3, c0, c1).unwrap();
+    assert_eq!(z, 4);
+    let mut seg_at = |threshold: f32| {
+        let opts = SegmentOptions {
+            propagation: Propagation::Separate,
+            largest_component: true,
+            threshold,
+        };
+        let seg = vs.segment(&opts, &mut |_| true).unwrap();
+        let v = vs.labels(&seg).unwrap().data().to_f64_vec();
+        v.into_iter().map(|x| x as u16).collect::<Vec<u16>>()
+    };
+    let rust = seg_at(0.0);
+    let (lo, hi) = (seg_at(-LOGIT_MARGIN), seg_at(LOGIT_MARGIN));
+    assert!(
+        rust.contains(&1) && rust.contains(&3),
+        "an object vanished from the segmentation"
+    );
+    assert_same_decisions(
+        "volume_segment",
+        &read_u16(dir, "volume_segment.u16"),
+        &rust,
+        |i| lo[i] != hi[i],
+    );
     calls
 }
 
@@ -470,6 +514,7 @@ const OUTPUTS: &[&str] = &[
     "volume_labels.u16",
     "volume_corrected.u16",
     "volume_removed.u16",
+    "volume_segment.u16",
 ];
 
 // ------------------------------------------------------------------ tests

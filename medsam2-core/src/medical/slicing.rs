@@ -284,11 +284,17 @@ impl LabelAssembler {
     /// An empty (all background) label volume shaped like `reference`, for masks
     /// of frames along `axis`.
     pub fn new(reference: &Volume, axis: Axis) -> LabelAssembler {
+        LabelAssembler::on_grid(reference.dims(), *reference.geometry(), axis)
+    }
+
+    /// An empty (all background) label volume of `dims` voxels placed by
+    /// `geometry`, for masks of frames along `axis`.
+    pub fn on_grid(dims: [usize; 3], geometry: Geometry, axis: Axis) -> LabelAssembler {
         LabelAssembler {
-            dims: reference.dims(),
-            geometry: *reference.geometry(),
+            dims,
+            geometry,
             axis,
-            labels: vec![0; reference.num_voxels()],
+            labels: vec![0; dims.iter().product()],
             mapping: Vec::new(),
         }
     }

@@ -222,6 +222,12 @@ impl VoxelData {
         }
     }
 
+    /// Decodes `bytes` of type `dtype` in the machine's native byte order
+    /// (a caller's in-memory buffer, e.g. through the C ABI).
+    pub fn from_ne_bytes(dtype: DataType, bytes: &[u8]) -> VoxelData {
+        VoxelData::from_bytes(dtype, bytes, cfg!(target_endian = "big"))
+    }
+
     /// The voxels as little-endian bytes.
     pub fn to_le_bytes(&self) -> Vec<u8> {
         with_voxels!(self, v => v.iter().flat_map(|x| x.to_le_bytes()).collect())
