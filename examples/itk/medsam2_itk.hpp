@@ -10,9 +10,8 @@
 //   medsam2_itk::Volume volume(image.GetPointer());      // buffer + geometry
 //   medsam2::VolumeSession session(model, volume.view(),
 //                                  medsam2_itk::default_intensity(volume));
-//   session.add_box(slice, 1, {x0, y0, x1, y1});
-//   session.propagate();
-//   auto labels = medsam2_itk::label_image(session.labels(), image.GetPointer());
+//   session.add_box(slice, 1, {x0, y0, x1, y1});    // or add_box_physical (LPS mm)
+//   auto labels = medsam2_itk::label_image(session.segment(), image.GetPointer());
 //
 // Pixel types: uint8_t, int16_t, uint16_t and float are handed over as they
 // are (the library copies them once); every other scalar type is converted
@@ -144,8 +143,8 @@ medsam2::VolumeSession make_session(const medsam2::Model &model,
     return medsam2::VolumeSession(model, volume.view(), default_intensity(volume), axis, options);
 }
 
-/// The label buffer of a session (medsam2::VolumeSession::labels(), voxel
-/// order of the volume) as an itk::Image with `reference`'s buffered region,
+/// The label buffer of a session (medsam2::VolumeSession::segment() or
+/// labels(), voxel order of the volume) as an itk::Image with `reference`'s buffered region,
 /// spacing, origin and direction.
 inline LabelImage::Pointer label_image(const std::vector<uint16_t> &labels,
                                        const itk::ImageBase<Dimension> *reference) {

@@ -145,12 +145,6 @@ medsam2_intensity intensity_of(const std::string &spec, const medsam2_itk::Volum
     return medsam2::Intensity::window(w);
 }
 
-/// One box prompt resolved to a slice and slice pixels.
-struct Box {
-    uint32_t obj_id, slice;
-    std::array<float, 4> xyxy;
-};
-
 /// Checks a pixel lies on the slice (half a pixel of slack at the edges, then
 /// clamped to the pixel centres), as segment_volume does.
 float on_slice(double v, uint32_t n, const std::string &arg, const std::string &flag) {
@@ -160,28 +154,26 @@ float on_slice(double v, uint32_t n, const std::string &arg, const std::string &
     return static_cast<float>(std::min(std::max(v, 0.0), static_cast<double>(n - 1)));
 }
 
-/// Resolves the --box / --box-physical arguments to slices and pixels.
-std::vector<Box> resolve_boxes(const Args &args, const medsam2::VolumeSession &session) {
-    std::vector<Box> out;
+/// Gives the --box / --box-physical prompts to the session, objects in id
+/// order (as segment_volume); prints one line per prompt.
+void add_boxes(const Args &args, medsam2::VolumeSession &session) {
+    std::vector<BoxArg> boxes = args.boxes;
+    std::stable_sort(boxes.begin(), boxes.end(),
+                     [](const BoxArg &a, const BoxArg &b) { return a.obj_id < b.obj_id; });
+    std::set<std::pair<uint32_t, uint32_t>> prompted; // (object, slice)
     const uint32_t n = session.num_slices(), w = session.slice_width(), h = session.slice_height();
-    for (const BoxArg &b : args.boxes) {
+    for (const BoxArg &b : boxes) {
         const std::string flag = b.physical ? "--box-physical" : "--box";
-        Box r{};
-        r.obj_id = b.obj_id;
-        double x0, y0, x1, y1;
+        uint32_t slice;
         if (b.physical) {
             auto v = cli::numbers(b.text, 6, flag, "X0,Y0,Z0,X1,Y1,Z1 in LPS mm");
-            uint32_t s0, s1;
-            float ax, ay, bx, by;
             try {
-                std::tie(s0, ax, ay) = session.physical_to_slice({v[0], v[1], v[2]});
-                std::tie(s1, bx, by) = session.physical_to_slice({v[3], v[4], v[5]});
+                slice = session.add_box_physical(b.obj_id, {v[0], v[1], v[2]}, {v[3], v[4], v[5]});
             } catch (const medsam2::InvalidArgument &e) {
                 throw cli::UsageError(flag + " `" + b.text + "` is outside the volume: " + e.what());
             }
-            r.slice = (std::min(s0, s1) + std::max(s0, s1)) / 2;
-            x0 = std::min(ax, bx), x1 = std::max(ax, bx);
-            y0 = std::min(ay, by), y1 = std::max(ay, by);
+            std::printf("prompt:  object %u slice %u: box (%g, %g, %g)-(%g, %g, %g) mm\n",
+                        b.obj_id, slice, v[0], v[1], v[2], v[3], v[4], v[5]);
         } else {
             auto v = cli::numbers(b.text, 5, flag, "Z,X0,Y0,X1,Y1 in voxels");
             if (v[0] != std::floor(v[0]) || v[0] < 0 || v[0] >= n)
@@ -189,23 +181,20 @@ std::vector<Box> resolve_boxes(const Args &args, const medsam2::VolumeSession &s
                                       cli::show(v[0]) + " is not one of 0.." +
                                       std::to_string(n - 1) + " along axis " +
                                       std::to_string(args.axis));
-            r.slice = static_cast<uint32_t>(v[0]);
-            x0 = std::min(v[1], v[3]), x1 = std::max(v[1], v[3]);
-            y0 = std::min(v[2], v[4]), y1 = std::max(v[2], v[4]);
+            slice = static_cast<uint32_t>(v[0]);
+            const std::array<float, 4> xyxy = {
+                on_slice(std::min(v[1], v[3]), w, b.text, flag),
+                on_slice(std::min(v[2], v[4]), h, b.text, flag),
+                on_slice(std::max(v[1], v[3]), w, b.text, flag),
+                on_slice(std::max(v[2], v[4]), h, b.text, flag)};
+            session.add_box(slice, b.obj_id, xyxy);
+            std::printf("prompt:  object %u slice %u: box (%g, %g)-(%g, %g)\n", b.obj_id, slice,
+                        xyxy[0], xyxy[1], xyxy[2], xyxy[3]);
         }
-        r.xyxy = {on_slice(x0, w, b.text, flag), on_slice(y0, h, b.text, flag),
-                  on_slice(x1, w, b.text, flag), on_slice(y1, h, b.text, flag)};
-        for (const Box &o : out)
-            if (o.obj_id == r.obj_id && o.slice == r.slice)
-                throw cli::UsageError(flag + " `" + b.text + "`: object " +
-                                      std::to_string(r.obj_id) + " already has a box on slice " +
-                                      std::to_string(r.slice));
-        out.push_back(r);
+        if (!prompted.insert({b.obj_id, slice}).second)
+            throw cli::UsageError(flag + " `" + b.text + "`: object " + std::to_string(b.obj_id) +
+                                  " already has a box on slice " + std::to_string(slice));
     }
-    // segment_volume prompts (and labels) objects in id order.
-    std::stable_sort(out.begin(), out.end(),
-                     [](const Box &a, const Box &b) { return a.obj_id < b.obj_id; });
-    return out;
 }
 
 std::size_t count_objects(const std::vector<BoxArg> &boxes) {
@@ -266,14 +255,7 @@ template <class TPixel> int run(const Args &args) {
     // As segment_volume: overlapping objects are resolved by score.
     options.non_overlap_masks = count_objects(args.boxes) > 1 ? 1 : 0;
     medsam2::VolumeSession session(model, volume.view(), intensity, args.axis, &options);
-    const std::vector<Box> boxes = resolve_boxes(args, session);
-    uint32_t first = session.num_slices();
-    for (const Box &b : boxes) {
-        session.add_box(b.slice, b.obj_id, b.xyxy);
-        first = std::min(first, b.slice);
-        std::printf("prompt:  object %u slice %u: box (%g, %g)-(%g, %g)\n", b.obj_id, b.slice,
-                    b.xyxy[0], b.xyxy[1], b.xyxy[2], b.xyxy[3]);
-    }
+    add_boxes(args, session);
 
     auto t1 = std::chrono::steady_clock::now();
     medsam2::ProgressCallback progress;
@@ -283,19 +265,14 @@ template <class TPixel> int run(const Args &args) {
             if (done == total) std::fprintf(stderr, "\n");
             return true;
         };
-    if (args.propagation == "joint" || args.propagation == "both") {
-        session.propagate(medsam2::Direction::Both, first, 0, progress);
-    } else if (args.propagation == "forward") {
-        session.propagate(medsam2::Direction::Forward, first, 0, progress);
-    } else {
-        throw cli::UsageError("--propagation " + args.propagation +
-                              " needs medsam2_session_segment (C ABI 2)");
-    }
-    if (args.largest_component)
-        throw cli::UsageError("--largest-component needs medsam2_session_segment (C ABI 2)");
+    medsam2::SegmentOptions seg;
+    seg.propagation = args.propagation == "separate" ? medsam2::Propagation::Separate
+                      : args.propagation == "forward" ? medsam2::Propagation::Forward
+                                                      : medsam2::Propagation::Joint;
+    seg.largest_component = args.largest_component;
+    const std::vector<uint16_t> labels = session.segment(seg, progress);
     double seg_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t1).count();
 
-    std::vector<uint16_t> labels = session.labels();
     medsam2_itk::LabelImage::Pointer out = medsam2_itk::label_image(labels, image.GetPointer());
     write_atomic(out, args.out);
 

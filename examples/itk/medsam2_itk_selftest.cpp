@@ -102,8 +102,7 @@ int main(int argc, char **argv) {
 
         // Labels come back on the same region and geometry, in place.
         session.add_box(2, 1, {3.0f, 2.0f, 9.0f, 8.0f});
-        session.propagate();
-        std::vector<uint16_t> labels = session.labels();
+        std::vector<uint16_t> labels = session.segment();
         auto out = medsam2_itk::label_image(labels, image.GetPointer());
         check(out->GetBufferedRegion() == image->GetBufferedRegion(), "label region");
         check(out->GetLargestPossibleRegion() == image->GetLargestPossibleRegion(),

@@ -171,7 +171,8 @@ struct Case<'a> {
     volume: &'a Path,
     boxes: Vec<String>,
     physical: bool,
-    propagation: &'a str,
+    /// `--propagation` (None: the default, separate).
+    propagation: Option<&'a str>,
     largest_component: bool,
     /// `--window` (None: the default, auto).
     window: Option<&'a str>,
@@ -191,7 +192,10 @@ fn compare(c: &Client, case: &Case, out: &Path) -> (String, usize) {
         .arg(&weights)
         .arg("--config")
         .arg(&config)
-        .args(["--propagation", case.propagation, "--quiet"]);
+        .arg("--quiet");
+    if let Some(p) = case.propagation {
+        cmd.args(["--propagation", p]);
+    }
     for b in &case.boxes {
         cmd.arg(if case.physical {
             "--box-physical"
@@ -220,7 +224,9 @@ fn compare(c: &Client, case: &Case, out: &Path) -> (String, usize) {
     );
     job.boxes = case.boxes.clone();
     job.physical = case.physical;
-    job.propagation = Propagation::parse(case.propagation).unwrap();
+    if let Some(p) = case.propagation {
+        job.propagation = Propagation::parse(p).unwrap();
+    }
     job.largest_component = case.largest_component;
     if let Some(w) = case.window {
         job.window = IntensitySpec::parse(w).unwrap();
@@ -259,13 +265,21 @@ fn phantom_matches_segment_volume() {
     let Some(c) = client() else { return };
     let dir = tmp("phantom");
     let volume = root().join("tests/fixtures/demo/phantom_img.nii.gz");
-    for (mode, largest, out) in [
-        ("joint", false, "joint.nii.gz"),
-        ("forward", false, "forward.nrrd"),
+    let one = vec!["7,42,101,68,133".to_string()];
+    let two = vec![
+        "7,42,101,68,133".to_string(),
+        "2:5,150,60,190,110".to_string(),
+    ];
+    for (boxes, mode, largest, out) in [
+        (&one, None, false, "default.nii.gz"),
+        (&one, Some("separate"), true, "largest.nrrd"),
+        (&one, Some("joint"), false, "joint.nii.gz"),
+        (&one, Some("forward"), false, "forward.nrrd"),
+        (&two, None, false, "two_objects.nii.gz"),
     ] {
         let case = Case {
             volume: &volume,
-            boxes: vec!["7,42,101,68,133".into()],
+            boxes: boxes.clone(),
             physical: false,
             propagation: mode,
             largest_component: largest,
@@ -276,7 +290,16 @@ fn phantom_matches_segment_volume() {
             text.contains("prompt:  object 1 slice 7: box (42, 101)-(68, 133)"),
             "{text}"
         );
-        println!("phantom, {mode}: {n} voxels labelled, equal to segment_volume");
+        if boxes.len() == 2 {
+            assert!(
+                text.contains("object 2: ") && !text.contains("object 2: 0 voxels"),
+                "object 2 vanished: {text}"
+            );
+        }
+        println!(
+            "phantom, {} object(s), {mode:?}, largest component {largest}: {n} voxels labelled, equal to segment_volume",
+            boxes.len()
+        );
     }
 }
 
@@ -331,20 +354,22 @@ fn ct_cases_match_segment_volume() {
             continue;
         };
         let bx = lesion_box(&data.join(format!("nifti/{case}_seg.nii.gz")));
-        for (input, out, mode) in [
-            (format!("nifti/{case}_img.nii.gz"), "nifti.nii.gz", "joint"),
-            (format!("nrrd/{case}_img.nrrd"), "nrrd.nrrd", "forward"),
+        for (input, out, largest) in [
+            (format!("nifti/{case}_img.nii.gz"), "nifti.nii.gz", false),
+            (format!("nrrd/{case}_img.nrrd"), "nrrd.nrrd", true),
         ] {
             let case_run = Case {
                 volume: &data.join(&input),
                 boxes: vec![bx.clone()],
                 physical: false,
-                propagation: mode,
-                largest_component: false,
+                propagation: None,
+                largest_component: largest,
                 window: None,
             };
             let (_, n) = compare(c, &case_run, &dir.join(format!("{case}_{out}")));
-            println!("{input}: box {bx}, {mode}: {n} voxels labelled, equal to segment_volume");
+            println!(
+                "{input}: box {bx}, largest component {largest}: {n} voxels labelled, equal to segment_volume"
+            );
         }
         cases += 1;
     }
@@ -528,8 +553,8 @@ fn physical_points_agree_with_itk_on_an_oblique_volume() {
     let path = dir.join("oblique.nrrd");
     let corners = [[6.3, 4.6, 2.8], [17.2, 15.1, 5.9]].map(|i| vol.index_to_physical(i));
     let found = locate(c, &path, 2, &corners);
-    let (i0, c0) = found[0].0.unwrap();
-    let (i1, c1) = found[1].0.unwrap();
+    let (i0, _) = found[0].0.unwrap();
+    let (i1, _) = found[1].0.unwrap();
     let slice = (i0[2].min(i1[2]) + i0[2].max(i1[2])) / 2;
     let bx = format!(
         "{},{},{},{},{},{}",
@@ -539,7 +564,7 @@ fn physical_points_agree_with_itk_on_an_oblique_volume() {
         volume: &path,
         boxes: vec![bx],
         physical: true,
-        propagation: "joint",
+        propagation: Some("joint"),
         largest_component: false,
         window: None,
     };
@@ -548,26 +573,39 @@ fn physical_points_agree_with_itk_on_an_oblique_volume() {
         .lines()
         .find(|l| l.starts_with("prompt:"))
         .unwrap_or_else(|| panic!("no prompt line in {text}"));
-    let nums: Vec<f64> = line
-        .split(|ch: char| !(ch.is_ascii_digit() || ch == '.' || ch == '-'))
-        .filter_map(|s| s.parse().ok())
-        .collect();
-    // object, slice, x0, y0, x1, y1
-    assert_eq!(nums.len(), 6, "{line}");
+    let prompted: i64 = line
+        .split_whitespace()
+        .skip_while(|w| *w != "slice")
+        .nth(1)
+        .and_then(|w| w.trim_end_matches(':').parse().ok())
+        .unwrap_or_else(|| panic!("no slice in `{line}`"));
     assert_eq!(
-        nums[1] as i64, slice,
-        "{line}: slice vs ITK's {i0:?} {i1:?}"
+        prompted, slice,
+        "{line}: the slice nearest the corners' middle for ITK is {slice} ({i0:?}, {i1:?})"
     );
-    let expect = [
-        c0[0].min(c1[0]),
-        c0[1].min(c1[1]),
-        c0[0].max(c1[0]),
-        c0[1].max(c1[1]),
-    ];
-    for (got, want) in nums[2..].iter().zip(expect) {
-        assert!((got - want).abs() < 1e-3, "{line}: box vs ITK's {expect:?}");
-    }
     println!("physical box on slice {slice}: {n} voxels labelled, equal to segment_volume");
+
+    // A corner beyond the last slice: the slice range is clamped to the
+    // volume (slices 3..8 -> 5), as segment_volume does.
+    let corners = [[6.3, 4.6, 2.8], [17.2, 15.1, 11.4]].map(|i| vol.index_to_physical(i));
+    let case = Case {
+        volume: &path,
+        boxes: vec![format!(
+            "{},{},{},{},{},{}",
+            corners[0][0],
+            corners[0][1],
+            corners[0][2],
+            corners[1][0],
+            corners[1][1],
+            corners[1][2]
+        )],
+        physical: true,
+        propagation: None,
+        largest_component: false,
+        window: None,
+    };
+    let (text, _) = compare(c, &case, &dir.join("physical_box_clamped.nrrd"));
+    assert!(text.contains("prompt:  object 1 slice 5: box ("), "{text}");
 }
 
 /// Every voxel type: u8, i16, u16 and f32 are handed over as they are, i8,
@@ -622,7 +660,7 @@ fn pixel_types_match_segment_volume() {
             volume: &input,
             boxes: vec!["4,7,5,17,15".into()],
             physical: false,
-            propagation: "joint",
+            propagation: Some("joint"),
             largest_component: false,
             window,
         };
