@@ -21,6 +21,9 @@ use crate::modeling::memory_encoder::NewMemoryParams;
 use crate::modeling::sam2_base::{BackboneFeatures, Sam2Base, TrackStepOutput, NO_OBJ_SCORE};
 use crate::transforms;
 
+/// The prompt type shared with the image predictor: clicks and/or a box.
+pub use crate::sam2_image_predictor::Prompt;
+
 /// Supplies frames to a session on demand.
 pub trait FrameProvider: Send {
     /// Number of frames.
@@ -502,6 +505,33 @@ impl Sam2VideoPredictor {
         (is_init, reverse, is_cond)
     }
 
+    /// Adds a [`Prompt`] (the image predictor's type: clicks and/or a box in
+    /// frame pixels) on a frame for an object, as
+    /// [`Sam2VideoPredictor::add_points_or_box`]. A video session takes a mask
+    /// at frame size through [`Sam2VideoPredictor::add_mask`], not the
+    /// prompt's low-resolution `mask_input` logits.
+    pub fn add_prompt(
+        &mut self,
+        frame_idx: usize,
+        obj_id: u32,
+        prompt: &Prompt,
+        clear_old_points: bool,
+    ) -> Result<FrameMasks> {
+        if prompt.mask_input.is_some() {
+            return Err(Error::invalid(
+                "a video prompt takes a frame-sized mask (add_mask), not mask_input logits",
+            ));
+        }
+        self.add_points_or_box(
+            frame_idx,
+            obj_id,
+            &prompt.points,
+            &prompt.labels,
+            prompt.bbox,
+            clear_old_points,
+        )
+    }
+
     /// Adds clicks (in frame pixels: `x` column, `y` row; labels 1 = object,
     /// 0 = background) and/or a box `[x0, y0, x1, y1]` on a frame for an object
     /// (created on first use). With `clear_old_points` false the clicks are added
@@ -518,7 +548,7 @@ impl Sam2VideoPredictor {
         self.check_frame(frame_idx)?;
         let [h, w] = self.video_hw();
         let s = self.model.cfg.image_size;
-        let prompt = crate::sam2_image_predictor::Prompt {
+        let prompt = Prompt {
             points: points.to_vec(),
             labels: labels.to_vec(),
             bbox,

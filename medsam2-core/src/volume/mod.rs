@@ -76,6 +76,10 @@ mod session;
 mod slices;
 
 pub use crate::medical::slicing::Axis;
+/// The masks of every object on one slice (the video session's per-frame masks).
+pub use crate::sam2_video_predictor::FrameMasks as SliceMasks;
+/// Clicks and/or a box: the prompt type of the image predictor and the sessions.
+pub use crate::sam2_video_predictor::Prompt;
 pub use grid::VolumeGrid;
 pub use prompts::{mask_bbox, mask_center, merge_prompts, object_mut, ObjectPrompts, SlicePrompt};
 pub use segmentation::{

@@ -5,6 +5,7 @@
 use crate::error::{Error, Result};
 use crate::limits::MAX_PROMPT_POINTS;
 use crate::medical::metrics;
+use crate::sam2_image_predictor::Prompt;
 
 /// The prompt of one object on one slice: a box and/or clicks, or a mask.
 #[derive(Clone, Debug, PartialEq)]
@@ -56,6 +57,36 @@ impl SlicePrompt {
             mask: Some(mask),
             ..SlicePrompt::on(slice)
         }
+    }
+
+    /// The box and clicks on `slice` of a [`Prompt`] (the type the image
+    /// predictor and the video session take); its low-resolution
+    /// `mask_input` is not a slice prompt (use [`SlicePrompt::mask`]).
+    pub fn from_prompt(slice: usize, prompt: &Prompt) -> Result<Self> {
+        if prompt.mask_input.is_some() {
+            return Err(Error::invalid(
+                "a slice prompt takes a slice-sized mask, not mask_input logits",
+            ));
+        }
+        Ok(SlicePrompt {
+            bbox: prompt.bbox,
+            points: prompt.points.clone(),
+            labels: prompt.labels.clone(),
+            ..SlicePrompt::on(slice)
+        })
+    }
+
+    /// The box and clicks as a [`Prompt`] (`None` for a mask prompt).
+    pub fn prompt(&self) -> Option<Prompt> {
+        if self.mask.is_some() {
+            return None;
+        }
+        Some(Prompt {
+            points: self.points.clone(),
+            labels: self.labels.clone(),
+            bbox: self.bbox,
+            mask_input: None,
+        })
     }
 
     /// Whether the prompt holds nothing.
@@ -271,6 +302,19 @@ mod tests {
         }];
         let e = merge_prompts(vec![a], clash).unwrap_err().to_string();
         assert_eq!(e, "object 2 has both a mask and a box or clicks on slice 5");
+        let p = Prompt::bbox(1.0, 2.0, 3.0, 4.0).with_point(2.0, 3.0, 0);
+        let sp = SlicePrompt::from_prompt(6, &p).unwrap();
+        assert_eq!(
+            (sp.slice, sp.bbox, &sp.points[..], &sp.labels[..]),
+            (6, Some([1.0, 2.0, 3.0, 4.0]), &[[2.0, 3.0]][..], &[0][..])
+        );
+        assert_eq!(sp.prompt(), Some(p.clone()));
+        assert_eq!(SlicePrompt::mask(0, vec![1]).prompt(), None);
+        let logits = Prompt {
+            mask_input: Some(vec![0.0]),
+            ..p
+        };
+        assert!(SlicePrompt::from_prompt(0, &logits).is_err());
         assert!(check_clicks(&[[0.0, 0.0]], &[2]).is_err());
         assert!(check_clicks(&[[0.0, 0.0]], &[]).is_err());
     }

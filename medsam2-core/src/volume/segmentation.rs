@@ -217,10 +217,10 @@ pub fn largest_component(mask: &[bool], dims: [usize; 3]) -> Vec<bool> {
 pub fn add_prompts(session: &mut Sam2VideoPredictor, objects: &[ObjectPrompts]) -> Result<()> {
     for o in objects {
         for sp in &o.slices {
-            let r = match &sp.mask {
-                Some(m) => session.add_mask(sp.slice, o.obj_id, m),
-                None => session
-                    .add_points_or_box(sp.slice, o.obj_id, &sp.points, &sp.labels, sp.bbox, true),
+            let r = match (&sp.mask, sp.prompt()) {
+                (Some(m), _) => session.add_mask(sp.slice, o.obj_id, m),
+                (None, Some(p)) => session.add_prompt(sp.slice, o.obj_id, &p, true),
+                (None, None) => Err(Error::invalid("empty prompt")),
             };
             r.map_err(|e| Error::volume(format!("object {} slice {}: {e}", o.obj_id, sp.slice)))?;
         }

@@ -8,13 +8,14 @@ use crate::medical::slicing::{Axis, LabelAssembler};
 use crate::medical::Volume;
 use crate::modeling::sam2_base::Sam2Base;
 use crate::sam2_video_predictor::{
-    Direction, FrameMasks, Progress, Sam2VideoPredictor, SessionOptions,
+    Direction, Progress, Prompt, Sam2VideoPredictor, SessionOptions,
 };
 
 use super::grid::VolumeGrid;
 use super::prompts::{check_clicks, object_mut, ObjectPrompts, SlicePrompt};
 use super::segmentation::{label_volume_on, segment, SegmentOptions, Segmentation};
 use super::slices::{Intensity, Slices};
+use super::SliceMasks;
 
 /// A segmentation session over one volume: its grey slices along an axis,
 /// the objects prompted on them (recorded, see [`VolumeSession::prompts`])
@@ -121,7 +122,7 @@ impl VolumeSession {
     /// A box `[x0, y0, x1, y1]` (slice pixels) for an object on a slice,
     /// replacing the object's earlier prompts there; the object is created on
     /// first use. Returns the slice's masks.
-    pub fn add_box(&mut self, slice: usize, obj_id: u32, bbox: [f32; 4]) -> Result<FrameMasks> {
+    pub fn add_box(&mut self, slice: usize, obj_id: u32, bbox: [f32; 4]) -> Result<SliceMasks> {
         Self::check_object(obj_id)?;
         let fm = self
             .predictor
@@ -141,7 +142,7 @@ impl VolumeSession {
         points: &[[f32; 2]],
         labels: &[i32],
         clear_old: bool,
-    ) -> Result<FrameMasks> {
+    ) -> Result<SliceMasks> {
         Self::check_object(obj_id)?;
         check_clicks(points, labels)?;
         let fm = self
@@ -158,9 +159,21 @@ impl VolumeSession {
         Ok(fm)
     }
 
+    /// A [`Prompt`] (clicks and/or a box in slice pixels, the type the image
+    /// predictor takes) for an object on a slice, replacing its earlier
+    /// prompts there. Returns the slice's masks.
+    pub fn add_prompt(&mut self, slice: usize, obj_id: u32, prompt: &Prompt) -> Result<SliceMasks> {
+        Self::check_object(obj_id)?;
+        let sp = SlicePrompt::from_prompt(slice, prompt)?;
+        check_clicks(&sp.points, &sp.labels)?;
+        let fm = self.predictor.add_prompt(slice, obj_id, prompt, true)?;
+        self.record(obj_id, slice, |old| *old = sp);
+        Ok(fm)
+    }
+
     /// A mask (slice-sized, row-major, non-zero = object) for an object on a
     /// slice, replacing its earlier prompts there. Returns the slice's masks.
-    pub fn add_mask(&mut self, slice: usize, obj_id: u32, mask: &[u8]) -> Result<FrameMasks> {
+    pub fn add_mask(&mut self, slice: usize, obj_id: u32, mask: &[u8]) -> Result<SliceMasks> {
         Self::check_object(obj_id)?;
         let fm = self.predictor.add_mask(slice, obj_id, mask)?;
         self.record(obj_id, slice, |sp| {
@@ -177,7 +190,7 @@ impl VolumeSession {
         obj_id: u32,
         corner0: [f64; 3],
         corner1: [f64; 3],
-    ) -> Result<(usize, FrameMasks)> {
+    ) -> Result<(usize, SliceMasks)> {
         let (z, b) = self.grid.physical_box(corner0, corner1)?;
         Ok((z, self.add_box(z, obj_id, b)?))
     }
@@ -190,7 +203,7 @@ impl VolumeSession {
         obj_id: u32,
         point: [f64; 3],
         label: i32,
-    ) -> Result<(usize, FrameMasks)> {
+    ) -> Result<(usize, SliceMasks)> {
         let (z, p) = self.grid.physical_point(point)?;
         Ok((z, self.add_points(z, obj_id, &[p], &[label], false)?))
     }
@@ -230,7 +243,7 @@ impl VolumeSession {
 
     /// Removes an object's prompts on one slice (its other slices are kept).
     /// Returns the slice's masks.
-    pub fn clear_prompts(&mut self, slice: usize, obj_id: u32) -> Result<FrameMasks> {
+    pub fn clear_prompts(&mut self, slice: usize, obj_id: u32) -> Result<SliceMasks> {
         let fm = self.predictor.clear_prompts(slice, obj_id)?;
         if let Some(o) = self.prompts.iter_mut().find(|o| o.obj_id == obj_id) {
             o.slices.retain(|s| s.slice != slice);
@@ -260,7 +273,7 @@ impl VolumeSession {
         start: Option<usize>,
         direction: Direction,
         max_slices: Option<usize>,
-        on_slice: impl FnMut(&FrameMasks, Progress) -> bool,
+        on_slice: impl FnMut(&SliceMasks, Progress) -> bool,
     ) -> Result<()> {
         self.predictor
             .propagate(start, direction, max_slices, on_slice)
@@ -268,7 +281,7 @@ impl VolumeSession {
 
     /// The latest masks of every object on a slice (prompt or propagation
     /// output; empty where an object has none).
-    pub fn slice_masks(&self, slice: usize) -> Result<FrameMasks> {
+    pub fn slice_masks(&self, slice: usize) -> Result<SliceMasks> {
         self.predictor.frame_masks(slice)
     }
 
