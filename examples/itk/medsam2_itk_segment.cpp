@@ -5,8 +5,9 @@
 //   medsam2_itk_segment --volume ct.nii.gz --out seg.nii.gz
 //       --checkpoint MedSAM2_latest.pt --config medsam2 --box 6,250,230,300,280
 //
-// The same job as `segment_volume` (examples/segment_volume.rs) with the same
-// flags and defaults, through the C ABI and the header-only helper
+// The same job as `segment_volume` (examples/segment_volume.rs) for box
+// prompts, with its defaults and results (`--box-physical` is its
+// `--physical --box`; no clicks, masks or montage), through the C ABI and the header-only helper
 // medsam2_itk.hpp: ITK reads the file (itk::ImageFileReader), the helper
 // hands its buffer and geometry to a medsam2 session, and the labels come
 // back as an itk::Image written by itk::ImageFileWriter. Run with --help.
@@ -29,8 +30,8 @@ const char *const USAGE = R"(usage: medsam2_itk_segment --volume IN --out OUT --
 
 Segment a 3-D volume (any format ITK reads: .nii, .nii.gz, .nrrd, .nhdr, .mha,
 ...) from box prompts on slices and write the label image (object id per
-voxel, uint16) with ITK in the input's geometry. Same flags, defaults and
-results as `cargo run --release --example segment_volume`.
+voxel, uint16) with ITK in the input's geometry. Same defaults and results
+as `cargo run --release --example segment_volume` with the same box prompts.
 
   --volume IN            input volume (scalar, 3-D)
   --out OUT              output label image (.nii, .nii.gz, .nrrd, ...);
