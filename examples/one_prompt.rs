@@ -272,13 +272,13 @@ fn load_volumes(args: &Args) -> Result<Vec<Item>, BoxError> {
             .or(args.slices.first())
             .map(String::as_str)
             .unwrap_or("auto");
-        let n = slicing::num_frames(dims, slicing::Axis::K);
+        let n = slicing::num_slices(dims, slicing::Axis::K);
         let slices: Vec<usize> = if spec == "auto" {
             let g = gt_data
                 .as_ref()
                 .ok_or_else(|| format!("{}: --slices auto needs a ground truth", path.display()))?;
             let area = |k: usize| {
-                slicing::extract_frame(g, dims, slicing::Axis::K, k)
+                slicing::extract_slice(g, dims, slicing::Axis::K, k)
                     .map(|f| f.data.iter().filter(|v| **v > 0.5).count())
             };
             let mut best = (0, 0);
@@ -311,10 +311,10 @@ fn load_volumes(args: &Args) -> Result<Vec<Item>, BoxError> {
                     format!("{}: slice {k} out of range ({n} slices)", path.display()).into(),
                 );
             }
-            let f = slicing::extract_frame(data, dims, slicing::Axis::K, k)?;
+            let f = slicing::extract_slice(data, dims, slicing::Axis::K, k)?;
             let gt = match &gt_data {
                 Some(g) => Some(
-                    slicing::extract_frame(g, dims, slicing::Axis::K, k)?
+                    slicing::extract_slice(g, dims, slicing::Axis::K, k)?
                         .data
                         .iter()
                         .map(|v| *v > 0.5)

@@ -479,7 +479,7 @@ fn real_volume_slices_to_frames_and_labels_assemble_back() {
     let npz = Npz::read(dir.join(format!("{}.npz", c.name))).unwrap();
     let (img, gt) = (npz.volume("imgs").unwrap(), npz.volume("gts").unwrap());
     // Axial frames are `imgs[k]` (H x W): pixel (x, y) of frame k = imgs[k, y, x].
-    let frames = slicing::frames_u8(&img, Axis::K).unwrap();
+    let frames = slicing::slices_u8(&img, Axis::K).unwrap();
     assert_eq!(frames.len(), c.depth);
     assert_eq!((frames[5].width, frames[5].height), (512, 512));
     for (t, &e) in c.row.iter().enumerate() {
@@ -503,8 +503,8 @@ fn real_volume_slices_to_frames_and_labels_assemble_back() {
     // Ground-truth masks per frame (any axis) assemble back into the label volume.
     for axis in [Axis::K, Axis::J, Axis::I] {
         let mut asm = LabelAssembler::new(&img, axis);
-        for f in 0..slicing::num_frames(gt.dims(), axis) {
-            let m = slicing::label_frame_mask(&gt, axis, f, 1.0).unwrap();
+        for f in 0..slicing::num_slices(gt.dims(), axis) {
+            let m = slicing::label_slice_mask(&gt, axis, f, 1.0).unwrap();
             asm.add_mask(f, 1, &m.data).unwrap();
         }
         let labels = asm.finish().unwrap();
@@ -521,8 +521,8 @@ fn real_volume_slices_to_frames_and_labels_assemble_back() {
         (o / (nx * ny)) as f64,
     ];
     let p = img.index_to_physical(voxel);
-    let fp = slicing::physical_to_frame_point(&img, Axis::K, p).unwrap();
-    assert_eq!(fp.frame, c.lesion_z.0);
+    let fp = slicing::physical_to_slice_point(&img, Axis::K, p).unwrap();
+    assert_eq!(fp.slice, c.lesion_z.0);
     assert!((fp.x - voxel[0]).abs() < 1e-9 && (fp.y - voxel[1]).abs() < 1e-9);
 }
 

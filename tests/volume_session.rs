@@ -51,8 +51,8 @@ fn load_case(dir: &Path) -> Case {
     let p = dir.join("CT_Lesion_000002_03_01_035-047.npz");
     let img = read_volume_with_key(&p, "imgs").unwrap();
     let gt = read_volume_with_key(&p, "gts").unwrap();
-    let fr = slicing::frames_u8(&img, slicing::Axis::K).unwrap();
-    let gf = slicing::frames_u8(&gt, slicing::Axis::K).unwrap();
+    let fr = slicing::slices_u8(&img, slicing::Axis::K).unwrap();
+    let gf = slicing::slices_u8(&gt, slicing::Axis::K).unwrap();
     let (w, h) = (fr[0].width, fr[0].height);
     Case {
         slices: fr.into_iter().map(|f| f.data).collect(),
@@ -200,4 +200,146 @@ fn bad_session_inputs_are_errors() {
     })
     .unwrap();
     assert_eq!(k, 4);
+}
+
+/// The core's volume API (`medsam2_core::volume::VolumeSession`) on a small
+/// synthetic CT volume with an oblique geometry: prompts are checked and
+/// recorded as given, physical prompts land where the grid maps them, a
+/// session fed the same prompts at once (`set_prompts`) segments the same,
+/// and labels come back in the input's grid and geometry.
+#[test]
+fn volume_session_records_checks_and_segments() {
+    use medsam2_core::medical::{Geometry, Volume, VoxelData};
+    use medsam2_core::volume::{
+        Intensity, ObjectPrompts, Prompt, Propagation, SegmentOptions, SlicePrompt, Slices,
+        VolumeGrid, VolumeSession,
+    };
+    let dims = [40, 32, 7];
+    let mut v = Vec::new();
+    for k in 0..dims[2] {
+        for j in 0..dims[1] {
+            for i in 0..dims[0] {
+                let r = ((i as f64 - 20.0) / 8.0).powi(2)
+                    + ((j as f64 - 15.0) / 6.0).powi(2)
+                    + ((k as f64 - 3.0) / 2.5).powi(2);
+                v.push(if r < 1.0 { 120i16 } else { -60 });
+            }
+        }
+    }
+    let (c, s) = (0.3f64.cos(), 0.3f64.sin());
+    let g = Geometry {
+        spacing: [0.8, 0.9, 3.0],
+        origin: [-12.5, 40.0, 7.25],
+        direction: [[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]],
+    };
+    let vol = Volume::new(dims, g, VoxelData::I16(v)).unwrap();
+    let it = Intensity::auto(&vol);
+    let axis = slicing::Axis::K;
+    let mut vs = VolumeSession::new(&vol, &it, axis, model(), SessionOptions::default()).unwrap();
+    assert_eq!((vs.num_slices(), vs.slice_size()), (7, (40, 32)));
+
+    // Bad prompts are one-line errors and record nothing.
+    let e = vs
+        .add_box(7, 1, [1.0, 1.0, 5.0, 5.0])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("slice 7 out of range"), "{e}");
+    let e = vs
+        .add_box(3, 0, [1.0, 1.0, 5.0, 5.0])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("object ids start at 1"), "{e}");
+    let e = vs
+        .add_points(3, 1, &[[1.0, 1.0]], &[2], true)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("label 2"), "{e}");
+    let e = vs
+        .segment(&SegmentOptions::default(), &mut |_| true)
+        .unwrap_err();
+    assert!(e.to_string().starts_with("no prompt"), "{e}");
+    assert!(vs.prompts().is_empty());
+
+    // Box, then a correction click on the same slice (kept with the box),
+    // a physical click for object 2, a mask replaced by a prompt.
+    vs.add_box(3, 1, [12.0, 9.0, 28.0, 21.0]).unwrap();
+    vs.add_points(3, 1, &[[20.0, 15.0]], &[1], false).unwrap();
+    let p = vol.index_to_physical([6.0, 6.0, 5.0]);
+    let (z, _) = vs.add_point_physical(2, p, 1).unwrap();
+    assert_eq!(z, 5);
+    vs.add_mask(1, 2, &vec![1u8; 40 * 32]).unwrap();
+    vs.add_prompt(1, 2, &Prompt::point(4.0, 4.0)).unwrap();
+    let rec = vs.prompts().to_vec();
+    assert_eq!(rec.len(), 2);
+    assert_eq!(rec[0].slices.len(), 1);
+    assert_eq!(rec[0].slices[0].bbox, Some([12.0, 9.0, 28.0, 21.0]));
+    assert_eq!(rec[0].slices[0].points, vec![[20.0, 15.0]]);
+    let s5 = rec[1].slices.iter().find(|s| s.slice == 5).unwrap();
+    let (gz, gp) = VolumeGrid::of(&vol, axis).physical_point(p).unwrap();
+    assert_eq!((gz, s5.points[0]), (5, gp));
+    assert!((gp[0] - 6.0).abs() < 1e-4 && (gp[1] - 6.0).abs() < 1e-4);
+    let s1 = rec[1].slices.iter().find(|s| s.slice == 1).unwrap();
+    assert_eq!((s1.mask.is_none(), s1.points.len()), (true, 1));
+    vs.clear_prompts(1, 2).unwrap();
+    assert_eq!(vs.prompts()[1].slices.len(), 1);
+
+    // Segment from the recorded prompts, and again from a fresh session
+    // given the same prompts at once: the same labels, in the input's grid.
+    let opts = SegmentOptions {
+        propagation: Propagation::Joint,
+        largest_component: true,
+        threshold: 0.0,
+    };
+    let mut last = (0, 0);
+    let seg = vs
+        .segment(&opts, &mut |p| {
+            last = (p.done, p.total);
+            true
+        })
+        .unwrap();
+    assert_eq!(last.0, last.1);
+    let labels = vs.labels(&seg).unwrap();
+    assert_eq!(labels.dims(), dims);
+    assert_eq!(labels.geometry(), vol.geometry());
+    let slices = Slices::from_volume(&vol, axis, &it).unwrap();
+    let mut fresh = VolumeSession::from_slices(
+        VolumeGrid::of(&vol, axis),
+        slices.clone(),
+        model(),
+        SessionOptions::default(),
+    )
+    .unwrap();
+    fresh.set_prompts(vs.prompts().to_vec()).unwrap();
+    let seg2 = fresh.segment(&opts, &mut |_| true).unwrap();
+    assert_eq!(fresh.labels(&seg2).unwrap().data(), labels.data());
+    // Cancelling is an error, and the session segments again afterwards.
+    let r = fresh.segment(&opts, &mut |p| p.done < 2);
+    assert!(matches!(r, Err(Error::Cancelled)), "{r:?}");
+    let seg3 = fresh.segment(&opts, &mut |_| true).unwrap();
+    assert_eq!(fresh.labels(&seg3).unwrap().data(), labels.data());
+
+    // set_prompts checks what it is given.
+    let mut bad = |sp: SlicePrompt| {
+        let mut o = ObjectPrompts::new(1);
+        o.slices.push(sp);
+        fresh.set_prompts(vec![o]).unwrap_err().to_string()
+    };
+    assert!(bad(SlicePrompt::bbox(9, [0.0; 4])).contains("slice 9"));
+    assert!(bad(SlicePrompt::mask(0, vec![1; 5])).contains("mask of 5 values"));
+    // Slices that do not cut the grid are refused.
+    let mut other = slices;
+    other.images.pop();
+    let r = VolumeSession::from_slices(
+        VolumeGrid::of(&vol, axis),
+        other,
+        model(),
+        SessionOptions::default(),
+    );
+    assert!(r.is_err());
+    // The interactive path: propagate the session as it stands.
+    vs.propagate(None, Direction::Both, None, |_, _| true)
+        .unwrap();
+    let cur = vs.current_labels().unwrap();
+    assert_eq!((cur.dims(), cur.geometry()), (dims, vol.geometry()));
+    assert_eq!(vs.slice_labels(3).unwrap().len(), 40 * 32);
 }

@@ -409,15 +409,15 @@ fn check_volume_outputs(m: &Arc<Sam2Base>, dir: &Path) -> usize {
     let vol = Volume::new(VOL_DIMS, geometry, VoxelData::I16(voxels)).unwrap();
     let norm = Normalization::Window(Window::ABDOMEN);
     let grey = intensity::to_u8(&vol, &norm, Stretch::ClippedMinMax).unwrap();
-    let frames = slicing::frames_u8(&grey, Axis::K).unwrap();
-    let (w, h) = slicing::frame_size(VOL_DIMS, Axis::K);
+    let frames = slicing::slices_u8(&grey, Axis::K).unwrap();
+    let (w, h) = slicing::slice_size(VOL_DIMS, Axis::K);
     let frames = GreyFrames::new(frames.into_iter().map(|f| f.data).collect(), h, w).unwrap();
     let mut vp =
         Sam2VideoPredictor::new(m.clone(), Box::new(frames), SessionOptions::default()).unwrap();
 
     let centre = [-16.0 + 14.0 * 0.8, -12.8 + 16.0 * 0.8, 100.0 + 5.0 * 2.5];
-    let fp = slicing::physical_to_frame_point(&vol, Axis::K, centre).unwrap();
-    vp.add_points_or_box(fp.frame, 1, &[[fp.x as f32, fp.y as f32]], &[1], None, true)
+    let fp = slicing::physical_to_slice_point(&vol, Axis::K, centre).unwrap();
+    vp.add_points_or_box(fp.slice, 1, &[[fp.x as f32, fp.y as f32]], &[1], None, true)
         .unwrap();
     vp.add_points_or_box(4, 2, &[], &[], Some([27.0, 5.0, 36.0, 26.0]), true)
         .unwrap();
@@ -468,7 +468,7 @@ fn check_volume_outputs(m: &Arc<Sam2Base>, dir: &Path) -> usize {
         SessionOptions::default(),
     )
     .unwrap();
-    vs.add_points(fp.frame, 1, &[[fp.x as f32, fp.y as f32]], &[1], true)
+    vs.add_points(fp.slice, 1, &[[fp.x as f32, fp.y as f32]], &[1], true)
         .unwrap();
     vs.add_box(4, 2, [27.0, 5.0, 36.0, 26.0]).unwrap();
     vs.add_points(7, 1, &[[14.0, 24.0]], &[0], false).unwrap();

@@ -315,7 +315,7 @@ pub fn evaluate_case(
     on_progress: &mut dyn FnMut(usize, usize),
 ) -> Result<Vec<EvalRow>> {
     let dims = case.image.dims();
-    let (w, h) = slicing::frame_size(dims, axis);
+    let (w, h) = slicing::slice_size(dims, axis);
     let (c, r) = axis.in_plane();
     let sp = case.labels.geometry().spacing;
     let gts = label_slices(&case.labels, axis)?;

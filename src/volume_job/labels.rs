@@ -89,8 +89,8 @@ pub fn label_slices(labels: &Volume, axis: Axis) -> Result<Vec<LabelSlices>> {
             .collect();
         let mut masks = Vec::new();
         let mut areas = Vec::new();
-        for z in 0..slicing::num_frames(dims, axis) {
-            let f = slicing::extract_frame(&on, dims, axis, z)?;
+        for z in 0..slicing::num_slices(dims, axis) {
+            let f = slicing::extract_slice(&on, dims, axis, z)?;
             areas.push(f.data.iter().filter(|&&v| v != 0).count());
             masks.push(f.data);
         }
@@ -122,7 +122,7 @@ pub fn mask_prompts(
     if ls.is_empty() {
         return Err(JobError("--mask holds no non-zero label".into()));
     }
-    let n = slicing::num_frames(input.dims(), axis);
+    let n = slicing::num_slices(input.dims(), axis);
     let mut out = Vec::new();
     for l in ls {
         let z = l.key_slice(key).unwrap_or(0);

@@ -7,7 +7,7 @@
 //! * DICOM series read from a folder ([`dicom`]; [`read_volume`] of a folder);
 //!   3D Slicer segmentations with segment metadata ([`seg_nrrd`]).
 //! * [`intensity`]: CT windows, percentile clipping, mapping to `0..=255`.
-//! * [`slicing`]: frames along an axis, RGB frames, label assembly, prompts.
+//! * [`slicing`]: slices along an axis, RGB slices, label assembly, prompts.
 //! * [`metrics`]: Dice, IoU, normalised surface distance, HD95, per label.
 //!
 //! Every reader checks sizes against the bytes present (and [`MAX_VOXEL_BYTES`])

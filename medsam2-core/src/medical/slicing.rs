@@ -1,20 +1,20 @@
-//! A volume as an ordered sequence of 2-D frames, masks back into a label
-//! volume, and prompts from 3-D positions to frame pixels.
+//! A volume as an ordered sequence of 2-D slices, masks back into a label
+//! volume, and prompts from 3-D positions to slice pixels.
 //!
-//! # Frame convention
-//! Frames are taken along one index [`Axis`]; frame `f` holds the voxels whose
-//! index on that axis is `f`, so frames are ordered by increasing index. The two
+//! # Slice convention
+//! Slices are taken along one index [`Axis`]; slice `f` holds the voxels whose
+//! index on that axis is `f`, so slices are ordered by increasing index. The two
 //! remaining index axes, in increasing order, give the columns (`x`, the lower
 //! axis) and the rows (`y`, the higher axis): pixel `(x, y)` is `data[y * width + x]`.
 //!
-//! | axis | frame index | column `x` | row `y` | `width x height` |
+//! | axis | slice index | column `x` | row `y` | `width x height` |
 //! |---|---|---|---|---|
 //! | [`Axis::K`] | `k` | `i` | `j` | `nx x ny` |
 //! | [`Axis::J`] | `j` | `i` | `k` | `nx x nz` |
 //! | [`Axis::I`] | `i` | `j` | `k` | `ny x nz` |
 //!
-//! For the `.npz` samples and most axial CT, [`Axis::K`] frames are the axial
-//! slices exactly as `imgs[k]` (`H x W`) in NumPy. Frames are not flipped for
+//! For the `.npz` samples and most axial CT, [`Axis::K`] slices are the axial
+//! slices exactly as `imgs[k]` (`H x W`) in NumPy. Slices are not flipped for
 //! display. Pixel coordinates are voxel indices: pixel `(x, y)` has its centre at
 //! `(x, y)`, the convention SAM prompts use. Resizing to the model's input size
 //! is left to the model code.
@@ -39,7 +39,7 @@ impl Axis {
         [Axis::I, Axis::J, Axis::K].get(n).copied()
     }
 
-    /// `(column axis, row axis)` of frames along `self`.
+    /// `(column axis, row axis)` of slices along `self`.
     pub fn in_plane(self) -> (usize, usize) {
         match self {
             Axis::I => (1, 2),
@@ -51,7 +51,7 @@ impl Axis {
 
 /// A 2-D image, row-major: pixel `(x, y)` is `data[y * width + x]`.
 #[derive(Clone, Debug, PartialEq)]
-pub struct Frame<T> {
+pub struct SliceImage<T> {
     /// Number of columns.
     pub width: usize,
     /// Number of rows.
@@ -60,25 +60,25 @@ pub struct Frame<T> {
     pub data: Vec<T>,
 }
 
-impl<T: Copy> Frame<T> {
+impl<T: Copy> SliceImage<T> {
     /// Pixel `(x, y)`, `None` outside.
     pub fn get(&self, x: usize, y: usize) -> Option<T> {
         (x < self.width && y < self.height).then(|| self.data[y * self.width + x])
     }
 }
 
-/// Number of frames along `axis`.
-pub fn num_frames(dims: [usize; 3], axis: Axis) -> usize {
+/// Number of slices along `axis`.
+pub fn num_slices(dims: [usize; 3], axis: Axis) -> usize {
     dims[axis as usize]
 }
 
-/// `(width, height)` of frames along `axis`.
-pub fn frame_size(dims: [usize; 3], axis: Axis) -> (usize, usize) {
+/// `(width, height)` of slices along `axis`.
+pub fn slice_size(dims: [usize; 3], axis: Axis) -> (usize, usize) {
     let (c, r) = axis.in_plane();
     (dims[c], dims[r])
 }
 
-/// Linear voxel offset of pixel `(x, y)` of frame `f` along `axis`.
+/// Linear voxel offset of pixel `(x, y)` of slice `f` along `axis`.
 fn voxel_offset(dims: [usize; 3], axis: Axis, f: usize, x: usize, y: usize) -> usize {
     let mut idx = [0usize; 3];
     let (c, r) = axis.in_plane();
@@ -88,26 +88,26 @@ fn voxel_offset(dims: [usize; 3], axis: Axis, f: usize, x: usize, y: usize) -> u
     idx[0] + dims[0] * (idx[1] + dims[1] * idx[2])
 }
 
-/// Frame `index` along `axis` of voxels `data` laid out as `dims`.
-pub fn extract_frame<T: Copy>(
+/// Slice `index` along `axis` of voxels `data` laid out as `dims`.
+pub fn extract_slice<T: Copy>(
     data: &[T],
     dims: [usize; 3],
     axis: Axis,
     index: usize,
-) -> Result<Frame<T>> {
+) -> Result<SliceImage<T>> {
     if data.len() != dims.iter().product::<usize>() {
         return Err(MedicalError::ShapeMismatch(format!(
             "{} voxels for dims {dims:?}",
             data.len()
         )));
     }
-    if index >= num_frames(dims, axis) {
+    if index >= num_slices(dims, axis) {
         return Err(MedicalError::InvalidArgument(format!(
-            "frame {index} out of range along {axis:?} ({} frames)",
-            num_frames(dims, axis)
+            "slice {index} out of range along {axis:?} ({} slices)",
+            num_slices(dims, axis)
         )));
     }
-    let (w, h) = frame_size(dims, axis);
+    let (w, h) = slice_size(dims, axis);
     let mut out = Vec::with_capacity(w * h);
     if axis == Axis::K {
         let start = index * w * h;
@@ -119,94 +119,94 @@ pub fn extract_frame<T: Copy>(
             }
         }
     }
-    Ok(Frame {
+    Ok(SliceImage {
         width: w,
         height: h,
         data: out,
     })
 }
 
-/// All frames along `axis` of a `u8` volume (map intensities first with
+/// All slices along `axis` of a `u8` volume (map intensities first with
 /// [`intensity::to_u8`](super::intensity::to_u8)).
-pub fn frames_u8(volume: &Volume, axis: Axis) -> Result<Vec<Frame<u8>>> {
+pub fn slices_u8(volume: &Volume, axis: Axis) -> Result<Vec<SliceImage<u8>>> {
     let data = volume.data().as_u8().ok_or_else(|| {
         MedicalError::InvalidArgument(format!(
-            "frames_u8 needs u8 voxels, got {}; map intensities with intensity::to_u8 first",
+            "slices_u8 needs u8 voxels, got {}; map intensities with intensity::to_u8 first",
             volume.data_type().name()
         ))
     })?;
-    (0..num_frames(volume.dims(), axis))
-        .map(|f| extract_frame(data, volume.dims(), axis, f))
+    (0..num_slices(volume.dims(), axis))
+        .map(|f| extract_slice(data, volume.dims(), axis, f))
         .collect()
 }
 
-/// All frames along `axis`, voxels converted to `f32`.
-pub fn frames_f32(volume: &Volume, axis: Axis) -> Result<Vec<Frame<f32>>> {
+/// All slices along `axis`, voxels converted to `f32`.
+pub fn slices_f32(volume: &Volume, axis: Axis) -> Result<Vec<SliceImage<f32>>> {
     let data = volume.data().to_f32_vec();
-    (0..num_frames(volume.dims(), axis))
-        .map(|f| extract_frame(&data, volume.dims(), axis, f))
+    (0..num_slices(volume.dims(), axis))
+        .map(|f| extract_slice(&data, volume.dims(), axis, f))
         .collect()
 }
 
-/// A grey frame as interleaved RGB bytes (`[r, g, b]` per pixel, rows in order,
+/// A grey slice as interleaved RGB bytes (`[r, g, b]` per pixel, rows in order,
 /// length `3 * width * height`), the grey value in all three channels.
-pub fn gray_to_rgb(frame: &Frame<u8>) -> Vec<u8> {
-    frame.data.iter().flat_map(|&g| [g, g, g]).collect()
+pub fn gray_to_rgb(slice: &SliceImage<u8>) -> Vec<u8> {
+    slice.data.iter().flat_map(|&g| [g, g, g]).collect()
 }
 
-/// A point on a frame: frame number and continuous pixel coordinates.
+/// A point on a slice: slice number and continuous pixel coordinates.
 #[derive(Clone, Copy, Debug, PartialEq)]
-pub struct FramePoint {
-    /// Frame index along the axis.
-    pub frame: usize,
+pub struct SlicePoint {
+    /// Slice index along the axis.
+    pub slice: usize,
     /// Column coordinate (pixel centres at integers).
     pub x: f64,
     /// Row coordinate (pixel centres at integers).
     pub y: f64,
 }
 
-/// A continuous voxel index to a frame point; the frame is the nearest slice,
+/// A continuous voxel index to a slice point; the slice is the nearest slice,
 /// which must lie inside the volume.
-pub fn voxel_to_frame_point(dims: [usize; 3], axis: Axis, voxel: [f64; 3]) -> Result<FramePoint> {
+pub fn voxel_to_slice_point(dims: [usize; 3], axis: Axis, voxel: [f64; 3]) -> Result<SlicePoint> {
     let a = axis as usize;
     let f = voxel[a].round();
     if !(f >= 0.0 && f < dims[a] as f64) || voxel.iter().any(|v| !v.is_finite()) {
         return Err(MedicalError::InvalidArgument(format!(
-            "voxel {voxel:?} is outside the {} frames along {axis:?}",
+            "voxel {voxel:?} is outside the {} slices along {axis:?}",
             dims[a]
         )));
     }
     let (c, r) = axis.in_plane();
-    Ok(FramePoint {
-        frame: f as usize,
+    Ok(SlicePoint {
+        slice: f as usize,
         x: voxel[c],
         y: voxel[r],
     })
 }
 
-/// A physical LPS point (mm) to a frame point of `volume`.
-pub fn physical_to_frame_point(volume: &Volume, axis: Axis, point: [f64; 3]) -> Result<FramePoint> {
+/// A physical LPS point (mm) to a slice point of `volume`.
+pub fn physical_to_slice_point(volume: &Volume, axis: Axis, point: [f64; 3]) -> Result<SlicePoint> {
     let idx = volume.physical_to_index(point)?;
-    voxel_to_frame_point(volume.dims(), axis, idx)
+    voxel_to_slice_point(volume.dims(), axis, idx)
 }
 
-/// A frame point back to a continuous voxel index.
-pub fn frame_point_to_voxel(axis: Axis, p: &FramePoint) -> [f64; 3] {
+/// A slice point back to a continuous voxel index.
+pub fn slice_point_to_voxel(axis: Axis, p: &SlicePoint) -> [f64; 3] {
     let mut v = [0.0; 3];
     let (c, r) = axis.in_plane();
-    v[axis as usize] = p.frame as f64;
+    v[axis as usize] = p.slice as f64;
     v[c] = p.x;
     v[r] = p.y;
     v
 }
 
-/// A box prompt spread over a range of frames.
+/// A box prompt spread over a range of slices.
 #[derive(Clone, Copy, Debug, PartialEq)]
-pub struct FrameBox {
-    /// First frame the box covers.
-    pub first_frame: usize,
-    /// Last frame the box covers (inclusive).
-    pub last_frame: usize,
+pub struct SliceBox {
+    /// First slice the box covers.
+    pub first_slice: usize,
+    /// Last slice the box covers (inclusive).
+    pub last_slice: usize,
     /// Smallest column coordinate.
     pub x0: f64,
     /// Smallest row coordinate.
@@ -217,14 +217,14 @@ pub struct FrameBox {
     pub y1: f64,
 }
 
-/// A 3-D box given by two opposite corners in voxel indices, as frames plus a 2-D
-/// box (the frame range is clamped to the volume; fails if it misses it).
-pub fn voxel_box_to_frame_box(
+/// A 3-D box given by two opposite corners in voxel indices, as slices plus a 2-D
+/// box (the slice range is clamped to the volume; fails if it misses it).
+pub fn voxel_box_to_slice_box(
     dims: [usize; 3],
     axis: Axis,
     a: [f64; 3],
     b: [f64; 3],
-) -> Result<FrameBox> {
+) -> Result<SliceBox> {
     if a.iter().chain(b.iter()).any(|v| !v.is_finite()) {
         return Err(MedicalError::InvalidArgument(
             "box corners must be finite".into(),
@@ -236,14 +236,14 @@ pub fn voxel_box_to_frame_box(
     let hi = a[ax].max(b[ax]).round().min(n - 1.0);
     if lo > hi {
         return Err(MedicalError::InvalidArgument(format!(
-            "box {a:?}-{b:?} misses the {} frames along {axis:?}",
+            "box {a:?}-{b:?} misses the {} slices along {axis:?}",
             dims[ax]
         )));
     }
     let (c, r) = axis.in_plane();
-    Ok(FrameBox {
-        first_frame: lo as usize,
-        last_frame: hi as usize,
+    Ok(SliceBox {
+        first_slice: lo as usize,
+        last_slice: hi as usize,
         x0: a[c].min(b[c]),
         y0: a[r].min(b[r]),
         x1: a[c].max(b[c]),
@@ -254,18 +254,18 @@ pub fn voxel_box_to_frame_box(
 /// A 3-D box given by two opposite physical LPS corners (mm). The corners are
 /// mapped to voxel indices first, so with a rotated direction matrix the box is
 /// the index-space box spanned by the two mapped corners.
-pub fn physical_box_to_frame_box(
+pub fn physical_box_to_slice_box(
     volume: &Volume,
     axis: Axis,
     a: [f64; 3],
     b: [f64; 3],
-) -> Result<FrameBox> {
+) -> Result<SliceBox> {
     let ia = volume.physical_to_index(a)?;
     let ib = volume.physical_to_index(b)?;
-    voxel_box_to_frame_box(volume.dims(), axis, ia, ib)
+    voxel_box_to_slice_box(volume.dims(), axis, ia, ib)
 }
 
-/// Builds a label volume from per-frame, per-object masks.
+/// Builds a label volume from per-slice, per-object masks.
 ///
 /// Each object id is written with its label value (the id itself unless set
 /// with [`LabelAssembler::set_label`]); where masks overlap, the mask added
@@ -282,13 +282,13 @@ pub struct LabelAssembler {
 
 impl LabelAssembler {
     /// An empty (all background) label volume shaped like `reference`, for masks
-    /// of frames along `axis`.
+    /// of slices along `axis`.
     pub fn new(reference: &Volume, axis: Axis) -> LabelAssembler {
         LabelAssembler::on_grid(reference.dims(), *reference.geometry(), axis)
     }
 
     /// An empty (all background) label volume of `dims` voxels placed by
-    /// `geometry`, for masks of frames along `axis`.
+    /// `geometry`, for masks of slices along `axis`.
     pub fn on_grid(dims: [usize; 3], geometry: Geometry, axis: Axis) -> LabelAssembler {
         LabelAssembler {
             dims,
@@ -314,40 +314,40 @@ impl LabelAssembler {
             .map_or(object_id, |m| m.1)
     }
 
-    /// Adds the mask of `object_id` on `frame` (`true` = object; row-major,
-    /// frame-sized).
-    pub fn add_mask(&mut self, frame: usize, object_id: u32, mask: &[bool]) -> Result<()> {
-        self.add_with(frame, object_id, mask.len(), |i| mask[i])
+    /// Adds the mask of `object_id` on `slice` (`true` = object; row-major,
+    /// slice-sized).
+    pub fn add_mask(&mut self, slice: usize, object_id: u32, mask: &[bool]) -> Result<()> {
+        self.add_with(slice, object_id, mask.len(), |i| mask[i])
     }
 
     /// Like [`LabelAssembler::add_mask`], any non-zero byte being the object.
-    pub fn add_mask_u8(&mut self, frame: usize, object_id: u32, mask: &[u8]) -> Result<()> {
-        self.add_with(frame, object_id, mask.len(), |i| mask[i] != 0)
+    pub fn add_mask_u8(&mut self, slice: usize, object_id: u32, mask: &[u8]) -> Result<()> {
+        self.add_with(slice, object_id, mask.len(), |i| mask[i] != 0)
     }
 
     fn add_with(
         &mut self,
-        frame: usize,
+        slice: usize,
         object_id: u32,
         len: usize,
         on: impl Fn(usize) -> bool,
     ) -> Result<()> {
-        let (w, h) = frame_size(self.dims, self.axis);
+        let (w, h) = slice_size(self.dims, self.axis);
         if len != w * h {
             return Err(MedicalError::ShapeMismatch(format!(
-                "mask of {len} pixels for {w}x{h} frames"
+                "mask of {len} pixels for {w}x{h} slices"
             )));
         }
-        if frame >= num_frames(self.dims, self.axis) {
+        if slice >= num_slices(self.dims, self.axis) {
             return Err(MedicalError::InvalidArgument(format!(
-                "frame {frame} out of range"
+                "slice {slice} out of range"
             )));
         }
         let label = self.label_of(object_id);
         for y in 0..h {
             for x in 0..w {
                 if on(y * w + x) {
-                    let o = voxel_offset(self.dims, self.axis, frame, x, y);
+                    let o = voxel_offset(self.dims, self.axis, slice, x, y);
                     self.labels[o] = label;
                 }
             }
@@ -369,17 +369,17 @@ impl LabelAssembler {
     }
 }
 
-/// Binary mask (`value == label`) of frame `index` of a label volume, e.g. to
+/// Binary mask (`value == label`) of slice `index` of a label volume, e.g. to
 /// turn a ground-truth label into a prompt.
-pub fn label_frame_mask(
+pub fn label_slice_mask(
     volume: &Volume,
     axis: Axis,
     index: usize,
     label: f64,
-) -> Result<Frame<bool>> {
+) -> Result<SliceImage<bool>> {
     let mask: Vec<bool> =
         with_voxels!(volume.data(), v => v.iter().map(|&x| x as f64 == label).collect());
-    extract_frame(&mask, volume.dims(), axis, index)
+    extract_slice(&mask, volume.dims(), axis, index)
 }
 
 #[cfg(test)]
@@ -396,20 +396,20 @@ mod tests {
     }
 
     #[test]
-    fn frame_layout_follows_the_table() {
+    fn slice_layout_follows_the_table() {
         let v = vol();
-        let f = frames_f32(&v, Axis::K).unwrap();
+        let f = slices_f32(&v, Axis::K).unwrap();
         assert_eq!(f.len(), 2);
         assert_eq!((f[1].width, f[1].height), (4, 3));
         assert_eq!(f[1].get(3, 2), Some(123.0)); // x=i=3, y=j=2, k=1
-        let f = frames_f32(&v, Axis::J).unwrap();
+        let f = slices_f32(&v, Axis::J).unwrap();
         assert_eq!((f.len(), f[2].width, f[2].height), (3, 4, 2));
         assert_eq!(f[2].get(1, 1), Some(121.0)); // x=i=1, y=k=1, j=2
-        let f = frames_f32(&v, Axis::I).unwrap();
+        let f = slices_f32(&v, Axis::I).unwrap();
         assert_eq!((f.len(), f[3].width, f[3].height), (4, 3, 2));
         assert_eq!(f[3].get(2, 1), Some(123.0)); // x=j=2, y=k=1, i=3
-        assert!(frames_u8(&v, Axis::K).is_err());
-        let rgb = gray_to_rgb(&Frame {
+        assert!(slices_u8(&v, Axis::K).is_err());
+        let rgb = gray_to_rgb(&SliceImage {
             width: 2,
             height: 1,
             data: vec![7, 9],
@@ -423,8 +423,8 @@ mod tests {
         for axis in [Axis::I, Axis::J, Axis::K] {
             let mut asm = LabelAssembler::new(&v, axis);
             asm.set_label(7, 300);
-            let frames = frames_f32(&v, axis).unwrap();
-            for (fi, fr) in frames.iter().enumerate() {
+            let slices = slices_f32(&v, axis).unwrap();
+            for (fi, fr) in slices.iter().enumerate() {
                 // object 1: voxels with j == 1; object 7: voxels with i == 0 (later wins).
                 let m1: Vec<bool> = fr.data.iter().map(|&x| (x as u32 / 10) % 10 == 1).collect();
                 let m7: Vec<u8> = fr
@@ -458,7 +458,7 @@ mod tests {
     }
 
     #[test]
-    fn prompts_map_to_frames() {
+    fn prompts_map_to_slices() {
         let mut v = vol();
         v.set_geometry(Geometry {
             spacing: [0.5, 2.0, 3.0],
@@ -467,22 +467,22 @@ mod tests {
         })
         .unwrap();
         let p = v.index_to_physical([2.0, 1.5, 1.0]);
-        let fp = physical_to_frame_point(&v, Axis::K, p).unwrap();
-        assert_eq!(fp.frame, 1);
+        let fp = physical_to_slice_point(&v, Axis::K, p).unwrap();
+        assert_eq!(fp.slice, 1);
         assert!((fp.x - 2.0).abs() < 1e-12 && (fp.y - 1.5).abs() < 1e-12);
-        let back = frame_point_to_voxel(Axis::K, &fp);
+        let back = slice_point_to_voxel(Axis::K, &fp);
         assert!((back[1] - 1.5).abs() < 1e-12);
-        let fp = voxel_to_frame_point(v.dims(), Axis::I, [3.0, 1.0, 0.4]).unwrap();
-        assert_eq!((fp.frame, fp.x, fp.y), (3, 1.0, 0.4));
-        assert!(voxel_to_frame_point(v.dims(), Axis::K, [0.0, 0.0, 1.6]).is_err());
-        let b = physical_box_to_frame_box(
+        let fp = voxel_to_slice_point(v.dims(), Axis::I, [3.0, 1.0, 0.4]).unwrap();
+        assert_eq!((fp.slice, fp.x, fp.y), (3, 1.0, 0.4));
+        assert!(voxel_to_slice_point(v.dims(), Axis::K, [0.0, 0.0, 1.6]).is_err());
+        let b = physical_box_to_slice_box(
             &v,
             Axis::K,
             v.index_to_physical([3.0, 0.0, 0.0]),
             v.index_to_physical([1.0, 2.0, 5.0]),
         )
         .unwrap();
-        assert_eq!((b.first_frame, b.last_frame), (0, 1));
+        assert_eq!((b.first_slice, b.last_slice), (0, 1));
         assert!(
             (b.x0 - 1.0).abs() < 1e-12 && (b.x1 - 3.0).abs() < 1e-12 && (b.y1 - 2.0).abs() < 1e-12
         );

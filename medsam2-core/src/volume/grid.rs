@@ -35,12 +35,12 @@ impl VolumeGrid {
 
     /// Number of slices.
     pub fn num_slices(&self) -> usize {
-        slicing::num_frames(self.dims, self.axis)
+        slicing::num_slices(self.dims, self.axis)
     }
 
     /// Slice size `(width, height)`: columns and rows.
     pub fn slice_size(&self) -> (usize, usize) {
-        slicing::frame_size(self.dims, self.axis)
+        slicing::slice_size(self.dims, self.axis)
     }
 
     /// In-plane pixel spacing `[column, row]` in mm.
@@ -105,8 +105,8 @@ impl VolumeGrid {
     pub fn physical_box(&self, corner0: [f64; 3], corner1: [f64; 3]) -> Result<(usize, [f32; 4])> {
         let a = self.geometry.physical_to_index(corner0)?;
         let b = self.geometry.physical_to_index(corner1)?;
-        let fb = slicing::voxel_box_to_frame_box(self.dims, self.axis, a, b)?;
-        let z = (fb.first_frame + fb.last_frame) / 2;
+        let fb = slicing::voxel_box_to_slice_box(self.dims, self.axis, a, b)?;
+        let z = (fb.first_slice + fb.last_slice) / 2;
         let [x0, y0] = self.pixel(fb.x0, fb.y0)?;
         let [x1, y1] = self.pixel(fb.x1, fb.y1)?;
         Ok((z, [x0, y0, x1, y1]))
@@ -117,8 +117,8 @@ impl VolumeGrid {
     /// checked against the slice's extent).
     pub fn locate(&self, point: [f64; 3]) -> Result<(usize, f64, f64)> {
         let idx = self.geometry.physical_to_index(point)?;
-        let fp = slicing::voxel_to_frame_point(self.dims, self.axis, idx)?;
-        Ok((fp.frame, fp.x, fp.y))
+        let fp = slicing::voxel_to_slice_point(self.dims, self.axis, idx)?;
+        Ok((fp.slice, fp.x, fp.y))
     }
 
     /// A click at a physical LPS point (mm), on the nearest slice, checked

@@ -115,6 +115,16 @@ impl VolumeSession {
         Ok(())
     }
 
+    fn check_slice(&self, slice: usize) -> Result<()> {
+        let n = self.num_slices();
+        if slice >= n {
+            return Err(Error::invalid(format!(
+                "slice {slice} out of range (0..{n})"
+            )));
+        }
+        Ok(())
+    }
+
     fn record(&mut self, obj_id: u32, slice: usize, edit: impl FnOnce(&mut SlicePrompt)) {
         edit(object_mut(&mut self.prompts, obj_id).slice_mut(slice));
     }
@@ -124,6 +134,7 @@ impl VolumeSession {
     /// first use. Returns the slice's masks.
     pub fn add_box(&mut self, slice: usize, obj_id: u32, bbox: [f32; 4]) -> Result<SliceMasks> {
         Self::check_object(obj_id)?;
+        self.check_slice(slice)?;
         let fm = self
             .predictor
             .add_points_or_box(slice, obj_id, &[], &[], Some(bbox), true)?;
@@ -144,6 +155,7 @@ impl VolumeSession {
         clear_old: bool,
     ) -> Result<SliceMasks> {
         Self::check_object(obj_id)?;
+        self.check_slice(slice)?;
         check_clicks(points, labels)?;
         let fm = self
             .predictor
@@ -164,6 +176,7 @@ impl VolumeSession {
     /// prompts there. Returns the slice's masks.
     pub fn add_prompt(&mut self, slice: usize, obj_id: u32, prompt: &Prompt) -> Result<SliceMasks> {
         Self::check_object(obj_id)?;
+        self.check_slice(slice)?;
         let sp = SlicePrompt::from_prompt(slice, prompt)?;
         check_clicks(&sp.points, &sp.labels)?;
         let fm = self.predictor.add_prompt(slice, obj_id, prompt, true)?;
@@ -175,6 +188,7 @@ impl VolumeSession {
     /// slice, replacing its earlier prompts there. Returns the slice's masks.
     pub fn add_mask(&mut self, slice: usize, obj_id: u32, mask: &[u8]) -> Result<SliceMasks> {
         Self::check_object(obj_id)?;
+        self.check_slice(slice)?;
         let fm = self.predictor.add_mask(slice, obj_id, mask)?;
         self.record(obj_id, slice, |sp| {
             *sp = SlicePrompt::mask(slice, mask.to_vec())
@@ -244,6 +258,7 @@ impl VolumeSession {
     /// Removes an object's prompts on one slice (its other slices are kept).
     /// Returns the slice's masks.
     pub fn clear_prompts(&mut self, slice: usize, obj_id: u32) -> Result<SliceMasks> {
+        self.check_slice(slice)?;
         let fm = self.predictor.clear_prompts(slice, obj_id)?;
         if let Some(o) = self.prompts.iter_mut().find(|o| o.obj_id == obj_id) {
             o.slices.retain(|s| s.slice != slice);
@@ -282,6 +297,7 @@ impl VolumeSession {
     /// The latest masks of every object on a slice (prompt or propagation
     /// output; empty where an object has none).
     pub fn slice_masks(&self, slice: usize) -> Result<SliceMasks> {
+        self.check_slice(slice)?;
         self.predictor.frame_masks(slice)
     }
 
@@ -291,13 +307,8 @@ impl VolumeSession {
     pub fn slice_labels(&self, slice: usize) -> Result<Vec<u32>> {
         let (w, h) = self.slice_size();
         let mut out = vec![0u32; w * h];
+        self.check_slice(slice)?;
         if self.predictor.obj_ids().is_empty() {
-            if slice >= self.num_slices() {
-                return Err(Error::invalid(format!(
-                    "slice {slice} out of range (0..{})",
-                    self.num_slices()
-                )));
-            }
             return Ok(out);
         }
         let fm = self.predictor.frame_masks(slice)?;

@@ -74,8 +74,8 @@ impl Slices {
 
     /// Cuts a `u8` volume (already mapped to grey levels) along `axis`.
     pub fn from_grey(grey: &Volume, axis: Axis) -> Result<Slices> {
-        let images = slicing::frames_u8(grey, axis)?;
-        let (width, height) = slicing::frame_size(grey.dims(), axis);
+        let images = slicing::slices_u8(grey, axis)?;
+        let (width, height) = slicing::slice_size(grey.dims(), axis);
         Ok(Slices {
             axis,
             width,
