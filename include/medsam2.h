@@ -127,6 +127,71 @@
 #define MEDSAM2_STRETCH_BOUNDS 1
 
 /**
+ * Behaviour of the bank (`medsam2_one_prompt_options.mode`): SAM 2's
+ * preprocessing, top-1 retrieval, bilinear output at logit 0 (the default).
+ */
+#define MEDSAM2_BANK_MODE_FIXED 0
+
+/**
+ * Behaviour of the bank: Medical-SAM2's `validation_sam` exactly, quirks
+ * included (its preprocessing, one memory drawn from the softmax of the
+ * similarities, nearest output at logit 0.5).
+ */
+#define MEDSAM2_BANK_MODE_REFERENCE 1
+
+/**
+ * Retrieval (`medsam2_one_prompt_options.retrieval`): the `top_k` most
+ * similar memories, deterministic.
+ */
+#define MEDSAM2_RETRIEVAL_TOP_K 0
+
+/**
+ * Retrieval: one memory drawn from the softmax of the similarities, from a
+ * generator seeded with `seed` (reproducible; saved with the bank).
+ */
+#define MEDSAM2_RETRIEVAL_SAMPLE 1
+
+/**
+ * Preprocessing (`medsam2_one_prompt_options.preprocessing`): SAM 2's image
+ * predictor (`/255`, antialiased bilinear, ImageNet mean/std).
+ */
+#define MEDSAM2_PREPROCESS_SAM2 0
+
+/**
+ * Preprocessing: Medical-SAM2's 2-D transform (Pillow bilinear resize of
+ * the 8-bit image, `/255`, no normalisation); float and windowed images are
+ * rounded to 8 bits first.
+ */
+#define MEDSAM2_PREPROCESS_MEDICAL_SAM2 1
+
+/**
+ * What the bank did with an image's memory (`medsam2_one_prompt_result`):
+ * appended (the bank was not full).
+ */
+#define MEDSAM2_BANK_APPENDED 1
+
+/**
+ * The bank was full and the memory replaced an entry.
+ */
+#define MEDSAM2_BANK_REPLACED 2
+
+/**
+ * The bank was full and kept its entries (the new memory was not less
+ * similar to the bank than its closest pair).
+ */
+#define MEDSAM2_BANK_KEPT_SIMILARITY 3
+
+/**
+ * The bank was full and kept its entries (the IoU test failed).
+ */
+#define MEDSAM2_BANK_KEPT_IOU 4
+
+/**
+ * The bank is frozen: used, not changed.
+ */
+#define MEDSAM2_BANK_FROZEN 5
+
+/**
  * Result of every call that can fail. `MEDSAM2_OK` is 0; on any other value
  * `medsam2_last_error()` describes the failure, and the call had no effect
  * on its out-parameters other than setting returned handles to NULL (unless
@@ -199,6 +264,15 @@ typedef enum medsam2_status {
  * before them; its memory is released when the last of them is freed.
  */
 typedef struct medsam2_model medsam2_model;
+
+/**
+ * A one-prompt session: the bank and the image count. Opaque.
+ *
+ * Not thread-safe: one session must not be used by two threads at the same
+ * time (it may move between threads); sessions over one shared
+ * `medsam2_model` may run on different threads.
+ */
+typedef struct medsam2_one_prompt medsam2_one_prompt;
 
 /**
  * An image predictor: holds one image's embeddings and answers any number
@@ -451,6 +525,94 @@ typedef struct medsam2_segment_options {
      */
     float mask_threshold;
 } medsam2_segment_options;
+
+/**
+ * Settings of a one-prompt session. Fill it with
+ * `medsam2_one_prompt_options_default` and change what you need; NULL in
+ * `medsam2_one_prompt_new` gives the defaults of `MEDSAM2_BANK_MODE_FIXED`.
+ */
+typedef struct medsam2_one_prompt_options {
+    /**
+     * `MEDSAM2_BANK_MODE_FIXED` or `MEDSAM2_BANK_MODE_REFERENCE`: how the
+     * pick-up similarity is computed (every difference between the modes is
+     * listed in the docs of medsam2-core's `confidence_bank` module).
+     */
+    uint32_t mode;
+    /**
+     * Most entries in the bank (>= 1; Medical-SAM2: 16).
+     */
+    uint32_t capacity;
+    /**
+     * A new memory may replace an entry only if its predicted IoU exceeds
+     * the entry's minus this margin (finite; Medical-SAM2: 0.1).
+     */
+    float iou_margin;
+    /**
+     * `MEDSAM2_RETRIEVAL_TOP_K` or `MEDSAM2_RETRIEVAL_SAMPLE`.
+     */
+    uint32_t retrieval;
+    /**
+     * Memories attended per image with `MEDSAM2_RETRIEVAL_TOP_K` (>= 1).
+     */
+    uint32_t top_k;
+    /**
+     * `MEDSAM2_PREPROCESS_SAM2` or `MEDSAM2_PREPROCESS_MEDICAL_SAM2`.
+     */
+    uint32_t preprocessing;
+    /**
+     * Seed of `MEDSAM2_RETRIEVAL_SAMPLE`.
+     */
+    uint64_t seed;
+    /**
+     * Logit threshold of the output masks (finite).
+     */
+    float mask_threshold;
+    /**
+     * Nonzero: output logits are upsampled nearest-neighbour instead of bilinear.
+     */
+    int32_t nearest_output;
+} medsam2_one_prompt_options;
+
+/**
+ * Details of the last image a session processed
+ * (`medsam2_one_prompt_last_result`).
+ */
+typedef struct medsam2_one_prompt_result {
+    /**
+     * Index of the image in the session (0 for the first; continues the
+     * count of a loaded bank).
+     */
+    uint64_t index;
+    /**
+     * Predicted IoU of the mask (1 for `medsam2_one_prompt_add_mask`).
+     */
+    float iou;
+    /**
+     * Object-score logit (reported, not applied to the mask).
+     */
+    float object_score;
+    /**
+     * Nonzero when the image was given a prompt or a mask.
+     */
+    int32_t prompted;
+    /**
+     * Number of memories the image attended to (0 with an empty bank).
+     */
+    uint32_t num_picked;
+    /**
+     * What the bank did (`MEDSAM2_BANK_APPENDED`, ...).
+     */
+    uint32_t bank_action;
+    /**
+     * Entries in the bank afterwards.
+     */
+    uint32_t bank_len;
+    /**
+     * With `MEDSAM2_BANK_REPLACED`: index of the image whose memory was
+     * dropped; otherwise -1.
+     */
+    int64_t dropped_source;
+} medsam2_one_prompt_result;
 
 /**
  * Unsigned 8-bit values (0..255; RGB or grey images).
@@ -1164,6 +1326,292 @@ enum medsam2_status medsam2_session_remove_object(struct medsam2_session *sessio
  * `session` is NULL or a live session.
  */
 enum medsam2_status medsam2_session_reset(struct medsam2_session *session);
+
+/**
+ * Fills `out_options` with the defaults of a bank mode
+ * (`MEDSAM2_BANK_MODE_FIXED` or `MEDSAM2_BANK_MODE_REFERENCE`): capacity 16,
+ * IoU margin 0.1, and the mode's retrieval, preprocessing and output rules.
+ *
+ * Errors: `MEDSAM2_ERR_NULL_POINTER`, `MEDSAM2_ERR_INVALID_ARGUMENT` (unknown
+ * mode). Thread-safe. ABI 2.
+ *
+ * # Safety
+ * `out_options` is NULL or writable.
+ */
+enum medsam2_status medsam2_one_prompt_options_default(uint32_t mode,
+                                                       struct medsam2_one_prompt_options *out_options);
+
+/**
+ * Creates a one-prompt session over `model` (which it keeps alive) with an
+ * empty bank.
+ *
+ * * `options`: NULL for the defaults of `MEDSAM2_BANK_MODE_FIXED`.
+ * * `out_session`: receives the session, or NULL on failure; free it with
+ *   `medsam2_one_prompt_free`.
+ *
+ * Errors: `MEDSAM2_ERR_NULL_POINTER`, `MEDSAM2_ERR_INVALID_ARGUMENT` (unknown
+ * mode, retrieval or preprocessing code, capacity or top_k 0, non-finite
+ * margin or threshold), `MEDSAM2_ERR_INTERNAL`. Thread-safe with respect to
+ * `model`. ABI 2.
+ *
+ * # Safety
+ * `model` is NULL or a live model; `options` is NULL or readable;
+ * `out_session` is NULL or writable.
+ */
+enum medsam2_status medsam2_one_prompt_new(const struct medsam2_model *model,
+                                           const struct medsam2_one_prompt_options *options,
+                                           struct medsam2_one_prompt **out_session);
+
+/**
+ * Frees a one-prompt session. NULL is accepted (no-op). Always returns
+ * `MEDSAM2_OK`. ABI 2.
+ *
+ * # Safety
+ * `session` is NULL or a live session not in use by another thread; it must
+ * not be used afterwards.
+ */
+enum medsam2_status medsam2_one_prompt_free(struct medsam2_one_prompt *session);
+
+/**
+ * Segments an image from a prompt (clicks, a box and/or low-resolution mask
+ * logits, as `medsam2_predictor_predict` takes them, in this image's
+ * pixels), conditioned on the bank; the result's memory then goes through
+ * the bank's update rule. Typically called once, on the first image.
+ *
+ * * `image`: any size, pixel type and window as in
+ *   `medsam2_predictor_set_image` (each image of the stream may differ).
+ * * `out_mask`: required output of `height * width` bytes (row-major, 1
+ *   inside the object, 0 outside); `out_mask_len` is its size in bytes.
+ * * `out_iou`: NULL, or receives the predicted IoU.
+ *
+ * The buffer size is checked before any computation. On failure nothing is
+ * written, the bank and the image count are unchanged.
+ *
+ * Errors: `MEDSAM2_ERR_NULL_POINTER`, `MEDSAM2_ERR_BUFFER_TOO_SMALL`,
+ * `MEDSAM2_ERR_INVALID_ARGUMENT` (bad image as in
+ * `medsam2_predictor_set_image`; empty prompt, a point or box outside the
+ * image, a bad label or mask_input size, too many points),
+ * `MEDSAM2_ERR_INTERNAL`. Not thread-safe for one session. ABI 2.
+ *
+ * # Safety
+ * `session` is NULL or a live session; `image` and `prompt` are NULL or
+ * valid (see `medsam2_predictor_set_image`, `medsam2_predictor_predict`);
+ * `out_mask` is NULL or writable for `out_mask_len` bytes; `out_iou` is NULL
+ * or writable.
+ */
+enum medsam2_status medsam2_one_prompt_add_prompt(struct medsam2_one_prompt *session,
+                                                  const struct medsam2_image *image,
+                                                  const struct medsam2_prompt *prompt,
+                                                  uint8_t *out_mask,
+                                                  size_t out_mask_len,
+                                                  float *out_iou);
+
+/**
+ * Uses a binary mask as the answer for an image (as SAM 2 does with a mask
+ * prompt): its memory is encoded from the mask, with IoU 1, and goes
+ * through the bank's update rule. Use it to start the bank from a
+ * ground-truth or hand-drawn mask.
+ *
+ * * `mask`: `height * width` bytes, row-major, nonzero = object;
+ *   `mask_len` must be exactly that.
+ *
+ * Errors: `MEDSAM2_ERR_NULL_POINTER`, `MEDSAM2_ERR_INVALID_ARGUMENT` (bad
+ * image, `mask_len` differs from `width * height`), `MEDSAM2_ERR_INTERNAL`.
+ * On failure the bank and the image count are unchanged. Not thread-safe for
+ * one session. ABI 2.
+ *
+ * # Safety
+ * `session` is NULL or a live session; `image` is NULL or valid; `mask` is
+ * NULL or readable for `mask_len` bytes.
+ */
+enum medsam2_status medsam2_one_prompt_add_mask(struct medsam2_one_prompt *session,
+                                                const struct medsam2_image *image,
+                                                const uint8_t *mask,
+                                                size_t mask_len);
+
+/**
+ * Segments an image without a prompt, from the bank alone (the memories
+ * most similar to it); its memory then goes through the bank's update rule.
+ * With an empty bank the image is segmented from nothing (a degenerate
+ * mask): prompt the first image first, or load a bank.
+ *
+ * `image`, `out_mask`, `out_mask_len` and `out_iou` are as in
+ * `medsam2_one_prompt_add_prompt`.
+ *
+ * Errors: `MEDSAM2_ERR_NULL_POINTER`, `MEDSAM2_ERR_BUFFER_TOO_SMALL`,
+ * `MEDSAM2_ERR_INVALID_ARGUMENT` (bad image), `MEDSAM2_ERR_INTERNAL`. Not
+ * thread-safe for one session. ABI 2.
+ *
+ * # Safety
+ * As `medsam2_one_prompt_add_prompt`, without `prompt`.
+ */
+enum medsam2_status medsam2_one_prompt_segment(struct medsam2_one_prompt *session,
+                                               const struct medsam2_image *image,
+                                               uint8_t *out_mask,
+                                               size_t out_mask_len,
+                                               float *out_iou);
+
+/**
+ * Details of the last successful `_add_prompt`, `_add_mask` or `_segment`.
+ *
+ * Errors: `MEDSAM2_ERR_NULL_POINTER`, `MEDSAM2_ERR_INVALID_STATE` (no image
+ * processed yet, or the last of those calls failed). ABI 2.
+ *
+ * # Safety
+ * `session` is NULL or a live session; `out_result` is NULL or writable.
+ */
+enum medsam2_status medsam2_one_prompt_last_result(const struct medsam2_one_prompt *session,
+                                                   struct medsam2_one_prompt_result *out_result);
+
+/**
+ * Copies the mask logits of the last successful image at its size:
+ * `height * width` floats, row-major (the mask is `logit > threshold`).
+ *
+ * Errors: `MEDSAM2_ERR_NULL_POINTER`, `MEDSAM2_ERR_INVALID_STATE` (no image
+ * processed yet, or the last call failed), `MEDSAM2_ERR_BUFFER_TOO_SMALL`.
+ * ABI 2.
+ *
+ * # Safety
+ * `session` is NULL or a live session; `out` is NULL or writable for
+ * `out_len` floats.
+ */
+enum medsam2_status medsam2_one_prompt_last_logits(const struct medsam2_one_prompt *session,
+                                                   float *out,
+                                                   size_t out_len);
+
+/**
+ * Writes the bank, its options and the image count to a safetensors file
+ * (UTF-8 path). The file is written to a temporary file in the same folder
+ * and renamed into place, so a failed write leaves an existing file intact.
+ * An existing file is replaced only if it is itself a confidence bank: a
+ * path naming a checkpoint, an image or any other file is refused, as is a
+ * directory or a folder that cannot be written.
+ *
+ * Errors: `MEDSAM2_ERR_NULL_POINTER`, `MEDSAM2_ERR_INVALID_ARGUMENT` (invalid
+ * UTF-8), `MEDSAM2_ERR_IO` (refused or failed write), `MEDSAM2_ERR_INTERNAL`.
+ * ABI 2.
+ *
+ * # Safety
+ * `session` is NULL or a live session; `path` is NULL or a NUL-terminated string.
+ */
+enum medsam2_status medsam2_one_prompt_save_bank(const struct medsam2_one_prompt *session,
+                                                 const char *path);
+
+/**
+ * Replaces the bank with one saved by `medsam2_one_prompt_save_bank` (its
+ * options, frozen flag and sampling state included) and continues its image
+ * count. On failure the session is unchanged.
+ *
+ * Errors: `MEDSAM2_ERR_NULL_POINTER`, `MEDSAM2_ERR_IO` (missing, unreadable,
+ * not a regular file, larger than `MEDSAM2_MAX_TENSOR_BYTES`),
+ * `MEDSAM2_ERR_INVALID_ARGUMENT` (invalid UTF-8; not a valid confidence-bank
+ * file; a bank saved with a model of other dimensions). ABI 2.
+ *
+ * # Safety
+ * `session` is NULL or a live session not in use by another thread; `path`
+ * is NULL or a NUL-terminated string.
+ */
+enum medsam2_status medsam2_one_prompt_load_bank(struct medsam2_one_prompt *session,
+                                                 const char *path);
+
+/**
+ * The bank as the bytes of its file (what `medsam2_one_prompt_save_bank`
+ * writes), for a host that stores it itself.
+ *
+ * * `out`: NULL to query the size only, or a buffer of `out_len` bytes.
+ * * `out_size`: NULL, or receives the size in bytes (also when the buffer
+ *   is too small).
+ *
+ * Two calls give the same size; the order of the metadata in the bytes may
+ * differ between calls.
+ *
+ * Errors: `MEDSAM2_ERR_NULL_POINTER` (session),
+ * `MEDSAM2_ERR_BUFFER_TOO_SMALL`, `MEDSAM2_ERR_INTERNAL`. ABI 2.
+ *
+ * # Safety
+ * `session` is NULL or a live session; `out` is NULL or writable for
+ * `out_len` bytes; `out_size` is NULL or writable.
+ */
+enum medsam2_status medsam2_one_prompt_bank_to_bytes(const struct medsam2_one_prompt *session,
+                                                     uint8_t *out,
+                                                     size_t out_len,
+                                                     size_t *out_size);
+
+/**
+ * `medsam2_one_prompt_load_bank` from bytes held in memory (from
+ * `medsam2_one_prompt_bank_to_bytes` or a bank file's contents); the bytes
+ * are not kept. On failure the session is unchanged.
+ *
+ * Errors: `MEDSAM2_ERR_NULL_POINTER` (`data` NULL with `len > 0`),
+ * `MEDSAM2_ERR_INVALID_ARGUMENT` (`len` above `MEDSAM2_MAX_TENSOR_BYTES`,
+ * not a valid bank (including `len == 0`), a bank of a model with other
+ * dimensions). ABI 2.
+ *
+ * # Safety
+ * `session` is NULL or a live session not in use by another thread; `data`
+ * is NULL or readable for `len` bytes.
+ */
+enum medsam2_status medsam2_one_prompt_load_bank_from_memory(struct medsam2_one_prompt *session,
+                                                             const uint8_t *data,
+                                                             size_t len);
+
+/**
+ * The number of entries in the bank.
+ *
+ * Errors: `MEDSAM2_ERR_NULL_POINTER`. ABI 2.
+ *
+ * # Safety
+ * `session` is NULL or a live session; `out_len` is NULL or writable.
+ */
+enum medsam2_status medsam2_one_prompt_bank_len(const struct medsam2_one_prompt *session,
+                                                uint32_t *out_len);
+
+/**
+ * The number of images processed (the next image's index; continues the
+ * count of a loaded bank).
+ *
+ * Errors: `MEDSAM2_ERR_NULL_POINTER`. ABI 2.
+ *
+ * # Safety
+ * `session` is NULL or a live session; `out_count` is NULL or writable.
+ */
+enum medsam2_status medsam2_one_prompt_images_seen(const struct medsam2_one_prompt *session,
+                                                   uint64_t *out_count);
+
+/**
+ * Freezes (nonzero) or unfreezes (0) the bank: a frozen bank conditions the
+ * images but is never changed. The flag is saved with the bank.
+ *
+ * Errors: `MEDSAM2_ERR_NULL_POINTER`. ABI 2.
+ *
+ * # Safety
+ * `session` is NULL or a live session not in use by another thread.
+ */
+enum medsam2_status medsam2_one_prompt_set_frozen(struct medsam2_one_prompt *session,
+                                                  int32_t frozen);
+
+/**
+ * Whether the bank is frozen (1) or not (0).
+ *
+ * Errors: `MEDSAM2_ERR_NULL_POINTER`. ABI 2.
+ *
+ * # Safety
+ * `session` is NULL or a live session; `out_frozen` is NULL or writable.
+ */
+enum medsam2_status medsam2_one_prompt_is_frozen(const struct medsam2_one_prompt *session,
+                                                 int32_t *out_frozen);
+
+/**
+ * The session's current options (after `medsam2_one_prompt_load_bank`,
+ * those saved with the bank).
+ *
+ * Errors: `MEDSAM2_ERR_NULL_POINTER`. ABI 2.
+ *
+ * # Safety
+ * `session` is NULL or a live session; `out_options` is NULL or writable.
+ */
+enum medsam2_status medsam2_one_prompt_get_options(const struct medsam2_one_prompt *session,
+                                                   struct medsam2_one_prompt_options *out_options);
 
 #ifdef __cplusplus
 }  // extern "C"
