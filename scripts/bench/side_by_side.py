@@ -67,6 +67,8 @@ def run(cmd, threads, what):
     if p.returncode != 0:
         sys.exit(f"error: {what} failed ({p.returncode}): {p.stderr.strip().splitlines()[-1:]}")
     print(f"# {what}: {time.perf_counter() - t:.0f} s", file=sys.stderr, flush=True)
+    for line in p.stdout.splitlines():
+        print(f"#   {line}", file=sys.stderr, flush=True)
     return p.stdout
 
 
