@@ -167,7 +167,7 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--full", action="store_true", help="also the tracking stages at 1024")
     ap.add_argument("--sizes", default="512,1024", help="sizes of the encoder and click rows")
-    ap.add_argument("--slices", type=int, default=200, help="slices of the peak-RSS propagation")
+    ap.add_argument("--slices", type=int, default=200, help="slices of the peak-RSS propagation (0: skip it)")
     ap.add_argument("--skip-build", action="store_true")
     ap.add_argument("--helper", nargs="+", help=argparse.SUPPRESS)
     a = ap.parse_args()
@@ -198,10 +198,11 @@ def main():
         ours.update(parse(run([os.path.join(exe, "cold_start"), pt, "--config", "medsam2", "--size", "512"],
                               a.threads, "medsam2 cold start")))
     n = str(a.slices)
-    torch_.update(parse(run([py, me, "--threads", str(a.threads), "--helper", "propagation_memory", n, "512"],
-                            a.threads, f"pytorch {n}-slice propagation")))
-    ours.update(parse(run([os.path.join(exe, "propagation_memory"), "--slices", n, "--size", "512",
-                           "--side", "512"], a.threads, f"medsam2 {n}-slice propagation")))
+    if a.slices > 0:
+        torch_.update(parse(run([py, me, "--threads", str(a.threads), "--helper", "propagation_memory", n, "512"],
+                                a.threads, f"pytorch {n}-slice propagation")))
+        ours.update(parse(run([os.path.join(exe, "propagation_memory"), "--slices", n, "--size", "512",
+                               "--side", "512"], a.threads, f"medsam2 {n}-slice propagation")))
 
     print(f"\n| stage | size | PyTorch | medsam2 | ratio | goal |\n|---|---|---|---|---|---|")
     order = ["encoder", "click_point", "click_box", "track_step", "propagate_slice", "cold_start", "peak_rss"]
