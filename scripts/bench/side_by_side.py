@@ -24,8 +24,9 @@ Rows (medians of ``--runs`` timed calls after two warm-up calls unless said):
   predictor holds every frame as float32 in memory (``init_state``); that is
   its design and is counted.
 
-The Rust examples are built in release first. Takes ~8 min on 2 cores
-(``--full`` adds ~4). Absolute times move between runs and machines: compare
+The Rust examples are built in release first. Takes ~10 min on 2 idle cores,
+~25 on busy ones (mostly the 200-slice rows; ``--slices 0`` skips them; ``--full``
+adds ~4). Absolute times move between runs and machines: compare
 ratios from one run.
 """
 
