@@ -3,8 +3,11 @@
 //! 4096 tokens plus 16 object pointers of 4 tokens (64 channels), random weights.
 //!
 //! `forward` is the whole call (each layer projects its keys and values from
-//! the raw memory); `project_memory` is that projection alone, i.e. what a
-//! cache of projected memories could save.
+//! the raw memory); `project_memory` is that projection alone; and
+//! `forward_projected` the call on keys and values projected beforehand, as
+//! tracking runs with each stored memory's projection cached
+//! (`memory_bank::ProjectionCache`; the per-slot temporal term it adds is not
+//! included here).
 
 use std::time::Duration;
 
@@ -46,6 +49,13 @@ fn bench(c: &mut Criterion) {
     // The part of `forward` that a per-memory key/value cache would save.
     group.bench_function("sam2.1_tiny_1024_full_bank/project_memory", |b| {
         b.iter(|| ma.project_memory(&memory, &memory_pos).unwrap())
+    });
+    let projected = ma.project_memory(&memory, &memory_pos).unwrap();
+    group.bench_function("sam2.1_tiny_1024_full_bank/forward_projected", |b| {
+        b.iter(|| {
+            ma.forward_projected(&curr, &curr_pos, &projected, num_ptr_tokens)
+                .unwrap()
+        })
     });
     group.finish();
 }

@@ -5,7 +5,7 @@
 //! can be carried (`scripts/device-check.sh`).
 //!
 //! `cargo run --release --example stage_timings -- [--device cuda] [--dtype f32|bf16]
-//! [--sizes 512,1024] [--runs 5]`
+//! [--sizes 512,1024] [--track-sizes 512] [--runs 5]`
 //!
 //! Stages, medians of `--runs` after two warm-up runs, the device synchronised
 //! before each clock read: `encoder` (image predictor `set_image` on an S×S
@@ -42,6 +42,10 @@ struct Args {
     /// Image sizes, comma separated.
     #[arg(long, default_value = "512,1024", value_delimiter = ',')]
     sizes: Vec<usize>,
+    /// Sizes at which the tracking stages (`propagate_slice`, `track_step`)
+    /// run, comma separated (default: every size).
+    #[arg(long, value_delimiter = ',')]
+    track_sizes: Option<Vec<usize>>,
     /// Timed runs per stage (after 2 warm-up runs).
     #[arg(long, default_value_t = 5)]
     runs: usize,
@@ -105,7 +109,7 @@ fn report(stage: &str, size: usize, ms: f64, runs: usize) {
     println!("stage={stage} size={size} ms={ms:.3} runs={runs}");
 }
 
-fn run_size(size: usize, dtype: DType, dev: &Device, runs: usize) -> Res<()> {
+fn run_size(size: usize, dtype: DType, dev: &Device, runs: usize, track: bool) -> Res<()> {
     let model = random_model(size, dtype, dev)?;
     let q = size as f32 / 4.0;
 
@@ -125,6 +129,9 @@ fn run_size(size: usize, dtype: DType, dev: &Device, runs: usize) -> Res<()> {
     })?;
     report("click_box", size, ms, runs);
     drop(pred);
+    if !track {
+        return Ok(());
+    }
 
     // Propagation: a box on slice 0, then per-slice times once the bank is
     // full (num_maskmem = 7 memories: from slice 7 on).
@@ -184,7 +191,8 @@ fn main() -> std::process::ExitCode {
             args.device, args.dtype
         );
         for &size in &args.sizes {
-            run_size(size, dtype, &dev, args.runs)?;
+            let track = args.track_sizes.as_ref().is_none_or(|t| t.contains(&size));
+            run_size(size, dtype, &dev, args.runs, track)?;
         }
         Ok(())
     })();

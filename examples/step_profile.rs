@@ -1,5 +1,10 @@
 //! Times the parts of one full-bank tracking step (SAM 2.1 tiny, random weights).
 //! `cargo run --release --example step_profile -- [SIZE]`
+//!
+//! Then compares memory attention with each stored memory's projected keys
+//! and values cached (the tracking path) against projecting the assembled
+//! memory in every layer (`MemoryAttention::forward`), in process CPU time
+//! (robust on a busy machine; run with `RAYON_NUM_THREADS=1` for work alone).
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -67,5 +72,42 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let t3 = t.elapsed();
         println!("memory attention {t1:?}  sam heads {t2:?}  memory encoder {t3:?}");
     }
+    let (_, tr) = model.prepare_memory_conditioned_features(&feats, false, &sel)?;
+    let tr = tr.ok_or("no memory attention")?;
+    let (mut cached, mut uncached) = (0.0, 0.0);
+    let runs = 5;
+    for _ in 0..runs {
+        let t = cpu_seconds();
+        model.prepare_memory_conditioned_features(&feats, false, &sel)?;
+        cached += cpu_seconds() - t;
+        let t = cpu_seconds();
+        model.memory_attention.forward(
+            &tr.curr,
+            &tr.memory,
+            &tr.curr_pos,
+            &tr.memory_pos,
+            tr.num_obj_ptr_tokens,
+        )?;
+        uncached += cpu_seconds() - t;
+    }
+    println!(
+        "memory attention CPU time per step: cached projections {:.0} ms, projected every step {:.0} ms",
+        cached * 1e3 / runs as f64,
+        uncached * 1e3 / runs as f64
+    );
     Ok(())
+}
+
+/// User + system CPU time of the whole process (all threads), from `/proc/self/stat`.
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the parenthesised command name; utime and stime are 14 and 15.
+    let rest = stat.rsplit(')').next().unwrap_or("");
+    let f: Vec<f64> = rest
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    f.iter().sum::<f64>() / 100.0
 }

@@ -7,11 +7,113 @@
 //! the last `num_maskmem - 1` frames + object pointers); MedSAM-2's confidence
 //! bank (one-prompt segmentation) is another policy over the same types.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
-use candle_core::Tensor;
+use candle_core::{Tensor, TensorId};
 
 use crate::config::Sam2Config;
+use crate::modeling::memory_attention::ProjectedMemory;
+
+/// Content of a [`ProjectionCache`]: the features it was computed from and
+/// the projection of every memory-attention layer.
+type CacheSlot = Mutex<Option<(TensorId, Arc<Vec<ProjectedMemory>>)>>;
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The cross-attention keys and values of one stored memory, projected by
+/// every memory-attention layer (without the temporal encoding of the slot the
+/// memory takes, which changes from frame to frame and is added per step).
+/// Filled on first use, shared by every later step that attends to the same
+/// memory, and freed with the [`FrameOutput`] that owns it or when
+/// [`ProjectionCacheLimit`] evicts it. An entry only answers for the exact
+/// features tensor it was computed from.
+#[derive(Clone, Default)]
+pub struct ProjectionCache(Arc<CacheSlot>);
+
+impl std::fmt::Debug for ProjectionCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let filled = lock(&self.0).is_some();
+        write!(f, "ProjectionCache {{ filled: {filled} }}")
+    }
+}
+
+impl ProjectionCache {
+    /// Whether a projection is held.
+    pub fn is_filled(&self) -> bool {
+        lock(&self.0).is_some()
+    }
+}
+
+/// Bounds how many [`ProjectionCache`]s hold a projection at once (least
+/// recently used ones are emptied first), so that a long propagation keeps
+/// the projections of its current memory window only.
+#[derive(Debug)]
+pub struct ProjectionCacheLimit {
+    capacity: usize,
+    filled: Mutex<VecDeque<Weak<CacheSlot>>>,
+}
+
+impl ProjectionCacheLimit {
+    /// At most `capacity` filled caches (0 disables caching).
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            capacity,
+            filled: Mutex::new(VecDeque::new()),
+        }
+    }
+
+    /// The projection of `features` held by `cache`, or `project()`'s, which
+    /// is then stored there (evicting the least recently used beyond capacity).
+    pub fn get_or_insert_with<E>(
+        &self,
+        cache: &ProjectionCache,
+        features: &Tensor,
+        project: impl FnOnce() -> Result<Vec<ProjectedMemory>, E>,
+    ) -> Result<Arc<Vec<ProjectedMemory>>, E> {
+        let hit = match &*lock(&cache.0) {
+            Some((id, p)) if *id == features.id() => Some(p.clone()),
+            _ => None,
+        };
+        let p = match hit {
+            Some(p) => p,
+            None => {
+                let p = Arc::new(project()?);
+                if self.capacity == 0 {
+                    return Ok(p);
+                }
+                *lock(&cache.0) = Some((features.id(), p.clone()));
+                p
+            }
+        };
+        self.touch(&cache.0);
+        Ok(p)
+    }
+
+    /// Marks `slot` most recently used; empties the oldest beyond capacity.
+    fn touch(&self, slot: &Arc<CacheSlot>) {
+        let mut q = lock(&self.filled);
+        let me = Arc::downgrade(slot);
+        q.retain(|w| w.strong_count() > 0 && !w.ptr_eq(&me));
+        q.push_back(me);
+        while q.len() > self.capacity {
+            if let Some(old) = q.pop_front().and_then(|w| w.upgrade()) {
+                *lock(&old) = None;
+            }
+        }
+    }
+
+    /// Number of caches currently filled (at most the capacity).
+    pub fn filled(&self) -> usize {
+        lock(&self.filled)
+            .iter()
+            .filter_map(Weak::upgrade)
+            .filter(|s| lock(s).is_some())
+            .count()
+    }
+}
 
 /// What tracking one object on one frame produced (the official `current_out`).
 #[derive(Debug, Clone)]
@@ -24,6 +126,9 @@ pub struct FrameOutput {
     pub obj_ptr: Tensor,
     /// Object-score logit `[1, 1]`.
     pub object_score_logits: Tensor,
+    /// Projected keys and values of `maskmem_features`, filled when tracking
+    /// attends to this memory.
+    pub projected: ProjectionCache,
 }
 
 /// One spatial memory handed to memory attention.
@@ -35,6 +140,9 @@ pub struct SpatialMemory {
     pub pos_enc: Tensor,
     /// Row of `maskmem_tpos_enc` added to the position encoding, if any.
     pub tpos_index: Option<usize>,
+    /// Where the projection of `features` (with `pos_enc`, without the
+    /// temporal encoding) is kept between steps, if anywhere.
+    pub cache: Option<ProjectionCache>,
 }
 
 /// One object pointer handed to memory attention.
@@ -177,6 +285,7 @@ impl MemoryPolicy for TemporalPolicy {
                     features: f.clone(),
                     pos_enc: maskmem_pos_enc.clone(),
                     tpos_index: Some(self.num_maskmem - t_pos - 1),
+                    cache: Some(o.projected.clone()),
                 });
             }
         };

@@ -417,6 +417,7 @@ impl ConfidenceBank {
                 features: e.features.clone(),
                 pos_enc: e.pos_enc.clone(),
                 tpos_index: None,
+                cache: None,
             });
         }
         Ok(out)

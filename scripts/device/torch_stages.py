@@ -73,7 +73,7 @@ def overrides(size):
     return [f"++model.image_size={size}"]
 
 
-def run_size(size, dev, runs, autocast):
+def run_size(size, dev, runs, autocast, track=True):
     q = size / 4.0
     model = build_sam2(CONFIG, None, device=str(dev), hydra_overrides_extra=overrides(size))
     pred = SAM2ImagePredictor(model)
@@ -90,6 +90,8 @@ def run_size(size, dev, runs, autocast):
         ms = timed(dev, runs, lambda: pred.predict(box=box, multimask_output=False))
         report("click_box", size, ms, runs)
     del pred, model
+    if not track:
+        return
 
     vp = build_sam2_video_predictor(CONFIG, None, device=str(dev), hydra_overrides_extra=overrides(size))
     frames = 8 + max(runs, 1) + 2
@@ -134,6 +136,7 @@ def main():
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--dtype", default="f32", choices=["f32", "bf16"])
     ap.add_argument("--sizes", default="512,1024")
+    ap.add_argument("--track-sizes", default=None, help="sizes of the tracking stages (default: all sizes)")
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--threads", type=int, default=0, help="CPU threads (0 = torch default)")
     a = ap.parse_args()
@@ -148,8 +151,9 @@ def main():
     else:
         autocast = contextlib.nullcontext
     print(f"# pytorch {torch.__version__} stage timings: device {a.device} dtype {a.dtype}", flush=True)
+    track = None if a.track_sizes is None else {int(s) for s in a.track_sizes.split(",") if s}
     for size in [int(s) for s in a.sizes.split(",") if s]:
-        run_size(size, dev, a.runs, autocast)
+        run_size(size, dev, a.runs, autocast, track is None or size in track)
 
 
 if __name__ == "__main__":

@@ -433,6 +433,14 @@ impl RoPEAttention {
         self.separate_heads(&self.q_proj.forward(&q.contiguous()?)?)
     }
 
+    /// `k_proj`'s weight alone (no bias) applied to `t` `[B, 1, kv_in_dim]`,
+    /// as heads `[B, H, 1, dh]`: the change of every projected key when `t` is
+    /// added to every key token (the projection is linear).
+    pub fn project_k_offset(&self, t: &Tensor) -> Result<Tensor> {
+        let w = self.k_proj.weight().t()?;
+        self.separate_heads(&t.contiguous()?.broadcast_matmul(&w)?)
+    }
+
     /// Projected, unrotated keys and values `[B, H, Lk, dh]` of `k`, `v`
     /// `[B, Lk, kv_in_dim]` (what a memory cache would keep).
     pub fn project_kv(&self, k: &Tensor, v: &Tensor) -> Result<(Tensor, Tensor)> {
@@ -499,6 +507,30 @@ pub struct ProjectedMemory {
     pub v: Tensor,
 }
 
+impl ProjectedMemory {
+    /// These keys shifted by `offset` `[B, H, 1, dh]` (see
+    /// [`MemoryAttention::key_offsets`]); values shared. `None` leaves them as they are.
+    pub fn with_key_offset(&self, offset: Option<&Tensor>) -> Result<Self> {
+        Ok(Self {
+            k: match offset {
+                Some(o) => self.k.broadcast_add(o)?,
+                None => self.k.clone(),
+            },
+            v: self.v.clone(),
+        })
+    }
+
+    /// The concatenation of `parts` along the token axis.
+    pub fn cat(parts: &[ProjectedMemory]) -> Result<Self> {
+        let ks: Vec<&Tensor> = parts.iter().map(|p| &p.k).collect();
+        let vs: Vec<&Tensor> = parts.iter().map(|p| &p.v).collect();
+        Ok(Self {
+            k: Tensor::cat(&ks, 2)?,
+            v: Tensor::cat(&vs, 2)?,
+        })
+    }
+}
+
 /// One layer (`MemoryAttentionLayer`), pre-norm: self-attention, cross-attention
 /// to the memory, MLP, each added to the residual stream.
 #[derive(Debug, Clone)]
@@ -557,6 +589,17 @@ impl MemoryAttentionLayer {
         };
         let (k, v) = self.cross_attn_image.project_kv(&k_in, memory)?;
         Ok(ProjectedMemory { k, v })
+    }
+
+    /// What adding `t` `[B, 1, Cm]` to every position encoding of a memory
+    /// changes in its projected keys (`[B, H, 1, dh]`); `None` when keys carry
+    /// no position encoding.
+    pub fn key_offset(&self, t: &Tensor) -> Result<Option<Tensor>> {
+        if self.pos_enc_at_cross_attn_keys {
+            self.cross_attn_image.project_k_offset(t).map(Some)
+        } else {
+            Ok(None)
+        }
     }
 
     /// The layer on batch-first `tgt`, `query_pos` `[B, L, C]` with projected memory.
@@ -653,6 +696,19 @@ impl MemoryAttention {
             .iter()
             .map(|l| l.project_memory(&memory, &memory_pos))
             .collect()
+    }
+
+    /// Number of layers (the length of a projected memory).
+    pub fn num_layers(&self) -> usize {
+        self.layers.len()
+    }
+
+    /// Per layer, the change of projected keys when `t` `[B, 1, Cm]` (for
+    /// example a temporal encoding `maskmem_tpos_enc[i]`) is added to a
+    /// memory's position encoding: `k_proj(m + pos + t) = k_proj(m + pos) + W_k t`.
+    /// This lets projected memories be cached without their slot's encoding.
+    pub fn key_offsets(&self, t: &Tensor) -> Result<Vec<Option<Tensor>>> {
+        self.layers.iter().map(|l| l.key_offset(t)).collect()
     }
 
     /// [`MemoryAttention::forward`] with memory projected by

@@ -78,6 +78,9 @@ pub struct Sam2Base {
     pub obj_ptr_tpos_proj: Option<Linear>,
     /// Settings and weight (`no_obj_embed_spatial`) of `_encode_new_memory`.
     pub new_memory: NewMemoryParams,
+    /// Bound on the stored memories whose projected keys and values are kept
+    /// between tracking steps.
+    pub projection_limit: crate::memory_bank::ProjectionCacheLimit,
     device: Device,
     dtype: DType,
 }
@@ -166,6 +169,9 @@ impl Sam2Base {
             obj_ptr_proj,
             obj_ptr_tpos_proj,
             new_memory,
+            // A memory window (num_maskmem) plus two: one object's
+            // propagation, its conditioning frame included, hits every step.
+            projection_limit: crate::memory_bank::ProjectionCacheLimit::new(cfg.num_maskmem + 2),
             device: vb.device().clone(),
             dtype: vb.dtype(),
             cfg,
@@ -583,9 +589,15 @@ impl Sam2Base {
         let memory_pos = Tensor::cat(&to_cat_pos, 0)?.to_dtype(self.dtype)?;
         let curr = to_seq_first(&feats.vision_feats)?.contiguous()?;
         let curr_pos = to_seq_first(&feats.vision_pos)?.contiguous()?;
-        let out =
+        let out = if is_init_cond_frame {
             self.memory_attention
-                .forward(&curr, &memory_t, &curr_pos, &memory_pos, num_ptr)?;
+                .forward(&curr, &memory_t, &curr_pos, &memory_pos, num_ptr)?
+        } else {
+            let projected =
+                self.project_selected_memory(memory, &memory_t, &memory_pos, num_ptr)?;
+            self.memory_attention
+                .forward_projected(&curr, &curr_pos, &projected, num_ptr)?
+        };
         let pix = from_seq_first(&out, h, w)?;
         let trace = MemoryAttentionTrace {
             curr,
@@ -596,6 +608,65 @@ impl Sam2Base {
             output: out,
         };
         Ok((pix, Some(trace)))
+    }
+
+    /// The cross-attention keys and values of every memory-attention layer for
+    /// `memory`: each spatial memory's projection comes from its cache (filled
+    /// on first use) plus its slot's projected temporal encoding; the object
+    /// pointers (the last `num_ptr` tokens of `memory_t`, `memory_pos`, `[M, 1, Cm]`)
+    /// are projected anew. Equal to projecting the assembled memory, as
+    /// `k_proj(m + pos + tpos) = k_proj(m + pos) + W_k tpos`.
+    fn project_selected_memory(
+        &self,
+        memory: &crate::memory_bank::SelectedMemory,
+        memory_t: &Tensor,
+        memory_pos: &Tensor,
+        num_ptr: usize,
+    ) -> Result<Vec<crate::modeling::memory_attention::ProjectedMemory>> {
+        use crate::modeling::memory_attention::ProjectedMemory;
+        let ma = &self.memory_attention;
+        let cm = self.cfg.mem_dim();
+        let mut per_layer: Vec<Vec<ProjectedMemory>> = vec![Vec::new(); ma.num_layers()];
+        for m in &memory.spatial {
+            let project = || -> Result<Vec<ProjectedMemory>> {
+                let f = to_seq_first(&m.features.to_dtype(DType::F32)?)?.to_dtype(self.dtype)?;
+                let p = to_seq_first(&m.pos_enc.to_dtype(DType::F32)?)?.to_dtype(self.dtype)?;
+                Ok(ma.project_memory(&f, &p)?)
+            };
+            let base = match &m.cache {
+                Some(c) => self
+                    .projection_limit
+                    .get_or_insert_with(c, &m.features, project)?,
+                None => std::sync::Arc::new(project()?),
+            };
+            let offsets = match m.tpos_index {
+                Some(i) => {
+                    let t = self
+                        .maskmem_tpos_enc
+                        .get(i)?
+                        .to_dtype(DType::F32)?
+                        .reshape((1, 1, cm))?
+                        .to_dtype(self.dtype)?;
+                    ma.key_offsets(&t)?
+                }
+                None => vec![None; ma.num_layers()],
+            };
+            for ((parts, b), o) in per_layer.iter_mut().zip(base.iter()).zip(&offsets) {
+                parts.push(b.with_key_offset(o.as_ref())?);
+            }
+        }
+        if num_ptr > 0 {
+            let total = memory_t.dim(0)?;
+            let ptr = memory_t.narrow(0, total - num_ptr, num_ptr)?;
+            let ptr_pos = memory_pos.narrow(0, total - num_ptr, num_ptr)?;
+            for (parts, p) in per_layer.iter_mut().zip(ma.project_memory(&ptr, &ptr_pos)?) {
+                parts.push(p);
+            }
+        }
+        Ok(per_layer
+            .iter()
+            .map(|parts| ProjectedMemory::cat(parts))
+            .collect::<candle_core::Result<_>>()?)
     }
 
     /// `_encode_new_memory` of one frame: (`maskmem_features` rounded to bf16
@@ -681,6 +752,7 @@ impl Sam2Base {
                         pred_masks: o.low_res_masks.clone(),
                         obj_ptr: o.obj_ptr.clone(),
                         object_score_logits: o.object_score_logits.clone(),
+                        projected: Default::default(),
                     };
                     return Ok(TrackStepOutput {
                         frame,
@@ -711,6 +783,7 @@ impl Sam2Base {
             pred_masks: heads.low_res_masks.clone(),
             obj_ptr: heads.obj_ptr.clone(),
             object_score_logits: heads.object_score_logits.clone(),
+            projected: Default::default(),
         };
         Ok(TrackStepOutput {
             frame,
