@@ -256,7 +256,10 @@ def versions():
     }
 
 
-def write_config(spec, path):
+def shrunk_config_yaml(spec):
+    """The official config ``spec["parent"]`` with the sizes of ``spec`` (every
+    flag unchanged), as YAML text without a header. Also used by
+    scripts/train_demo/train.py for the demo model's config."""
     parent = OmegaConf.load(os.path.join(SAM2_CFG_DIR, spec["parent"]))
     m = parent.model
     S = spec["image_size"]
@@ -290,7 +293,11 @@ def write_config(spec, path):
     m.num_maskmem = spec["num_maskmem"]
     m.image_size = S
     # flow style for short lists (as in the official files); same keys/values
-    body = yaml.dump(OmegaConf.to_container(parent), Dumper=_FlowListDumper, sort_keys=False, width=100)
+    return yaml.dump(OmegaConf.to_container(parent), Dumper=_FlowListDumper, sort_keys=False, width=100)
+
+
+def write_config(spec, path):
+    body = shrunk_config_yaml(spec)
     header = (
         "# @package _global_\n\n"
         f"# medsam2 reference fixture `{spec['name']}`: tiny random-weight model with the\n"

@@ -81,45 +81,13 @@ SPEC = dict(
 
 
 def write_config(path, spec=SPEC):
-    import yaml
-    from omegaconf import OmegaConf
+    sys.path.insert(0, os.path.join(ROOT, "scripts", "reference"))
+    from gen_fixtures import shrunk_config_yaml
 
-    import sam2
-
-    parent = OmegaConf.load(os.path.join(os.path.dirname(sam2.__file__), "configs", spec["parent"]))
-    m = parent.model
-    S, C, Cm, t = spec["image_size"], spec["d_model"], spec["mem_dim"], spec["trunk"]
-    for k, v in t.items():
-        m.image_encoder.trunk[k] = v
+    S, t = spec["image_size"], spec["trunk"]
     e = t["embed_dim"]
-    m.image_encoder.neck.position_encoding.num_pos_feats = C
-    m.image_encoder.neck.d_model = C
-    m.image_encoder.neck.backbone_channel_list = [8 * e, 4 * e, 2 * e, e]
-    ma = m.memory_attention
-    ma.d_model = C
-    ma.num_layers = spec["ma_layers"]
-    ma.layer.d_model = C
-    ma.layer.dim_feedforward = spec["ffn"]
-    for att in ("self_attention", "cross_attention"):
-        ma.layer[att].embedding_dim = C
-        ma.layer[att].num_heads = spec["ma_heads"]
-        ma.layer[att].feat_sizes = [S // 16, S // 16]
-    ma.layer.cross_attention.kv_in_dim = Cm
-    me = m.memory_encoder
-    me.out_dim = Cm
-    OmegaConf.set_struct(me, False)
-    me.in_dim = C  # not in the official YAML (code default 256)
-    me.position_encoding.num_pos_feats = Cm
-    me.mask_downsampler.embed_dim = C
-    me.fuser.layer.dim = C
-    m.num_maskmem = spec["num_maskmem"]
-    m.image_size = S
-
-    class Flow(yaml.SafeDumper):
-        pass
-
-    Flow.add_representer(list, lambda d, v: d.represent_sequence("tag:yaml.org,2002:seq", v, flow_style=True))
-    body = yaml.dump(OmegaConf.to_container(parent), Dumper=Flow, sort_keys=False, width=100)
+    C, Cm = spec["d_model"], spec["mem_dim"]
+    body = shrunk_config_yaml(spec)
     header = (
         "# @package _global_\n\n"
         "# medsam2 demo model (docs/demo-model.md): the structure and flags of\n"
