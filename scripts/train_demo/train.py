@@ -207,6 +207,9 @@ def dice_loss(logits, target):
     return 1 - (num + 1) / (den + 1)  # [B, M]
 
 
+FULL_RES_LOSS = True  # set by --loss-grid
+
+
 def frame_loss(low_res, multimasks, ious, obj_logits, gt, w_mask=1.0, w_dice=5.0, w_iou=1.0, w_cls=1.0):
     """low_res [B, M, S/4, S/4] and multimasks [B, M, S, S] logits, ious [B, M],
     obj_logits [B, 1], gt [B, S, S].
@@ -220,9 +223,16 @@ def frame_loss(low_res, multimasks, ious, obj_logits, gt, w_mask=1.0, w_dice=5.0
     the actual IoU (the IoU head's target) and the reported Dice use the
     full-resolution masks, as at inference."""
     present = (gt.flatten(1).sum(1) > 0).float()  # [B]
-    soft = F.avg_pool2d(gt[:, None], 4).expand_as(low_res)
-    fl = focal_loss(low_res, soft)
-    dl = dice_loss(low_res, soft)
+    if FULL_RES_LOSS:
+        # Full resolution (run 7): on the S/4 grid a lesion of <150 px at 128
+        # covers 2-4 cells and its soft label never exceeds ~0.5, so small
+        # lesions were never learned (run 6: Dice ~0 below 150 px).
+        fl = focal_loss(multimasks, gt[:, None].expand_as(multimasks))
+        dl = dice_loss(multimasks, gt[:, None].expand_as(multimasks))
+    else:
+        soft = F.avg_pool2d(gt[:, None], 4).expand_as(low_res)
+        fl = focal_loss(low_res, soft)
+        dl = dice_loss(low_res, soft)
     with torch.no_grad():
         target = gt[:, None].expand_as(multimasks)
         pred = multimasks > 0
@@ -368,6 +378,9 @@ def main():
     ap.add_argument("--log-every", type=int, default=10)
     ap.add_argument("--ckpt-every", type=int, default=50)
     ap.add_argument("--quick", action="store_true", help="recipe check: a few steps, asserts the loss falls")
+    ap.add_argument("--init", help="start from this checkpoint's model weights (new optimiser and schedule)")
+    ap.add_argument("--loss-grid", choices=["full", "decoder"], default="full",
+                    help="mask losses at the image size (default) or on the decoder's S/4 grid (runs 1-6)")
     args = ap.parse_args()
 
     torch.set_num_threads(args.threads)
@@ -381,6 +394,11 @@ def main():
     model = build_model(args.config)
     model.train()
     init_prompt_attention(model)  # (overwritten by a resumed checkpoint)
+    global FULL_RES_LOSS
+    FULL_RES_LOSS = args.loss_grid == "full"
+    if args.init:
+        model.load_state_dict(torch.load(args.init, map_location="cpu", weights_only=False)["model"])
+        print(f"initialised from {args.init}")
     nparams = sum(p.numel() for p in model.parameters())
     S = model.image_size
     print(f"model: {nparams / 1e6:.2f} M parameters, image {S}, config {args.config}")
