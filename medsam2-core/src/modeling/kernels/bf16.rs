@@ -149,8 +149,8 @@ thread_local! {
 /// `r < b.k()`: `a` has row stride `lda`, `c` row stride `ldc`. A is rounded to
 /// bf16, products are summed in f32.
 ///
-/// Panics if the slices are too short or the bf16 kernel is not
-/// [`available`] (callers pack weights only when it is).
+/// Panics if the slices are too short or the CPU lacks the kernel's
+/// instructions (callers pack weights only when [`available`]).
 pub(crate) fn gemm_acc(m: usize, a: &[f32], lda: usize, b: &PackedB, c: &mut [f32], ldc: usize) {
     let (k, n) = (b.k, b.n);
     if m == 0 || n == 0 {
@@ -159,9 +159,9 @@ pub(crate) fn gemm_acc(m: usize, a: &[f32], lda: usize, b: &PackedB, c: &mut [f3
     assert!(lda >= k && ldc >= n, "bf16 gemm: strides too small");
     assert!(a.len() >= (m - 1) * lda + k, "bf16 gemm: A too short");
     assert!(c.len() >= (m - 1) * ldc + n, "bf16 gemm: C too short");
-    assert!(available(), "bf16 gemm: kernel not available on this CPU");
+    assert!(cpu_has_bf16_kernel(), "bf16 gemm: this CPU lacks avx512_bf16");
     #[cfg(target_arch = "x86_64")]
-    // SAFETY: the CPU features were checked by `available`; the bounds above
+    // SAFETY: the CPU features were checked just above; the bounds above
     // cover every access of the kernel.
     unsafe {
         avx512::gemm_acc(m, a, lda, b, c, ldc)

@@ -68,3 +68,4 @@ pub(crate) fn fast_cpu_f32(t: &Tensor) -> bool {
 }
 
 pub mod bf16;
+pub mod bf16_linear;
