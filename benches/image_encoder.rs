@@ -9,8 +9,8 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 use criterion::{criterion_group, criterion_main, Criterion};
 use medsam2_core::config::{ModelSize, Version};
-use medsam2_core::modeling::kernels::bf16_linear::LoadScope;
 use medsam2_core::modeling::backbones::{forward_image, HighResConvs, ImageEncoder};
+use medsam2_core::modeling::kernels::bf16_linear::LoadScope;
 use medsam2_core::Sam2Config;
 
 fn bench(c: &mut Criterion) {

@@ -57,7 +57,8 @@ type Res<T> = Result<T, Box<dyn std::error::Error>>;
 fn random_model(size: usize, cdt: ComputeDType, dev: &Device) -> Res<Arc<Sam2Base>> {
     // On the CPU: f32 tensors, bf16 linear layers in the bf16 mode (as `Sam2Base::load`).
     let dtype = cdt.tensor_dtype(dev);
-    let _scope = medsam2_core::modeling::kernels::bf16_linear::LoadScope::new(cdt.bf16_matmuls(dev));
+    let _scope =
+        medsam2_core::modeling::kernels::bf16_linear::LoadScope::new(cdt.bf16_matmuls(dev));
     let cfg = Sam2Config::preset(Version::Sam2_1, ModelSize::Tiny).with_image_size(size)?;
     let varmap = candle_nn::VarMap::new();
     Sam2Base::new(

@@ -52,13 +52,7 @@ fn model(dtype: ComputeDType) -> Arc<Sam2Base> {
     let weights = std::env::var_os("MEDSAM2_AGREEMENT_WEIGHTS")
         .map(PathBuf::from)
         .unwrap_or_else(|| f.join("weights.safetensors"));
-    build_sam2(
-        &config,
-        weights,
-        dtype,
-        DeviceKind::Cpu,
-    )
-    .unwrap()
+    build_sam2(&config, weights, dtype, DeviceKind::Cpu).unwrap()
 }
 
 struct Case {
@@ -97,7 +91,8 @@ fn load_case(p: &Path) -> Case {
 /// propagated both ways.
 fn segment(model: Arc<Sam2Base>, c: &Case) -> Vec<Vec<u8>> {
     let frames = GreyFrames::new(c.slices.clone(), c.h, c.w).unwrap();
-    let mut s = Sam2VideoPredictor::new(model, Box::new(frames), SessionOptions::default()).unwrap();
+    let mut s =
+        Sam2VideoPredictor::new(model, Box::new(frames), SessionOptions::default()).unwrap();
     s.add_points_or_box(c.key, 1, &[], &[], Some(c.bbox), true)
         .unwrap();
     let mut out = vec![Vec::new(); c.slices.len()];
@@ -165,5 +160,9 @@ fn bf16_masks_agree_with_f32_on_the_ct_cases() {
     let fb = model(ComputeDType::BF16);
     bf16::force_fallback(false);
     let c = load_case(&cases[0]);
-    assert_eq!(segment(fb, &c), segment(m32, &c), "forced fallback differs from f32");
+    assert_eq!(
+        segment(fb, &c),
+        segment(m32, &c),
+        "forced fallback differs from f32"
+    );
 }

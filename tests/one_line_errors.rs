@@ -52,7 +52,7 @@ fn child_prints_backend_errors() {
     let a = Tensor::ones((2, 3), DType::F32, &dev).unwrap();
     for raw in [
         bf.conv2d(&bk, 0, 1, 1, 1).unwrap_err(), // "unsupported dtype BF16 for op matmul"
-        a.matmul(&a).unwrap_err(),   // shape mismatch
+        a.matmul(&a).unwrap_err(),               // shape mismatch
         a.reshape((5, 5)).unwrap_err(),
     ] {
         println!("{RAW}{:?}", raw.to_string());
@@ -71,7 +71,12 @@ fn backend_errors_are_one_line_with_rust_backtrace_set() {
     }
     for bt in ["1", "full"] {
         let out = Command::new(&exe)
-            .args(["--exact", "child_prints_backend_errors", "--nocapture", "--test-threads=1"])
+            .args([
+                "--exact",
+                "child_prints_backend_errors",
+                "--nocapture",
+                "--test-threads=1",
+            ])
             .env(CHILD_ENV, "1")
             .env("RUST_BACKTRACE", bt)
             .output()
@@ -90,14 +95,31 @@ fn backend_errors_are_one_line_with_rust_backtrace_set() {
         assert!(messages.len() >= 6, "child printed {messages:?}\n{stdout}");
         // The raw candle errors do carry a backtrace here (else this test
         // would prove nothing).
-        let raw: Vec<&str> = stdout.lines().filter_map(|l| l.split_once(RAW)).map(|(_, m)| m).collect();
+        let raw: Vec<&str> = stdout
+            .lines()
+            .filter_map(|l| l.split_once(RAW))
+            .map(|(_, m)| m)
+            .collect();
         assert_eq!(raw.len(), 3, "{stdout}");
-        assert!(raw.iter().all(|r| r.contains("\\n")), "no backtrace in candle's errors: {raw:?}");
+        assert!(
+            raw.iter().all(|r| r.contains("\\n")),
+            "no backtrace in candle's errors: {raw:?}"
+        );
         for m in &messages {
             println!("RUST_BACKTRACE={bt}: {m}");
-            assert!(m.starts_with("tensor backend: ") || m.starts_with("invalid input: "), "{m}");
+            assert!(
+                m.starts_with("tensor backend: ") || m.starts_with("invalid input: "),
+                "{m}"
+            );
             assert!(m.len() > "tensor backend: ".len() + 3, "empty message: {m}");
-            for bad in ["\\n", "stack backtrace", "rust_begin_unwind", " at /", ".rs:", "   0: "] {
+            for bad in [
+                "\\n",
+                "stack backtrace",
+                "rust_begin_unwind",
+                " at /",
+                ".rs:",
+                "   0: ",
+            ] {
                 assert!(!m.contains(bad), "`{bad}` in a user-facing message: {m}");
             }
         }

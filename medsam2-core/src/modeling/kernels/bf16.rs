@@ -162,7 +162,10 @@ pub(crate) fn gemm_acc(m: usize, a: &[f32], lda: usize, b: &PackedB, c: &mut [f3
     assert!(lda >= k && ldc >= n, "bf16 gemm: strides too small");
     assert!(a.len() >= (m - 1) * lda + k, "bf16 gemm: A too short");
     assert!(c.len() >= (m - 1) * ldc + n, "bf16 gemm: C too short");
-    assert!(cpu_has_bf16_kernel(), "bf16 gemm: this CPU lacks avx512_bf16");
+    assert!(
+        cpu_has_bf16_kernel(),
+        "bf16 gemm: this CPU lacks avx512_bf16"
+    );
     #[cfg(target_arch = "x86_64")]
     // SAFETY: the CPU features were checked just above; the bounds above
     // cover every access of the kernel.
@@ -320,9 +323,14 @@ mod avx512 {
                 *b_v = _mm512_loadu_ps(b.add(p * 2 * NR + 32 * v) as *const f32);
             }
             for (r, acc_r) in acc.iter_mut().enumerate() {
-                let av: __m512bh = core::mem::transmute(_mm512_set1_epi32(*a.add(r * lda + p) as i32));
+                let av: __m512bh =
+                    core::mem::transmute(_mm512_set1_epi32(*a.add(r * lda + p) as i32));
                 for v in 0..NV {
-                    acc_r[v] = _mm512_dpbf16_ps(acc_r[v], av, core::mem::transmute::<__m512, __m512bh>(bv[v]));
+                    acc_r[v] = _mm512_dpbf16_ps(
+                        acc_r[v],
+                        av,
+                        core::mem::transmute::<__m512, __m512bh>(bv[v]),
+                    );
                 }
             }
         }
@@ -333,7 +341,11 @@ mod avx512 {
                 if cv == 0 {
                     break;
                 }
-                let m: __mmask16 = if cv == 16 { 0xffff } else { ((1u32 << cv) - 1) as __mmask16 };
+                let m: __mmask16 = if cv == 16 {
+                    0xffff
+                } else {
+                    ((1u32 << cv) - 1) as __mmask16
+                };
                 let c0 = _mm512_maskz_loadu_ps(m, cr.add(16 * v));
                 _mm512_mask_storeu_ps(cr.add(16 * v), m, _mm512_add_ps(c0, *acc_rv));
             }
@@ -364,7 +376,12 @@ mod tests {
 
     /// Checks `kernel` against an f64 product of the bf16-rounded inputs:
     /// only the f32 summation may differ (relative to Σ|a·b|).
-    fn check(kernel: fn(usize, &[f32], usize, &PackedB, &mut [f32], usize), m: usize, k: usize, n: usize) {
+    fn check(
+        kernel: fn(usize, &[f32], usize, &PackedB, &mut [f32], usize),
+        m: usize,
+        k: usize,
+        n: usize,
+    ) {
         let (lda, ldc) = (k + 3, n + 5);
         let a = fill(m * lda, 1 + (m * 31 + k * 7 + n) as u64);
         let w = fill(k * n, 2 + (m + k * 13 + n * 3) as u64);
@@ -428,7 +445,14 @@ mod tests {
 
     #[test]
     fn packing_rounds_to_nearest_even_and_pads_with_zeros() {
-        let w = [1.0f32 + 1.0 / 256.0, 1.0 + 3.0 / 256.0, -2.5, 7.0, 0.1, -0.1];
+        let w = [
+            1.0f32 + 1.0 / 256.0,
+            1.0 + 3.0 / 256.0,
+            -2.5,
+            7.0,
+            0.1,
+            -0.1,
+        ];
         let b = PackedB::from_nk(&w, 2, 3); // W [out 2, in 3] -> B [3, 2]
         assert_eq!((b.k(), b.n()), (3, 2));
         assert_eq!(b.get(0, 0), 1.0); // tie rounds to even
@@ -438,7 +462,10 @@ mod tests {
         assert_eq!(b.get(2, 1), bf16::from_f32(-0.1).to_f32());
         // the padded row (k odd) and columns (n < NR) are zeros
         assert_eq!(b.data.len(), 2 * 2 * NR);
-        assert!(b.data[2 * NR + 1..].iter().step_by(2).all(|v| v.to_f32() == 0.0));
+        assert!(b.data[2 * NR + 1..]
+            .iter()
+            .step_by(2)
+            .all(|v| v.to_f32() == 0.0));
         assert!(b.data[4..2 * NR].iter().all(|v| v.to_f32() == 0.0));
     }
 }

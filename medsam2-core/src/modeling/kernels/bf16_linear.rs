@@ -8,6 +8,16 @@
 //! stay f32. On a CPU without AVX512-BF16 nothing is packed and the layers run
 //! the f32 kernels (the mode then computes as f32).
 //!
+//! Memory: the f32 weights stay next to the packed copies (the generic graph,
+//! the GPU-style path `MEDSAM2_GENERIC_KERNELS=1` and the shape checks use
+//! them), so the bf16 mode holds about 1.5× the f32 weight memory. Dropping
+//! them is left for later.
+//!
+//! The attention products (QKᵀ, PV) are not here: they belong to the fused
+//! attention kernel (`kernels::attention`), which can run them through
+//! [`super::bf16::gemm_acc`] with keys packed by `PackedB::from_nk` and values
+//! by `PackedB::from_kn` when the model is loaded in this mode.
+//!
 //! Which layers pack is decided while the model is built: [`LoadScope`] (held
 //! by `Sam2Base::load` for the duration of the load, on the loading thread)
 //! tells the constructors ([`Linear::new`], the image encoder's `TLinear`).
@@ -66,7 +76,10 @@ pub(crate) fn pack_kn(wt: &Tensor) -> Result<Option<Arc<PackedB>>> {
         return Ok(None);
     }
     let (k, n) = wt.dims2()?;
-    let v = wt.to_dtype(candle_core::DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+    let v = wt
+        .to_dtype(candle_core::DType::F32)?
+        .flatten_all()?
+        .to_vec1::<f32>()?;
     Ok(Some(Arc::new(PackedB::from_kn(&v, k, n))))
 }
 
@@ -86,7 +99,10 @@ pub(crate) struct WtRef<'a> {
 
 impl<'a> WtRef<'a> {
     /// Pairs the f32 data with its packed copy.
-    pub(crate) fn new(f32: crate::modeling::backbones::cpu::F32Ref<'a>, bf16: Option<&'a PackedB>) -> Self {
+    pub(crate) fn new(
+        f32: crate::modeling::backbones::cpu::F32Ref<'a>,
+        bf16: Option<&'a PackedB>,
+    ) -> Self {
         Self { f32, bf16 }
     }
 
@@ -215,7 +231,9 @@ mod tests {
         let mut s = seed | 1;
         let v: Vec<f32> = (0..n)
             .map(|_| {
-                s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                s = s
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
                 ((s >> 40) as f32 / (1u64 << 24) as f32) - 0.5
             })
             .collect();
@@ -228,9 +246,16 @@ mod tests {
     fn bf16_linear_matches_f32_on_rounded_values_and_fallback_is_f32() {
         let (w, b) = (rand(&[37, 45], 1), rand(&[37], 2));
         let x = rand(&[3, 21, 45], 3);
-        let round = |t: &Tensor| t.to_dtype(DType::BF16).unwrap().to_dtype(DType::F32).unwrap();
+        let round = |t: &Tensor| {
+            t.to_dtype(DType::BF16)
+                .unwrap()
+                .to_dtype(DType::F32)
+                .unwrap()
+        };
         let f32_lin = candle_nn::Linear::new(w.clone(), Some(b.clone()));
-        let want = (candle_nn::Linear::new(round(&w), None).forward(&round(&x)).unwrap()
+        let want = (candle_nn::Linear::new(round(&w), None)
+            .forward(&round(&x))
+            .unwrap()
             + b.broadcast_as((3, 21, 37)).unwrap())
         .unwrap();
         let exact = f32_lin.forward(&x).unwrap();
