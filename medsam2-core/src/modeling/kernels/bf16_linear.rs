@@ -184,6 +184,11 @@ impl Linear {
             candle_core::bail!("linear: input has {last} features, the layer takes {k}");
         }
         let rows: usize = lead.iter().product();
+        let mut shape = lead.to_vec();
+        shape.push(n);
+        if rows == 0 {
+            return Tensor::zeros(shape, candle_core::DType::F32, x.device());
+        }
         let xc = x.contiguous()?;
         let xr = crate::modeling::backbones::cpu::F32Ref::new(&xc)?;
         let xs = xr.slice();
@@ -206,8 +211,6 @@ impl Linear {
             let y = unsafe { std::slice::from_raw_parts_mut(po.ptr().add(r0 * n), nr * n) };
             bf16::gemm_acc(nr, &xs[r0 * k..(r0 + nr) * k], k, p, y, n);
         });
-        let mut shape = lead.to_vec();
-        shape.push(n);
         Tensor::from_vec(out, shape, x.device())
     }
 }
