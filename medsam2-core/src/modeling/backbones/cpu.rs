@@ -10,8 +10,6 @@ use std::ops::Range;
 
 use candle_core::{CpuStorage, Device, Result, Storage, StorageRef, Tensor};
 
-use crate::modeling::kernels::bf16_linear::{self, Wt, WtRef};
-
 /// A raw pointer that tasks share to write disjoint parts of one buffer.
 #[derive(Clone, Copy)]
 pub(crate) struct SyncPtr(pub *mut f32);
@@ -315,6 +313,9 @@ pub(crate) unsafe fn sgemm(
         gemm::Parallelism::None,
     )
 }
+
+// The CPU bf16 mode's weights (`kernels::bf16_linear`).
+use crate::modeling::kernels::bf16_linear::{self, Wt, WtRef};
 
 /// `y += x · Wᵀ` with the weight given transposed, `wt = Wᵀ` `[k, n]`:
 /// `rows` rows of `x` (row stride `k`) into `y` (row stride `n`).

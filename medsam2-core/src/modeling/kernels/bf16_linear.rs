@@ -199,10 +199,11 @@ impl Linear {
                 row.copy_from_slice(&b);
             }
         }
-        use crate::modeling::backbones::cpu::{num_threads, par_tasks, SyncPtr};
+        use crate::modeling::backbones::cpu::{par_tasks, SyncPtr};
         // Row blocks: at least two per thread, at most 256 rows (the A block
         // in bf16 stays in L2).
-        let rb = rows.div_ceil(2 * num_threads()).clamp(16, 256);
+        let threads = candle_core::utils::get_num_threads().max(1);
+        let rb = rows.div_ceil(2 * threads).clamp(16, 256);
         let po = SyncPtr(out.as_mut_ptr());
         par_tasks(rows.div_ceil(rb), |t| {
             let r0 = t * rb;
