@@ -1,7 +1,8 @@
 //! One propagation step (memory attention + mask decoder + memory encoder) of
 //! a real-size config with a full memory bank, image features precomputed.
 //! SAM 2.1 tiny at 512 (MedSAM2's setting; also 1024 with `MEDSAM2_BENCH_1024=1`);
-//! random weights.
+//! random weights. Each size also in the CPU bf16 mode (`_bf16`: bf16 linear
+//! layers; the same as f32 on a CPU without AVX512-BF16).
 
 use std::sync::Arc;
 
@@ -9,16 +10,19 @@ use candle_core::Device;
 use criterion::{criterion_group, criterion_main, Criterion};
 use medsam2_core::config::{ModelSize, Sam2Config, Version};
 use medsam2_core::memory_bank::{MemoryPolicy, TemporalPolicy};
+use medsam2_core::modeling::kernels::bf16_linear::LoadScope;
 use medsam2_core::modeling::sam2_base::Sam2Base;
 use medsam2_core::sam2_video_predictor::{
     Direction, GreyFrames, Sam2VideoPredictor, SessionOptions,
 };
 
-fn setup(size: usize, frames: usize) -> (Sam2VideoPredictor, usize) {
+fn setup(size: usize, frames: usize, bf16: bool) -> (Sam2VideoPredictor, usize) {
     let cfg = Sam2Config::preset(Version::Sam2_1, ModelSize::Tiny)
         .with_image_size(size)
         .unwrap();
+    let scope = LoadScope::new(bf16);
     let model = Arc::new(Sam2Base::with_random_weights(cfg, &Device::Cpu).unwrap());
+    drop(scope);
     let (h, w) = (size, size);
     let slices: Vec<Vec<u8>> = (0..frames)
         .map(|z| {
@@ -54,9 +58,9 @@ fn bench(c: &mut Criterion) {
     if std::env::var_os("MEDSAM2_BENCH_1024").is_some() {
         sizes.push(1024);
     }
-    for size in sizes {
+    for (size, bf16) in sizes.into_iter().flat_map(|s| [(s, false), (s, true)]) {
         // 9 frames: the conditioning frame plus 6 previous memories and pointers.
-        let (mut s, frame) = setup(size, 9);
+        let (mut s, frame) = setup(size, 9, bf16);
         let feats = s.features(frame).unwrap();
         let model = s.model().clone();
         let policy = TemporalPolicy::from_config(&model.cfg);
@@ -70,7 +74,8 @@ fn bench(c: &mut Criterion) {
         assert_eq!(selected.spatial.len(), model.cfg.num_maskmem);
         let mut params = model.new_memory.clone();
         params.binarize_mask_from_pts = true;
-        g.bench_function(format!("sam2.1_tiny_{size}_full_bank"), |b| {
+        let suffix = if bf16 { "_bf16" } else { "" };
+        g.bench_function(format!("sam2.1_tiny_{size}_full_bank{suffix}"), |b| {
             b.iter(|| {
                 model
                     .track_step(&feats, false, None, None, &selected, true, None, &params)

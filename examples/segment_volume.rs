@@ -137,7 +137,8 @@ struct Args {
     /// Device: cpu, cuda[:N] (feature `cuda`), metal[:N] (feature `metal`).
     #[arg(long, default_value = "cpu")]
     device: String,
-    /// Compute dtype: f32, f16 or bf16.
+    /// Compute dtype: f32, f16 or bf16 (CPU: bf16 = bf16 linear layers with
+    /// AVX512-BF16, else f32; f16 = f32).
     #[arg(long, default_value = "f32")]
     dtype: String,
     /// Slices whose encoder features are kept in memory.

@@ -54,7 +54,11 @@ struct Args {
 type Res<T> = Result<T, Box<dyn std::error::Error>>;
 
 /// SAM 2.1 tiny at `size` with random weights, on `dev` in `dtype`.
-fn random_model(size: usize, dtype: DType, dev: &Device) -> Res<Arc<Sam2Base>> {
+fn random_model(size: usize, cdt: ComputeDType, dev: &Device) -> Res<Arc<Sam2Base>> {
+    // On the CPU: f32 tensors, bf16 linear layers in the bf16 mode (as `Sam2Base::load`).
+    let dtype = cdt.tensor_dtype(dev);
+    let _scope =
+        medsam2_core::modeling::kernels::bf16_linear::LoadScope::new(cdt.bf16_matmuls(dev));
     let cfg = Sam2Config::preset(Version::Sam2_1, ModelSize::Tiny).with_image_size(size)?;
     let varmap = candle_nn::VarMap::new();
     Sam2Base::new(
@@ -109,7 +113,7 @@ fn report(stage: &str, size: usize, ms: f64, runs: usize) {
     println!("stage={stage} size={size} ms={ms:.3} runs={runs}");
 }
 
-fn run_size(size: usize, dtype: DType, dev: &Device, runs: usize, track: bool) -> Res<()> {
+fn run_size(size: usize, dtype: ComputeDType, dev: &Device, runs: usize, track: bool) -> Res<()> {
     let model = random_model(size, dtype, dev)?;
     let q = size as f32 / 4.0;
 
@@ -185,7 +189,7 @@ fn main() -> std::process::ExitCode {
     let args = Args::parse();
     let res = (|| -> Res<()> {
         let dev = DeviceKind::parse(&args.device)?.device()?;
-        let dtype = ComputeDType::parse(&args.dtype)?.dtype();
+        let dtype = ComputeDType::parse(&args.dtype)?;
         println!(
             "# medsam2 stage timings: device {} dtype {}",
             args.device, args.dtype

@@ -24,9 +24,14 @@ pub enum ComputeDType {
     /// 32-bit float (default; what parity is proven in).
     #[default]
     F32,
-    /// IEEE half precision.
+    /// IEEE half precision. On the CPU the network computes in f32 (weights
+    /// widened once at load): candle's f16 CPU kernels are slower than our
+    /// f32 ones, so there f16 is f32.
     F16,
-    /// bfloat16 (GPU backends; candle's CPU convolutions lack it).
+    /// bfloat16. On the CPU: bf16 weights in the linear layers (packed at
+    /// load for the AVX512-BF16 kernel, products summed in f32), everything
+    /// else f32; on a CPU without AVX512-BF16 it computes in f32
+    /// (`modeling::kernels::bf16_linear`). On GPUs: bf16 tensors throughout.
     BF16,
 }
 
@@ -40,13 +45,28 @@ impl ComputeDType {
         }
     }
 
+    /// The dtype of the model's tensors on `dev`: f32 on the CPU whatever the
+    /// mode (see [`ComputeDType::BF16`], [`ComputeDType::F16`]), [`Self::dtype`]
+    /// elsewhere.
+    pub fn tensor_dtype(self, dev: &Device) -> DType {
+        if dev.is_cpu() {
+            DType::F32
+        } else {
+            self.dtype()
+        }
+    }
+
+    /// Whether the linear layers run the CPU bf16 kernel's mode on `dev`.
+    pub fn bf16_matmuls(self, dev: &Device) -> bool {
+        dev.is_cpu() && self == ComputeDType::BF16
+    }
+
     /// Checks at start-up that the backend computes in this dtype on `dev`
     /// (a tiny convolution and matrix product), so that an unsupported choice
-    /// (bf16 on the CPU with candle 0.11) fails here with a clear message
-    /// rather than at the first slice.
+    /// fails here with a clear message rather than at the first slice.
     pub fn check_supported(self, dev: &Device) -> Result<()> {
         let probe = || -> candle_core::Result<()> {
-            let dt = self.dtype();
+            let dt = self.tensor_dtype(dev);
             let x = Tensor::ones((1, 1, 2, 2), dt, dev)?;
             let k = Tensor::ones((1, 1, 1, 1), dt, dev)?;
             x.conv2d(&k, 0, 1, 1, 1)?;

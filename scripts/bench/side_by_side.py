@@ -2,7 +2,7 @@
 """Side by side: the official PyTorch SAM 2 (PyPI ``sam2`` 1.1.0) and medsam2
 on the same configs in one run, and a table of ratios ours / PyTorch.
 
-    scripts/reference/.venv/bin/python scripts/bench/side_by_side.py [--full] [--runs 3]
+    scripts/reference/.venv/bin/python scripts/bench/side_by_side.py [--full] [--runs 3] [--dtype bf16]
 
 SAM 2.1 tiny, random weights (speed does not depend on their values), fp32,
 CPU, 2 threads on both sides (``torch.set_num_threads``, ``RAYON_NUM_THREADS``).
@@ -23,6 +23,11 @@ Rows (medians of ``--runs`` timed calls after two warm-up calls unless said):
   on the middle slice — ``examples/propagation_memory.rs``. The official
   predictor holds every frame as float32 in memory (``init_state``); that is
   its design and is counted.
+
+``--dtype bf16`` (or ``f16``) adds rows ``encoder bf16``, ``click_* bf16``,
+``track_step bf16``, ``propagate_slice bf16``: our stages again in that CPU mode
+(bf16 linear layers, ``ComputeDType::BF16``), their ratio taken against
+PyTorch in fp32 (the reference stays fp32).
 
 The Rust examples are built in release first. Takes ~10 min on 2 idle cores,
 ~25 on busy ones (mostly the 200-slice rows; ``--slices 0`` skips them; ``--full``
@@ -48,6 +53,9 @@ GOALS = {
     "propagate_slice": 0.7,
     "cold_start": 0.5,
     "peak_rss": 0.5,
+    # reduced precision (ours) against PyTorch fp32
+    "track_step bf16": 0.5,
+    "encoder bf16": 0.5,
 }
 
 
@@ -170,6 +178,7 @@ def main():
     ap.add_argument("--sizes", default="512,1024", help="sizes of the encoder and click rows")
     ap.add_argument("--slices", type=int, default=200, help="slices of the peak-RSS propagation (0: skip it)")
     ap.add_argument("--skip-build", action="store_true")
+    ap.add_argument("--dtype", default="f32", help="also our stages in this dtype (bf16 or f16), against PyTorch fp32")
     ap.add_argument("--helper", nargs="+", help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.helper:
@@ -189,6 +198,11 @@ def main():
     stages = ["--sizes", a.sizes, "--track-sizes", track, "--runs", str(a.runs)]
     ours, torch_ = {}, {}
     ours.update(parse(run([os.path.join(exe, "stage_timings"), *stages], a.threads, "medsam2 stages")))
+    if a.dtype != "f32":
+        low = parse(run([os.path.join(exe, "stage_timings"), *stages, "--dtype", a.dtype], a.threads,
+                        f"medsam2 stages {a.dtype}"))
+        for (stage, size), v in low.items():
+            ours[(f"{stage} {a.dtype}", size)] = v
     torch_.update(parse(run([py, os.path.join(ROOT, "scripts", "device", "torch_stages.py"), "--device", "cpu",
                              "--threads", str(a.threads), *stages], a.threads, "pytorch stages")))
     with tempfile.TemporaryDirectory() as d:
@@ -207,9 +221,10 @@ def main():
 
     print(f"\n| stage | size | PyTorch | medsam2 | ratio | goal |\n|---|---|---|---|---|---|")
     order = ["encoder", "click_point", "click_box", "track_step", "propagate_slice", "cold_start", "peak_rss"]
-    for key in sorted(set(ours) | set(torch_), key=lambda k: (order.index(k[0]) if k[0] in order else 99, k[1])):
+    rank = lambda k: (order.index(k[0].split(" ")[0]) if k[0].split(" ")[0] in order else 99, k[1], k[0])
+    for key in sorted(set(ours) | set(torch_), key=rank):
         unit = "MiB" if key[0] == "peak_rss" else "ms"
-        t, o = torch_.get(key), ours.get(key)
+        t, o = torch_.get((key[0].split(" ")[0], key[1])), ours.get(key)
         fmt = lambda v: "-" if v is None else f"{v:.0f} {unit}" if v >= 100 else f"{v:.1f} {unit}"
         ratio = f"{o / t:.2f}" if t and o else "-"
         name = f"peak RSS, {n} slices" if key[0] == "peak_rss" else key[0]

@@ -15,7 +15,9 @@
 use std::sync::{Arc, Mutex};
 
 use candle_core::{DType, Device, DeviceLocation, Module, Result, Tensor};
-use candle_nn::{Linear, VarBuilder};
+use candle_nn::VarBuilder;
+
+use crate::modeling::kernels::bf16_linear::Linear;
 
 use crate::config::{
     Activation, MemoryAttentionConfig, MemoryAttentionLayerConfig, RoPEAttentionConfig,

@@ -7,7 +7,9 @@
 //! paired with a sine position encoding.
 
 use candle_core::{DType, Device, Layout, Module, Result, Storage, Tensor, D};
-use candle_nn::{Conv2d, Conv2dConfig, Linear, VarBuilder};
+use candle_nn::{Conv2d, Conv2dConfig, VarBuilder};
+
+use crate::modeling::kernels::bf16_linear::Linear;
 
 use crate::config::{
     CXBlockConfig, FuserConfig, MaskDownSamplerConfig, MemoryEncoderConfig, Sam2Config,

@@ -2,7 +2,9 @@
 //! the model-level parameters, loaded strictly from an official checkpoint.
 
 use candle_core::{DType, Device, Module, Tensor};
-use candle_nn::{Linear, VarBuilder};
+use candle_nn::VarBuilder;
+
+use crate::modeling::kernels::bf16_linear::Linear;
 
 use crate::checkpoint::{Checkpoint, ComputeDType, DeviceKind};
 use crate::config::{Activation, Sam2Config};
@@ -97,8 +99,12 @@ impl Sam2Base {
         cfg.validate()?;
         let dev = device.device()?;
         dtype.check_supported(&dev)?;
-        let vb = ckpt.var_builder(dtype.dtype(), &dev);
-        let model = match Self::new(cfg, vb) {
+        let vb = ckpt.var_builder(dtype.tensor_dtype(&dev), &dev);
+        // CPU bf16 mode: the linear layers built below pack bf16 weights.
+        let scope = crate::modeling::kernels::bf16_linear::LoadScope::new(dtype.bf16_matmuls(&dev));
+        let built = Self::new(cfg, vb);
+        drop(scope);
+        let model = match built {
             Ok(m) => m,
             Err(e) => return Err(ckpt.take_error().unwrap_or(e)),
         };
@@ -147,10 +153,18 @@ impl Sam2Base {
                 vb.pp("obj_ptr_proj"),
             )?)
         } else {
-            ObjPtrProj::Linear(candle_nn::linear(c, c, vb.pp("obj_ptr_proj"))?)
+            ObjPtrProj::Linear(crate::modeling::sam2_utils::linear(
+                c,
+                c,
+                vb.pp("obj_ptr_proj"),
+            )?)
         };
         let obj_ptr_tpos_proj = if cfg.proj_tpos_enc_in_obj_ptrs {
-            Some(candle_nn::linear(c, cm, vb.pp("obj_ptr_tpos_proj"))?)
+            Some(crate::modeling::sam2_utils::linear(
+                c,
+                cm,
+                vb.pp("obj_ptr_tpos_proj"),
+            )?)
         } else {
             None
         };

@@ -2,7 +2,9 @@
 //! activations, and a fast depthwise convolution.
 
 use candle_core::{DType, Module, Result, Tensor, D};
-use candle_nn::{Linear, VarBuilder};
+use candle_nn::VarBuilder;
+
+pub use crate::modeling::kernels::bf16_linear::Linear;
 
 use crate::config::Activation;
 
@@ -15,8 +17,10 @@ pub fn activation(x: &Tensor, act: Activation) -> Result<Tensor> {
 }
 
 /// `nn.Linear` with weights `{prefix}.weight` `[out, in]` and `{prefix}.bias`.
+/// In the CPU bf16 mode its product runs in bf16 ([`Linear`]).
 pub fn linear(in_dim: usize, out_dim: usize, vb: VarBuilder) -> Result<Linear> {
-    candle_nn::linear(in_dim, out_dim, vb)
+    let l = candle_nn::linear(in_dim, out_dim, vb)?;
+    Linear::new(l.weight().clone(), l.bias().cloned())
 }
 
 /// Multi-layer perceptron (`MLP`): `layers.{i}` linears, activation between them.

@@ -314,6 +314,9 @@ pub(crate) unsafe fn sgemm(
     )
 }
 
+// The CPU bf16 mode's weights (`kernels::bf16_linear`).
+use crate::modeling::kernels::bf16_linear::{self, Wt, WtRef};
+
 /// `y += x · Wᵀ` with the weight given transposed, `wt = Wᵀ` `[k, n]`:
 /// `rows` rows of `x` (row stride `k`) into `y` (row stride `n`).
 ///
@@ -322,11 +325,15 @@ pub(crate) unsafe fn sgemm(
 pub(crate) unsafe fn linear_acc(
     x: *const f32,
     rows: usize,
-    wt: &[f32],
+    wt: Wt<'_>,
     n: usize,
     k: usize,
     y: *mut f32,
 ) {
+    if let Some(p) = wt.bf16 {
+        return bf16_linear::linear_acc_bf16(x, rows, p, y);
+    }
+    let wt = wt.f32;
     sgemm(
         rows,
         n,
@@ -348,6 +355,8 @@ pub(crate) unsafe fn linear_acc(
 pub(crate) struct TLinear {
     lin: candle_nn::Linear,
     wt: Option<Tensor>,
+    /// `Wᵀ` packed for the bf16 kernel (CPU bf16 mode only).
+    packed: Option<std::sync::Arc<crate::modeling::kernels::bf16::PackedB>>,
 }
 
 impl TLinear {
@@ -362,6 +371,7 @@ impl TLinear {
         if is_cpu_f32(&w) {
             let wt = w.t()?.contiguous()?;
             Ok(Self {
+                packed: bf16_linear::pack_kn(&wt)?,
                 lin: candle_nn::Linear::new(wt.t()?, b),
                 wt: Some(wt),
             })
@@ -369,6 +379,7 @@ impl TLinear {
             Ok(Self {
                 lin: candle_nn::Linear::new(w, b),
                 wt: None,
+                packed: None,
             })
         }
     }
@@ -379,11 +390,14 @@ impl TLinear {
     }
 
     /// `(Wᵀ [in, out], bias)` for the fast kernels.
-    pub(crate) fn fast(&self) -> Result<(F32Ref<'_>, F32Ref<'_>)> {
+    pub(crate) fn fast(&self) -> Result<(WtRef<'_>, F32Ref<'_>)> {
         let (Some(wt), Some(b)) = (&self.wt, self.lin.bias()) else {
             candle_core::bail!("fast path: linear layer without a CPU f32 weight or a bias");
         };
-        Ok((F32Ref::new(wt)?, F32Ref::new(b)?))
+        Ok((
+            WtRef::new(F32Ref::new(wt)?, self.packed.as_deref()),
+            F32Ref::new(b)?,
+        ))
     }
 }
 
@@ -476,9 +490,9 @@ pub(crate) fn ln_linear(
     n: usize,
     c: usize,
     ln: (&[f32], &[f32], f32),
-    w: &[f32],
+    w: Wt<'_>,
     b: &[f32],
-    second: Option<(&[f32], &[f32])>,
+    second: Option<(Wt<'_>, &[f32])>,
 ) -> (Vec<f32>, Option<Vec<f32>>) {
     let o = b.len();
     let mut out = alloc(n * o);
@@ -514,7 +528,7 @@ pub(crate) fn linear_residual(
     x: &[f32],
     n: usize,
     k: usize,
-    w: &[f32],
+    w: Wt<'_>,
     b: &[f32],
 ) {
     let o = b.len();
@@ -533,7 +547,7 @@ pub(crate) fn linear_residual(
 }
 
 /// `out = x · W + b` over `n` rows (`w` `[k, o]`).
-pub(crate) fn linear(x: &[f32], n: usize, k: usize, w: &[f32], b: &[f32]) -> Vec<f32> {
+pub(crate) fn linear(x: &[f32], n: usize, k: usize, w: Wt<'_>, b: &[f32]) -> Vec<f32> {
     let mut out = alloc(n * b.len());
     let o = b.len();
     let rb = row_block(n);
@@ -556,9 +570,9 @@ pub(crate) struct MlpWeights<'a> {
     pub ln_w: &'a [f32],
     pub ln_b: &'a [f32],
     pub eps: f32,
-    pub w1: &'a [f32],
+    pub w1: Wt<'a>,
     pub b1: &'a [f32],
-    pub w2: &'a [f32],
+    pub w2: Wt<'a>,
     pub b2: &'a [f32],
 }
 

@@ -1,7 +1,7 @@
 //! Image backbone (`sam2.modeling.backbones`): the Hiera trunk, the FPN neck
 //! and the image encoder that joins them.
 
-mod cpu;
+pub(crate) mod cpu;
 pub mod hieradet;
 pub mod image_encoder;
 pub mod utils;

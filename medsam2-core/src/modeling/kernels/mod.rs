@@ -66,3 +66,6 @@ pub(crate) fn fast_cpu(t: &Tensor) -> bool {
 pub(crate) fn fast_cpu_f32(t: &Tensor) -> bool {
     t.dtype() == DType::F32 && fast_cpu(t)
 }
+
+pub mod bf16;
+pub mod bf16_linear;

@@ -4,7 +4,9 @@
 //! image features.
 
 use candle_core::{DType, IndexOp, Module, Result, Tensor, D};
-use candle_nn::{Linear, VarBuilder};
+use candle_nn::VarBuilder;
+
+use crate::modeling::kernels::bf16_linear::Linear;
 
 use crate::config::{Activation, MaskDecoderConfig};
 use crate::modeling::sam::cpu;

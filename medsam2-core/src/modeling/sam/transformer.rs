@@ -6,7 +6,9 @@
 //! helpers.
 
 use candle_core::{Module, Result, Tensor};
-use candle_nn::{LayerNorm, Linear, VarBuilder};
+use candle_nn::{LayerNorm, VarBuilder};
+
+use crate::modeling::kernels::bf16_linear::Linear;
 
 use crate::config::{Activation, TwoWayTransformerConfig};
 use crate::modeling::sam::cpu;
