@@ -66,3 +66,9 @@ pub(crate) fn fast_cpu(t: &Tensor) -> bool {
 pub(crate) fn fast_cpu_f32(t: &Tensor) -> bool {
     t.dtype() == DType::F32 && fast_cpu(t)
 }
+
+pub mod attention;
+pub(crate) mod math;
+pub(crate) mod parallel;
+pub mod simd;
+pub(crate) mod softmax;
