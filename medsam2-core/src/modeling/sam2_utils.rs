@@ -215,15 +215,21 @@ impl Module for DepthwiseConv2d {
     }
 }
 
-/// Softmax over the last dim in f32 (numerically as PyTorch), back to the input dtype.
+/// Softmax over the last dim in f32 (numerically as PyTorch), back to the
+/// input dtype: candle's op on any device
+/// ([`crate::modeling::kernels`] holds the CPU kernel).
 pub fn softmax_last(x: &Tensor) -> Result<Tensor> {
-    let dt = x.dtype();
-    candle_nn::ops::softmax_last_dim(&x.to_dtype(DType::F32)?)?.to_dtype(dt)
+    crate::modeling::kernels::softmax::softmax_last_generic(x)
 }
 
-/// Scaled dot-product attention `softmax(q kᵀ / sqrt(d)) v` on `[.., L, d]` tensors.
+/// Scaled dot-product attention `softmax(q kᵀ / sqrt(d)) v` on `[.., L, d]`
+/// tensors: [`crate::modeling::kernels::attention::sdpa`] (fused on CPU) for
+/// `[B, H, L, d]`, candle ops for other ranks.
 pub fn sdpa(q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Tensor> {
+    use crate::modeling::kernels::attention;
+    if q.rank() == 4 {
+        return attention::sdpa(q, k, v);
+    }
     let d = q.dim(D::Minus1)? as f64;
-    let attn = (q.contiguous()?.matmul(&k.t()?.contiguous()?)? * (1.0 / d.sqrt()))?;
-    softmax_last(&attn)?.matmul(&v.contiguous()?)
+    attention::sdpa_generic(q, k, v, 1.0 / d.sqrt())
 }
