@@ -206,10 +206,13 @@ fn rope_cpu(
 ) -> Vec<f32> {
     let half = d / 2;
     let mut out = vec![0f32; x.len()];
-    for (src, dst) in x.chunks_exact(l * d).zip(out.chunks_exact_mut(l * d)) {
-        for t in 0..l {
-            let s = &src[t * d..(t + 1) * d];
-            let o = &mut dst[t * d..(t + 1) * d];
+    // Tasks of whole tokens (rows of `d`) over every batch·head, all threads.
+    let per = crate::modeling::kernels::parallel::rows_per_chunk(x.len() / d, d, 1 << 15);
+    crate::modeling::kernels::parallel::par_chunks_mut(&mut out, per * d, |i, dst| {
+        let first = i * per;
+        let src = &x[first * d..][..dst.len()];
+        for (r, (s, o)) in src.chunks_exact(d).zip(dst.chunks_exact_mut(d)).enumerate() {
+            let t = (first + r) % l;
             if t >= n_rope {
                 o.copy_from_slice(s);
                 continue;
@@ -225,7 +228,7 @@ fn rope_cpu(
                 op[1] = x0 * sv + x1 * cv;
             }
         }
-    }
+    });
     out
 }
 

@@ -11,6 +11,7 @@ use std::ops::Range;
 use candle_core::{CpuStorage, Device, Result, Storage, StorageRef, Tensor};
 
 pub(crate) use crate::modeling::kernels::math::gelu_inplace;
+pub(crate) use crate::modeling::kernels::norm::layer_norm_rows;
 use crate::modeling::kernels::parallel::num_threads;
 pub(crate) use crate::modeling::kernels::parallel::{par_tasks, with_scratch, SyncPtr};
 use crate::modeling::kernels::simd::simd_fn;
@@ -70,36 +71,6 @@ impl Buf {
         match self {
             Buf::Owned(v) => Ok(v),
             Buf::Shared(t) => t.flatten_all()?.to_vec1::<f32>(),
-        }
-    }
-}
-
-simd_fn! {
-    /// Layer norm over rows of length `c` (two-pass mean/variance in f32).
-    pub(crate) fn layer_norm_rows[layer_norm_rows_at](src: &[f32], dst: &mut [f32], c: usize, w: &[f32], b: &[f32], eps: f32) {
-        for (x, y) in src.chunks_exact(c).zip(dst.chunks_exact_mut(c)) {
-            let mut s8 = [0f32; 8];
-            let mut it = x.chunks_exact(8);
-            for ch in &mut it {
-                for j in 0..8 {
-                    s8[j] += ch[j];
-                }
-            }
-            let mean = (it.remainder().iter().sum::<f32>() + s8.iter().sum::<f32>()) / c as f32;
-            let mut v8 = [0f32; 8];
-            let mut it = x.chunks_exact(8);
-            for ch in &mut it {
-                for j in 0..8 {
-                    let d = ch[j] - mean;
-                    v8[j] += d * d;
-                }
-            }
-            let rem: f32 = it.remainder().iter().map(|&v| (v - mean) * (v - mean)).sum();
-            let var = (rem + v8.iter().sum::<f32>()) / c as f32;
-            let inv = 1.0 / (var + eps).sqrt();
-            for i in 0..c {
-                y[i] = (x[i] - mean) * inv * w[i] + b[i];
-            }
         }
     }
 }

@@ -6,6 +6,8 @@
 //! that stop LLVM from vectorising a loop (4-8x slower on the softmaxes and
 //! GELUs of the model).
 
+use candle_core::{Result, Tensor};
+
 use super::simd::simd_fn;
 
 /// `e^x` for f32: Cody–Waite reduction by ln 2 and the Cephes `expf`
@@ -65,6 +67,24 @@ simd_fn! {
             *v = gelu(*v);
         }
     }
+}
+
+/// Exact GELU of a tensor: [`gelu_inplace`] on all threads for f32 CPU
+/// tensors (fast kernels on), candle's `gelu_erf` elsewhere.
+pub(crate) fn gelu_tensor(x: &Tensor) -> Result<Tensor> {
+    if super::fast_cpu_f32(x) {
+        let x = x.contiguous()?;
+        let data = {
+            let (s, l) = x.storage_and_layout();
+            crate::modeling::memory_encoder::cpu_f32(&s, l).map(<[f32]>::to_vec)
+        };
+        if let Some(mut data) = data {
+            let per = super::parallel::rows_per_chunk(data.len(), 1, 1 << 15);
+            super::parallel::par_chunks_mut(&mut data, per, |_, c| gelu_inplace(c));
+            return Tensor::from_vec(data, x.shape(), x.device());
+        }
+    }
+    x.gelu_erf()
 }
 
 #[cfg(test)]

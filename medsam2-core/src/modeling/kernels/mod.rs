@@ -69,6 +69,7 @@ pub(crate) fn fast_cpu_f32(t: &Tensor) -> bool {
 
 pub mod attention;
 pub(crate) mod math;
+pub(crate) mod norm;
 pub(crate) mod parallel;
 pub mod simd;
 pub(crate) mod softmax;
