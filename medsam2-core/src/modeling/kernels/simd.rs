@@ -85,6 +85,7 @@ macro_rules! simd_fn {
     ($(#[$m:meta])* $vis:vis fn $name:ident [$at:ident] ($($arg:ident : $ty:ty),* $(,)?) $(-> $ret:ty)? $body:block) => {
         $(#[$m])*
         #[inline]
+        #[allow(clippy::too_many_arguments)]
         $vis fn $name($($arg: $ty),*) $(-> $ret)? {
             $at($crate::modeling::kernels::simd::level(), $($arg),*)
         }
