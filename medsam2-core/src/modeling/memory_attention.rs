@@ -28,11 +28,6 @@ use crate::modeling::sam2_utils::{activation, linear};
 /// Epsilon of the `nn.LayerNorm`s of memory attention (PyTorch default).
 const LN_EPS: f64 = 1e-5;
 
-/// Largest attention-score block (elements) computed at once; queries are
-/// processed in row chunks beyond it, which bounds the memory of the
-/// 4096 × 28k score matrix of a full bank at 1024.
-const MAX_SCORE_ELEMS: usize = 1 << 23;
-
 /// Axial rotary tables (`compute_axial_cis`) in real form, f32, computed as
 /// PyTorch does: for a head dim `dim`, `dim / 4` frequencies
 /// `1 / theta^(4i / dim)`; token `t` sits at `x = t mod end_x`,
@@ -213,10 +208,13 @@ fn rope_cpu(
 ) -> Vec<f32> {
     let half = d / 2;
     let mut out = vec![0f32; x.len()];
-    for (src, dst) in x.chunks_exact(l * d).zip(out.chunks_exact_mut(l * d)) {
-        for t in 0..l {
-            let s = &src[t * d..(t + 1) * d];
-            let o = &mut dst[t * d..(t + 1) * d];
+    // Tasks of whole tokens (rows of `d`) over every batch·head, all threads.
+    let per = crate::modeling::kernels::parallel::rows_per_chunk(x.len() / d, d, 1 << 15);
+    crate::modeling::kernels::parallel::par_chunks_mut(&mut out, per * d, |i, dst| {
+        let first = i * per;
+        let src = &x[first * d..][..dst.len()];
+        for (r, (s, o)) in src.chunks_exact(d).zip(dst.chunks_exact_mut(d)).enumerate() {
+            let t = (first + r) % l;
             if t >= n_rope {
                 o.copy_from_slice(s);
                 continue;
@@ -232,151 +230,15 @@ fn rope_cpu(
                 op[1] = x0 * sv + x1 * cv;
             }
         }
-    }
+    });
     out
 }
 
-/// `e^x` for `x ≤ 0` (inputs below −87 give ≈ 1e-38), branch-free so that
-/// loops over it vectorise: Cody–Waite reduction by ln 2 and the Cephes
-/// `expf` polynomial (≈ 1 ulp).
-#[inline(always)]
-fn exp_nonpos(x: f32) -> f32 {
-    const LOG2E: f32 = std::f32::consts::LOG2_E;
-    const C1: f32 = 0.693_359_4;
-    const C2: f32 = -2.121_944_4e-4;
-    const ROUND: f32 = 12_582_912.0; // 1.5 · 2^23: adding it rounds to an integer
-    let x = if x < -87.0 { -87.0 } else { x };
-    let t = x * LOG2E + ROUND;
-    let n = t - ROUND;
-    let r = x - n * C1 - n * C2;
-    let p = 1.987_569_1e-4;
-    let p = p * r + 1.398_199_9e-3;
-    let p = p * r + 8.333_452e-3;
-    let p = p * r + 4.166_579_6e-2;
-    let p = p * r + 1.666_666_5e-1;
-    let p = p * r + 0.5;
-    let y = p * (r * r) + r + 1.0;
-    // `t`'s low mantissa bits hold `n` (two's complement): build 2^n from
-    // them with integer ops only (a float-to-int cast would not vectorise).
-    let n_bits = t.to_bits().wrapping_sub(ROUND.to_bits());
-    y * f32::from_bits(n_bits.wrapping_add(127) << 23)
-}
-
-/// Softmax of each row of `src` (rows of `n`) into `dst`.
-#[inline(always)]
-fn softmax_rows_impl(src: &[f32], dst: &mut [f32], n: usize) {
-    const LANES: usize = 8;
-    for (s, d) in src.chunks_exact(n).zip(dst.chunks_exact_mut(n)) {
-        let mut m = [f32::NEG_INFINITY; LANES];
-        let mut chunks = s.chunks_exact(LANES);
-        for c in &mut chunks {
-            for i in 0..LANES {
-                m[i] = if c[i] > m[i] { c[i] } else { m[i] };
-            }
-        }
-        let mut max = m
-            .iter()
-            .fold(f32::NEG_INFINITY, |a, &b| if b > a { b } else { a });
-        for &v in chunks.remainder() {
-            max = if v > max { v } else { max };
-        }
-        for (dv, &sv) in d.iter_mut().zip(s) {
-            *dv = exp_nonpos(sv - max);
-        }
-        // Summed in f64 lanes: in f32 the many tiny terms next to the row's
-        // 1.0 would be rounded away, biasing the sum low.
-        let mut acc = [0f64; LANES];
-        let mut chunks = d.chunks_exact(LANES);
-        for c in &mut chunks {
-            for i in 0..LANES {
-                acc[i] += c[i] as f64;
-            }
-        }
-        let sum =
-            acc.iter().sum::<f64>() + chunks.remainder().iter().map(|&v| v as f64).sum::<f64>();
-        let sum = sum as f32;
-        let inv = 1.0 / sum;
-        for dv in d.iter_mut() {
-            *dv *= inv;
-        }
-    }
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn softmax_rows_avx2(src: &[f32], dst: &mut [f32], n: usize) {
-    softmax_rows_impl(src, dst, n)
-}
-
-/// Softmax of rows, with the AVX2 build of the loop where the CPU has it.
-fn softmax_rows(src: &[f32], dst: &mut [f32], n: usize) {
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") {
-        // SAFETY: the CPU supports AVX2 (checked just above).
-        unsafe { softmax_rows_avx2(src, dst, n) };
-        return;
-    }
-    softmax_rows_impl(src, dst, n)
-}
-
-/// Softmax over the last dim. f32 CPU tensors use a vectorised exponential
-/// and all threads (the attention scores are the largest tensors of the
-/// tracking step); other tensors use candle's op.
-pub fn softmax_last(x: &Tensor) -> Result<Tensor> {
-    let n = x.dim(candle_core::D::Minus1)?;
-    if crate::modeling::kernels::fast_cpu_f32(x) && n > 0 {
-        let x = x.contiguous()?;
-        let out = {
-            let (xs, xl) = x.storage_and_layout();
-            cpu_f32(&xs, xl).map(|src| {
-                let mut dst = vec![0f32; src.len()];
-                let rows = src.len() / n;
-                let threads = candle_core::utils::get_num_threads().clamp(1, rows.max(1));
-                if threads == 1 || src.len() < 1 << 16 {
-                    softmax_rows(src, &mut dst, n);
-                } else {
-                    let per = rows.div_ceil(threads) * n;
-                    std::thread::scope(|sc| {
-                        for (s, d) in src.chunks(per).zip(dst.chunks_mut(per)) {
-                            sc.spawn(move || softmax_rows(s, d, n));
-                        }
-                    });
-                }
-                dst
-            })
-        };
-        if let Some(out) = out {
-            return Tensor::from_vec(out, x.shape(), x.device());
-        }
-    }
-    candle_nn::ops::softmax_last_dim(x)
-}
-
-/// `softmax(q kᵀ / sqrt(d)) v` on `[B, H, L, d]` tensors, as contiguous batched
-/// matmuls; long query sets go in row chunks to bound the score matrix.
+/// `softmax(q kᵀ / sqrt(d)) v` on `[B, H, L, d]` tensors: the fused, tiled
+/// kernel on CPU tensors, candle ops elsewhere
+/// ([`crate::modeling::kernels::attention::sdpa`]).
 pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Tensor> {
-    let (b, h, lq, d) = q.dims4()?;
-    let lk = k.dim(2)?;
-    let q = (q.contiguous()? * (1.0 / (d as f64).sqrt()))?;
-    let kt = k.contiguous()?.t()?;
-    let v = v.contiguous()?;
-    let block = |qc: &Tensor| -> Result<Tensor> {
-        let scores = qc.matmul(&kt)?;
-        let probs = softmax_last(&scores)?;
-        probs.matmul(&v)
-    };
-    let rows = (MAX_SCORE_ELEMS / (b * h * lk).max(1)).max(1);
-    if rows >= lq {
-        return block(&q);
-    }
-    let mut outs = Vec::with_capacity(lq.div_ceil(rows));
-    let mut start = 0;
-    while start < lq {
-        let len = rows.min(lq - start);
-        outs.push(block(&q.narrow(2, start, len)?)?);
-        start += len;
-    }
-    Tensor::cat(&outs, 2)
+    crate::modeling::kernels::attention::sdpa(q, k, v)
 }
 
 /// Attention with rotary position encoding (`RoPEAttention`): `q_proj`,
@@ -812,37 +674,6 @@ mod tests {
             };
             let d = (fast - slow)?.abs()?.max_all()?.to_scalar::<f32>()?;
             assert!(d < 1e-6, "n_rope {n_rope}: {d}");
-        }
-        Ok(())
-    }
-
-    /// The vectorised exponential is within 2 ulp of the exact one on [-87, 0].
-    #[test]
-    fn exp_nonpos_accuracy() {
-        let mut worst = 0f64;
-        for i in 0..=870_000 {
-            let x = -(i as f32) * 1e-4;
-            let want = (x as f64).exp();
-            let rel = ((exp_nonpos(x) as f64 - want) / want).abs();
-            worst = worst.max(rel);
-        }
-        assert!(worst < 2.5e-7, "max relative error {worst:e}");
-        assert_eq!(exp_nonpos(0.0), 1.0);
-    }
-
-    /// The threaded, vectorised softmax matches an f64 softmax.
-    #[test]
-    fn softmax_matches_f64() -> Result<()> {
-        let dev = Device::Cpu;
-        for shape in [(3usize, 5usize, 13usize), (2, 300, 1031), (1, 4, 28736)] {
-            let x = (Tensor::randn(0f32, 4.0, shape, &dev)? - 3.0)?;
-            let got = softmax_last(&x)?;
-            let want = candle_nn::ops::softmax_last_dim(&x.to_dtype(DType::F64)?)?;
-            let d = (got.to_dtype(DType::F64)? - want)?
-                .abs()?
-                .max_all()?
-                .to_scalar::<f64>()?;
-            assert!(d < 4e-7, "{shape:?}: {d}");
         }
         Ok(())
     }

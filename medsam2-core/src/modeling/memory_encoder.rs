@@ -6,7 +6,7 @@
 //! ConvNeXt blocks ([`Fuser`] of [`CXBlock`]s), projected to `out_dim` and
 //! paired with a sine position encoding.
 
-use candle_core::{DType, Device, Layout, Module, Result, Storage, Tensor, D};
+use candle_core::{Device, Layout, Module, Result, Storage, Tensor, D};
 use candle_nn::{Conv2d, Conv2dConfig, VarBuilder};
 
 use crate::modeling::kernels::bf16_linear::Linear;
@@ -72,43 +72,16 @@ pub(crate) fn cpu_f32<'a>(storage: &'a Storage, layout: &Layout) -> Option<&'a [
 }
 
 /// Layer norm over the last dim, computed in two passes (mean, then centred
-/// variance) as PyTorch does; a direct loop for f32 CPU tensors, tensor ops
-/// elsewhere. `weight`, `bias`: `[n]`.
+/// variance) as PyTorch does; the threaded kernel for f32 CPU tensors
+/// ([`crate::modeling::kernels`]), tensor ops elsewhere. `weight`, `bias`: `[n]`.
 pub(crate) fn layer_norm_last(
     x: &Tensor,
     weight: &Tensor,
     bias: &Tensor,
     eps: f64,
 ) -> Result<Tensor> {
-    let n = x.dim(D::Minus1)?;
-    if crate::modeling::kernels::fast_cpu_f32(x) && n > 0 {
-        let x = x.contiguous()?;
-        let w = weight.to_dtype(DType::F32)?.contiguous()?;
-        let b = bias.to_dtype(DType::F32)?.contiguous()?;
-        let out = {
-            let (xs, xl) = x.storage_and_layout();
-            let (ws, wl) = w.storage_and_layout();
-            let (bs, bl) = b.storage_and_layout();
-            match (cpu_f32(&xs, xl), cpu_f32(&ws, wl), cpu_f32(&bs, bl)) {
-                (Some(xv), Some(wv), Some(bv)) if wv.len() == n && bv.len() == n => {
-                    let mut out = vec![0f32; xv.len()];
-                    for (src, dst) in xv.chunks_exact(n).zip(out.chunks_exact_mut(n)) {
-                        let mean = src.iter().sum::<f32>() / n as f32;
-                        let var =
-                            src.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / n as f32;
-                        let inv = 1.0 / (var + eps as f32).sqrt();
-                        for (((d, s), w), b) in dst.iter_mut().zip(src).zip(wv).zip(bv) {
-                            *d = (s - mean) * inv * w + b;
-                        }
-                    }
-                    Some(out)
-                }
-                _ => None,
-            }
-        };
-        if let Some(out) = out {
-            return Tensor::from_vec(out, x.shape(), x.device());
-        }
+    if let Some(y) = crate::modeling::kernels::norm::layer_norm_last_fast(x, weight, bias, eps)? {
+        return Ok(y);
     }
     let xc = x.broadcast_sub(&x.mean_keepdim(D::Minus1)?)?;
     let var = xc.sqr()?.mean_keepdim(D::Minus1)?;
@@ -175,7 +148,7 @@ impl Module for MaskDownSampler {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let mut x = x.clone();
         for (conv, norm) in &self.blocks {
-            x = norm.forward(&conv.forward(&x)?)?.gelu_erf()?;
+            x = crate::modeling::kernels::math::gelu_tensor(&norm.forward(&conv.forward(&x)?)?)?;
         }
         self.out.forward(&x)
     }
@@ -252,7 +225,9 @@ impl Module for CXBlock {
         let y = layer_norm_last(&y, &self.norm_weight, &self.norm_bias, LN2D_EPS)?;
         let y = self
             .pwconv2
-            .forward(&self.pwconv1.forward(&y)?.gelu_erf()?)?;
+            .forward(&crate::modeling::kernels::math::gelu_tensor(
+                &self.pwconv1.forward(&y)?,
+            )?)?;
         let y = match &self.gamma {
             Some(g) => y.broadcast_mul(g)?,
             None => y,

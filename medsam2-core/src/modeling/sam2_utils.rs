@@ -12,7 +12,7 @@ use crate::config::Activation;
 pub fn activation(x: &Tensor, act: Activation) -> Result<Tensor> {
     match act {
         Activation::Relu => x.relu(),
-        Activation::Gelu => x.gelu_erf(),
+        Activation::Gelu => crate::modeling::kernels::math::gelu_tensor(x),
     }
 }
 
@@ -184,50 +184,55 @@ impl Module for DepthwiseConv2d {
             .to_vec1::<f32>()?;
         let bs = self.bias.to_dtype(DType::F32)?.to_vec1::<f32>()?;
         let mut out = vec![0f32; b * c * ho * wo];
-        for bi in 0..b {
-            for ci in 0..c {
-                let src = &xs[(bi * c + ci) * h * w..][..h * w];
-                let dst = &mut out[(bi * c + ci) * ho * wo..][..ho * wo];
-                dst.fill(bs[ci]);
-                let wk = &ws[ci * k * k..][..k * k];
-                for ky in 0..k {
-                    for kx in 0..k {
-                        let wv = wk[ky * k + kx];
-                        for oy in 0..ho {
-                            let iy = oy + ky;
-                            if iy < p || iy >= h + p {
-                                continue;
-                            }
-                            let srow = &src[(iy - p) * w..][..w];
-                            let drow = &mut dst[oy * wo..][..wo];
-                            // ox + kx - p in [0, w)
-                            let lo = p.saturating_sub(kx);
-                            let hi = (w + p).saturating_sub(kx).min(wo);
-                            if lo >= hi {
-                                continue;
-                            }
-                            let off = lo + kx - p;
-                            for (d, s) in drow[lo..hi].iter_mut().zip(&srow[off..off + (hi - lo)]) {
-                                *d += wv * s;
-                            }
+        // One (image, channel) plane per task, on all threads.
+        crate::modeling::kernels::parallel::par_chunks_mut(&mut out, ho * wo, |plane, dst| {
+            let ci = plane % c;
+            let src = &xs[plane * h * w..][..h * w];
+            dst.fill(bs[ci]);
+            let wk = &ws[ci * k * k..][..k * k];
+            for ky in 0..k {
+                for kx in 0..k {
+                    let wv = wk[ky * k + kx];
+                    for oy in 0..ho {
+                        let iy = oy + ky;
+                        if iy < p || iy >= h + p {
+                            continue;
+                        }
+                        let srow = &src[(iy - p) * w..][..w];
+                        let drow = &mut dst[oy * wo..][..wo];
+                        // ox + kx - p in [0, w)
+                        let lo = p.saturating_sub(kx);
+                        let hi = (w + p).saturating_sub(kx).min(wo);
+                        if lo >= hi {
+                            continue;
+                        }
+                        let off = lo + kx - p;
+                        for (d, s) in drow[lo..hi].iter_mut().zip(&srow[off..off + (hi - lo)]) {
+                            *d += wv * s;
                         }
                     }
                 }
             }
-        }
+        });
         Tensor::from_vec(out, (b, c, ho, wo), x.device())?.to_dtype(dtype)
     }
 }
 
-/// Softmax over the last dim in f32 (numerically as PyTorch), back to the input dtype.
+/// Softmax over the last dim in f32 (numerically as PyTorch), back to the
+/// input dtype: candle's op on any device
+/// ([`crate::modeling::kernels`] holds the CPU kernel).
 pub fn softmax_last(x: &Tensor) -> Result<Tensor> {
-    let dt = x.dtype();
-    candle_nn::ops::softmax_last_dim(&x.to_dtype(DType::F32)?)?.to_dtype(dt)
+    crate::modeling::kernels::softmax::softmax_last_generic(x)
 }
 
-/// Scaled dot-product attention `softmax(q kᵀ / sqrt(d)) v` on `[.., L, d]` tensors.
+/// Scaled dot-product attention `softmax(q kᵀ / sqrt(d)) v` on `[.., L, d]`
+/// tensors: [`crate::modeling::kernels::attention::sdpa`] (fused on CPU) for
+/// `[B, H, L, d]`, candle ops for other ranks.
 pub fn sdpa(q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Tensor> {
+    use crate::modeling::kernels::attention;
+    if q.rank() == 4 {
+        return attention::sdpa(q, k, v);
+    }
     let d = q.dim(D::Minus1)? as f64;
-    let attn = (q.contiguous()?.matmul(&k.t()?.contiguous()?)? * (1.0 / d.sqrt()))?;
-    softmax_last(&attn)?.matmul(&v.contiguous()?)
+    attention::sdpa_generic(q, k, v, 1.0 / d.sqrt())
 }

@@ -10,34 +10,12 @@ use std::ops::Range;
 
 use candle_core::{CpuStorage, Device, Result, Storage, StorageRef, Tensor};
 
-/// A raw pointer that tasks share to write disjoint parts of one buffer.
-#[derive(Clone, Copy)]
-pub(crate) struct SyncPtr(pub *mut f32);
-// SAFETY: every user writes disjoint index ranges and joins before reading.
-unsafe impl Send for SyncPtr {}
-unsafe impl Sync for SyncPtr {}
-
-impl SyncPtr {
-    /// The pointer (a method, so closures capture the whole `Sync` wrapper).
-    #[inline(always)]
-    pub(crate) fn ptr(self) -> *mut f32 {
-        self.0
-    }
-}
-
-/// Runs `f(task)` for every task in `0..n` on candle's CPU pool.
-pub(crate) fn par_tasks(n: usize, f: impl Fn(usize) + Sync) {
-    if n == 1 {
-        f(0);
-        return;
-    }
-    candle_core::utils::barrier_pool().execute_chunked(n, |r: Range<usize>| r.for_each(&f));
-}
-
-/// Number of worker threads.
-pub(crate) fn num_threads() -> usize {
-    candle_core::utils::get_num_threads().max(1)
-}
+pub(crate) use crate::modeling::kernels::math::gelu_inplace;
+pub(crate) use crate::modeling::kernels::norm::layer_norm_rows;
+use crate::modeling::kernels::parallel::num_threads;
+pub(crate) use crate::modeling::kernels::parallel::{par_tasks, with_scratch, SyncPtr};
+use crate::modeling::kernels::simd::simd_fn;
+pub(crate) use crate::modeling::kernels::softmax::softmax_rows;
 
 /// Whether a tensor is f32 on the CPU (what the kernels can read).
 pub(crate) fn is_cpu_f32(t: &Tensor) -> bool {
@@ -97,161 +75,9 @@ impl Buf {
     }
 }
 
-// ---------------------------------------------------------------------------
-// SIMD dispatch: the kernels below are written as plain loops that LLVM
-// vectorises; on x86-64 they are compiled a second time with AVX2+FMA and that
-// copy is chosen at run time.
-
-#[cfg(target_arch = "x86_64")]
-fn has_avx2_fma() -> bool {
-    use std::sync::OnceLock;
-    static F: OnceLock<bool> = OnceLock::new();
-    *F.get_or_init(|| is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"))
-}
-
-macro_rules! simd_fn {
-    ($(#[$m:meta])* $vis:vis fn $name:ident($($arg:ident : $ty:ty),* $(,)?) $body:block) => {
-        $(#[$m])*
-        $vis fn $name($($arg: $ty),*) {
-            #[inline(always)]
-            fn inner($($arg: $ty),*) $body
-            #[cfg(target_arch = "x86_64")]
-            {
-                #[target_feature(enable = "avx2,fma")]
-                unsafe fn avx2($($arg: $ty),*) {
-                    inner($($arg),*)
-                }
-                if has_avx2_fma() {
-                    // SAFETY: the CPU supports the enabled features.
-                    return unsafe { avx2($($arg),*) };
-                }
-            }
-            inner($($arg),*)
-        }
-    };
-}
-
-/// `exp(x)` for f32 (Cephes polynomial, ~1 ulp), written to vectorise.
-#[inline(always)]
-fn exp_f32(x: f32) -> f32 {
-    const LOG2E: f32 = std::f32::consts::LOG2_E;
-    const LN2_HI: f32 = 0.693_359_4;
-    const LN2_LO: f32 = -2.121_944_4e-4;
-    const ROUND: f32 = 12_582_912.0; // 1.5 · 2^23
-    let x = x.clamp(-87.3, 88.0);
-    // z = ROUND + round(x·log2 e): its low mantissa bits hold the integer.
-    let z = x * LOG2E + ROUND;
-    let n = z - ROUND;
-    let r = x - n * LN2_HI - n * LN2_LO;
-    let mut p = 1.987_569_1e-4f32;
-    p = p * r + 1.398_199_9e-3;
-    p = p * r + 8.333_452e-3;
-    p = p * r + 4.166_579_6e-2;
-    p = p * r + 1.666_666_5e-1;
-    p = p * r + 0.5;
-    let y = p * r * r + r + 1.0;
-    // 2^n from the bits of z (integer ops only, so the loop stays vectorised).
-    let two_n = f32::from_bits(z.to_bits().wrapping_sub(0x4B40_0000).wrapping_add(127) << 23);
-    two_n * y
-}
-
-/// `erf(x)` with the Abramowitz–Stegun 7.1.26 formula that PyTorch's
-/// vectorised CPU `erf` (and hence its exact GELU) uses; |error| < 1.5e-7.
-#[inline(always)]
-fn erf_f32(x: f32) -> f32 {
-    let a = x.abs();
-    let t = 1.0 / (0.327_591_1 * a + 1.0);
-    let mut r = 1.061_405_4f32;
-    r = r * t - 1.453_152;
-    r = r * t + 1.421_413_8;
-    r = r * t - 0.284_496_74;
-    r = r * t + 0.254_829_6;
-    let y = 1.0 - r * t * exp_f32(-a * a);
-    y.copysign(x)
-}
-
-simd_fn! {
-    /// Exact (erf) GELU in place.
-    pub(crate) fn gelu_inplace(xs: &mut [f32]) {
-        for v in xs.iter_mut() {
-            let x = *v;
-            *v = 0.5 * x * (1.0 + erf_f32(x * std::f32::consts::FRAC_1_SQRT_2));
-        }
-    }
-}
-
-simd_fn! {
-    /// Row softmax of `scale · s` in place over rows of length `n`.
-    pub(crate) fn softmax_rows(s: &mut [f32], n: usize, scale: f32) {
-        for row in s.chunks_exact_mut(n) {
-            let mut m8 = [f32::NEG_INFINITY; 8];
-            let mut it = row.chunks_exact(8);
-            for c in &mut it {
-                for j in 0..8 {
-                    m8[j] = m8[j].max(c[j]);
-                }
-            }
-            let mut m = it.remainder().iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
-            for v in m8 {
-                m = m.max(v);
-            }
-            let mut s8 = [0f32; 8];
-            let mut it = row.chunks_exact_mut(8);
-            for c in &mut it {
-                for j in 0..8 {
-                    let e = exp_f32((c[j] - m) * scale);
-                    c[j] = e;
-                    s8[j] += e;
-                }
-            }
-            let mut sum = 0f32;
-            for v in it.into_remainder() {
-                let e = exp_f32((*v - m) * scale);
-                *v = e;
-                sum += e;
-            }
-            sum += s8.iter().sum::<f32>();
-            let inv = 1.0 / sum;
-            for v in row.iter_mut() {
-                *v *= inv;
-            }
-        }
-    }
-}
-
-simd_fn! {
-    /// Layer norm over rows of length `c` (two-pass mean/variance in f32).
-    pub(crate) fn layer_norm_rows(src: &[f32], dst: &mut [f32], c: usize, w: &[f32], b: &[f32], eps: f32) {
-        for (x, y) in src.chunks_exact(c).zip(dst.chunks_exact_mut(c)) {
-            let mut s8 = [0f32; 8];
-            let mut it = x.chunks_exact(8);
-            for ch in &mut it {
-                for j in 0..8 {
-                    s8[j] += ch[j];
-                }
-            }
-            let mean = (it.remainder().iter().sum::<f32>() + s8.iter().sum::<f32>()) / c as f32;
-            let mut v8 = [0f32; 8];
-            let mut it = x.chunks_exact(8);
-            for ch in &mut it {
-                for j in 0..8 {
-                    let d = ch[j] - mean;
-                    v8[j] += d * d;
-                }
-            }
-            let rem: f32 = it.remainder().iter().map(|&v| (v - mean) * (v - mean)).sum();
-            let var = (rem + v8.iter().sum::<f32>()) / c as f32;
-            let inv = 1.0 / (var + eps).sqrt();
-            for i in 0..c {
-                y[i] = (x[i] - mean) * inv * w[i] + b[i];
-            }
-        }
-    }
-}
-
 simd_fn! {
     /// `dst[r] = bias` for every row of length `bias.len()`.
-    fn fill_rows(dst: &mut [f32], bias: &[f32]) {
+    fn fill_rows[fill_rows_at](dst: &mut [f32], bias: &[f32]) {
         for row in dst.chunks_exact_mut(bias.len()) {
             row.copy_from_slice(bias);
         }
@@ -260,7 +86,7 @@ simd_fn! {
 
 simd_fn! {
     /// `dst[r] += bias` for every row of length `bias.len()`.
-    fn add_rows(dst: &mut [f32], bias: &[f32]) {
+    fn add_rows[add_rows_at](dst: &mut [f32], bias: &[f32]) {
         for row in dst.chunks_exact_mut(bias.len()) {
             for (d, b) in row.iter_mut().zip(bias) {
                 *d += b;
@@ -399,24 +225,6 @@ impl TLinear {
             F32Ref::new(b)?,
         ))
     }
-}
-
-thread_local! {
-    static SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
-}
-
-/// Runs `f` with a thread-local scratch buffer of at least `len` elements.
-pub(crate) fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
-    SCRATCH.with(|s| match s.try_borrow_mut() {
-        Ok(mut v) => {
-            if v.len() < len {
-                v.resize(len, 0.0);
-            }
-            f(&mut v[..len])
-        }
-        // Re-entered on this thread (should not happen): use a fresh buffer.
-        Err(_) => f(&mut vec![0f32; len]),
-    })
 }
 
 /// Rows per task for row-parallel work on `n` rows.
@@ -993,24 +801,6 @@ pub(crate) fn nhwc_to_nchw(x: &[f32], b: usize, h: usize, w: usize, c: usize) ->
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn exp_and_erf_are_accurate() {
-        let mut worst_exp = 0f64;
-        let mut worst_erf = 0f64;
-        for i in -20000..=20000 {
-            let x = i as f32 * 0.004;
-            let e = exp_f32(x) as f64;
-            let r = (x as f64).exp();
-            worst_exp = worst_exp.max(((e - r) / r).abs());
-            let x = i as f32 * 0.0005;
-            worst_erf = worst_erf.max((erf_f32(x) as f64 - libm::erf(x as f64)).abs());
-        }
-        assert!(worst_exp < 3e-7, "exp rel err {worst_exp}");
-        // A&S 7.1.26 is within 1.5e-7; f32 evaluation adds a few ulps near 1.
-        assert!(worst_erf < 6e-7, "erf abs err {worst_erf}");
-        assert!(exp_f32(-1000.0) < 1e-37);
-    }
 
     #[test]
     fn softmax_and_layer_norm() {

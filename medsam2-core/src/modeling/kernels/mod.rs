@@ -9,6 +9,12 @@
 //! that is the graph a GPU runs, which the CPU can then check against the fast
 //! path (`tests/generic_kernels.rs`).
 //!
+//! The shared kernels live here, one of each, compiled per SIMD level and
+//! chosen at run time ([`simd`]: AVX-512, AVX2 + FMA, baseline): `math` (exp,
+//! erf, GELU), `softmax`, `norm` (layer norm), `parallel` (the one thread
+//! helper) and [`attention`] (the fused, tiled `softmax(q kᵀ/√d) v`). The
+//! component files keep only what is specific to them.
+//!
 //! The switch is process-wide: [`set_fast_cpu_kernels`] at run time, or the
 //! environment variable [`GENERIC_KERNELS_ENV`] (`1` = generic path) read at the
 //! first query.
@@ -67,5 +73,11 @@ pub(crate) fn fast_cpu_f32(t: &Tensor) -> bool {
     t.dtype() == DType::F32 && fast_cpu(t)
 }
 
+pub mod attention;
 pub mod bf16;
 pub mod bf16_linear;
+pub(crate) mod math;
+pub(crate) mod norm;
+pub(crate) mod parallel;
+pub mod simd;
+pub(crate) mod softmax;

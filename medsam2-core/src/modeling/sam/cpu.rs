@@ -1,10 +1,16 @@
 //! CPU kernels (f32) of the SAM heads: the pixel shuffle of the 2x2 transposed
 //! convs fused with bias, high-res feature addition, LayerNorm2d, GELU and the
-//! hypernetwork product (one output row at a time); a softmax with a
-//! vectorisable `exp`; a blocked transpose. Each kernel has an AVX2 build
-//! chosen at run time and splits its rows over `get_num_threads()` threads.
+//! hypernetwork product (one output row at a time); a blocked transpose.
+//! Each kernel is compiled per SIMD level and chosen at run time, and splits
+//! its rows over the kernels' threads ([`crate::modeling::kernels`], which
+//! also holds the softmaxes and the GELU).
 
 use candle_core::{Device, Layout, Result, Storage, Tensor};
+
+pub(crate) use crate::modeling::kernels::math::gelu;
+use crate::modeling::kernels::parallel::{par_ranges, SyncPtr};
+use crate::modeling::kernels::simd::simd_fn;
+pub(crate) use crate::modeling::kernels::softmax::{softmax_dim2, softmax_last};
 
 /// A contiguous f32 CPU tensor's data.
 pub(crate) fn slice<'a>(storage: &'a Storage, layout: &Layout) -> Result<&'a [f32]> {
@@ -15,65 +21,6 @@ pub(crate) fn slice<'a>(storage: &'a Storage, layout: &Layout) -> Result<&'a [f3
         }
         _ => candle_core::bail!("mask decoder: expected a contiguous CPU tensor"),
     }
-}
-
-/// `erf` for f32, rational approximation on [-4, 4] (|error| < 1e-6),
-/// branch-free so that loops over it vectorise.
-#[inline(always)]
-fn erf(x: f32) -> f32 {
-    let x = x.clamp(-4.0, 4.0);
-    let x2 = x * x;
-    let mut p = -2.726_142_3e-10_f32;
-    p = p * x2 + 2.770_681_4e-8;
-    p = p * x2 - 2.101_024e-6;
-    p = p * x2 - 5.692_506_4e-5;
-    p = p * x2 - 7.349_906_3e-4;
-    p = p * x2 - 2.954_6e-3;
-    p = p * x2 - 1.609_603_3e-2;
-    let mut q = -1.456_607_2e-5_f32;
-    q = q * x2 - 2.133_740_6e-4;
-    q = q * x2 - 1.682_827e-3;
-    q = q * x2 - 7.373_329_2e-3;
-    q = q * x2 - 1.426_473_9e-2;
-    x * p / q
-}
-
-/// Exact-form GELU `x/2 · (1 + erf(x/√2))`.
-#[inline(always)]
-pub(crate) fn gelu(x: f32) -> f32 {
-    0.5 * x * (1.0 + erf(x * std::f32::consts::FRAC_1_SQRT_2))
-}
-
-/// Raw output pointer shared by threads writing disjoint rows.
-#[derive(Clone, Copy)]
-struct OutPtr(*mut f32);
-// SAFETY: every task writes a disjoint set of output rows.
-unsafe impl Send for OutPtr {}
-unsafe impl Sync for OutPtr {}
-
-/// Runs `task(first, last, scratch)` over `0..n` split among threads.
-fn parallel_rows<F>(n: usize, scratch_len: usize, task: F)
-where
-    F: Fn(std::ops::Range<usize>, &mut [f32]) + Sync,
-{
-    let threads = candle_core::utils::get_num_threads().clamp(1, n.max(1));
-    if threads == 1 {
-        task(0..n, &mut vec![0f32; scratch_len]);
-        return;
-    }
-    let chunk = n.div_ceil(threads);
-    std::thread::scope(|s| {
-        for t in 1..threads {
-            let task = &task;
-            s.spawn(move || {
-                task(
-                    t * chunk..((t + 1) * chunk).min(n),
-                    &mut vec![0f32; scratch_len],
-                )
-            });
-        }
-        task(0..chunk.min(n), &mut vec![0f32; scratch_len]);
-    });
 }
 
 /// Shapes of the first upscaling stage.
@@ -97,27 +44,16 @@ pub(crate) fn stage1(a: &Stage1, device: &Device) -> Result<Tensor> {
     let (b, o, h, w) = (a.batch, a.channels, a.h, a.w);
     let (ho, wo) = (2 * h, 2 * w);
     let mut out = vec![0f32; b * o * ho * wo];
-    let ptr = OutPtr(out.as_mut_ptr());
-    parallel_rows(b * ho, (o + 2) * wo, |rows, scratch| {
-        #[cfg(target_arch = "x86_64")]
-        if std::arch::is_x86_feature_detected!("avx2") {
-            // SAFETY: the CPU supports AVX2.
-            unsafe { stage1_avx2(a, rows, scratch, ptr) };
-            return;
-        }
-        stage1_rows(a, rows, scratch, ptr);
+    let ptr = SyncPtr(out.as_mut_ptr());
+    par_ranges(b * ho, (o + 2) * wo, |rows, scratch| {
+        stage1_rows(a, rows, scratch, ptr)
     });
     Tensor::from_vec(out, (b, o, ho, wo), device)
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn stage1_avx2(a: &Stage1, rows: std::ops::Range<usize>, scratch: &mut [f32], ptr: OutPtr) {
-    stage1_rows(a, rows, scratch, ptr)
-}
-
-#[inline(always)]
-fn stage1_rows(a: &Stage1, rows: std::ops::Range<usize>, scratch: &mut [f32], ptr: OutPtr) {
+simd_fn! {
+/// Rows `rows` (image, output row) of [`stage1`].
+fn stage1_rows[stage1_rows_at](a: &Stage1, rows: std::ops::Range<usize>, scratch: &mut [f32], ptr: SyncPtr) {
     let (o, h, w) = (a.channels, a.h, a.w);
     let (ho, wo) = (2 * h, 2 * w);
     let (tmp, rest) = scratch.split_at_mut(o * wo);
@@ -179,6 +115,7 @@ fn stage1_rows(a: &Stage1, rows: std::ops::Range<usize>, scratch: &mut [f32], pt
         }
     }
 }
+}
 
 /// Shapes of the second upscaling stage and the mask product.
 pub(crate) struct Stage2<'a> {
@@ -201,27 +138,16 @@ pub(crate) fn stage2(a: &Stage2, device: &Device) -> Result<Tensor> {
     let (b, o, h, w, t) = (a.batch, a.channels, a.h, a.w, a.tokens);
     let (ho, wo) = (2 * h, 2 * w);
     let mut out = vec![0f32; b * t * ho * wo];
-    let ptr = OutPtr(out.as_mut_ptr());
-    parallel_rows(b * ho, o * wo, |rows, scratch| {
-        #[cfg(target_arch = "x86_64")]
-        if std::arch::is_x86_feature_detected!("avx2") {
-            // SAFETY: the CPU supports AVX2.
-            unsafe { stage2_avx2(a, rows, scratch, ptr) };
-            return;
-        }
-        stage2_rows(a, rows, scratch, ptr);
+    let ptr = SyncPtr(out.as_mut_ptr());
+    par_ranges(b * ho, o * wo, |rows, scratch| {
+        stage2_rows(a, rows, scratch, ptr)
     });
     Tensor::from_vec(out, (b, t, ho, wo), device)
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn stage2_avx2(a: &Stage2, rows: std::ops::Range<usize>, scratch: &mut [f32], ptr: OutPtr) {
-    stage2_rows(a, rows, scratch, ptr)
-}
-
-#[inline(always)]
-fn stage2_rows(a: &Stage2, rows: std::ops::Range<usize>, scratch: &mut [f32], ptr: OutPtr) {
+simd_fn! {
+/// Rows `rows` (image, output row) of [`stage2`].
+fn stage2_rows[stage2_rows_at](a: &Stage2, rows: std::ops::Range<usize>, scratch: &mut [f32], ptr: SyncPtr) {
     let (o, h, w, nt) = (a.channels, a.h, a.w, a.tokens);
     let (ho, wo) = (2 * h, 2 * w);
     for row in rows {
@@ -264,185 +190,6 @@ fn stage2_rows(a: &Stage2, rows: std::ops::Range<usize>, scratch: &mut [f32], pt
     }
 }
 
-/// `exp` for f32 (Cephes polynomial, ~1 ulp on the clamped range), branch-free
-/// so that loops over it vectorise. Inputs below -87 give ~1e-38, not 0.
-#[inline(always)]
-pub(crate) fn exp(x: f32) -> f32 {
-    let x = x.clamp(-87.0, 88.0);
-    // n = round(x / ln 2) by the 1.5·2^23 trick; the float's low mantissa
-    // bits then hold n, which gives 2^n by integer ops only.
-    let k = x * std::f32::consts::LOG2_E + 12_582_912.0;
-    let n = k - 12_582_912.0;
-    let r = x - n * 0.693_359_4 + n * 2.121_944_4e-4;
-    let mut p = 1.987_569_1e-4_f32;
-    p = p * r + 1.398_199_9e-3;
-    p = p * r + 8.333_452e-3;
-    p = p * r + 4.166_579_6e-2;
-    p = p * r + 1.666_666_5e-1;
-    p = p * r + 0.5;
-    let e = p * r * r + r + 1.0;
-    e * f32::from_bits(k.to_bits().wrapping_sub(0x4B40_0000 - 127) << 23)
-}
-
-/// In-place softmax of each contiguous row of `n` values of `x`.
-#[inline(always)]
-fn softmax_rows_inline(x: &mut [f32], n: usize) {
-    const L: usize = 16;
-    for row in x.chunks_exact_mut(n) {
-        // Max and sum over 16 independent lanes (vectorised, and a more
-        // accurate sum than a sequential one).
-        let mut lanes = [f32::NEG_INFINITY; L];
-        let mut chunks = row.chunks_exact(L);
-        for c in &mut chunks {
-            for (m, &v) in lanes.iter_mut().zip(c) {
-                *m = if v > *m { v } else { *m };
-            }
-        }
-        let max = chunks
-            .remainder()
-            .iter()
-            .chain(&lanes)
-            .fold(f32::NEG_INFINITY, |m, &v| if v > m { v } else { m });
-        for v in row.iter_mut() {
-            *v = exp(*v - max);
-        }
-        let mut lanes = [0f32; L];
-        let mut chunks = row.chunks_exact(L);
-        for c in &mut chunks {
-            for (a, &v) in lanes.iter_mut().zip(c) {
-                *a += v;
-            }
-        }
-        let mut sum: f32 = chunks.remainder().iter().sum();
-        let mut width = L;
-        while width > 1 {
-            width /= 2;
-            for i in 0..width {
-                lanes[i] += lanes[i + width];
-            }
-        }
-        sum += lanes[0];
-        for v in row.iter_mut() {
-            *v /= sum;
-        }
-    }
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn softmax_rows_avx2(x: &mut [f32], n: usize) {
-    softmax_rows_inline(x, n)
-}
-
-/// Softmax over the last dim of a contiguous f32 CPU tensor.
-pub(crate) fn softmax_last(x: &Tensor) -> Result<Tensor> {
-    let n = x.dim(candle_core::D::Minus1)?;
-    let x = x.contiguous()?;
-    let mut data = {
-        let (g, l) = x.storage_and_layout();
-        slice(&g, l)?.to_vec()
-    };
-    if let Some(rows) = data.len().checked_div(n) {
-        let threads = candle_core::utils::get_num_threads().clamp(1, rows.max(1));
-        // Split whole rows over the threads; small inputs stay on one thread.
-        let per = if data.len() < 65_536 {
-            rows
-        } else {
-            rows.div_ceil(threads)
-        };
-        let run = |chunk: &mut [f32]| {
-            #[cfg(target_arch = "x86_64")]
-            if std::arch::is_x86_feature_detected!("avx2") {
-                // SAFETY: the CPU supports AVX2.
-                unsafe { softmax_rows_avx2(chunk, n) };
-                return;
-            }
-            softmax_rows_inline(chunk, n);
-        };
-        std::thread::scope(|s| {
-            let mut chunks = data.chunks_mut(per.max(1) * n);
-            let first = chunks.next();
-            for c in chunks {
-                s.spawn(move || run(c));
-            }
-            if let Some(c) = first {
-                run(c);
-            }
-        });
-    }
-    Tensor::from_vec(data, x.shape(), x.device())
-}
-
-/// In-place softmax across the `t` rows of length `n` of each group.
-#[inline(always)]
-fn softmax_group_inline(x: &mut [f32], t: usize, n: usize, scratch: &mut [f32]) {
-    let (max, sum) = scratch.split_at_mut(n);
-    for g in x.chunks_exact_mut(t * n) {
-        max.fill(f32::NEG_INFINITY);
-        for row in g.chunks_exact(n) {
-            for (m, &v) in max.iter_mut().zip(row) {
-                *m = if v > *m { v } else { *m };
-            }
-        }
-        sum.fill(0.0);
-        for row in g.chunks_exact_mut(n) {
-            for ((v, m), s) in row.iter_mut().zip(max.iter()).zip(sum.iter_mut()) {
-                *v = exp(*v - m);
-                *s += *v;
-            }
-        }
-        for row in g.chunks_exact_mut(n) {
-            for (v, s) in row.iter_mut().zip(sum.iter()) {
-                *v /= s;
-            }
-        }
-    }
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn softmax_group_avx2(x: &mut [f32], t: usize, n: usize, scratch: &mut [f32]) {
-    softmax_group_inline(x, t, n, scratch)
-}
-
-/// Softmax over dim 2 of a `[B, G, T, N]` f32 CPU tensor (vectorised along `N`).
-pub(crate) fn softmax_dim2(x: &Tensor) -> Result<Tensor> {
-    let (b, g, t, n) = x.dims4()?;
-    let x = x.contiguous()?;
-    let mut data = {
-        let (st, l) = x.storage_and_layout();
-        slice(&st, l)?.to_vec()
-    };
-    let groups = b * g;
-    if groups > 0 && t > 0 && n > 0 {
-        let threads = candle_core::utils::get_num_threads().clamp(1, groups);
-        let per = if data.len() < 65_536 {
-            groups
-        } else {
-            groups.div_ceil(threads)
-        };
-        let run = |chunk: &mut [f32]| {
-            let mut scratch = vec![0f32; 2 * n];
-            #[cfg(target_arch = "x86_64")]
-            if std::arch::is_x86_feature_detected!("avx2") {
-                // SAFETY: the CPU supports AVX2.
-                unsafe { softmax_group_avx2(chunk, t, n, &mut scratch) };
-                return;
-            }
-            softmax_group_inline(chunk, t, n, &mut scratch);
-        };
-        std::thread::scope(|s| {
-            let mut chunks = data.chunks_mut(per * t * n);
-            let first = chunks.next();
-            for c in chunks {
-                s.spawn(move || run(c));
-            }
-            if let Some(c) = first {
-                run(c);
-            }
-        });
-    }
-    Tensor::from_vec(data, (b, g, t, n), x.device())
 }
 
 /// `[B, C, N]` → `[B, N, C]` (contiguous) for an f32 CPU tensor of rank 3.
@@ -486,17 +233,6 @@ pub(crate) fn applies(x: &Tensor) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn fast_exp_is_accurate() {
-        let mut worst = 0f64;
-        for i in -870_000..=880_000 {
-            let x = i as f32 * 1e-4;
-            let e = (x as f64).exp();
-            worst = worst.max((exp(x) as f64 - e).abs() / e);
-        }
-        assert!(worst < 5e-7, "fast exp relative error {worst:e}");
-    }
 
     #[test]
     fn softmax_and_transpose_match_tensor_ops() {
