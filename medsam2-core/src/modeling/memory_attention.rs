@@ -339,7 +339,10 @@ impl RoPEAttention {
             .tables(lq, self.head_dim, self.rope_theta, q.device())?;
         let q = apply_rotary_enc(q, &cos, &sin, lq)?;
         let k = apply_rotary_enc(k, &cos, &sin, n_rope)?;
-        let out = attention(&q, &k, v)?;
+        // In the CPU bf16 mode (packed projections) the two attention
+        // products run in bf16 too.
+        let bf16 = self.q_proj.is_bf16();
+        let out = crate::modeling::kernels::attention::sdpa_in(&q, &k, v, bf16)?;
         let out =
             out.transpose(1, 2)?
                 .contiguous()?

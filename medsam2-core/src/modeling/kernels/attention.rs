@@ -433,6 +433,13 @@ pub fn sdpa_generic(q: &Tensor, k: &Tensor, v: &Tensor, scale: f64) -> Result<Te
 /// tiles for CPU tensors (fast kernels on, any float dtype, computed in f32),
 /// [`sdpa_generic`] elsewhere.
 pub fn sdpa(q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Tensor> {
+    sdpa_in(q, k, v, false)
+}
+
+/// [`sdpa`] whose tile products run in bf16 with f32 sums
+/// ([`super::bf16::Bf16Tiles`]) when `bf16` is set and the CPU has the bf16
+/// kernel (the CPU bf16 mode); f32 tiles otherwise.
+pub fn sdpa_in(q: &Tensor, k: &Tensor, v: &Tensor, bf16: bool) -> Result<Tensor> {
     let (b, h, lq, d) = q.dims4()?;
     let (bk, hk, lk, dk) = k.dims4()?;
     let (bv, hv, lv, dv) = v.dims4()?;
@@ -461,21 +468,24 @@ pub fn sdpa(q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Tensor> {
             drop((qs, ks, vs));
             return sdpa_generic(q, k, v, scale);
         };
-        attention_with(
-            &F32Gemm,
-            Dims {
-                bh: b * h,
-                lq,
-                lk,
-                d,
-                dv,
-            },
-            scale as f32,
+        let dims = Dims {
+            bh: b * h,
+            lq,
+            lk,
+            d,
+            dv,
+        };
+        let (q, k, v) = (
             (qv, Layout::bhld(h, lq, d)),
             (kv, Layout::bhld(h, lk, d)),
             (vv, Layout::bhld(h, lk, dv)),
-            (&mut out, Layout::bhld(h, lq, dv)),
-        )?;
+        );
+        let o = (&mut out[..], Layout::bhld(h, lq, dv));
+        if bf16 && super::bf16::available() {
+            attention_with(&super::bf16::Bf16Tiles, dims, scale as f32, q, k, v, o)?;
+        } else {
+            attention_with(&F32Gemm, dims, scale as f32, q, k, v, o)?;
+        }
     }
     Tensor::from_vec(out, (b, h, lq, dv), q.device())?.to_dtype(dtype)
 }
