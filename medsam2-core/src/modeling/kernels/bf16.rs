@@ -148,8 +148,14 @@ impl PackedB {
     /// `keys[j·ld..]`): the attention scores `Q·Kᵀ` as one product. The
     /// CPU must have the kernel ([`available`]).
     pub(crate) fn repack_keys(&mut self, keys: &[f32], n: usize, d: usize, ld: usize) {
-        assert!(n == 0 || keys.len() >= (n - 1) * ld + d, "repack_keys: too short");
-        assert!(cpu_has_bf16_kernel(), "bf16 pack: this CPU lacks avx512_bf16");
+        assert!(
+            n == 0 || keys.len() >= (n - 1) * ld + d,
+            "repack_keys: too short"
+        );
+        assert!(
+            cpu_has_bf16_kernel(),
+            "bf16 pack: this CPU lacks avx512_bf16"
+        );
         self.reshape(d, n);
         #[cfg(target_arch = "x86_64")]
         // SAFETY: features checked above; `reshape` sized `data` for d × n.
@@ -161,8 +167,14 @@ impl PackedB {
     /// Packs `V` (`n × dv`) of `n` keys of `dv` values each (key `j` at
     /// `values[j·ld..]`): the product `P·V`. The CPU must have the kernel.
     pub(crate) fn repack_values(&mut self, values: &[f32], n: usize, dv: usize, ld: usize) {
-        assert!(n == 0 || values.len() >= (n - 1) * ld + dv, "repack_values: too short");
-        assert!(cpu_has_bf16_kernel(), "bf16 pack: this CPU lacks avx512_bf16");
+        assert!(
+            n == 0 || values.len() >= (n - 1) * ld + dv,
+            "repack_values: too short"
+        );
+        assert!(
+            cpu_has_bf16_kernel(),
+            "bf16 pack: this CPU lacks avx512_bf16"
+        );
         self.reshape(n, dv);
         #[cfg(target_arch = "x86_64")]
         // SAFETY: as above.
@@ -415,7 +427,13 @@ mod avx512 {
     /// # Safety
     /// As [`pack_keys`], with `data` holding the packed `n × dv` layout.
     #[target_feature(enable = "avx512f,avx512bf16")]
-    pub(super) unsafe fn pack_values(values: &[f32], n: usize, dv: usize, ld: usize, data: &mut [bf16]) {
+    pub(super) unsafe fn pack_values(
+        values: &[f32],
+        n: usize,
+        dv: usize,
+        ld: usize,
+        data: &mut [bf16],
+    ) {
         let pairs = n.div_ceil(2);
         let width = dv.div_ceil(NR) * NR;
         let mut rows = vec![bf16::ZERO; 2 * width];
@@ -424,7 +442,10 @@ mod avx512 {
             let a = 2 * p;
             convert_row(&values[a * ld..a * ld + dv], &mut r0[..dv + dv % 2]);
             if a + 1 < n {
-                convert_row(&values[(a + 1) * ld..(a + 1) * ld + dv], &mut r1[..dv + dv % 2]);
+                convert_row(
+                    &values[(a + 1) * ld..(a + 1) * ld + dv],
+                    &mut r1[..dv + dv % 2],
+                );
             } else {
                 r1.fill(bf16::ZERO);
             }
@@ -667,7 +688,12 @@ mod tests {
             return;
         }
         let mut t = PackedB::empty();
-        for &(n, d, pad) in &[(1, 1, 0), (5, 3, 2), (NR + 7, 64, 3), (2 * NR, 2 * NR + 1, 1)] {
+        for &(n, d, pad) in &[
+            (1, 1, 0),
+            (5, 3, 2),
+            (NR + 7, 64, 3),
+            (2 * NR, 2 * NR + 1, 1),
+        ] {
             let ld = d + pad;
             let x = fill(n * ld, (n * 7 + d) as u64);
             t.repack_keys(&x, n, d, ld);
@@ -699,11 +725,21 @@ mod tests {
             eprintln!("skipped: this CPU lacks avx512_bf16");
             return;
         }
-        for &(lq, lk, d, dv) in &[(1, 1, 2, 2), (37, K_BLOCK + 45, 64, 33), (9, 3 * K_BLOCK + 1, 256, 256)] {
+        for &(lq, lk, d, dv) in &[
+            (1, 1, 2, 2),
+            (37, K_BLOCK + 45, 64, 33),
+            (9, 3 * K_BLOCK + 1, 256, 256),
+        ] {
             let (q, k, v) = (fill(lq * d, 11), fill(lk * d, 12), fill(lk * dv, 13));
             // Sharper scores than 1/√d, so the softmax is not flat.
             let scale = 4.0 / (d as f32).sqrt();
-            let dims = Dims { bh: 1, lq, lk, d, dv };
+            let dims = Dims {
+                bh: 1,
+                lq,
+                lk,
+                d,
+                dv,
+            };
             let mut got = vec![0f32; lq * dv];
             attention_with(
                 &Bf16Tiles,
@@ -719,7 +755,9 @@ mod tests {
             for i in 0..lq {
                 let s: Vec<f64> = (0..lk)
                     .map(|j| {
-                        (0..d).map(|c| q[i * d + c] as f64 * k[j * d + c] as f64).sum::<f64>()
+                        (0..d)
+                            .map(|c| q[i * d + c] as f64 * k[j * d + c] as f64)
+                            .sum::<f64>()
                             * scale as f64
                     })
                     .collect();
