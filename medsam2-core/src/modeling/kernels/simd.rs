@@ -75,7 +75,7 @@ pub fn level() -> Level {
 /// time, plus `name_at(level, …)` that runs a given level (clamped to what
 /// the CPU has), for tests that compare the builds:
 ///
-/// ```ignore
+/// ```text
 /// simd_fn! {
 ///     /// Doc.
 ///     pub(crate) fn scale[scale_at](x: &mut [f32], s: f32) { for v in x { *v *= s } }
