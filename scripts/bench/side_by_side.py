@@ -228,7 +228,8 @@ def main():
         fmt = lambda v: "-" if v is None else f"{v:.0f} {unit}" if v >= 100 else f"{v:.1f} {unit}"
         ratio = f"{o / t:.2f}" if t and o else "-"
         name = f"peak RSS, {n} slices" if key[0] == "peak_rss" else key[0]
-        print(f"| {name} | {key[1]} | {fmt(t)} | {fmt(o)} | {ratio} | <= {GOALS.get(key[0], '-')} |")
+        goal = f"<= {GOALS[key[0]]}" if key[0] in GOALS else "-"
+        print(f"| {name} | {key[1]} | {fmt(t)} | {fmt(o)} | {ratio} | {goal} |")
 
 
 if __name__ == "__main__":
