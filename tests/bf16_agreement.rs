@@ -15,6 +15,8 @@
 //! while the trained demo model agrees on 99.92–99.99 % and this fixture on
 //! 99.84–99.88 %.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -29,21 +31,6 @@ use medsam2_core::sam2_video_predictor::{
 
 /// Voxel agreement the bf16 mode must reach on every case.
 const MIN_AGREEMENT: f64 = 0.995;
-
-fn data_dir() -> Option<PathBuf> {
-    let d = std::env::var_os("MEDSAM2_DATA")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/ct-lesion"));
-    if d.is_dir() {
-        Some(d)
-    } else {
-        eprintln!(
-            "skipped: CT data not found at {} (set MEDSAM2_DATA)",
-            d.display()
-        );
-        None
-    }
-}
 
 fn model(dtype: ComputeDType) -> Arc<Sam2Base> {
     let f = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/sam2.0-small-b");
@@ -118,7 +105,9 @@ fn agreement(a: &[Vec<u8>], b: &[Vec<u8>]) -> (f64, usize) {
 
 #[test]
 fn bf16_masks_agree_with_f32_on_the_ct_cases() {
-    let Some(dir) = data_dir() else { return };
+    let Some(dir) = common::ct_data_dir() else {
+        return;
+    };
     let mut cases: Vec<PathBuf> = std::fs::read_dir(&dir)
         .unwrap()
         .map(|e| e.unwrap().path())

@@ -11,6 +11,8 @@
 //!
 //! Outputs go to the system's temporary folder, never into the repository.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 
 use medsam2_core::medical::{self, Geometry, Volume, VoxelData};
@@ -23,21 +25,6 @@ fn fixture() -> (PathBuf, String) {
         f.join("weights.safetensors"),
         f.join("config.yaml").to_string_lossy().into_owned(),
     )
-}
-
-fn data_dir() -> Option<PathBuf> {
-    let d = std::env::var_os("MEDSAM2_DATA")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/ct-lesion"));
-    if d.is_dir() {
-        Some(d)
-    } else {
-        eprintln!(
-            "skipped: CT data not found at {} (set MEDSAM2_DATA)",
-            d.display()
-        );
-        None
-    }
 }
 
 /// A fresh folder under the system's temporary folder.
@@ -233,7 +220,9 @@ fn tinted(img: &image::RgbImage, x0: u32, x1: u32) -> usize {
 
 #[test]
 fn ct_lesion_case_segments_writes_and_evaluates() {
-    let Some(data) = data_dir() else { return };
+    let Some(data) = common::ct_data_dir() else {
+        return;
+    };
     let (ckpt, cfg) = fixture();
     let dir = tmp("ct");
     let case = "CT_Lesion_000002_03_01_035-047";

@@ -9,24 +9,14 @@
 //! tests look in `$MEDSAM2_DATA` or `../shared/data/ct-lesion` and skip (with a
 //! message) when they are absent.
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use std::path::PathBuf;
 use std::time::Instant;
 
 use medsam2_core::medical::{
     self, metrics, nifti, npz::Npz, nrrd, nrrd::NrrdEncoding, DataType, Geometry, Volume, VoxelData,
 };
-
-fn data_dir() -> Option<PathBuf> {
-    let dir = std::env::var_os("MEDSAM2_DATA")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/ct-lesion"));
-    if dir.join("nifti").is_dir() && dir.join("nrrd").is_dir() {
-        Some(dir)
-    } else {
-        eprintln!("skipped: data not found at {}", dir.display());
-        None
-    }
-}
 
 /// A fresh temporary directory for this test process.
 fn temp_dir(tag: &str) -> PathBuf {
@@ -138,7 +128,9 @@ fn lesion_z_range(gt: &Volume) -> (usize, usize) {
 
 #[test]
 fn npz_samples_read_with_stored_values_and_geometry() {
-    let Some(dir) = data_dir() else { return };
+    let Some(dir) = common::ct_data_dir() else {
+        return;
+    };
     for c in &CASES {
         let t0 = Instant::now();
         let npz = Npz::read(dir.join(format!("{}.npz", c.name))).unwrap();
@@ -159,7 +151,9 @@ fn npz_samples_read_with_stored_values_and_geometry() {
 
 #[test]
 fn nifti_and_nrrd_samples_match_their_writers_and_the_npz() {
-    let Some(dir) = data_dir() else { return };
+    let Some(dir) = common::ct_data_dir() else {
+        return;
+    };
     for c in CASES.iter().filter(|c| c.has_nifti_nrrd) {
         let npz = Npz::read(dir.join(format!("{}.npz", c.name))).unwrap();
         let (npz_img, npz_gt) = (npz.volume("imgs").unwrap(), npz.volume("gts").unwrap());
@@ -398,7 +392,9 @@ fn to_big_endian_nifti(le: &[u8]) -> Vec<u8> {
 
 #[test]
 fn convert_and_evaluate_library_functions_on_samples() {
-    let Some(dir) = data_dir() else { return };
+    let Some(dir) = common::ct_data_dir() else {
+        return;
+    };
     let tmp = temp_dir("convert");
     let case = "CT_Lesion_000002_03_01_035-047";
     let npz_path = dir.join(format!("{case}.npz"));
@@ -474,7 +470,9 @@ fn convert_and_evaluate_library_functions_on_samples() {
 fn real_volume_slices_to_frames_and_labels_assemble_back() {
     use medical::intensity::{self, Normalization, Stretch, Window};
     use medical::slicing::{self, Axis, LabelAssembler};
-    let Some(dir) = data_dir() else { return };
+    let Some(dir) = common::ct_data_dir() else {
+        return;
+    };
     let c = &CASES[1];
     let npz = Npz::read(dir.join(format!("{}.npz", c.name))).unwrap();
     let (img, gt) = (npz.volume("imgs").unwrap(), npz.volume("gts").unwrap());

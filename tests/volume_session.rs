@@ -3,7 +3,9 @@
 //! propagates both ways, cancellation mid-way leaves the session valid, a
 //! correction re-propagates, and the frame-feature cache stays within its bound.
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use std::path::Path;
 use std::sync::Arc;
 
 use medsam2_core::build_sam::build_sam2;
@@ -13,21 +15,6 @@ use medsam2_core::sam2_video_predictor::{
     Direction, GreyFrames, Sam2VideoPredictor, SessionOptions,
 };
 use medsam2_core::Error;
-
-fn data_dir() -> Option<PathBuf> {
-    let d = std::env::var_os("MEDSAM2_DATA")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/ct-lesion"));
-    if d.is_dir() {
-        Some(d)
-    } else {
-        eprintln!(
-            "skipped: CT data not found at {} (set MEDSAM2_DATA)",
-            d.display()
-        );
-        None
-    }
-}
 
 fn model() -> Arc<medsam2_core::modeling::sam2_base::Sam2Base> {
     let f = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/sam2.1-tiny-a");
@@ -79,7 +66,9 @@ fn bbox(m: &[u8], w: usize) -> Option<[f32; 4]> {
 
 #[test]
 fn box_propagates_both_ways_cancels_and_corrects() {
-    let Some(dir) = data_dir() else { return };
+    let Some(dir) = common::ct_data_dir() else {
+        return;
+    };
     let case = load_case(&dir);
     let n = case.slices.len();
     let key = 6; // a lesion slice of this case (3..9)
