@@ -21,6 +21,7 @@
 
 use candle_core::{DType, Result, Tensor};
 
+use super::gemm::sgemm;
 use super::math::exp;
 use super::parallel::{par_tasks, with_scratch, SyncPtr};
 use super::simd::simd_fn;
@@ -109,26 +110,17 @@ impl BlockProducts for F32Gemm {
     ) {
         // SAFETY: forwarded from the caller; kᵀ is k read column-major.
         unsafe {
-            gemm::gemm(
+            sgemm(
                 m,
                 n,
                 d,
                 s,
-                1,
-                lds as isize,
+                lds,
                 false,
                 q,
-                1,
-                ldq as isize,
+                (ldq as isize, 1),
                 k,
-                ldk as isize,
-                1,
-                0.0f32,
-                1.0f32,
-                false,
-                false,
-                false,
-                gemm::Parallelism::None,
+                (1, ldk as isize),
             )
         }
     }
@@ -147,26 +139,17 @@ impl BlockProducts for F32Gemm {
     ) {
         // SAFETY: forwarded from the caller.
         unsafe {
-            gemm::gemm(
+            sgemm(
                 m,
                 dv,
                 n,
                 o,
-                1,
-                ldo as isize,
+                ldo,
                 true,
                 p,
-                1,
-                ldp as isize,
+                (ldp as isize, 1),
                 v,
-                1,
-                ldv as isize,
-                1.0f32,
-                1.0f32,
-                false,
-                false,
-                false,
-                gemm::Parallelism::None,
+                (ldv as isize, 1),
             )
         }
     }
