@@ -15,7 +15,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use medsam2_core::medical::{self, Geometry, Volume, VoxelData};
+use medsam2_core::medical::{self, Volume};
 use medsam2_core::sam2_video_predictor::Progress;
 use medsam2_tools::volume_job::*;
 
@@ -37,29 +37,7 @@ fn tmp(name: &str) -> PathBuf {
 
 /// A small i16 "CT" volume (HU) with a bright ellipsoid, oblique geometry.
 fn synthetic() -> Volume {
-    let dims = [40, 32, 7];
-    let mut v = Vec::new();
-    for k in 0..dims[2] {
-        for j in 0..dims[1] {
-            for i in 0..dims[0] {
-                let r = ((i as f64 - 20.0) / 8.0).powi(2)
-                    + ((j as f64 - 15.0) / 6.0).powi(2)
-                    + ((k as f64 - 3.0) / 2.5).powi(2);
-                v.push(if r < 1.0 {
-                    120
-                } else {
-                    -60 + (i as i16 % 7) * 5
-                });
-            }
-        }
-    }
-    let (c, s) = (0.3f64.cos(), 0.3f64.sin());
-    let g = Geometry {
-        spacing: [0.8, 0.9, 3.0],
-        origin: [-12.5, 40.0, 7.25],
-        direction: [[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]],
-    };
-    Volume::new(dims, g, VoxelData::I16(v)).unwrap()
+    common::ellipsoid_ct(|i| -60 + (i as i16 % 7) * 5)
 }
 
 fn assert_one_line_error<T: std::fmt::Debug>(r: Result<T>, needle: &str) {

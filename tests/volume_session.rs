@@ -198,30 +198,14 @@ fn bad_session_inputs_are_errors() {
 /// and labels come back in the input's grid and geometry.
 #[test]
 fn volume_session_records_checks_and_segments() {
-    use medsam2_core::medical::{Geometry, Volume, VoxelData};
+    use medsam2_core::medical::Volume;
     use medsam2_core::volume::{
         Intensity, ObjectPrompts, Prompt, Propagation, SegmentOptions, SlicePrompt, Slices,
         VolumeGrid, VolumeSession,
     };
     let dims = [40, 32, 7];
-    let mut v = Vec::new();
-    for k in 0..dims[2] {
-        for j in 0..dims[1] {
-            for i in 0..dims[0] {
-                let r = ((i as f64 - 20.0) / 8.0).powi(2)
-                    + ((j as f64 - 15.0) / 6.0).powi(2)
-                    + ((k as f64 - 3.0) / 2.5).powi(2);
-                v.push(if r < 1.0 { 120i16 } else { -60 });
-            }
-        }
-    }
-    let (c, s) = (0.3f64.cos(), 0.3f64.sin());
-    let g = Geometry {
-        spacing: [0.8, 0.9, 3.0],
-        origin: [-12.5, 40.0, 7.25],
-        direction: [[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]],
-    };
-    let vol = Volume::new(dims, g, VoxelData::I16(v)).unwrap();
+    let vol = common::ellipsoid_ct(|_| -60);
+    assert_eq!(vol.dims(), dims);
     let it = Intensity::auto(&vol);
     let axis = slicing::Axis::K;
     let mut vs = VolumeSession::new(&vol, &it, axis, model(), SessionOptions::default()).unwrap();
