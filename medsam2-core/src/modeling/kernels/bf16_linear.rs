@@ -137,6 +137,8 @@ pub(crate) unsafe fn linear_acc_bf16(x: *const f32, rows: usize, b: &PackedB, y:
 pub struct Linear {
     inner: candle_nn::Linear,
     packed: Option<Arc<PackedB>>,
+    /// The bias as f32 values, read once at load (bf16 mode only).
+    bias_f32: Option<Arc<[f32]>>,
 }
 
 impl Linear {
@@ -153,9 +155,18 @@ impl Linear {
         } else {
             None
         };
+        let bias_f32 = match (&packed, &bias) {
+            (Some(_), Some(b)) => Some(
+                b.to_dtype(candle_core::DType::F32)?
+                    .to_vec1::<f32>()?
+                    .into(),
+            ),
+            _ => None,
+        };
         Ok(Self {
             inner: candle_nn::Linear::new(weight, bias),
             packed,
+            bias_f32,
         })
     }
 
@@ -193,16 +204,15 @@ impl Linear {
         let xr = crate::modeling::backbones::cpu::F32Ref::new(&xc)?;
         let xs = xr.slice();
         let mut out = vec![0f32; rows * n];
-        if let Some(b) = self.inner.bias() {
-            let b = b.to_dtype(candle_core::DType::F32)?.to_vec1::<f32>()?;
+        if let Some(b) = &self.bias_f32 {
             for row in out.chunks_exact_mut(n) {
-                row.copy_from_slice(&b);
+                row.copy_from_slice(b);
             }
         }
-        use crate::modeling::backbones::cpu::{par_tasks, SyncPtr};
+        use super::parallel::{num_threads, par_tasks, SyncPtr};
         // Row blocks: at least two per thread, at most 256 rows (the A block
         // in bf16 stays in L2).
-        let threads = candle_core::utils::get_num_threads().max(1);
+        let threads = num_threads();
         let rb = rows.div_ceil(2 * threads).clamp(16, 256);
         let po = SyncPtr(out.as_mut_ptr());
         par_tasks(rows.div_ceil(rb), |t| {
