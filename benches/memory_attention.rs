@@ -2,9 +2,9 @@
 //! bank: 4096 query tokens (64x64 map, 256 channels) over 7 spatial memories of
 //! 4096 tokens plus 16 object pointers of 4 tokens (64 channels), random weights.
 //!
-//! `forward` is the whole call (each layer projects its keys and values from
+//! `forward` is the whole call (each layer projects its keys from
 //! the raw memory); `project_memory` is that projection alone; and
-//! `forward_projected` the call on keys and values projected beforehand, as
+//! `forward_projected` the call on keys projected beforehand, as
 //! tracking runs with each stored memory's projection cached
 //! (`memory_bank::ProjectionCache`; the per-slot temporal term it adds is not
 //! included here).
@@ -15,7 +15,7 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 use criterion::{criterion_group, criterion_main, Criterion};
 use medsam2_core::config::{ModelSize, Version};
-use medsam2_core::modeling::memory_attention::MemoryAttention;
+use medsam2_core::modeling::memory_attention::{KeyPart, MemoryAttention};
 use medsam2_core::Sam2Config;
 
 fn bench(c: &mut Criterion) {
@@ -50,10 +50,15 @@ fn bench(c: &mut Criterion) {
     group.bench_function("sam2.1_tiny_1024_full_bank/project_memory", |b| {
         b.iter(|| ma.project_memory(&memory, &memory_pos).unwrap())
     });
-    let projected = ma.project_memory(&memory, &memory_pos).unwrap();
+    let projected: Vec<Vec<KeyPart>> = ma
+        .project_memory(&memory, &memory_pos)
+        .unwrap()
+        .into_iter()
+        .map(|p| vec![KeyPart::plain(p.k)])
+        .collect();
     group.bench_function("sam2.1_tiny_1024_full_bank/forward_projected", |b| {
         b.iter(|| {
-            ma.forward_projected(&curr, &curr_pos, &projected, num_ptr_tokens)
+            ma.forward_projected(&curr, &curr_pos, &projected, &memory, num_ptr_tokens)
                 .unwrap()
         })
     });

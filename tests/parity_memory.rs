@@ -13,7 +13,7 @@ use medsam2_core::config::{
     PositionEmbeddingSineConfig, Version,
 };
 use medsam2_core::modeling::memory_attention::{
-    apply_rotary_enc, attention, compute_axial_rope, MemoryAttention, RopeCache,
+    apply_rotary_enc, attention, compute_axial_rope, KeyPart, MemoryAttention, RopeCache,
 };
 use medsam2_core::modeling::memory_encoder::{
     apply_non_overlapping_constraints, CXBlock, MaskDownSampler, MemoryEncoder, NewMemoryParams,
@@ -240,10 +240,22 @@ fn video_memory_attention(name: &str) {
             &out,
             &g("output"),
         );
-        // The split form (keys/values projected first) gives the same result.
-        let kv = ma.project_memory(&memory, &memory_pos).expect("project");
+        // The split form (keys projected first, here cut into two parts at
+        // an arbitrary token) gives the same result.
+        let projected = ma.project_memory(&memory, &memory_pos).expect("project");
+        let m = memory.dim(0).unwrap();
+        let cut = m / 3;
+        let keys: Vec<Vec<KeyPart>> = projected
+            .iter()
+            .map(|p| {
+                vec![
+                    KeyPart::plain(p.k.narrow(2, 0, cut).unwrap()),
+                    KeyPart::plain(p.k.narrow(2, cut, m - cut).unwrap()),
+                ]
+            })
+            .collect();
         let out2 = ma
-            .forward_projected(&curr, &curr_pos, &kv, n_ptr)
+            .forward_projected(&curr, &curr_pos, &keys, &memory, n_ptr)
             .expect("forward_projected");
         let d = (out - out2)
             .unwrap()

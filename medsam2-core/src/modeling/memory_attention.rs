@@ -137,13 +137,64 @@ impl RopeCache {
     }
 }
 
+/// Keys of one memory as one cross-attention call sees them: projected,
+/// unrotated keys `k` `[B, H, n, dh]`, and an optional `offset` `[B, H, 1,
+/// dh]` added to each (a memory slot's projected temporal encoding, see
+/// [`MemoryAttention::key_offsets`]).
+#[derive(Debug, Clone)]
+pub struct KeyPart {
+    /// Projected, unrotated keys `[B, H, n, dh]`.
+    pub k: Tensor,
+    /// Added to every key before rotation, `[B, H, 1, dh]`.
+    pub offset: Option<Tensor>,
+}
+
+impl KeyPart {
+    /// Keys with no offset.
+    pub fn plain(k: Tensor) -> Self {
+        Self { k, offset: None }
+    }
+}
+
 /// `apply_rotary_enc` on one tensor: `x` `[B, H, L, d]`, tables `[n, d / 2]`.
 /// The first `n_rope` tokens are rotated, token `l` by table row `l mod n`
 /// (`repeat_freqs_k`: several memories share the query's positions); the
 /// remaining tokens (object pointers, `num_k_exclude_rope`) pass unchanged.
 /// `n_rope` must be a multiple of `n`.
 pub fn apply_rotary_enc(x: &Tensor, cos: &Tensor, sin: &Tensor, n_rope: usize) -> Result<Tensor> {
-    let (b, h, l, d) = x.dims4()?;
+    rotate_parts(&[KeyPart::plain(x.clone())], cos, sin, n_rope)
+}
+
+/// The keys of `parts` (each plus its offset) concatenated along the token
+/// axis and rotated as [`apply_rotary_enc`] rotates one tensor: one pass on
+/// CPU f32 data (offset, concatenation and rotation fused), candle ops
+/// elsewhere. Returns `[B, H, Σn, dh]` in the first part's dtype.
+pub fn rotate_parts(
+    parts: &[KeyPart],
+    cos: &Tensor,
+    sin: &Tensor,
+    n_rope: usize,
+) -> Result<Tensor> {
+    let Some(first) = parts.first() else {
+        candle_core::bail!("RoPE: no keys");
+    };
+    let (b, h, _, d) = first.k.dims4()?;
+    let mut l = 0;
+    for p in parts {
+        let (pb, ph, pn, pd) = p.k.dims4()?;
+        let off_ok = match &p.offset {
+            Some(o) => o.dims4()? == (b, h, 1, d),
+            None => true,
+        };
+        if (pb, ph, pd) != (b, h, d) || !off_ok {
+            candle_core::bail!(
+                "RoPE: key parts {:?} and {:?} do not match",
+                first.k.shape(),
+                p.k.shape()
+            );
+        }
+        l += pn;
+    }
     let (n, half) = cos.dims2()?;
     if half * 2 != d || sin.dims2()? != (n, half) {
         candle_core::bail!("RoPE: tables {:?} do not fit head dim {d}", cos.shape());
@@ -153,31 +204,68 @@ pub fn apply_rotary_enc(x: &Tensor, cos: &Tensor, sin: &Tensor, n_rope: usize) -
             "RoPE: {n_rope} rotated tokens of {l} are not a multiple of the {n}-token map"
         );
     }
-    if n_rope == 0 {
-        return Ok(x.clone());
+    if n_rope == 0 && parts.len() == 1 && first.offset.is_none() {
+        return Ok(first.k.clone());
     }
-    let dtype = x.dtype();
-    let xf = x.to_dtype(DType::F32)?.contiguous()?;
-    let cos = cos.to_dtype(DType::F32)?.contiguous()?;
-    let sin = sin.to_dtype(DType::F32)?.contiguous()?;
-    if crate::modeling::kernels::fast_cpu(&xf) {
+    let dtype = first.k.dtype();
+    let f32c = |t: &Tensor| -> Result<Tensor> { t.to_dtype(DType::F32)?.contiguous() };
+    let cos = f32c(cos)?;
+    let sin = f32c(sin)?;
+    if crate::modeling::kernels::fast_cpu(&first.k) {
+        let ks = parts
+            .iter()
+            .map(|p| f32c(&p.k))
+            .collect::<Result<Vec<_>>>()?;
+        let offs = parts
+            .iter()
+            .map(|p| p.offset.as_ref().map(f32c).transpose())
+            .collect::<Result<Vec<_>>>()?;
         let out = {
-            let (xs, xl) = xf.storage_and_layout();
+            let guards: Vec<_> = ks.iter().map(|k| k.storage_and_layout()).collect();
+            let og: Vec<_> = offs
+                .iter()
+                .map(|o| o.as_ref().map(|o| o.storage_and_layout()))
+                .collect();
             let (cs, cl) = cos.storage_and_layout();
             let (ss, sl) = sin.storage_and_layout();
-            match (cpu_f32(&xs, xl), cpu_f32(&cs, cl), cpu_f32(&ss, sl)) {
-                (Some(xv), Some(cv), Some(sv)) => Some(rope_cpu(xv, cv, sv, l, d, n, n_rope)),
+            let data: Option<Vec<RopePart>> = guards
+                .iter()
+                .zip(&og)
+                .zip(&ks)
+                .map(|(((st, ly), o), k)| {
+                    let off = match o {
+                        Some((os, ol)) => Some(cpu_f32(os, ol)?),
+                        None => None,
+                    };
+                    Some((cpu_f32(st, ly)?, k.dim(2).ok()?, off))
+                })
+                .collect();
+            match (data, cpu_f32(&cs, cl), cpu_f32(&ss, sl)) {
+                (Some(data), Some(cv), Some(sv)) => {
+                    Some(rope_cpu(&data, b * h, l, d, cv, sv, n, n_rope))
+                }
                 _ => None,
             }
         };
         if let Some(out) = out {
-            return Tensor::from_vec(out, (b, h, l, d), xf.device())?.to_dtype(dtype);
+            return Tensor::from_vec(out, (b, h, l, d), first.k.device())?.to_dtype(dtype);
         }
+    }
+    let shifted = parts
+        .iter()
+        .map(|p| match &p.offset {
+            Some(o) => f32c(&p.k)?.broadcast_add(&o.to_dtype(DType::F32)?),
+            None => f32c(&p.k),
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let xf = Tensor::cat(&shifted, 2)?;
+    if n_rope == 0 {
+        return xf.to_dtype(dtype);
     }
     rope_generic(&xf, &cos, &sin, n_rope)?.to_dtype(dtype)
 }
 
-/// Device-independent [`apply_rotary_enc`] on f32 tensors: the leading tokens
+/// Device-independent rotation of f32 tensors: the leading tokens
 /// are rotated as `n_rope / n` maps of `n` tokens by candle's interleaved
 /// rotary op, the rest is appended unchanged.
 fn rope_generic(xf: &Tensor, cos: &Tensor, sin: &Tensor, n_rope: usize) -> Result<Tensor> {
@@ -196,34 +284,65 @@ fn rope_generic(xf: &Tensor, cos: &Tensor, sin: &Tensor, n_rope: usize) -> Resul
     }
 }
 
-/// CPU kernel of [`apply_rotary_enc`] on contiguous `[BH, l, d]` data.
+/// One input of [`rope_cpu`]: keys, their token count, their offset.
+type RopePart<'a> = (&'a [f32], usize, Option<&'a [f32]>);
+
+/// CPU kernel of [`rotate_parts`]: `parts` are (contiguous `[BH, nᵢ, d]`
+/// keys, `nᵢ`, optional `[BH, d]` offset); the output is `[BH, l, d]`,
+/// `l = Σnᵢ`, token `t < n_rope` rotated by table row `t mod n`.
+#[allow(clippy::too_many_arguments)]
 fn rope_cpu(
-    x: &[f32],
-    cos: &[f32],
-    sin: &[f32],
+    parts: &[RopePart],
+    bh: usize,
     l: usize,
     d: usize,
+    cos: &[f32],
+    sin: &[f32],
     n: usize,
     n_rope: usize,
 ) -> Vec<f32> {
     let half = d / 2;
-    let mut out = vec![0f32; x.len()];
+    let starts: Vec<usize> = parts
+        .iter()
+        .scan(0, |acc, p| {
+            let s = *acc;
+            *acc += p.1;
+            Some(s)
+        })
+        .collect();
+    let mut out = vec![0f32; bh * l * d];
     // Tasks of whole tokens (rows of `d`) over every batch·head, all threads.
-    let per = crate::modeling::kernels::parallel::rows_per_chunk(x.len() / d, d, 1 << 15);
+    let per = crate::modeling::kernels::parallel::rows_per_chunk(bh * l, d, 1 << 15);
     crate::modeling::kernels::parallel::par_chunks_mut(&mut out, per * d, |i, dst| {
+        let mut shifted = vec![0f32; d];
         let first = i * per;
-        let src = &x[first * d..][..dst.len()];
-        for (r, (s, o)) in src.chunks_exact(d).zip(dst.chunks_exact_mut(d)).enumerate() {
-            let t = (first + r) % l;
+        for (r, o) in dst.chunks_exact_mut(d).enumerate() {
+            let (bhi, t) = ((first + r) / l, (first + r) % l);
+            // The part holding token t (few parts: a linear scan).
+            let pi = starts.iter().rposition(|&s| s <= t).unwrap_or(0);
+            let (data, len, off) = parts[pi];
+            let src = &data[(bhi * len + t - starts[pi]) * d..][..d];
+            let src = match off {
+                Some(off) => {
+                    for ((x, &a), &b) in shifted.iter_mut().zip(src).zip(&off[bhi * d..][..d]) {
+                        *x = a + b;
+                    }
+                    &shifted[..]
+                }
+                None => src,
+            };
             if t >= n_rope {
-                o.copy_from_slice(s);
+                o.copy_from_slice(src);
                 continue;
             }
             let row = t % n;
             let c = &cos[row * half..(row + 1) * half];
             let sn = &sin[row * half..(row + 1) * half];
-            for (((op, sp), &cv), &sv) in
-                o.chunks_exact_mut(2).zip(s.chunks_exact(2)).zip(c).zip(sn)
+            for (((op, sp), &cv), &sv) in o
+                .chunks_exact_mut(2)
+                .zip(src.chunks_exact(2))
+                .zip(c)
+                .zip(sn)
             {
                 let (x0, x1) = (sp[0], sp[1]);
                 op[0] = x0 * cv - x1 * sv;
@@ -305,12 +424,40 @@ impl RoPEAttention {
         self.separate_heads(&t.contiguous()?.broadcast_matmul(&w)?)
     }
 
-    /// Projected, unrotated keys and values `[B, H, Lk, dh]` of `k`, `v`
-    /// `[B, Lk, kv_in_dim]` (what a memory cache would keep).
-    pub fn project_kv(&self, k: &Tensor, v: &Tensor) -> Result<(Tensor, Tensor)> {
-        let k = self.separate_heads(&self.k_proj.forward(&k.contiguous()?)?)?;
-        let v = self.separate_heads(&self.v_proj.forward(&v.contiguous()?)?)?;
-        Ok((k, v))
+    /// Projected, unrotated keys `[B, H, Lk, dh]` of `k` `[B, Lk, kv_in_dim]`
+    /// (what a memory cache keeps).
+    pub fn project_k(&self, k: &Tensor) -> Result<Tensor> {
+        self.separate_heads(&self.k_proj.forward(&k.contiguous()?)?)
+    }
+
+    /// Rotary tables for `lq` queries.
+    fn tables(&self, lq: usize, device: &Device) -> Result<(Tensor, Tensor)> {
+        self.rope.tables(lq, self.head_dim, self.rope_theta, device)
+    }
+
+    /// Number of rotated keys of `lk` with `num_k_exclude_rope` excluded,
+    /// checked against `lq` queries.
+    fn rotated_keys(&self, lq: usize, lk: usize, num_k_exclude_rope: usize) -> Result<usize> {
+        if num_k_exclude_rope > lk {
+            candle_core::bail!("RoPE attention: {num_k_exclude_rope} excluded keys of {lk}");
+        }
+        let n_rope = lk - num_k_exclude_rope;
+        if n_rope != lq && !self.rope_k_repeat {
+            candle_core::bail!(
+                "RoPE attention: {n_rope} rotated keys for {lq} queries without rope_k_repeat"
+            );
+        }
+        Ok(n_rope)
+    }
+
+    /// `[B, H, Lq, dh]` heads → `out_proj` of `[B, Lq, H·dh]`.
+    fn merge_heads(&self, out: &Tensor) -> Result<Tensor> {
+        let (b, _, lq, _) = out.dims4()?;
+        let out =
+            out.transpose(1, 2)?
+                .contiguous()?
+                .reshape((b, lq, self.num_heads * self.head_dim))?;
+        self.out_proj.forward(&out)
     }
 
     /// Rotates projected queries and keys (all but the last
@@ -323,31 +470,74 @@ impl RoPEAttention {
         v: &Tensor,
         num_k_exclude_rope: usize,
     ) -> Result<Tensor> {
-        let (b, _, lq, _) = q.dims4()?;
-        let lk = k.dim(2)?;
-        if num_k_exclude_rope > lk {
-            candle_core::bail!("RoPE attention: {num_k_exclude_rope} excluded keys of {lk}");
-        }
-        let n_rope = lk - num_k_exclude_rope;
-        if n_rope != lq && !self.rope_k_repeat {
-            candle_core::bail!(
-                "RoPE attention: {n_rope} rotated keys for {lq} queries without rope_k_repeat"
-            );
-        }
-        let (cos, sin) = self
-            .rope
-            .tables(lq, self.head_dim, self.rope_theta, q.device())?;
+        let lq = q.dim(2)?;
+        let n_rope = self.rotated_keys(lq, k.dim(2)?, num_k_exclude_rope)?;
+        let (cos, sin) = self.tables(lq, q.device())?;
         let q = apply_rotary_enc(q, &cos, &sin, lq)?;
         let k = apply_rotary_enc(k, &cos, &sin, n_rope)?;
         // In the CPU bf16 mode (packed projections) the two attention
         // products run in bf16 too.
         let bf16 = self.q_proj.is_bf16();
-        let out = crate::modeling::kernels::attention::sdpa_in(&q, &k, v, bf16)?;
-        let out =
-            out.transpose(1, 2)?
-                .contiguous()?
-                .reshape((b, lq, self.num_heads * self.head_dim))?;
-        self.out_proj.forward(&out)
+        self.merge_heads(&crate::modeling::kernels::attention::sdpa_in(
+            &q, &k, v, bf16,
+        )?)
+    }
+
+    /// Cross-attention to a memory: projected, unrotated queries `q`
+    /// `[B, H, Lq, dh]`; keys from `parts` ([`rotate_parts`]; all but the last
+    /// `num_k_exclude_rope` rotated); `memory` `[B, Lk, kv_in_dim]`, the
+    /// unprojected values.
+    ///
+    /// `v_proj` is applied after the attention: with weights `P` (rows
+    /// summing to 1), `P (M W_vᵀ + b) = (P M) W_vᵀ + b`, so each head
+    /// attends over the `kv_in_dim`-wide memory (64 channels against 256 in
+    /// SAM 2: a quarter of the `PV` product) and only the `Lq` outputs are
+    /// projected, never the `Lk` memory tokens. Equal to [`Self::forward`]
+    /// up to rounding.
+    pub fn attend_memory(
+        &self,
+        q: &Tensor,
+        parts: &[KeyPart],
+        memory: &Tensor,
+        num_k_exclude_rope: usize,
+    ) -> Result<Tensor> {
+        let (b, h, lq, _) = q.dims4()?;
+        let (bm, lk, cm) = memory.dims3()?;
+        let total: usize = parts.iter().map(|p| p.k.dim(2)).sum::<Result<usize>>()?;
+        if bm != b || total != lk {
+            candle_core::bail!(
+                "RoPE attention: memory {:?} for {total} keys and batch {b}",
+                memory.shape()
+            );
+        }
+        let n_rope = self.rotated_keys(lq, lk, num_k_exclude_rope)?;
+        let (cos, sin) = self.tables(lq, q.device())?;
+        let q = apply_rotary_enc(q, &cos, &sin, lq)?;
+        let k = rotate_parts(parts, &cos, &sin, n_rope)?;
+        let v = memory
+            .to_dtype(q.dtype())?
+            .unsqueeze(1)?
+            .broadcast_as((b, h, lk, cm))?;
+        let bf16 = self.q_proj.is_bf16();
+        let pm = crate::modeling::kernels::attention::sdpa_in(&q, &k, &v, bf16)?; // [B, H, Lq, Cm]
+                                                                                  // Head h's values are rows h·dh.. of v_proj: [H, Cm, dh].
+        let w = self
+            .v_proj
+            .weight()
+            .to_dtype(pm.dtype())?
+            .reshape((h, self.head_dim, cm))?
+            .transpose(1, 2)?
+            .unsqueeze(0)?;
+        let mut out = pm.broadcast_matmul(&w)?;
+        if let Some(bias) = self.v_proj.bias() {
+            out = out.broadcast_add(&bias.to_dtype(out.dtype())?.reshape((
+                1,
+                h,
+                1,
+                self.head_dim,
+            ))?)?;
+        }
+        self.merge_heads(&out)
     }
 
     /// `forward(q, k, v, num_k_exclude_rope)`: `q` `[B, Lq, C]`, `k`, `v`
@@ -360,41 +550,29 @@ impl RoPEAttention {
         num_k_exclude_rope: usize,
     ) -> Result<Tensor> {
         let qh = self.project_q(q)?;
-        let (kh, vh) = self.project_kv(k, v)?;
+        let kh = self.project_k(k)?;
+        let vh = self.separate_heads(&self.v_proj.forward(&v.contiguous()?)?)?;
         self.attend(&qh, &kh, &vh, num_k_exclude_rope)
     }
 }
 
-/// Projected cross-attention keys and values of one layer, `[B, H, M, dh]`.
+/// Projected cross-attention keys of one layer for one memory, `[B, H, M,
+/// dh]`, unrotated (the values are the memory itself, see
+/// [`RoPEAttention::attend_memory`]).
 #[derive(Debug, Clone)]
 pub struct ProjectedMemory {
     /// Keys (unrotated).
     pub k: Tensor,
-    /// Values.
-    pub v: Tensor,
 }
 
 impl ProjectedMemory {
     /// These keys shifted by `offset` `[B, H, 1, dh]` (see
-    /// [`MemoryAttention::key_offsets`]); values shared. `None` leaves them as they are.
-    pub fn with_key_offset(&self, offset: Option<&Tensor>) -> Result<Self> {
-        Ok(Self {
-            k: match offset {
-                Some(o) => self.k.broadcast_add(o)?,
-                None => self.k.clone(),
-            },
-            v: self.v.clone(),
-        })
-    }
-
-    /// The concatenation of `parts` along the token axis.
-    pub fn cat(parts: &[ProjectedMemory]) -> Result<Self> {
-        let ks: Vec<&Tensor> = parts.iter().map(|p| &p.k).collect();
-        let vs: Vec<&Tensor> = parts.iter().map(|p| &p.v).collect();
-        Ok(Self {
-            k: Tensor::cat(&ks, 2)?,
-            v: Tensor::cat(&vs, 2)?,
-        })
+    /// [`MemoryAttention::key_offsets`]); `None` leaves them as they are.
+    pub fn with_key_offset(&self, offset: Option<&Tensor>) -> KeyPart {
+        KeyPart {
+            k: self.k.clone(),
+            offset: offset.cloned(),
+        }
     }
 }
 
@@ -446,16 +624,17 @@ impl MemoryAttentionLayer {
         layer_norm_last(x, &self.norms[i].0, &self.norms[i].1, LN_EPS)
     }
 
-    /// Cross-attention keys (`memory + pos` when `pos_enc_at_cross_attn_keys`)
-    /// and values (`memory`), projected: `memory`, `pos` `[B, M, Cm]`.
+    /// Cross-attention keys (`memory + pos` when `pos_enc_at_cross_attn_keys`),
+    /// projected: `memory`, `pos` `[B, M, Cm]`.
     pub fn project_memory(&self, memory: &Tensor, pos: &Tensor) -> Result<ProjectedMemory> {
         let k_in = if self.pos_enc_at_cross_attn_keys {
             (memory + pos)?
         } else {
             memory.clone()
         };
-        let (k, v) = self.cross_attn_image.project_kv(&k_in, memory)?;
-        Ok(ProjectedMemory { k, v })
+        Ok(ProjectedMemory {
+            k: self.cross_attn_image.project_k(&k_in)?,
+        })
     }
 
     /// What adding `t` `[B, 1, Cm]` to every position encoding of a memory
@@ -469,12 +648,15 @@ impl MemoryAttentionLayer {
         }
     }
 
-    /// The layer on batch-first `tgt`, `query_pos` `[B, L, C]` with projected memory.
+    /// The layer on batch-first `tgt`, `query_pos` `[B, L, C]` with the
+    /// memory's keys projected (`keys`, in token order) and its values
+    /// `memory` `[B, M, Cm]` unprojected.
     pub fn forward_projected(
         &self,
         tgt: &Tensor,
         query_pos: &Tensor,
-        memory: &ProjectedMemory,
+        keys: &[KeyPart],
+        memory: &Tensor,
         num_k_exclude_rope: usize,
     ) -> Result<Tensor> {
         // Self-attention.
@@ -495,7 +677,7 @@ impl MemoryAttentionLayer {
         let q = self.cross_attn_image.project_q(&q)?;
         let ca = self
             .cross_attn_image
-            .attend(&q, &memory.k, &memory.v, num_k_exclude_rope)?;
+            .attend_memory(&q, keys, memory, num_k_exclude_rope)?;
         let tgt = (tgt + ca)?;
         // MLP.
         let t2 = self.norm(2, &tgt)?;
@@ -515,8 +697,8 @@ impl MemoryAttentionLayer {
         query_pos: &Tensor,
         num_k_exclude_rope: usize,
     ) -> Result<Tensor> {
-        let mem = self.project_memory(memory, pos)?;
-        self.forward_projected(tgt, query_pos, &mem, num_k_exclude_rope)
+        let keys = [KeyPart::plain(self.project_memory(memory, pos)?.k)];
+        self.forward_projected(tgt, query_pos, &keys, memory, num_k_exclude_rope)
     }
 }
 
@@ -550,7 +732,7 @@ impl MemoryAttention {
         })
     }
 
-    /// Projected cross-attention keys/values of every layer for `memory`,
+    /// Projected cross-attention keys of every layer for `memory`,
     /// `memory_pos` `[M, B, Cm]` (sequence-first).
     pub fn project_memory(
         &self,
@@ -578,24 +760,28 @@ impl MemoryAttention {
         self.layers.iter().map(|l| l.key_offset(t)).collect()
     }
 
-    /// [`MemoryAttention::forward`] with memory projected by
-    /// [`MemoryAttention::project_memory`].
+    /// [`MemoryAttention::forward`] with the keys projected beforehand: per
+    /// layer, the key parts of the memory in token order (from
+    /// [`MemoryAttention::project_memory`], each with its slot's offset);
+    /// `memory` `[M, B, Cm]` (sequence-first) gives the values.
     pub fn forward_projected(
         &self,
         curr: &Tensor,
         curr_pos: &Tensor,
-        memory: &[ProjectedMemory],
+        keys: &[Vec<KeyPart>],
+        memory: &Tensor,
         num_obj_ptr_tokens: usize,
     ) -> Result<Tensor> {
-        if memory.len() != self.layers.len() {
+        if keys.len() != self.layers.len() {
             candle_core::bail!(
                 "memory attention: {} projected memories for {} layers",
-                memory.len(),
+                keys.len(),
                 self.layers.len()
             );
         }
+        let memory = memory.transpose(0, 1)?.contiguous()?;
         self.run(curr, curr_pos, |i, layer, output, query_pos| {
-            layer.forward_projected(output, query_pos, &memory[i], num_obj_ptr_tokens)
+            layer.forward_projected(output, query_pos, &keys[i], &memory, num_obj_ptr_tokens)
         })
     }
 

@@ -610,7 +610,7 @@ impl Sam2Base {
             let projected =
                 self.project_selected_memory(memory, &memory_t, &memory_pos, num_ptr)?;
             self.memory_attention
-                .forward_projected(&curr, &curr_pos, &projected, num_ptr)?
+                .forward_projected(&curr, &curr_pos, &projected, &memory_t, num_ptr)?
         };
         let pix = from_seq_first(&out, h, w)?;
         let trace = MemoryAttentionTrace {
@@ -624,11 +624,12 @@ impl Sam2Base {
         Ok((pix, Some(trace)))
     }
 
-    /// The cross-attention keys and values of every memory-attention layer for
-    /// `memory`: each spatial memory's projection comes from its cache (filled
-    /// on first use) plus its slot's projected temporal encoding; the object
-    /// pointers (the last `num_ptr` tokens of `memory_t`, `memory_pos`, `[M, 1, Cm]`)
-    /// are projected anew. Equal to projecting the assembled memory, as
+    /// The cross-attention keys of every memory-attention layer for `memory`,
+    /// as key parts in token order: each spatial memory's projection comes
+    /// from its cache (filled on first use) with its slot's projected temporal
+    /// encoding as offset; the object pointers (the last `num_ptr` tokens of
+    /// `memory_t`, `memory_pos`, `[M, 1, Cm]`) are projected anew. Equal to
+    /// projecting the assembled memory, as
     /// `k_proj(m + pos + tpos) = k_proj(m + pos) + W_k tpos`.
     fn project_selected_memory(
         &self,
@@ -636,11 +637,11 @@ impl Sam2Base {
         memory_t: &Tensor,
         memory_pos: &Tensor,
         num_ptr: usize,
-    ) -> Result<Vec<crate::modeling::memory_attention::ProjectedMemory>> {
-        use crate::modeling::memory_attention::ProjectedMemory;
+    ) -> Result<Vec<Vec<crate::modeling::memory_attention::KeyPart>>> {
+        use crate::modeling::memory_attention::{KeyPart, ProjectedMemory};
         let ma = &self.memory_attention;
         let cm = self.cfg.mem_dim();
-        let mut per_layer: Vec<Vec<ProjectedMemory>> = vec![Vec::new(); ma.num_layers()];
+        let mut per_layer: Vec<Vec<KeyPart>> = vec![Vec::new(); ma.num_layers()];
         for m in &memory.spatial {
             let project = || -> Result<Vec<ProjectedMemory>> {
                 let f = to_seq_first(&m.features.to_dtype(DType::F32)?)?.to_dtype(self.dtype)?;
@@ -666,7 +667,7 @@ impl Sam2Base {
                 None => vec![None; ma.num_layers()],
             };
             for ((parts, b), o) in per_layer.iter_mut().zip(base.iter()).zip(&offsets) {
-                parts.push(b.with_key_offset(o.as_ref())?);
+                parts.push(b.with_key_offset(o.as_ref()));
             }
         }
         if num_ptr > 0 {
@@ -674,13 +675,10 @@ impl Sam2Base {
             let ptr = memory_t.narrow(0, total - num_ptr, num_ptr)?;
             let ptr_pos = memory_pos.narrow(0, total - num_ptr, num_ptr)?;
             for (parts, p) in per_layer.iter_mut().zip(ma.project_memory(&ptr, &ptr_pos)?) {
-                parts.push(p);
+                parts.push(KeyPart::plain(p.k));
             }
         }
-        Ok(per_layer
-            .iter()
-            .map(|parts| ProjectedMemory::cat(parts))
-            .collect::<candle_core::Result<_>>()?)
+        Ok(per_layer)
     }
 
     /// `_encode_new_memory` of one frame: (`maskmem_features` rounded to bf16
