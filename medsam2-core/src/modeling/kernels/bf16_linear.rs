@@ -1,4 +1,5 @@
-//! Linear layers in the CPU bf16 mode (`ComputeDType::BF16` on the CPU).
+//! Linear layers in the CPU bf16 mode (`ComputeDType::BF16` on the CPU), and
+//! the f32 fast path of the same layer (row blocks on the kernels' pool).
 //!
 //! On the CPU the bf16 mode keeps every tensor in f32 and puts bf16 where the
 //! FLOPs are: the weight matrices of the linear layers are rounded to bf16 and
@@ -131,14 +132,18 @@ pub(crate) unsafe fn linear_acc_bf16(x: *const f32, rows: usize, b: &PackedB, y:
 }
 
 /// `nn.Linear` (weight `[out, in]`, optional bias) that runs its product in
-/// bf16 on CPU f32 inputs when the model was loaded in the CPU bf16 mode; a
-/// plain candle linear layer otherwise (any dtype, any device).
+/// bf16 on CPU f32 inputs when the model was loaded in the CPU bf16 mode, in
+/// f32 on the kernels' thread pool for other CPU f32 inputs (fast kernels
+/// on), and as a plain candle linear layer otherwise (any dtype, any device).
 #[derive(Debug, Clone)]
 pub struct Linear {
     inner: candle_nn::Linear,
     packed: Option<Arc<PackedB>>,
-    /// The bias as f32 values, read once at load (bf16 mode only).
+    /// The bias as f32 values, read once at load (fast CPU paths).
     bias_f32: Option<Arc<[f32]>>,
+    /// Whether f32 CPU inputs take the f32 fast path (the weight is a
+    /// contiguous f32 CPU matrix and not packed).
+    fast_f32: bool,
 }
 
 impl Linear {
@@ -155,8 +160,15 @@ impl Linear {
         } else {
             None
         };
-        let bias_f32 = match (&packed, &bias) {
-            (Some(_), Some(b)) => Some(
+        // The f32 fast path reads the weight in place: a contiguous f32 CPU
+        // matrix.
+        let fast_f32 = packed.is_none()
+            && weight.device().is_cpu()
+            && weight.dtype() == candle_core::DType::F32
+            && weight.rank() == 2
+            && weight.is_contiguous();
+        let bias_f32 = match (packed.is_some() || fast_f32, &bias) {
+            (true, Some(b)) => Some(
                 b.to_dtype(candle_core::DType::F32)?
                     .to_vec1::<f32>()?
                     .into(),
@@ -167,6 +179,7 @@ impl Linear {
             inner: candle_nn::Linear::new(weight, bias),
             packed,
             bias_f32,
+            fast_f32,
         })
     }
 
@@ -185,8 +198,19 @@ impl Linear {
         self.packed.is_some()
     }
 
-    fn forward_bf16(&self, p: &PackedB, x: &Tensor) -> Result<Tensor> {
-        let (k, n) = (p.k(), p.n());
+    /// The fast CPU product on f32 input `x` `[.., k]`: rows split into
+    /// blocks over the kernels' thread pool (no second pool: candle's
+    /// matmul would run the gemm crate on rayon's threads while the kernels'
+    /// pool spins), each block by `product(rows, x_block, y_block)` with `y`
+    /// holding the bias beforehand.
+    fn forward_rows(
+        &self,
+        x: &Tensor,
+        k: usize,
+        n: usize,
+        max_rows: usize,
+        product: impl Fn(usize, &[f32], &mut [f32]) + Sync,
+    ) -> Result<Tensor> {
         let dims = x.dims();
         let Some((&last, lead)) = dims.split_last() else {
             candle_core::bail!("linear: scalar input");
@@ -210,19 +234,51 @@ impl Linear {
             }
         }
         use super::parallel::{num_threads, par_tasks, SyncPtr};
-        // Row blocks: at least two per thread, at most 256 rows (the A block
-        // in bf16 stays in L2).
-        let threads = num_threads();
-        let rb = rows.div_ceil(2 * threads).clamp(16, 256);
+        // Row blocks: at least two per thread, at most `max_rows`.
+        let rb = rows.div_ceil(2 * num_threads()).clamp(16, max_rows);
         let po = SyncPtr(out.as_mut_ptr());
         par_tasks(rows.div_ceil(rb), |t| {
             let r0 = t * rb;
             let nr = rb.min(rows - r0);
             // SAFETY: disjoint row ranges of `out`.
             let y = unsafe { std::slice::from_raw_parts_mut(po.ptr().add(r0 * n), nr * n) };
-            bf16::gemm_acc(nr, &xs[r0 * k..(r0 + nr) * k], k, p, y, n);
+            product(nr, &xs[r0 * k..(r0 + nr) * k], y);
         });
         Tensor::from_vec(out, shape, x.device())
+    }
+
+    fn forward_bf16(&self, p: &PackedB, x: &Tensor) -> Result<Tensor> {
+        let (k, n) = (p.k(), p.n());
+        // At most 256 rows: the A block in bf16 stays in L2.
+        self.forward_rows(x, k, n, 256, |rows, xs, y| {
+            bf16::gemm_acc(rows, xs, k, p, y, n)
+        })
+    }
+
+    fn forward_f32(&self, x: &Tensor) -> Result<Tensor> {
+        let w = self.inner.weight();
+        let (n, k) = w.dims2()?;
+        let wr = crate::modeling::backbones::cpu::F32Ref::new(w)?;
+        let ws = wr.slice();
+        // Up to 512 rows per GEMM call: each call packs the weight again.
+        self.forward_rows(x, k, n, 512, |rows, xs, y| {
+            // SAFETY: `xs` holds `rows·k` values, `y` `rows·n`, `ws` the
+            // `[n, k]` weight read as `Wᵀ` (row stride 1, column stride k).
+            unsafe {
+                super::gemm::sgemm(
+                    rows,
+                    n,
+                    k,
+                    y.as_mut_ptr(),
+                    n,
+                    true,
+                    xs.as_ptr(),
+                    (k as isize, 1),
+                    ws.as_ptr(),
+                    (1, k as isize),
+                )
+            }
+        })
     }
 }
 
@@ -230,6 +286,7 @@ impl Module for Linear {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         match &self.packed {
             Some(p) if super::fast_cpu_f32(x) => self.forward_bf16(p, x),
+            None if self.fast_f32 && super::fast_cpu_f32(x) => self.forward_f32(x),
             _ => self.inner.forward(x),
         }
     }
@@ -303,5 +360,32 @@ mod tests {
 
         // Outside a scope nothing packs.
         assert!(!Linear::new(w, Some(b)).unwrap().is_bf16());
+    }
+
+    /// The f32 fast path (row blocks over the pool, the gemm crate) against
+    /// candle's linear layer: many row blocks, with and without bias, and a
+    /// non-contiguous input.
+    #[test]
+    fn f32_fast_path_matches_candle_linear() {
+        let (w, b) = (rand(&[70, 45], 4), rand(&[70], 5));
+        let x = rand(&[2, 1500, 45], 6);
+        let xt = rand(&[45, 300], 7).t().unwrap(); // [300, 45], strided
+        for bias in [Some(b.clone()), None] {
+            let lin = Linear::new(w.clone(), bias.clone()).unwrap();
+            assert!(lin.fast_f32 && !lin.is_bf16());
+            let reference = candle_nn::Linear::new(w.clone(), bias);
+            for input in [&x, &xt] {
+                let got = lin.forward(input).unwrap();
+                let want = reference.forward(input).unwrap();
+                assert_eq!(got.dims(), want.dims());
+                let d = (&got - &want).unwrap().abs().unwrap().max_all().unwrap();
+                assert!(d.to_scalar::<f32>().unwrap() <= 1e-5);
+            }
+        }
+        // A wrong width is an error, not a panic.
+        assert!(Linear::new(w, Some(b))
+            .unwrap()
+            .forward(&rand(&[3, 44], 8))
+            .is_err());
     }
 }
