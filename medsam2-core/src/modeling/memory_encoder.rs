@@ -42,6 +42,15 @@ impl Module for Conv1x1 {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let (b, c, h, w) = x.dims4()?;
         let cout = self.weight.dim(0)?;
+        if let Some(y) = crate::modeling::kernels::conv::conv2d_fast(
+            x,
+            &self.weight.reshape((cout, c, 1, 1))?,
+            Some(&self.bias.reshape(cout)?),
+            1,
+            0,
+        )? {
+            return Ok(y);
+        }
         let weight = self.weight.to_dtype(x.dtype())?;
         let bias = self.bias.to_dtype(x.dtype())?;
         let x = x.contiguous()?;
@@ -148,7 +157,23 @@ impl Module for MaskDownSampler {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let mut x = x.clone();
         for (conv, norm) in &self.blocks {
-            x = crate::modeling::kernels::math::gelu_tensor(&norm.forward(&conv.forward(&x)?)?)?;
+            let cfg = conv.config();
+            let fast = if cfg.groups == 1 && cfg.dilation == 1 {
+                crate::modeling::kernels::conv::conv2d_fast(
+                    &x,
+                    conv.weight(),
+                    conv.bias(),
+                    cfg.stride,
+                    cfg.padding,
+                )?
+            } else {
+                None
+            };
+            let y = match fast {
+                Some(y) => y,
+                None => conv.forward(&x)?,
+            };
+            x = crate::modeling::kernels::math::gelu_tensor(&norm.forward(&y)?)?;
         }
         self.out.forward(&x)
     }

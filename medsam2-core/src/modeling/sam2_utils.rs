@@ -98,6 +98,14 @@ impl LayerNorm2d {
 
 impl Module for LayerNorm2d {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        if let Some(y) = crate::modeling::kernels::norm::layer_norm_channels_fast(
+            x,
+            &self.weight,
+            &self.bias,
+            self.eps,
+        )? {
+            return Ok(y);
+        }
         let c = self.weight.dim(0)?;
         let u = x.mean_keepdim(1)?;
         let xc = x.broadcast_sub(&u)?;

@@ -76,6 +76,7 @@ pub(crate) fn fast_cpu_f32(t: &Tensor) -> bool {
 pub mod attention;
 pub mod bf16;
 pub mod bf16_linear;
+pub(crate) mod conv;
 pub(crate) mod gemm;
 pub(crate) mod math;
 pub(crate) mod norm;

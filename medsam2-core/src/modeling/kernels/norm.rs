@@ -1,6 +1,8 @@
 //! Layer norm over contiguous rows (`nn.LayerNorm` on the last dim, and
 //! `LayerNorm2d` on channels-last data): two passes in f32 (mean, then the
-//! centred variance) as PyTorch computes it, 8 lanes per sum.
+//! centred variance) as PyTorch computes it, 8 lanes per sum. And
+//! `LayerNorm2d` on channels-first data (the norm over the channel axis of
+//! NCHW maps), the same two passes with one lane per pixel.
 
 use candle_core::{DType, Result, Tensor, D};
 
@@ -72,6 +74,102 @@ pub(crate) fn layer_norm_last_fast(
     Tensor::from_vec(out, x.shape(), x.device()).map(Some)
 }
 
+simd_fn! {
+    /// `LayerNorm2d` of `np` pixels of `c` channels (channel stride `plane`)
+    /// from `src` into `dst`, the same pixel range of each: per pixel the
+    /// mean, then the mean of the centred squares, in f32 over channels in
+    /// order; `y = (x − u) / √(s + ε) · w + b` as the official computes it.
+    /// `mean` and `sd` are scratch of `np` values.
+    fn layer_norm_channels_block[layer_norm_channels_block_at](src: &[f32], dst: *mut f32, c: usize, plane: usize, np: usize, w: &[f32], b: &[f32], eps: f32, mean: &mut [f32], sd: &mut [f32]) {
+        mean.fill(0.0);
+        for ch in 0..c {
+            for (m, &v) in mean.iter_mut().zip(&src[ch * plane..][..np]) {
+                *m += v;
+            }
+        }
+        for m in mean.iter_mut() {
+            *m /= c as f32;
+        }
+        sd.fill(0.0);
+        for ch in 0..c {
+            for ((s, &m), &v) in sd.iter_mut().zip(mean.iter()).zip(&src[ch * plane..][..np]) {
+                let d = v - m;
+                *s += d * d;
+            }
+        }
+        for s in sd.iter_mut() {
+            *s = (*s / c as f32 + eps).sqrt();
+        }
+        for ch in 0..c {
+            // SAFETY: the caller owns these `np` outputs of every channel.
+            let y = unsafe { std::slice::from_raw_parts_mut(dst.add(ch * plane), np) };
+            let (wc, bc) = (w[ch], b[ch]);
+            for (((y, &v), &m), &s) in y.iter_mut().zip(&src[ch * plane..][..np]).zip(mean.iter()).zip(sd.iter()) {
+                *y = (v - m) / s * wc + bc;
+            }
+        }
+    }
+}
+
+/// `LayerNorm2d` (the norm over the channel axis of an NCHW map) on an f32
+/// CPU tensor `[B, C, H, W]` (fast kernels on) on all threads; `None` when
+/// the fast path does not apply, for the caller's generic path.
+pub(crate) fn layer_norm_channels_fast(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: &Tensor,
+    eps: f64,
+) -> Result<Option<Tensor>> {
+    if !super::fast_cpu_f32(x) || x.rank() != 4 {
+        return Ok(None);
+    }
+    let (bn, c, h, w) = x.dims4()?;
+    let plane = h * w;
+    let x = x.contiguous()?;
+    let wt = weight.to_dtype(DType::F32)?.contiguous()?;
+    let bt = bias.to_dtype(DType::F32)?.contiguous()?;
+    let cpu = crate::modeling::memory_encoder::cpu_f32;
+    let (xs, xl) = x.storage_and_layout();
+    let (ws, wl) = wt.storage_and_layout();
+    let (bs, bl) = bt.storage_and_layout();
+    let (Some(xv), Some(wv), Some(bv)) = (cpu(&xs, xl), cpu(&ws, wl), cpu(&bs, bl)) else {
+        return Ok(None);
+    };
+    if wv.len() != c || bv.len() != c || c == 0 {
+        return Ok(None);
+    }
+    let mut out = vec![0f32; xv.len()];
+    // Pixel blocks: up to 1024 pixels (the block's channels stream through
+    // cache three times), about two per thread when there are few.
+    let block = plane
+        .div_ceil(2 * super::parallel::num_threads())
+        .clamp(64, 1024);
+    let blocks = plane.div_ceil(block).max(1);
+    let po = super::parallel::SyncPtr(out.as_mut_ptr());
+    super::parallel::par_tasks(bn * blocks, |t| {
+        let (bi, p0) = (t / blocks, (t % blocks) * block);
+        let np = block.min(plane - p0);
+        let off = bi * c * plane + p0;
+        super::parallel::with_scratch(2 * np, |buf| {
+            let (mean, sd) = buf.split_at_mut(np);
+            // SAFETY: pixels p0.. of image bi in every channel: this task's only.
+            layer_norm_channels_block(
+                &xv[off..],
+                unsafe { po.ptr().add(off) },
+                c,
+                plane,
+                np,
+                wv,
+                bv,
+                eps as f32,
+                mean,
+                sd,
+            );
+        });
+    });
+    Tensor::from_vec(out, x.shape(), x.device()).map(Some)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -106,5 +204,28 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// Channels-first layer norm against the candle-op reference (the
+    /// official arithmetic), batch 2, block edges, a large offset.
+    #[test]
+    fn channels_first_matches_reference() -> Result<()> {
+        let dev = candle_core::Device::Cpu;
+        for (c, h, w) in [(4usize, 33usize, 30usize), (64, 8, 8), (3, 1, 1)] {
+            let x = (Tensor::randn(0f32, 1.0, (2, c, h, w), &dev)? + 50.0)?;
+            let wt = Tensor::randn(1f32, 0.1, c, &dev)?;
+            let bt = Tensor::randn(0f32, 0.1, c, &dev)?;
+            let got = layer_norm_channels_fast(&x, &wt, &bt, 1e-6)?.expect("fast path");
+            let u = x.mean_keepdim(1)?;
+            let xc = x.broadcast_sub(&u)?;
+            let s = xc.sqr()?.mean_keepdim(1)?;
+            let want = xc
+                .broadcast_div(&(s + 1e-6)?.sqrt()?)?
+                .broadcast_mul(&wt.reshape((1, c, 1, 1))?)?
+                .broadcast_add(&bt.reshape((1, c, 1, 1))?)?;
+            let d = (got - want)?.abs()?.max_all()?.to_scalar::<f32>()?;
+            assert!(d < 1e-4, "{c}x{h}x{w}: {d}");
+        }
+        Ok(())
     }
 }

@@ -1,0 +1,168 @@
+//! Dense 2-D convolution (`nn.Conv2d`, groups 1, dilation 1) on the CPU as
+//! blocks of im2col + one f32 GEMM each, on the kernels' thread pool.
+//!
+//! Why by hand: candle's CPU `conv2d` builds the whole im2col matrix, runs
+//! its matmul on rayon's pool beside the kernels' pool and transposes the
+//! result back to NCHW; on the memory encoder's mask downsampler (four
+//! stride-2 3×3 convolutions, 1 → 256 channels, ~0.4 GFLOP at 512) that took
+//! 30 ms on two threads. Here each task gathers the patches of a few output
+//! rows (a scratch block that stays in cache) and multiplies them straight
+//! into the NCHW output.
+
+use candle_core::{Result, Tensor};
+
+use super::gemm::sgemm;
+use super::parallel::{num_threads, par_tasks, with_scratch, SyncPtr};
+
+/// Scratch elements per task's patch block (1 MB of f32).
+const PATCH_BLOCK: usize = 1 << 18;
+
+/// `conv2d(x, weight, bias, stride, padding)` on an f32 CPU tensor `x`
+/// `[B, Cin, H, W]` with `weight` `[Cout, Cin, k, k]`; `None` when the fast
+/// path does not apply (other device or dtype, fast kernels off), for the
+/// caller's candle path.
+pub(crate) fn conv2d_fast(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    stride: usize,
+    padding: usize,
+) -> Result<Option<Tensor>> {
+    if !super::fast_cpu_f32(x) || !super::fast_cpu_f32(weight) {
+        return Ok(None);
+    }
+    let (b, cin, h, w) = x.dims4()?;
+    let (cout, wcin, kh, kw) = weight.dims4()?;
+    if wcin != cin || stride == 0 || h + 2 * padding < kh || w + 2 * padding < kw {
+        candle_core::bail!(
+            "conv2d: input {:?} does not fit weight {:?}",
+            x.shape(),
+            weight.shape()
+        );
+    }
+    let ho = (h + 2 * padding - kh) / stride + 1;
+    let wo = (w + 2 * padding - kw) / stride + 1;
+    let k = cin * kh * kw;
+    let x = x.contiguous()?;
+    let weight = weight.contiguous()?;
+    let bias = bias.map(|t| t.contiguous()).transpose()?;
+    let xr = crate::modeling::backbones::cpu::F32Ref::new(&x)?;
+    let wr = crate::modeling::backbones::cpu::F32Ref::new(&weight)?;
+    let br = bias
+        .as_ref()
+        .map(crate::modeling::backbones::cpu::F32Ref::new)
+        .transpose()?;
+    let (xs, ws) = (xr.slice(), wr.slice());
+    let bs = br.as_ref().map(|b| b.slice());
+    if bs.is_some_and(|b| b.len() != cout) {
+        candle_core::bail!("conv2d: bias does not have {cout} values");
+    }
+    let plane = ho * wo;
+    let mut out = vec![0f32; b * cout * plane];
+    if out.is_empty() {
+        return Ok(Some(Tensor::from_vec(out, (b, cout, ho, wo), x.device())?));
+    }
+    // Output rows per task: a patch block of at most PATCH_BLOCK values, and
+    // at least two tasks per thread.
+    let rows = (PATCH_BLOCK / (k * wo).max(1))
+        .min((b * ho).div_ceil(2 * num_threads()))
+        .clamp(1, ho);
+    let blocks = ho.div_ceil(rows);
+    let po = SyncPtr(out.as_mut_ptr());
+    par_tasks(b * blocks, |task| {
+        let (bi, r0) = (task / blocks, (task % blocks) * rows);
+        let nr = rows.min(ho - r0);
+        let p = nr * wo;
+        let xb = &xs[bi * cin * h * w..][..cin * h * w];
+        with_scratch(k * p, |cols| {
+            // cols[(ci, ky, kx), (oy, ox)] = x[ci, oy·s + ky − pad, ox·s + kx − pad].
+            for ci in 0..cin {
+                for ky in 0..kh {
+                    for kx in 0..kw {
+                        let row = &mut cols[((ci * kh + ky) * kw + kx) * p..][..p];
+                        for oy in 0..nr {
+                            let iy = ((r0 + oy) * stride + ky) as isize - padding as isize;
+                            let dst = &mut row[oy * wo..(oy + 1) * wo];
+                            if iy < 0 || iy >= h as isize {
+                                dst.fill(0.0);
+                                continue;
+                            }
+                            let src = &xb[(ci * h + iy as usize) * w..][..w];
+                            for (ox, d) in dst.iter_mut().enumerate() {
+                                let ix = (ox * stride + kx) as isize - padding as isize;
+                                *d = if ix < 0 || ix >= w as isize {
+                                    0.0
+                                } else {
+                                    src[ix as usize]
+                                };
+                            }
+                        }
+                    }
+                }
+            }
+            let base = bi * cout * plane + r0 * wo;
+            for co in 0..cout {
+                // SAFETY: rows r0.. of image bi, every channel: this task's only.
+                let dst =
+                    unsafe { std::slice::from_raw_parts_mut(po.ptr().add(base + co * plane), p) };
+                dst.fill(bs.map_or(0.0, |b| b[co]));
+            }
+            // SAFETY: `ws` is `[cout, k]`, `cols` `[k, p]`, the destination
+            // `cout` rows of `p` values at stride `plane`, owned by this task.
+            unsafe {
+                sgemm(
+                    cout,
+                    p,
+                    k,
+                    po.ptr().add(base),
+                    plane,
+                    true,
+                    ws.as_ptr(),
+                    (k as isize, 1),
+                    cols.as_ptr(),
+                    (p as isize, 1),
+                );
+            }
+        });
+    });
+    Ok(Some(Tensor::from_vec(out, (b, cout, ho, wo), x.device())?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    /// Against candle's conv2d: strides 1 and 2, paddings 0 and 1, several
+    /// channel counts, odd sizes, batch 2, with and without bias.
+    #[test]
+    fn matches_candle_conv2d() -> Result<()> {
+        let dev = Device::Cpu;
+        for (cin, cout, k, stride, pad, h, w) in [
+            (1, 4, 3, 2, 1, 33, 30),
+            (4, 16, 3, 2, 1, 16, 16),
+            (3, 5, 3, 1, 1, 9, 11),
+            (2, 3, 2, 2, 0, 8, 7),
+            (6, 8, 1, 1, 0, 5, 5),
+        ] {
+            let x = Tensor::randn(0f32, 1.0, (2, cin, h, w), &dev)?;
+            let wt = Tensor::randn(0f32, 0.5, (cout, cin, k, k), &dev)?;
+            let b = Tensor::randn(0f32, 0.5, cout, &dev)?;
+            for bias in [Some(&b), None] {
+                let got = conv2d_fast(&x, &wt, bias, stride, pad)?.expect("fast path");
+                let mut want = x.conv2d(&wt, pad, stride, 1, 1)?;
+                if let Some(b) = bias {
+                    want = want.broadcast_add(&b.reshape((1, cout, 1, 1))?)?;
+                }
+                assert_eq!(got.dims(), want.dims());
+                let d = (got - want)?.abs()?.max_all()?.to_scalar::<f32>()?;
+                assert!(d < 1e-5, "{cin}->{cout} k{k} s{stride} p{pad}: {d}");
+            }
+        }
+        // Mismatched channels: an error, not a panic.
+        let x = Tensor::zeros((1, 3, 8, 8), candle_core::DType::F32, &dev)?;
+        let wt = Tensor::zeros((4, 2, 3, 3), candle_core::DType::F32, &dev)?;
+        assert!(conv2d_fast(&x, &wt, None, 1, 1).is_err());
+        Ok(())
+    }
+}
