@@ -23,8 +23,10 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// The cross-attention keys and values of one stored memory, projected by
-/// every memory-attention layer (without the temporal encoding of the slot the
+/// The cross-attention keys of one stored memory, projected by every
+/// memory-attention layer (the values need no projection: memory attention
+/// applies `v_proj` after attending, see
+/// `memory_attention::RoPEAttention::attend_memory`) (without the temporal encoding of the slot the
 /// memory takes, which changes from frame to frame and is added per step).
 /// Filled on first use, shared by every later step that attends to the same
 /// memory, and freed with the [`FrameOutput`] that owns it or when
@@ -126,7 +128,7 @@ pub struct FrameOutput {
     pub obj_ptr: Tensor,
     /// Object-score logit `[1, 1]`.
     pub object_score_logits: Tensor,
-    /// Projected keys and values of `maskmem_features`, filled when tracking
+    /// Projected keys of `maskmem_features`, filled when tracking
     /// attends to this memory.
     pub projected: ProjectionCache,
 }

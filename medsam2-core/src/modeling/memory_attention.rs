@@ -7,10 +7,12 @@
 //! channels is rotated by `θ` as `(x₀ cos θ − x₁ sin θ, x₀ sin θ + x₁ cos θ)`,
 //! which is the official complex product `(x₀ + i x₁)·e^{iθ}`.
 //!
-//! The cross-attention keys and values of a memory depend only on that memory
-//! (and its position encoding), so [`MemoryAttention::project_memory`] and
+//! The cross-attention keys of a memory depend only on that memory (and its
+//! position encoding), so [`MemoryAttention::project_memory`] and
 //! [`MemoryAttention::forward_projected`] let a caller compute them apart from
-//! the attention itself.
+//! the attention itself. The values are never projected token by token:
+//! `v_proj` is applied to the attention's output instead
+//! ([`RoPEAttention::attend_memory`]), which is the same linear map.
 
 use std::sync::{Arc, Mutex};
 
@@ -520,7 +522,12 @@ impl RoPEAttention {
             .broadcast_as((b, h, lk, cm))?;
         let bf16 = self.q_proj.is_bf16();
         let pm = crate::modeling::kernels::attention::sdpa_in(&q, &k, &v, bf16)?; // [B, H, Lq, Cm]
-                                                                                  // Head h's values are rows h·dh.. of v_proj: [H, Cm, dh].
+        if h == 1 {
+            // One head: the layer itself (its fast CPU paths included).
+            let out = self.v_proj.forward(&pm.squeeze(1)?)?;
+            return self.out_proj.forward(&out);
+        }
+        // Head h's values are rows h·dh.. of v_proj: [H, Cm, dh].
         let w = self
             .v_proj
             .weight()
@@ -886,6 +893,70 @@ mod tests {
             .max_all()?
             .to_scalar::<f64>()?;
         assert!(d < 1e-5, "{d}");
+        Ok(())
+    }
+
+    /// `attend_memory` (values projected after attending; keys in parts
+    /// with offsets) equals the plain cross-attention (`forward` on the
+    /// assembled memory) for one and for several heads, with object-pointer
+    /// tokens excluded from the rotation.
+    #[test]
+    fn attend_memory_matches_forward() -> Result<()> {
+        use candle_nn::{VarBuilder, VarMap};
+        let dev = Device::Cpu;
+        for heads in [1usize, 2] {
+            let cfg = RoPEAttentionConfig {
+                embedding_dim: 32,
+                num_heads: heads,
+                downsample_rate: 1,
+                kv_in_dim: Some(8),
+                rope_theta: 10000.0,
+                rope_k_repeat: true,
+                feat_sizes: [4, 4],
+            };
+            let vm = VarMap::new();
+            let vb = VarBuilder::from_varmap(&vm, DType::F32, &dev);
+            let att = RoPEAttention::new(&cfg, RopeCache::new(), vb)?;
+            // 2 memories of a 4x4 map, then 3 pointer tokens; batch 2.
+            let (b, lq, n_ptr) = (2, 16, 3);
+            let lk = 2 * lq + n_ptr;
+            let q = Tensor::randn(0f32, 1.0, (b, lq, 32), &dev)?;
+            let mem = Tensor::randn(0f32, 1.0, (b, lk, 8), &dev)?;
+            let pos = Tensor::randn(0f32, 1.0, (b, lk, 8), &dev)?;
+            let t = Tensor::randn(0f32, 1.0, (b, 1, 8), &dev)?;
+            // Reference: the second memory's position encoding carries `t`.
+            let shifted = Tensor::cat(
+                &[
+                    pos.narrow(1, 0, lq)?,
+                    pos.narrow(1, lq, lq)?.broadcast_add(&t)?,
+                    pos.narrow(1, 2 * lq, n_ptr)?,
+                ],
+                1,
+            )?;
+            let want = att.forward(&q, &(&mem + &shifted)?, &mem, n_ptr)?;
+            let k = att.project_k(&(&mem + &pos)?)?;
+            let offset = att.separate_heads(&t.broadcast_matmul(&att.k_proj.weight().t()?)?)?;
+            let parts = [
+                KeyPart::plain(k.narrow(2, 0, lq)?),
+                KeyPart {
+                    k: k.narrow(2, lq, lq)?,
+                    offset: Some(offset),
+                },
+                KeyPart::plain(k.narrow(2, 2 * lq, n_ptr)?),
+            ];
+            let got = att.attend_memory(&att.project_q(&q)?, &parts, &mem, n_ptr)?;
+            let d = (got - want)?.abs()?.max_all()?.to_scalar::<f32>()?;
+            assert!(d < 1e-5, "{heads} heads: {d}");
+            // A memory that does not match the keys is an error.
+            assert!(att
+                .attend_memory(
+                    &att.project_q(&q)?,
+                    &parts,
+                    &mem.narrow(1, 0, lk - 1)?,
+                    n_ptr
+                )
+                .is_err());
+        }
         Ok(())
     }
 }
