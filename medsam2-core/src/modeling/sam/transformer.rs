@@ -62,6 +62,20 @@ impl Attention {
         self.cpu_kernels = on;
     }
 
+    /// A projection: the CPU kernel's matmul or the layer's forward.
+    fn lin(&self, l: &Linear, x: &Tensor) -> Result<Tensor> {
+        if self.cpu_kernels {
+            cpu::linear(l, x)
+        } else {
+            l.forward(x)
+        }
+    }
+
+    /// `a @ b` (broadcast): the CPU kernel's matmul or candle's.
+    fn mm(&self, a: &Tensor, b: &Tensor) -> Result<Tensor> {
+        cpu::mm(a, b, self.cpu_kernels)
+    }
+
     fn softmax(&self, x: &Tensor) -> Result<Tensor> {
         if self.cpu_kernels && cpu::applies(x) {
             cpu::softmax_last(x)
@@ -115,11 +129,11 @@ impl Attention {
 
     /// Attention of `q` `[B, Nq, C]` over `k`, `v` `[B, Nk, kv_in_dim]` → `[B, Nq, C]`.
     pub fn forward(&self, q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Tensor> {
-        let q = self.separate_heads(&self.q_proj.forward(&q.contiguous()?)?)?;
-        let k = self.separate_heads(&self.k_proj.forward(&k.contiguous()?)?)?;
-        let v = self.separate_heads(&self.v_proj.forward(&v.contiguous()?)?)?;
+        let q = self.separate_heads(&self.lin(&self.q_proj, &q.contiguous()?)?)?;
+        let k = self.separate_heads(&self.lin(&self.k_proj, &k.contiguous()?)?)?;
+        let v = self.separate_heads(&self.lin(&self.v_proj, &v.contiguous()?)?)?;
         let out = sdpa(&q, &k, &v)?;
-        self.out_proj.forward(&Self::recombine_heads(&out)?)
+        self.lin(&self.out_proj, &Self::recombine_heads(&out)?)
     }
 
     /// Spreads per-token head vectors `[B, N, I]` block-diagonally over the
@@ -146,15 +160,11 @@ impl Attention {
         let scale = 1.0 / ((self.internal_dim / h) as f64).sqrt();
         // scores_h = q_h Wk_h kᵀ (+ q_h·bk_h, constant along the keys: it
         // cancels in the softmax).
-        let qp = (self.q_proj.forward(&q.contiguous()?)? * scale)?;
-        let a = self
-            .head_blocks(&qp)?
-            .broadcast_matmul(self.k_proj.weight())?;
-        let p = self.softmax(&a.matmul(&k.contiguous()?.transpose(1, 2)?)?)?;
+        let qp = (self.lin(&self.q_proj, &q.contiguous()?)? * scale)?;
+        let a = self.mm(&self.head_blocks(&qp)?, self.k_proj.weight())?;
+        let p = self.softmax(&self.mm(&a, &k.contiguous()?.transpose(1, 2)?)?)?;
         // out_h = P_h v Wv_hᵀ + bv_h (rows of P_h sum to 1).
-        let pv = p
-            .matmul(&v.contiguous()?)?
-            .broadcast_matmul(&self.v_proj.weight().t()?)?;
+        let pv = self.mm(&self.mm(&p, &v.contiguous()?)?, &self.v_proj.weight().t()?)?;
         let i = self.internal_dim;
         let mask = self.head_blocks(&Tensor::ones((1, 1, i), pv.dtype(), pv.device())?)?;
         let o = pv
@@ -165,7 +175,7 @@ impl Attention {
             Some(bv) => o.broadcast_add(bv)?,
             None => o,
         };
-        self.out_proj.forward(&o)
+        self.lin(&self.out_proj, &o)
     }
 
     /// Same result as [`Attention::forward`] for many queries over few keys
@@ -180,24 +190,24 @@ impl Attention {
         let scale = 1.0 / ((self.internal_dim / h) as f64).sqrt();
         let q = q.contiguous()?;
         // scores_h = q Wq_hᵀ k_hᵀ + bq_h·k_h.
-        let kb = self.head_blocks(&(self.k_proj.forward(&k.contiguous()?)? * scale)?)?;
-        let m = kb.broadcast_matmul(self.q_proj.weight())?;
+        let kb = self.head_blocks(&(self.lin(&self.k_proj, &k.contiguous()?)? * scale)?)?;
+        let m = self.mm(&kb, self.q_proj.weight())?;
         let bias = match self.q_proj.bias() {
-            Some(bq) => Some(kb.broadcast_matmul(&bq.unsqueeze(1)?)?),
+            Some(bq) => Some(self.mm(&kb, &bq.unsqueeze(1)?)?),
             None => None,
         };
         // out = Σ_h P_h (v_h Wo_hᵀ) + bo.
-        let vblk = self.head_blocks(&self.v_proj.forward(&v.contiguous()?)?)?;
-        let vo = vblk.broadcast_matmul(&self.out_proj.weight().t()?)?;
+        let vblk = self.head_blocks(&self.lin(&self.v_proj, &v.contiguous()?)?)?;
+        let vo = self.mm(&vblk, &self.out_proj.weight().t()?)?;
         let out = if self.cpu_kernels && cpu::applies(&q) {
             // Scores as [B, heads·Nk, Nq]: the softmax runs along the keys of
             // each head for all queries at once.
-            let mut scores = m.matmul(&q.transpose(1, 2)?)?;
+            let mut scores = self.mm(&m, &q.transpose(1, 2)?)?;
             if let Some(c) = bias {
                 scores = scores.broadcast_add(&c)?;
             }
             let p = cpu::softmax_dim2(&scores.reshape((b, h, nk, nq))?)?;
-            p.reshape((b, h * nk, nq))?.transpose(1, 2)?.matmul(&vo)?
+            self.mm(&p.reshape((b, h * nk, nq))?.transpose(1, 2)?, &vo)?
         } else {
             let mut scores = q.matmul(&m.transpose(1, 2)?)?;
             if let Some(c) = bias {
@@ -301,7 +311,12 @@ impl TwoWayAttentionBlock {
                 .forward_many_keys(&q, &k, keys)?)?;
         let queries = self.norm2.forward(&queries)?;
 
-        let queries = (&queries + self.mlp.forward(&queries)?)?;
+        let mlp = if self.self_attn.cpu_kernels {
+            self.mlp.forward_with(&queries, cpu::linear)?
+        } else {
+            self.mlp.forward(&queries)?
+        };
+        let queries = (&queries + mlp)?;
         let queries = self.norm3.forward(&queries)?;
 
         let q = (&queries + query_pe)?;
