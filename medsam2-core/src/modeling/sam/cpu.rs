@@ -213,14 +213,16 @@ fn strided<'a>(storage: &'a Storage, layout: &'a Layout) -> Result<(&'a [f32], &
 /// hand-off to the pool costs more than it saves).
 const MATMUL_PAR_MIN: usize = 1 << 21;
 
-/// `a @ b` for f32 CPU tensors: `a` `[M, K]` or `[B, M, K]`, `b` `[K, N]` or
-/// `[B or 1, K, N]`, any strides in the last two dims (transposed views are
-/// read in place) → `[M, N]` / `[B, M, N]`. Runs [`sgemm`] on the kernels'
-/// threads (split by output rows, or by columns for few rows) above
+/// `a @ b` for f32 CPU tensors: `a` `[M, K]` or `[B or 1, M, K]`, `b`
+/// `[K, N]` or `[B or 1, K, N]` (a batch of 1 or a rank-2 operand is
+/// broadcast), any strides in the last two dims (transposed views are read
+/// in place) → `[M, N]` / `[B, M, N]`. Runs [`sgemm`] on the kernels' threads
+/// (split by output rows, or by columns for few rows) above
 /// [`MATMUL_PAR_MIN`] multiply-adds, else on the calling thread — unlike
 /// candle's CPU matmul, which hands each product to a second (rayon) pool.
-/// With few rows and `b`'s rows contiguous (a transposed weight) it computes
-/// `(bᵀ aᵀ)ᵀ`, so that the weight is streamed once instead of repacked.
+/// When `b` is a transposed view (its rows contiguous, e.g. a weight `Wᵀ`
+/// or keys `kᵀ`) and `a` the smaller operand, it computes `(bᵀ aᵀ)ᵀ`: the
+/// GEMM then packs `a` instead of copying all of `b` on every call.
 pub(crate) fn matmul(a: &Tensor, b: &Tensor) -> Result<Tensor> {
     let (ba, m, k) = match a.dims() {
         &[m, k] => (1, m, k),
@@ -232,13 +234,15 @@ pub(crate) fn matmul(a: &Tensor, b: &Tensor) -> Result<Tensor> {
         &[bb, k, n] => (bb, k, n),
         d => candle_core::bail!("matmul: rhs of rank {} (expected 2 or 3)", d.len()),
     };
-    if kb != k || (bb != ba && bb != 1) {
+    let batch = ba.max(bb);
+    if kb != k || (ba != batch && ba != 1) || (bb != batch && bb != 1) {
         candle_core::bail!(
             "matmul: shapes {:?} and {:?} do not fit",
             a.dims(),
             b.dims()
         );
     }
+    let ba = batch;
     let mut out = vec![0f32; ba * m * n];
     {
         let (ga, la) = a.storage_and_layout();
@@ -246,11 +250,12 @@ pub(crate) fn matmul(a: &Tensor, b: &Tensor) -> Result<Tensor> {
         let (av, sa) = strided(&ga, la)?;
         let (bv, sb) = strided(&gb, lb)?;
         let r = sa.len();
-        let (a_bs, a_rs, a_cs) = (if r == 3 { sa[0] } else { 0 }, sa[r - 2], sa[r - 1]);
+        let a_bs = if r == 3 && a.dim(0)? > 1 { sa[0] } else { 0 };
+        let (a_rs, a_cs) = (sa[r - 2], sa[r - 1]);
         let r = sb.len();
-        let b_bs = if r == 3 && bb > 1 { sb[0] } else { 0 };
+        let b_bs = if r == 3 && b.dim(0)? > 1 { sb[0] } else { 0 };
         let (b_rs, b_cs) = (sb[r - 2], sb[r - 1]);
-        let few_rows = m < 16 && b_rs == 1;
+        let flip = b_rs == 1 && b_cs != 1 && m <= n;
         let ptr = SyncPtr(out.as_mut_ptr());
         // Rows `r0..r1` and columns `c0..c1` of batch `bi`.
         let block = |bi: usize, r0: usize, r1: usize, c0: usize, c1: usize| {
@@ -261,8 +266,8 @@ pub(crate) fn matmul(a: &Tensor, b: &Tensor) -> Result<Tensor> {
             // this call only; `a` and `b` are read within their layouts.
             unsafe {
                 let dst = ptr.ptr().add((bi * m + r0) * n + c0);
-                if few_rows {
-                    // dstᵀ (nc × mr) = bᵀ aᵀ, then scattered back.
+                if flip {
+                    // dstᵀ (nc × mr) = bᵀ aᵀ, then transposed back in tiles.
                     with_scratch(nc * mr, |t| {
                         sgemm(
                             nc,
@@ -276,10 +281,14 @@ pub(crate) fn matmul(a: &Tensor, b: &Tensor) -> Result<Tensor> {
                             ap,
                             (a_cs as isize, a_rs as isize),
                         );
-                        for i in 0..mr {
-                            let d = std::slice::from_raw_parts_mut(dst.add(i * n), nc);
-                            for (j, v) in d.iter_mut().enumerate() {
-                                *v = t[j * mr + i];
+                        for j0 in (0..nc).step_by(64) {
+                            let j1 = (j0 + 64).min(nc);
+                            for i in 0..mr {
+                                let d =
+                                    std::slice::from_raw_parts_mut(dst.add(i * n + j0), j1 - j0);
+                                for (v, j) in d.iter_mut().zip(j0..j1) {
+                                    *v = t[j * mr + i];
+                                }
                             }
                         }
                     });
@@ -324,7 +333,7 @@ pub(crate) fn matmul(a: &Tensor, b: &Tensor) -> Result<Tensor> {
         }
     }
     let dev = a.device();
-    match a.rank() {
+    match a.rank().max(b.rank()) {
         2 => Tensor::from_vec(out, (m, n), dev),
         _ => Tensor::from_vec(out, (ba, m, n), dev),
     }
@@ -354,7 +363,12 @@ pub(crate) fn linear(lin: &Linear, x: &Tensor) -> Result<Tensor> {
 /// `a @ b` ([`matmul`] when the fast kernels take `a` and `b`, else candle's
 /// `broadcast_matmul`).
 pub(crate) fn mm(a: &Tensor, b: &Tensor, fast: bool) -> Result<Tensor> {
-    if fast && applies(a) && applies(b) && a.rank() <= 3 && b.rank() <= a.rank().max(2) {
+    if fast
+        && applies(a)
+        && applies(b)
+        && (2..=3).contains(&a.rank())
+        && (2..=3).contains(&b.rank())
+    {
         matmul(a, b)
     } else {
         a.broadcast_matmul(b)
@@ -445,6 +459,11 @@ mod tests {
                 t(&[3, 256, 33], 12),
             ),
             (t(&[1, 2000, 64], 13), t(&[64, 256], 14)),
+            (
+                t(&[256, 64], 18),
+                t(&[2, 300, 64], 19).transpose(1, 2).unwrap(),
+            ),
+            (t(&[1, 64, 256], 20), t(&[3, 256, 900], 21)),
         ];
         for (a, b) in cases {
             let want = a.broadcast_matmul(&b).unwrap();

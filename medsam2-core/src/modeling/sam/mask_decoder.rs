@@ -33,10 +33,7 @@ impl ConvTranspose2x2 {
     fn unshuffled(&self, x: &Tensor) -> Result<Tensor> {
         let b = x.dim(0)?;
         if cpu::applies(x) && cpu::applies(&self.weight) {
-            let ys = (0..b)
-                .map(|i| cpu::matmul(&self.weight, &x.get(i)?))
-                .collect::<Result<Vec<_>>>()?;
-            return Tensor::stack(&ys, 0);
+            return cpu::matmul(&self.weight, x);
         }
         self.weight
             .to_dtype(x.dtype())?
