@@ -12,6 +12,7 @@ use candle_core::Module;
 
 use crate::modeling::kernels::bf16_linear::Linear;
 use crate::modeling::kernels::gemm::sgemm;
+use crate::modeling::kernels::norm::layer_norm_rows;
 use crate::modeling::kernels::parallel::{
     num_threads, par_ranges, par_tasks, with_scratch, SyncPtr,
 };
@@ -375,6 +376,66 @@ pub(crate) fn mm(a: &Tensor, b: &Tensor, fast: bool) -> Result<Tensor> {
     }
 }
 
+/// `LayerNorm(x + y + bias)` over the last dim of f32 CPU tensors `x`, `y`
+/// `[.., C]` (same shape), `bias` `[C]`: the residual sum and the norm in one
+/// pass over row blocks on the kernels' threads
+/// ([`crate::modeling::kernels::norm`], two-pass statistics as PyTorch).
+pub(crate) fn add_layer_norm(
+    x: &Tensor,
+    y: &Tensor,
+    bias: Option<&Tensor>,
+    ln: &candle_nn::LayerNorm,
+    eps: f64,
+) -> Result<Tensor> {
+    let c = x.dim(candle_core::D::Minus1)?;
+    if x.dims() != y.dims() || c == 0 {
+        candle_core::bail!("add_layer_norm: shapes {:?} and {:?}", x.dims(), y.dims());
+    }
+    let (x, y) = (x.contiguous()?, y.contiguous()?);
+    let w = ln.weight().contiguous()?;
+    let lb = match ln.bias() {
+        Some(b) => b.contiguous()?,
+        None => Tensor::zeros(c, candle_core::DType::F32, x.device())?,
+    };
+    let bias = bias.map(|b| b.contiguous()).transpose()?;
+    let mut out = vec![0f32; x.elem_count()];
+    {
+        let (gx, lx) = x.storage_and_layout();
+        let (gy, ly) = y.storage_and_layout();
+        let (gw, lw) = w.storage_and_layout();
+        let (gl, ll) = lb.storage_and_layout();
+        let (xv, yv) = (slice(&gx, lx)?, slice(&gy, ly)?);
+        let (wv, lbv) = (slice(&gw, lw)?, slice(&gl, ll)?);
+        let gb = bias.as_ref().map(|b| b.storage_and_layout());
+        let bv = match &gb {
+            Some((g, l)) => Some(slice(g, l)?),
+            None => None,
+        };
+        if wv.len() != c || lbv.len() != c || bv.is_some_and(|b| b.len() != c) {
+            candle_core::bail!("add_layer_norm: weight, bias or residual bias not [{c}]");
+        }
+        let rows = xv.len() / c;
+        let per = crate::modeling::kernels::parallel::rows_per_chunk(rows, c, 1 << 15);
+        crate::modeling::kernels::parallel::par_chunks_mut(&mut out, per * c, |i, dst| {
+            let off = i * per * c;
+            with_scratch(dst.len(), |sum| {
+                for ((s, a), b) in sum.iter_mut().zip(&xv[off..]).zip(&yv[off..]) {
+                    *s = a + b;
+                }
+                if let Some(bv) = bv {
+                    for row in sum.chunks_exact_mut(c) {
+                        for (s, b) in row.iter_mut().zip(bv) {
+                            *s += b;
+                        }
+                    }
+                }
+                layer_norm_rows(sum, dst, c, wv, lbv, eps as f32);
+            })
+        });
+    }
+    Tensor::from_vec(out, x.shape(), x.device())
+}
+
 /// `[B, C, N]` → `[B, N, C]` (contiguous) for an f32 CPU tensor of rank 3.
 pub(crate) fn transpose_last2(x: &Tensor) -> Result<Tensor> {
     let (b, c, n) = x.dims3()?;
@@ -473,6 +534,15 @@ mod tests {
             let err = err.to_scalar::<f32>().unwrap();
             assert!(err < 1e-4, "{:?} x {:?}: {err}", a.dims(), b.dims());
         }
+        // The fused residual + layer norm against candle's ops.
+        let (x, y, bo) = (t(&[1, 3000, 64], 22), t(&[1, 3000, 64], 23), t(&[64], 24));
+        let ln = candle_nn::LayerNorm::new(t(&[64], 25), t(&[64], 26), 1e-5);
+        let want = ln
+            .forward(&(&x + y.broadcast_add(&bo).unwrap()).unwrap())
+            .unwrap();
+        let got = add_layer_norm(&x, &y, Some(&bo), &ln, 1e-5).unwrap();
+        let err = (&got - &want).unwrap().abs().unwrap().max_all().unwrap();
+        assert!(err.to_scalar::<f32>().unwrap() < 1e-5);
         let lin = Linear::new(t(&[48, 20], 15), Some(t(&[48], 16))).unwrap();
         let x = t(&[2, 3, 20], 17);
         let want = lin.forward(&x).unwrap();

@@ -184,6 +184,15 @@ impl Attention {
     ///
     /// `q` `[B, Nq, C]`, `k`, `v` `[B, Nk, kv_in_dim]` → `[B, Nq, C]`.
     pub fn forward_many_queries(&self, q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Tensor> {
+        let out = self.many_queries(q, k, v)?;
+        match self.out_proj.bias() {
+            Some(bo) => out.broadcast_add(bo),
+            None => Ok(out),
+        }
+    }
+
+    /// [`Self::forward_many_queries`] without the output bias.
+    fn many_queries(&self, q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Tensor> {
         let (b, nq, _) = q.dims3()?;
         let nk = k.dim(1)?;
         let h = self.num_heads;
@@ -216,10 +225,7 @@ impl Attention {
             let p = softmax_last(&scores.reshape((b, nq, h, nk))?)?.reshape((b, nq, h * nk))?;
             p.matmul(&vo)?
         };
-        match self.out_proj.bias() {
-            Some(bo) => out.broadcast_add(bo),
-            None => Ok(out),
-        }
+        Ok(out)
     }
 }
 
@@ -320,11 +326,14 @@ impl TwoWayAttentionBlock {
         let queries = self.norm3.forward(&queries)?;
 
         let q = (&queries + query_pe)?;
-        let keys = (keys
-            + self
-                .cross_attn_image_to_token
-                .forward_many_queries(&k, &q, &queries)?)?;
-        let keys = self.norm4.forward(&keys)?;
+        let attn = &self.cross_attn_image_to_token;
+        let keys = if attn.cpu_kernels && cpu::applies(keys) {
+            let out = attn.many_queries(&k, &q, &queries)?;
+            cpu::add_layer_norm(keys, &out, attn.out_proj.bias(), &self.norm4, LN_EPS)?
+        } else {
+            let keys = (keys + attn.forward_many_queries(&k, &q, &queries)?)?;
+            self.norm4.forward(&keys)?
+        };
         Ok((queries, keys))
     }
 }
