@@ -7,6 +7,7 @@ use std::sync::Arc;
 use candle_core::{DType, Tensor};
 
 use crate::error::{Error, Result};
+use crate::modeling::kernels::parallel::{par_chunks_mut, rows_per_chunk};
 use crate::modeling::sam2_base::{BackboneFeatures, Sam2Base};
 use crate::transforms;
 
@@ -370,12 +371,18 @@ fn upsample_bilinear(
                 *v = row[x0] as f64 * (1.0 - wx) + row[x1] as f64 * wx;
             }
         }
-        for (d, &(y0, y1, wy)) in dst.chunks_exact_mut(ow).zip(&ty) {
-            let (top, bottom) = (&rows[y0 * ow..][..ow], &rows[y1 * ow..][..ow]);
-            for ((d, t), b) in d.iter_mut().zip(top).zip(bottom) {
-                *d = (t * (1.0 - wy) + b * wy) as f32;
+        // Output rows in blocks on the kernels' threads.
+        let per = rows_per_chunk(oh, ow, 1 << 16);
+        let rows = &rows;
+        par_chunks_mut(dst, per * ow, |i, block| {
+            for (r, d) in block.chunks_exact_mut(ow).enumerate() {
+                let (y0, y1, wy) = ty[i * per + r];
+                let (top, bottom) = (&rows[y0 * ow..][..ow], &rows[y1 * ow..][..ow]);
+                for ((d, t), b) in d.iter_mut().zip(top).zip(bottom) {
+                    *d = (t * (1.0 - wy) + b * wy) as f32;
+                }
             }
-        }
+        });
     }
     out
 }
@@ -453,7 +460,12 @@ mod tests {
     #[test]
     fn upsample_equals_candle() {
         let mut s = 0x9e37_79b9_7f4a_7c15u64;
-        for (n, ih, iw, oh, ow) in [(3, 8, 8, 37, 21), (1, 16, 12, 64, 80), (2, 9, 7, 5, 3)] {
+        for (n, ih, iw, oh, ow) in [
+            (3, 8, 8, 37, 21),
+            (1, 16, 12, 64, 80),
+            (2, 9, 7, 5, 3),
+            (3, 64, 64, 400, 300),
+        ] {
             let v: Vec<f32> = (0..n * ih * iw)
                 .map(|_| {
                     s = s

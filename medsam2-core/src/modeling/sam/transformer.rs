@@ -5,7 +5,9 @@
 //! `memory_attention.rs`; it can reuse [`Attention`]'s projections and head
 //! helpers.
 
-use candle_core::{Module, Result, Tensor};
+use std::sync::{Arc, Mutex};
+
+use candle_core::{Module, Result, Tensor, TensorId};
 use candle_nn::{LayerNorm, VarBuilder};
 
 use crate::modeling::kernels::bf16_linear::Linear;
@@ -345,6 +347,9 @@ pub struct TwoWayTransformer {
     final_attn_token_to_image: Attention,
     norm_final_attn: LayerNorm,
     cpu_kernels: bool,
+    /// The last image PE's tokens, by tensor id: callers pass the same dense
+    /// PE ([`super::PromptEncoder::get_dense_pe`]) on every click.
+    pe_tokens: Arc<Mutex<Option<(TensorId, Tensor)>>>,
 }
 
 impl TwoWayTransformer {
@@ -373,6 +378,7 @@ impl TwoWayTransformer {
             )?,
             norm_final_attn: layer_norm(cfg.embedding_dim, LN_EPS, vb.pp("norm_final_attn"))?,
             cpu_kernels: true,
+            pe_tokens: Arc::new(Mutex::new(None)),
         })
     }
 
@@ -396,6 +402,23 @@ impl TwoWayTransformer {
         }
     }
 
+    /// [`Self::to_tokens`] of the image PE, reused while the same tensor comes back.
+    fn pe_tokens(&self, image_pe: &Tensor) -> Result<Tensor> {
+        let id = image_pe.id();
+        if let Ok(slot) = self.pe_tokens.lock() {
+            if let Some((cached, t)) = slot.as_ref() {
+                if *cached == id {
+                    return Ok(t.clone());
+                }
+            }
+        }
+        let t = self.to_tokens(image_pe)?;
+        if let Ok(mut slot) = self.pe_tokens.lock() {
+            *slot = Some((id, t.clone()));
+        }
+        Ok(t)
+    }
+
     /// Runs the transformer.
     ///
     /// `image_embedding` `[B, C, h, w]`, `image_pe` `[B or 1, C, h, w]`,
@@ -407,7 +430,7 @@ impl TwoWayTransformer {
         point_embedding: &Tensor,
     ) -> Result<(Tensor, Tensor)> {
         let keys = self.to_tokens(image_embedding)?;
-        let key_pe = self.to_tokens(image_pe)?;
+        let key_pe = self.pe_tokens(image_pe)?;
         let mut queries = point_embedding.contiguous()?;
         let mut keys = keys;
         for layer in &self.layers {
