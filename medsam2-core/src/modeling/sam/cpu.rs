@@ -218,7 +218,8 @@ const MATMUL_PAR_MIN: usize = 1 << 21;
 /// `[K, N]` or `[B or 1, K, N]` (a batch of 1 or a rank-2 operand is
 /// broadcast), any strides in the last two dims (transposed views are read
 /// in place) → `[M, N]` / `[B, M, N]`. Runs [`sgemm`] on the kernels' threads
-/// (split by output rows, or by columns for few rows) above
+/// (split by output rows, or by columns for few rows and the transposed
+/// product below) above
 /// [`MATMUL_PAR_MIN`] multiply-adds, else on the calling thread — unlike
 /// candle's CPU matmul, which hands each product to a second (rayon) pool.
 /// When `b` is a transposed view (its rows contiguous, e.g. a weight `Wᵀ`
@@ -315,7 +316,7 @@ pub(crate) fn matmul(a: &Tensor, b: &Tensor) -> Result<Tensor> {
             for bi in 0..ba {
                 block(bi, 0, m, 0, n);
             }
-        } else if ba * m >= 4 * threads * 8 {
+        } else if !flip && ba * m >= 4 * threads * 8 {
             // Row blocks of about two tasks per thread (at least 8 rows).
             let per = (ba * m).div_ceil(2 * threads).max(8);
             let tasks_per_batch = m.div_ceil(per);
@@ -324,7 +325,8 @@ pub(crate) fn matmul(a: &Tensor, b: &Tensor) -> Result<Tensor> {
                 block(bi, j * per, ((j + 1) * per).min(m), 0, n);
             });
         } else {
-            // Few rows: column blocks (multiples of 16).
+            // Few rows, or the transposed product (whose GEMM wants all rows
+            // of `a` at once): column blocks (multiples of 16).
             let per = n.div_ceil(2 * threads).next_multiple_of(16).max(16);
             let tasks_per_batch = n.div_ceil(per);
             par_tasks(ba * tasks_per_batch, |t| {
