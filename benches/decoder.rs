@@ -1,5 +1,5 @@
-//! One click at 1024: prompt encoding + mask decoding for SAM 2.1 tiny
-//! (random weights, random image embedding and high-res features).
+//! One click at 512 and 1024: prompt encoding + mask decoding for SAM 2.1
+//! tiny (random weights, random image embedding and high-res features).
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
@@ -9,8 +9,10 @@ use medsam2_core::modeling::sam::{MaskDecoder, PromptEncoder};
 use medsam2_core::Sam2Config;
 use std::time::Duration;
 
-fn heads() -> (PromptEncoder, MaskDecoder) {
-    let cfg = Sam2Config::preset(Version::Sam2_1, ModelSize::Tiny);
+fn heads(size: usize) -> (PromptEncoder, MaskDecoder) {
+    let cfg = Sam2Config::preset(Version::Sam2_1, ModelSize::Tiny)
+        .with_image_size(size)
+        .unwrap();
     let dev = Device::Cpu;
     let varmap = VarMap::new();
     let vb = VarBuilder::from_varmap(&varmap, DType::F32, &dev);
@@ -35,16 +37,25 @@ fn heads() -> (PromptEncoder, MaskDecoder) {
 }
 
 fn bench(c: &mut Criterion) {
+    for size in [512usize, 1024] {
+        bench_size(c, size);
+    }
+}
+
+fn bench_size(c: &mut Criterion, size: usize) {
     let dev = Device::Cpu;
-    let (pe, dec) = heads();
-    let image_embed = Tensor::randn(0f32, 1.0, (1, 256, 64, 64), &dev).unwrap();
-    let feat_s0 = Tensor::randn(0f32, 1.0, (1, 32, 256, 256), &dev).unwrap();
-    let feat_s1 = Tensor::randn(0f32, 1.0, (1, 64, 128, 128), &dev).unwrap();
+    let (pe, dec) = heads(size);
+    let e = size / 16;
+    let image_embed = Tensor::randn(0f32, 1.0, (1, 256, e, e), &dev).unwrap();
+    let feat_s0 = Tensor::randn(0f32, 1.0, (1, 32, 4 * e, 4 * e), &dev).unwrap();
+    let feat_s1 = Tensor::randn(0f32, 1.0, (1, 64, 2 * e, 2 * e), &dev).unwrap();
     let dense_pe = pe.get_dense_pe().unwrap();
+    let f = size as f32 / 1024.0;
 
     let click = |coords: &[f32], labels: &[i32], multimask: bool| {
         let n = labels.len();
-        let coords = Tensor::from_slice(coords, (1, n, 2), &dev).unwrap();
+        let coords: Vec<f32> = coords.iter().map(|v| v * f).collect();
+        let coords = Tensor::from_slice(&coords, (1, n, 2), &dev).unwrap();
         let labels = Tensor::from_slice(labels, (1, n), &dev).unwrap();
         let (sparse, dense) = pe.forward(Some((&coords, &labels)), None, None).unwrap();
         let out = dec
@@ -61,7 +72,12 @@ fn bench(c: &mut Criterion) {
         out.masks
     };
 
-    let mut g = c.benchmark_group("sam_heads_1024_tiny");
+    let name = if size == 1024 {
+        "sam_heads_1024_tiny".to_string()
+    } else {
+        format!("sam_heads_{size}_tiny")
+    };
+    let mut g = c.benchmark_group(name);
     g.sample_size(20)
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(4));

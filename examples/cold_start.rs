@@ -25,6 +25,9 @@ struct Args {
     /// Side of the synthetic square slice.
     #[arg(long, default_value_t = 512)]
     size: usize,
+    /// Afterwards, time the encoder and the click again (warm) for comparison.
+    #[arg(long)]
+    breakdown: bool,
 }
 
 fn main() -> std::process::ExitCode {
@@ -41,13 +44,35 @@ fn main() -> std::process::ExitCode {
         let q = n as f32 / 4.0;
         let t = Instant::now();
         let model = build_sam2(&a.config, &a.checkpoint, ComputeDType::F32, DeviceKind::Cpu)?;
+        let t_load = t.elapsed();
         let mut p = Sam2ImagePredictor::new(model)?;
         p.set_image_rgb_u8(&rgb, n, n)?;
-        let pred = p.predict(&Prompt::bbox(q, q, 3.0 * q, 3.0 * q), false)?;
+        let t_enc = t.elapsed();
+        let bbox = Prompt::bbox(q, q, 3.0 * q, 3.0 * q);
+        let pred = p.predict(&bbox, false)?;
         let ms = t.elapsed().as_secs_f64() * 1e3;
         let on = pred.mask(0).iter().filter(|&&v| v != 0).count();
         println!("stage=cold_start size={n} ms={ms:.3} runs=1");
         println!("# mask pixels {on}");
+        let ms_of = |d: std::time::Duration| d.as_secs_f64() * 1e3;
+        println!(
+            "# load {:.0} ms, first encoder {:.0} ms, first click {:.0} ms",
+            ms_of(t_load),
+            ms_of(t_enc - t_load),
+            ms - ms_of(t_enc)
+        );
+        if a.breakdown {
+            // The same calls again, warm: what the first calls cost extra.
+            let t = Instant::now();
+            p.set_image_rgb_u8(&rgb, n, n)?;
+            let enc = t.elapsed();
+            p.predict(&bbox, false)?;
+            println!(
+                "# warm: encoder {:.0} ms, click {:.0} ms",
+                ms_of(enc),
+                ms_of(t.elapsed() - enc)
+            );
+        }
         Ok(())
     })();
     match res {

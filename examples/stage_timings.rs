@@ -5,7 +5,7 @@
 //! can be carried (`scripts/device-check.sh`).
 //!
 //! `cargo run --release --example stage_timings -- [--device cuda] [--dtype f32|bf16]
-//! [--sizes 512,1024] [--track-sizes 512] [--runs 5]`
+//! [--sizes 512,1024] [--track-sizes 512] [--runs 5] [--stages click_point,click_box]`
 //!
 //! Stages, medians of `--runs` after two warm-up runs, the device synchronised
 //! before each clock read: `encoder` (image predictor `set_image` on an S×S
@@ -49,6 +49,10 @@ struct Args {
     /// Timed runs per stage (after 2 warm-up runs).
     #[arg(long, default_value_t = 5)]
     runs: usize,
+    /// Only these stages, comma separated (default: all). The image is still
+    /// encoded once (untimed) for the click stages.
+    #[arg(long, value_delimiter = ',')]
+    stages: Option<Vec<String>>,
 }
 
 type Res<T> = Result<T, Box<dyn std::error::Error>>;
@@ -113,27 +117,43 @@ fn report(stage: &str, size: usize, ms: f64, runs: usize) {
     println!("stage={stage} size={size} ms={ms:.3} runs={runs}");
 }
 
-fn run_size(size: usize, dtype: ComputeDType, dev: &Device, runs: usize, track: bool) -> Res<()> {
+fn run_size(
+    size: usize,
+    dtype: ComputeDType,
+    dev: &Device,
+    runs: usize,
+    track: bool,
+    stages: Option<&[String]>,
+) -> Res<()> {
+    let want = |s: &str| stages.is_none_or(|v| v.iter().any(|x| x == s));
     let model = random_model(size, dtype, dev)?;
     let q = size as f32 / 4.0;
 
     // Image predictor: encoder, then clicks on the cached embedding.
     let rgb: Vec<u8> = slices(1, size)[0].iter().flat_map(|&v| [v, v, v]).collect();
     let mut pred = Sam2ImagePredictor::new(model.clone())?;
-    let ms = time_ms(dev, runs, || Ok(pred.set_image_rgb_u8(&rgb, size, size)?))?;
-    report("encoder", size, ms, runs);
-    let point = Prompt::point(2.0 * q, 2.0 * q);
-    let ms = time_ms(dev, runs, || {
-        pred.predict(&point, true).map(drop).map_err(Into::into)
-    })?;
-    report("click_point", size, ms, runs);
-    let bbox = Prompt::bbox(q, q, 3.0 * q, 3.0 * q);
-    let ms = time_ms(dev, runs, || {
-        pred.predict(&bbox, false).map(drop).map_err(Into::into)
-    })?;
-    report("click_box", size, ms, runs);
+    if want("encoder") {
+        let ms = time_ms(dev, runs, || Ok(pred.set_image_rgb_u8(&rgb, size, size)?))?;
+        report("encoder", size, ms, runs);
+    } else if want("click_point") || want("click_box") {
+        pred.set_image_rgb_u8(&rgb, size, size)?;
+    }
+    if want("click_point") {
+        let point = Prompt::point(2.0 * q, 2.0 * q);
+        let ms = time_ms(dev, runs, || {
+            pred.predict(&point, true).map(drop).map_err(Into::into)
+        })?;
+        report("click_point", size, ms, runs);
+    }
+    if want("click_box") {
+        let bbox = Prompt::bbox(q, q, 3.0 * q, 3.0 * q);
+        let ms = time_ms(dev, runs, || {
+            pred.predict(&bbox, false).map(drop).map_err(Into::into)
+        })?;
+        report("click_box", size, ms, runs);
+    }
     drop(pred);
-    if !track {
+    if !track || !(want("propagate_slice") || want("track_step")) {
         return Ok(());
     }
 
@@ -164,7 +184,12 @@ fn run_size(size: usize, dtype: ComputeDType, dev: &Device, runs: usize, track: 
         return Err(e.into());
     }
     let n = per_slice.len();
-    report("propagate_slice", size, median(per_slice), n);
+    if want("propagate_slice") {
+        report("propagate_slice", size, median(per_slice), n);
+    }
+    if !want("track_step") {
+        return Ok(());
+    }
 
     // One tracking step on the last slice, its features cached, bank full.
     let frame = frames - 1;
@@ -196,7 +221,7 @@ fn main() -> std::process::ExitCode {
         );
         for &size in &args.sizes {
             let track = args.track_sizes.as_ref().is_none_or(|t| t.contains(&size));
-            run_size(size, dtype, &dev, args.runs, track)?;
+            run_size(size, dtype, &dev, args.runs, track, args.stages.as_deref())?;
         }
         Ok(())
     })();

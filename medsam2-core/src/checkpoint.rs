@@ -167,31 +167,29 @@ enum Source {
 struct PthSource {
     path: std::path::PathBuf,
     infos: std::collections::HashMap<String, candle_core::pickle::TensorInfo>,
+    /// Absolute file offset of each stored (uncompressed) member's data, as
+    /// `torch.save` writes them: those tensors are read in place, with one
+    /// positioned read straight into the tensor's buffer.
+    stored: std::collections::HashMap<String, u64>,
+    /// The file, opened once for the in-place reads.
+    file: Mutex<std::fs::File>,
 }
 
 impl PthSource {
     fn load(&self, name: &str, dev: &Device) -> candle_core::Result<Tensor> {
-        use std::io::Read;
         let Some(info) = self.infos.get(name) else {
             candle_core::bail!("cannot find tensor {name}")
         };
-        let file = std::io::BufReader::new(std::fs::File::open(&self.path)?);
-        let mut zip = zip::ZipArchive::new(file).map_err(candle_core::Error::wrap)?;
-        let mut reader = zip.by_name(&info.path).map_err(candle_core::Error::wrap)?;
         let fortran = info.layout.is_fortran_contiguous();
         if !info.layout.is_contiguous() && !fortran {
             candle_core::bail!("tensor {name} is not contiguous")
         }
-        std::io::copy(
-            &mut reader.by_ref().take(info.layout.start_offset() as u64),
-            &mut std::io::sink(),
-        )?;
         let shape = info.layout.shape().clone();
         let rank = shape.rank();
-        let mut bytes = vec![0u8; shape.elem_count() * info.dtype.size_in_bytes()];
-        reader.read_exact(&mut bytes)?;
-        let t = Tensor::from_raw_buffer(&bytes, info.dtype, shape.dims(), &Device::Cpu)?;
-        drop(bytes);
+        let t = match self.stored.get(&info.path) {
+            Some(&start) => self.read_stored(start, info)?,
+            None => self.read_member(info)?,
+        };
         let t = if rank > 1 && fortran {
             let rev: Vec<usize> = info.layout.dims().iter().rev().copied().collect();
             let perm: Vec<usize> = (0..rank).rev().collect();
@@ -200,6 +198,51 @@ impl PthSource {
             t
         };
         t.to_device(dev)
+    }
+
+    /// A tensor of a stored member at file offset `start`: f32 (nearly every
+    /// weight) is read straight into its buffer, other dtypes through bytes.
+    fn read_stored(
+        &self,
+        start: u64,
+        info: &candle_core::pickle::TensorInfo,
+    ) -> candle_core::Result<Tensor> {
+        use std::io::{Read, Seek, SeekFrom};
+        let shape = info.layout.shape().clone();
+        let n = shape.elem_count();
+        let mut file = self
+            .file
+            .lock()
+            .map_err(|_| candle_core::Error::Msg("checkpoint file lock poisoned".into()))?;
+        file.seek(SeekFrom::Start(start + info.layout.start_offset() as u64))?;
+        if info.dtype == DType::F32 && cfg!(target_endian = "little") {
+            let mut v = vec![0f32; n];
+            // SAFETY: the bytes of `v` (any bit pattern is a valid f32; the
+            // file holds little-endian f32, the machine's order).
+            let bytes =
+                unsafe { std::slice::from_raw_parts_mut(v.as_mut_ptr().cast::<u8>(), n * 4) };
+            file.read_exact(bytes)?;
+            return Tensor::from_vec(v, shape, &Device::Cpu);
+        }
+        let mut bytes = vec![0u8; n * info.dtype.size_in_bytes()];
+        file.read_exact(&mut bytes)?;
+        Tensor::from_raw_buffer(&bytes, info.dtype, shape.dims(), &Device::Cpu)
+    }
+
+    /// A tensor of a compressed member, read through the zip reader.
+    fn read_member(&self, info: &candle_core::pickle::TensorInfo) -> candle_core::Result<Tensor> {
+        use std::io::Read;
+        let file = std::io::BufReader::new(std::fs::File::open(&self.path)?);
+        let mut zip = zip::ZipArchive::new(file).map_err(candle_core::Error::wrap)?;
+        let mut reader = zip.by_name(&info.path).map_err(candle_core::Error::wrap)?;
+        std::io::copy(
+            &mut reader.by_ref().take(info.layout.start_offset() as u64),
+            &mut std::io::sink(),
+        )?;
+        let shape = info.layout.shape();
+        let mut bytes = vec![0u8; shape.elem_count() * info.dtype.size_in_bytes()];
+        reader.read_exact(&mut bytes)?;
+        Tensor::from_raw_buffer(&bytes, info.dtype, shape.dims(), &Device::Cpu)
     }
 }
 
@@ -218,10 +261,7 @@ impl Source {
 /// candle with panics caught silently, the state dict taken from `"model"` or
 /// the top level, and every tensor checked against the bytes of its storage
 /// member. An entry that is not a readable tensor is an error naming it.
-fn read_pth_infos(
-    path: &Path,
-    shown: &str,
-) -> Result<std::collections::HashMap<String, candle_core::pickle::TensorInfo>> {
+fn read_pth_infos(path: &Path, shown: &str) -> Result<PthInfos> {
     use candle_core::pickle::{Object, Stack};
     use std::io::Read;
     let file = std::io::BufReader::new(std::fs::File::open(path).map_err(|e| Error::Io {
@@ -291,6 +331,7 @@ fn read_pth_infos(
         )
     })?;
     let mut infos = std::collections::HashMap::new();
+    let mut stored = std::collections::HashMap::new();
     for (k, v) in parsed {
         let key = match &k {
             Object::Unicode(s) => s.clone(),
@@ -328,10 +369,21 @@ fn read_pth_infos(
                 member.size()
             )));
         }
+        if member.compression() == zip::CompressionMethod::Stored && !member.encrypted() {
+            if let Some(start) = member.data_start() {
+                stored.insert(info.path.clone(), start);
+            }
+        }
         infos.insert(key, info);
     }
-    Ok(infos)
+    Ok((infos, stored))
 }
+
+/// Tensor records by key, and the data offsets of the stored members by path.
+type PthInfos = (
+    std::collections::HashMap<String, candle_core::pickle::TensorInfo>,
+    std::collections::HashMap<String, u64>,
+);
 
 /// Largest `data.pkl` read from a `.pt` checkpoint (real ones are well under 1 MiB).
 const MAX_PICKLE_BYTES: u64 = 64 << 20;
@@ -418,7 +470,7 @@ impl Checkpoint {
                 "not a PyTorch zip checkpoint (legacy non-zip torch.save files are not supported)",
             ));
         }
-        let infos = read_pth_infos(path, &shown)?;
+        let (infos, stored) = read_pth_infos(path, &shown)?;
         if infos.is_empty() {
             return Err(checkpoint_err(
                 &shown,
@@ -432,6 +484,8 @@ impl Checkpoint {
         let pth = PthSource {
             path: path.to_path_buf(),
             infos,
+            stored,
+            file: Mutex::new(f),
         };
         Ok(Self::from_source(Source::Pth(pth), shapes, shown))
     }
@@ -534,6 +588,17 @@ impl Checkpoint {
     }
 }
 
+/// Whether every value is finite: an exponent of all ones is infinite or NaN
+/// (an OR over the bits, which the compiler vectorises, per block).
+fn all_finite(v: &[f32]) -> bool {
+    const EXP: u32 = 0x7f80_0000;
+    v.chunks(4096).all(|c| {
+        c.iter()
+            .fold(0u32, |bad, x| bad | u32::from(x.to_bits() & EXP == EXP))
+            == 0
+    })
+}
+
 struct Recorder(Arc<Inner>);
 
 impl Recorder {
@@ -554,13 +619,27 @@ impl Recorder {
     fn load_finite(&self, name: &str, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
         let t = self.0.source.load(name, dev)?.to_dtype(dtype)?;
         if t.dtype().is_float() && t.elem_count() > 0 {
-            // x - x is 0 for finite x and NaN otherwise; the sum keeps a NaN.
-            let s = t
-                .broadcast_sub(&t)?
-                .to_dtype(DType::F32)?
-                .sum_all()?
-                .to_scalar::<f32>()?;
-            if !s.is_finite() {
+            let finite = match (t.dtype(), t.device()) {
+                // One pass over the data (most weights: f32 on the CPU).
+                (DType::F32, Device::Cpu) if t.is_contiguous() => {
+                    let (g, l) = t.storage_and_layout();
+                    match &*g {
+                        candle_core::Storage::Cpu(c) => {
+                            let start = l.start_offset();
+                            all_finite(&c.as_slice::<f32>()?[start..start + t.elem_count()])
+                        }
+                        _ => candle_core::bail!("checkpoint: CPU tensor without CPU storage"),
+                    }
+                }
+                // x - x is 0 for finite x and NaN otherwise; the sum keeps a NaN.
+                _ => t
+                    .broadcast_sub(&t)?
+                    .to_dtype(DType::F32)?
+                    .sum_all()?
+                    .to_scalar::<f32>()?
+                    .is_finite(),
+            };
+            if !finite {
                 return Err(self.fail(Error::Checkpoint(format!(
                     "{}: tensor `{name}` holds NaN or infinite values",
                     self.0.origin
@@ -611,5 +690,27 @@ impl SimpleBackend for Recorder {
 
     fn contains_tensor(&self, name: &str) -> bool {
         self.0.shapes.contains_key(name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::all_finite;
+
+    #[test]
+    fn finite_check_finds_nan_and_inf_anywhere() {
+        let mut v = vec![1.5f32; 10_000];
+        v[17] = f32::MAX;
+        v[18] = -0.0;
+        v[19] = f32::MIN_POSITIVE / 4.0; // subnormal
+        assert!(all_finite(&v));
+        for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+            for at in [0, 4095, 4096, 9999] {
+                let mut w = v.clone();
+                w[at] = bad;
+                assert!(!all_finite(&w), "{bad} at {at}");
+            }
+        }
+        assert!(all_finite(&[]));
     }
 }

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use candle_core::{DType, Tensor};
 
 use crate::error::{Error, Result};
+use crate::modeling::kernels::parallel::{par_chunks_mut, rows_per_chunk};
 use crate::modeling::sam2_base::{BackboneFeatures, Sam2Base};
 use crate::transforms;
 
@@ -286,8 +287,8 @@ impl Sam2ImagePredictor {
 
         let low_res = out.masks.to_dtype(DType::F32)?; // [1, M, low, low]
         let m = low_res.dim(1)?;
-        let full = low_res.upsample_bilinear2d(h, w, false)?;
-        let logits = full.flatten_all()?.to_vec1::<f32>()?;
+        let low_vec = low_res.flatten_all()?.to_vec1::<f32>()?;
+        let logits = upsample_bilinear(&low_vec, m, low, low, h, w);
         let thr = self.mask_threshold;
         let masks = logits.iter().map(|&v| u8::from(v > thr)).collect();
         let pred = Prediction {
@@ -301,7 +302,7 @@ impl Sam2ImagePredictor {
                 .to_dtype(DType::F32)?
                 .flatten_all()?
                 .to_vec1()?,
-            low_res_logits: low_res.clamp(-32f32, 32f32)?.flatten_all()?.to_vec1()?,
+            low_res_logits: low_vec.iter().map(|v| v.clamp(-32.0, 32.0)).collect(),
             low_res_size: low,
             object_score_logit: out
                 .object_score_logits
@@ -333,6 +334,57 @@ impl Sam2ImagePredictor {
         };
         Ok((pred, tr))
     }
+}
+
+/// Bilinear upsampling (`F.interpolate(..., mode="bilinear",
+/// align_corners=False)`) of `n` maps `[ih, iw]` to `[oh, ow]`, with exactly
+/// the arithmetic of candle's `upsample_bilinear2d` (f64 weights and sums,
+/// rounded to f32), which this replaces on the predictor's output: each
+/// source row is interpolated along x once instead of once per output row,
+/// and the vertical blend runs over whole rows.
+fn upsample_bilinear(
+    src: &[f32],
+    n: usize,
+    ih: usize,
+    iw: usize,
+    oh: usize,
+    ow: usize,
+) -> Vec<f32> {
+    // (i0, i1, weight of i1) per output index, as candle computes them.
+    let taps = |i_n: usize, o_n: usize| -> Vec<(usize, usize, f64)> {
+        let scale = i_n as f64 / o_n as f64;
+        (0..o_n)
+            .map(|o| {
+                let s = (scale * (o as f64 + 0.5) - 0.5).max(0.0);
+                let i0 = s.floor() as usize;
+                (i0, (i0 + 1).min(i_n - 1), (s - i0 as f64).clamp(0.0, 1.0))
+            })
+            .collect()
+    };
+    let (ty, tx) = (taps(ih, oh), taps(iw, ow));
+    let mut out = vec![0f32; n * oh * ow];
+    let mut rows = vec![0f64; ih * ow];
+    for (k, dst) in out.chunks_exact_mut(oh * ow).enumerate() {
+        let map = &src[k * ih * iw..(k + 1) * ih * iw];
+        for (row, r) in map.chunks_exact(iw).zip(rows.chunks_exact_mut(ow)) {
+            for (v, &(x0, x1, wx)) in r.iter_mut().zip(&tx) {
+                *v = row[x0] as f64 * (1.0 - wx) + row[x1] as f64 * wx;
+            }
+        }
+        // Output rows in blocks on the kernels' threads.
+        let per = rows_per_chunk(oh, ow, 1 << 16);
+        let rows = &rows;
+        par_chunks_mut(dst, per * ow, |i, block| {
+            for (r, d) in block.chunks_exact_mut(ow).enumerate() {
+                let (y0, y1, wy) = ty[i * per + r];
+                let (top, bottom) = (&rows[y0 * ow..][..ow], &rows[y1 * ow..][..ow]);
+                for ((d, t), b) in d.iter_mut().zip(top).zip(bottom) {
+                    *d = (t * (1.0 - wy) + b * wy) as f32;
+                }
+            }
+        });
+    }
+    out
 }
 
 /// Checks a prompt against an image of `h`×`w` (pixel units, edges included).
@@ -396,4 +448,38 @@ pub fn validate_prompt(p: &Prompt, h: usize, w: usize, low: usize) -> Result<()>
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::upsample_bilinear;
+    use candle_core::{Device, Tensor};
+
+    /// Bit for bit candle's `upsample_bilinear2d(.., false)`, up and down,
+    /// square and not.
+    #[test]
+    fn upsample_equals_candle() {
+        let mut s = 0x9e37_79b9_7f4a_7c15u64;
+        for (n, ih, iw, oh, ow) in [
+            (3, 8, 8, 37, 21),
+            (1, 16, 12, 64, 80),
+            (2, 9, 7, 5, 3),
+            (3, 64, 64, 400, 300),
+        ] {
+            let v: Vec<f32> = (0..n * ih * iw)
+                .map(|_| {
+                    s = s
+                        .wrapping_mul(6364136223846793005)
+                        .wrapping_add(1442695040888963407);
+                    ((s >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 40.0
+                })
+                .collect();
+            let want = Tensor::from_vec(v.clone(), (1, n, ih, iw), &Device::Cpu)
+                .and_then(|t| t.upsample_bilinear2d(oh, ow, false))
+                .and_then(|t| t.flatten_all())
+                .and_then(|t| t.to_vec1::<f32>())
+                .expect("candle upsample");
+            assert_eq!(upsample_bilinear(&v, n, ih, iw, oh, ow), want);
+        }
+    }
 }

@@ -179,6 +179,8 @@ def main():
     ap.add_argument("--slices", type=int, default=200, help="slices of the peak-RSS propagation (0: skip it)")
     ap.add_argument("--skip-build", action="store_true")
     ap.add_argument("--dtype", default="f32", help="also our stages in this dtype (bf16 or f16), against PyTorch fp32")
+    ap.add_argument("--stages", default=None,
+                    help="only these rows of the two stage programs, comma separated (e.g. click_point,click_box)")
     ap.add_argument("--helper", nargs="+", help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.helper:
@@ -196,6 +198,8 @@ def main():
              "--example", "propagation_memory"], a.threads, "cargo build")
     track = "512,1024" if a.full else "512"
     stages = ["--sizes", a.sizes, "--track-sizes", track, "--runs", str(a.runs)]
+    if a.stages:
+        stages += ["--stages", a.stages]
     ours, torch_ = {}, {}
     ours.update(parse(run([os.path.join(exe, "stage_timings"), *stages], a.threads, "medsam2 stages")))
     if a.dtype != "f32":

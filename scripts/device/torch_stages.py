@@ -73,7 +73,8 @@ def overrides(size):
     return [f"++model.image_size={size}"]
 
 
-def run_size(size, dev, runs, autocast, track=True):
+def run_size(size, dev, runs, autocast, track=True, stages=None):
+    want = lambda s: stages is None or s in stages
     q = size / 4.0
     model = build_sam2(CONFIG, None, device=str(dev), hydra_overrides_extra=overrides(size))
     pred = SAM2ImagePredictor(model)
@@ -81,16 +82,21 @@ def run_size(size, dev, runs, autocast, track=True):
     pred._bb_feat_sizes = [(size // 4,) * 2, (size // 8,) * 2, (size // 16,) * 2]
     rgb = np.repeat(slices(1, size)[0][:, :, None], 3, axis=2)
     with torch.inference_mode(), autocast():
-        report("encoder", size, timed(dev, runs, lambda: pred.set_image(rgb)), runs)
+        if want("encoder"):
+            report("encoder", size, timed(dev, runs, lambda: pred.set_image(rgb)), runs)
+        elif want("click_point") or want("click_box"):
+            pred.set_image(rgb)
         pt = np.array([[2 * q, 2 * q]], dtype=np.float32)
         lab = np.array([1], dtype=np.int32)
-        ms = timed(dev, runs, lambda: pred.predict(point_coords=pt, point_labels=lab, multimask_output=True))
-        report("click_point", size, ms, runs)
+        if want("click_point"):
+            ms = timed(dev, runs, lambda: pred.predict(point_coords=pt, point_labels=lab, multimask_output=True))
+            report("click_point", size, ms, runs)
         box = np.array([q, q, 3 * q, 3 * q], dtype=np.float32)
-        ms = timed(dev, runs, lambda: pred.predict(box=box, multimask_output=False))
-        report("click_box", size, ms, runs)
+        if want("click_box"):
+            ms = timed(dev, runs, lambda: pred.predict(box=box, multimask_output=False))
+            report("click_box", size, ms, runs)
     del pred, model
-    if not track:
+    if not track or not (want("propagate_slice") or want("track_step")):
         return
 
     vp = build_sam2_video_predictor(CONFIG, None, device=str(dev), hydra_overrides_extra=overrides(size))
@@ -110,7 +116,10 @@ def run_size(size, dev, runs, autocast, track=True):
                 if frame_idx >= 8:
                     per_slice.append((now - last) * 1e3)
                 last = now
-            report("propagate_slice", size, median(per_slice), len(per_slice))
+            if want("propagate_slice"):
+                report("propagate_slice", size, median(per_slice), len(per_slice))
+            if not want("track_step"):
+                return
 
             frame = frames - 1
             vp._get_image_feature(state, frame, 1)  # caches this slice's features
@@ -139,6 +148,7 @@ def main():
     ap.add_argument("--track-sizes", default=None, help="sizes of the tracking stages (default: all sizes)")
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--threads", type=int, default=0, help="CPU threads (0 = torch default)")
+    ap.add_argument("--stages", default=None, help="only these stages, comma separated (default: all)")
     a = ap.parse_args()
     if a.threads > 0:
         torch.set_num_threads(a.threads)
@@ -153,7 +163,8 @@ def main():
     print(f"# pytorch {torch.__version__} stage timings: device {a.device} dtype {a.dtype}", flush=True)
     track = None if a.track_sizes is None else {int(s) for s in a.track_sizes.split(",") if s}
     for size in [int(s) for s in a.sizes.split(",") if s]:
-        run_size(size, dev, a.runs, autocast, track is None or size in track)
+        stages = None if a.stages is None else set(a.stages.split(","))
+        run_size(size, dev, a.runs, autocast, track is None or size in track, stages)
 
 
 if __name__ == "__main__":

@@ -32,6 +32,9 @@ impl ConvTranspose2x2 {
     /// `x` given as `[B, Cin, H·W]` (any strides).
     fn unshuffled(&self, x: &Tensor) -> Result<Tensor> {
         let b = x.dim(0)?;
+        if cpu::applies(x) && cpu::applies(&self.weight) {
+            return cpu::matmul(&self.weight, x);
+        }
         self.weight
             .to_dtype(x.dtype())?
             .broadcast_left(b)?
@@ -400,11 +403,18 @@ impl MaskDecoder {
         let mask_tokens_out = hs.narrow(1, s + 1, self.num_mask_tokens)?;
 
         let bs = src.dim(0)?;
+        let mlp = |m: &Mlp, x: &Tensor| {
+            if self.cpu_kernels {
+                m.forward_with(x, cpu::linear)
+            } else {
+                m.forward(x)
+            }
+        };
         let hyper_in = self
             .output_hypernetworks_mlps
             .iter()
             .enumerate()
-            .map(|(i, mlp)| mlp.forward(&mask_tokens_out.i((.., i, ..))?))
+            .map(|(i, m)| mlp(m, &mask_tokens_out.i((.., i, ..))?))
             .collect::<Result<Vec<_>>>()?;
         let hyper_in = Tensor::stack(&hyper_in, 1)?;
         let high_res = match (self.cfg.use_high_res_features, high_res_features) {
@@ -418,8 +428,12 @@ impl MaskDecoder {
             self.upscale_masks(&src, h, w, high_res.as_ref(), &hyper_in)?
         };
 
-        let iou_pred = self.iou_prediction_head.forward(&iou_token_out)?;
+        let iou_pred = mlp(&self.iou_prediction_head, &iou_token_out)?;
         let object_score_logits = match &self.pred_obj_score_head {
+            Some(ObjScoreHead::Mlp(m)) => mlp(m, &hs.i((.., 0, ..))?)?,
+            Some(ObjScoreHead::Linear(l)) if self.cpu_kernels => {
+                cpu::linear(l, &hs.i((.., 0, ..))?)?
+            }
             Some(head) => head.forward(&hs.i((.., 0, ..))?)?,
             None => (Tensor::ones((bs, 1), dt, hs.device())? * 10.0)?,
         };

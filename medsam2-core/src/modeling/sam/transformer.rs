@@ -5,7 +5,9 @@
 //! `memory_attention.rs`; it can reuse [`Attention`]'s projections and head
 //! helpers.
 
-use candle_core::{Module, Result, Tensor};
+use std::sync::{Arc, Mutex};
+
+use candle_core::{Module, Result, Tensor, TensorId};
 use candle_nn::{LayerNorm, VarBuilder};
 
 use crate::modeling::kernels::bf16_linear::Linear;
@@ -62,6 +64,20 @@ impl Attention {
         self.cpu_kernels = on;
     }
 
+    /// A projection: the CPU kernel's matmul or the layer's forward.
+    fn lin(&self, l: &Linear, x: &Tensor) -> Result<Tensor> {
+        if self.cpu_kernels {
+            cpu::linear(l, x)
+        } else {
+            l.forward(x)
+        }
+    }
+
+    /// `a @ b` (broadcast): the CPU kernel's matmul or candle's.
+    fn mm(&self, a: &Tensor, b: &Tensor) -> Result<Tensor> {
+        cpu::mm(a, b, self.cpu_kernels)
+    }
+
     fn softmax(&self, x: &Tensor) -> Result<Tensor> {
         if self.cpu_kernels && cpu::applies(x) {
             cpu::softmax_last(x)
@@ -115,11 +131,11 @@ impl Attention {
 
     /// Attention of `q` `[B, Nq, C]` over `k`, `v` `[B, Nk, kv_in_dim]` → `[B, Nq, C]`.
     pub fn forward(&self, q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Tensor> {
-        let q = self.separate_heads(&self.q_proj.forward(&q.contiguous()?)?)?;
-        let k = self.separate_heads(&self.k_proj.forward(&k.contiguous()?)?)?;
-        let v = self.separate_heads(&self.v_proj.forward(&v.contiguous()?)?)?;
+        let q = self.separate_heads(&self.lin(&self.q_proj, &q.contiguous()?)?)?;
+        let k = self.separate_heads(&self.lin(&self.k_proj, &k.contiguous()?)?)?;
+        let v = self.separate_heads(&self.lin(&self.v_proj, &v.contiguous()?)?)?;
         let out = sdpa(&q, &k, &v)?;
-        self.out_proj.forward(&Self::recombine_heads(&out)?)
+        self.lin(&self.out_proj, &Self::recombine_heads(&out)?)
     }
 
     /// Spreads per-token head vectors `[B, N, I]` block-diagonally over the
@@ -146,15 +162,11 @@ impl Attention {
         let scale = 1.0 / ((self.internal_dim / h) as f64).sqrt();
         // scores_h = q_h Wk_h kᵀ (+ q_h·bk_h, constant along the keys: it
         // cancels in the softmax).
-        let qp = (self.q_proj.forward(&q.contiguous()?)? * scale)?;
-        let a = self
-            .head_blocks(&qp)?
-            .broadcast_matmul(self.k_proj.weight())?;
-        let p = self.softmax(&a.matmul(&k.contiguous()?.transpose(1, 2)?)?)?;
+        let qp = (self.lin(&self.q_proj, &q.contiguous()?)? * scale)?;
+        let a = self.mm(&self.head_blocks(&qp)?, self.k_proj.weight())?;
+        let p = self.softmax(&self.mm(&a, &k.contiguous()?.transpose(1, 2)?)?)?;
         // out_h = P_h v Wv_hᵀ + bv_h (rows of P_h sum to 1).
-        let pv = p
-            .matmul(&v.contiguous()?)?
-            .broadcast_matmul(&self.v_proj.weight().t()?)?;
+        let pv = self.mm(&self.mm(&p, &v.contiguous()?)?, &self.v_proj.weight().t()?)?;
         let i = self.internal_dim;
         let mask = self.head_blocks(&Tensor::ones((1, 1, i), pv.dtype(), pv.device())?)?;
         let o = pv
@@ -165,7 +177,7 @@ impl Attention {
             Some(bv) => o.broadcast_add(bv)?,
             None => o,
         };
-        self.out_proj.forward(&o)
+        self.lin(&self.out_proj, &o)
     }
 
     /// Same result as [`Attention::forward`] for many queries over few keys
@@ -174,30 +186,39 @@ impl Attention {
     ///
     /// `q` `[B, Nq, C]`, `k`, `v` `[B, Nk, kv_in_dim]` → `[B, Nq, C]`.
     pub fn forward_many_queries(&self, q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Tensor> {
+        let out = self.many_queries(q, k, v)?;
+        match self.out_proj.bias() {
+            Some(bo) => out.broadcast_add(bo),
+            None => Ok(out),
+        }
+    }
+
+    /// [`Self::forward_many_queries`] without the output bias.
+    fn many_queries(&self, q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Tensor> {
         let (b, nq, _) = q.dims3()?;
         let nk = k.dim(1)?;
         let h = self.num_heads;
         let scale = 1.0 / ((self.internal_dim / h) as f64).sqrt();
         let q = q.contiguous()?;
         // scores_h = q Wq_hᵀ k_hᵀ + bq_h·k_h.
-        let kb = self.head_blocks(&(self.k_proj.forward(&k.contiguous()?)? * scale)?)?;
-        let m = kb.broadcast_matmul(self.q_proj.weight())?;
+        let kb = self.head_blocks(&(self.lin(&self.k_proj, &k.contiguous()?)? * scale)?)?;
+        let m = self.mm(&kb, self.q_proj.weight())?;
         let bias = match self.q_proj.bias() {
-            Some(bq) => Some(kb.broadcast_matmul(&bq.unsqueeze(1)?)?),
+            Some(bq) => Some(self.mm(&kb, &bq.unsqueeze(1)?)?),
             None => None,
         };
         // out = Σ_h P_h (v_h Wo_hᵀ) + bo.
-        let vblk = self.head_blocks(&self.v_proj.forward(&v.contiguous()?)?)?;
-        let vo = vblk.broadcast_matmul(&self.out_proj.weight().t()?)?;
+        let vblk = self.head_blocks(&self.lin(&self.v_proj, &v.contiguous()?)?)?;
+        let vo = self.mm(&vblk, &self.out_proj.weight().t()?)?;
         let out = if self.cpu_kernels && cpu::applies(&q) {
             // Scores as [B, heads·Nk, Nq]: the softmax runs along the keys of
             // each head for all queries at once.
-            let mut scores = m.matmul(&q.transpose(1, 2)?)?;
+            let mut scores = self.mm(&m, &q.transpose(1, 2)?)?;
             if let Some(c) = bias {
                 scores = scores.broadcast_add(&c)?;
             }
             let p = cpu::softmax_dim2(&scores.reshape((b, h, nk, nq))?)?;
-            p.reshape((b, h * nk, nq))?.transpose(1, 2)?.matmul(&vo)?
+            self.mm(&p.reshape((b, h * nk, nq))?.transpose(1, 2)?, &vo)?
         } else {
             let mut scores = q.matmul(&m.transpose(1, 2)?)?;
             if let Some(c) = bias {
@@ -206,10 +227,7 @@ impl Attention {
             let p = softmax_last(&scores.reshape((b, nq, h, nk))?)?.reshape((b, nq, h * nk))?;
             p.matmul(&vo)?
         };
-        match self.out_proj.bias() {
-            Some(bo) => out.broadcast_add(bo),
-            None => Ok(out),
-        }
+        Ok(out)
     }
 }
 
@@ -301,15 +319,23 @@ impl TwoWayAttentionBlock {
                 .forward_many_keys(&q, &k, keys)?)?;
         let queries = self.norm2.forward(&queries)?;
 
-        let queries = (&queries + self.mlp.forward(&queries)?)?;
+        let mlp = if self.self_attn.cpu_kernels {
+            self.mlp.forward_with(&queries, cpu::linear)?
+        } else {
+            self.mlp.forward(&queries)?
+        };
+        let queries = (&queries + mlp)?;
         let queries = self.norm3.forward(&queries)?;
 
         let q = (&queries + query_pe)?;
-        let keys = (keys
-            + self
-                .cross_attn_image_to_token
-                .forward_many_queries(&k, &q, &queries)?)?;
-        let keys = self.norm4.forward(&keys)?;
+        let attn = &self.cross_attn_image_to_token;
+        let keys = if attn.cpu_kernels && cpu::applies(keys) {
+            let out = attn.many_queries(&k, &q, &queries)?;
+            cpu::add_layer_norm(keys, &out, attn.out_proj.bias(), &self.norm4, LN_EPS)?
+        } else {
+            let keys = (keys + attn.forward_many_queries(&k, &q, &queries)?)?;
+            self.norm4.forward(&keys)?
+        };
         Ok((queries, keys))
     }
 }
@@ -321,6 +347,9 @@ pub struct TwoWayTransformer {
     final_attn_token_to_image: Attention,
     norm_final_attn: LayerNorm,
     cpu_kernels: bool,
+    /// The last image PE's tokens, by tensor id: callers pass the same dense
+    /// PE ([`super::PromptEncoder::get_dense_pe`]) on every click.
+    pe_tokens: Arc<Mutex<Option<(TensorId, Tensor)>>>,
 }
 
 impl TwoWayTransformer {
@@ -349,6 +378,7 @@ impl TwoWayTransformer {
             )?,
             norm_final_attn: layer_norm(cfg.embedding_dim, LN_EPS, vb.pp("norm_final_attn"))?,
             cpu_kernels: true,
+            pe_tokens: Arc::new(Mutex::new(None)),
         })
     }
 
@@ -372,6 +402,23 @@ impl TwoWayTransformer {
         }
     }
 
+    /// [`Self::to_tokens`] of the image PE, reused while the same tensor comes back.
+    fn pe_tokens(&self, image_pe: &Tensor) -> Result<Tensor> {
+        let id = image_pe.id();
+        if let Ok(slot) = self.pe_tokens.lock() {
+            if let Some((cached, t)) = slot.as_ref() {
+                if *cached == id {
+                    return Ok(t.clone());
+                }
+            }
+        }
+        let t = self.to_tokens(image_pe)?;
+        if let Ok(mut slot) = self.pe_tokens.lock() {
+            *slot = Some((id, t.clone()));
+        }
+        Ok(t)
+    }
+
     /// Runs the transformer.
     ///
     /// `image_embedding` `[B, C, h, w]`, `image_pe` `[B or 1, C, h, w]`,
@@ -383,7 +430,7 @@ impl TwoWayTransformer {
         point_embedding: &Tensor,
     ) -> Result<(Tensor, Tensor)> {
         let keys = self.to_tokens(image_embedding)?;
-        let key_pe = self.to_tokens(image_pe)?;
+        let key_pe = self.pe_tokens(image_pe)?;
         let mut queries = point_embedding.contiguous()?;
         let mut keys = keys;
         for layer in &self.layers {
