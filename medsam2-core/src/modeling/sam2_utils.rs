@@ -60,29 +60,6 @@ impl Mlp {
     }
 }
 
-impl Mlp {
-    /// The forward pass with `linear(layer, x)` applying each linear layer
-    /// (e.g. a CPU kernel); [`Module::forward`] uses the layers' own forward.
-    pub(crate) fn forward_with(
-        &self,
-        x: &Tensor,
-        linear: impl Fn(&Linear, &Tensor) -> Result<Tensor>,
-    ) -> Result<Tensor> {
-        let mut x = x.clone();
-        let n = self.layers.len();
-        for (i, l) in self.layers.iter().enumerate() {
-            x = linear(l, &x)?;
-            if i + 1 < n {
-                x = activation(&x, self.act)?;
-            }
-        }
-        if self.sigmoid_output {
-            x = candle_nn::ops::sigmoid(&x)?;
-        }
-        Ok(x)
-    }
-}
-
 impl Module for Mlp {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let mut x = x.clone();

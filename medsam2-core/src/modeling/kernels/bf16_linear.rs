@@ -256,29 +256,19 @@ impl Linear {
     }
 
     fn forward_f32(&self, x: &Tensor) -> Result<Tensor> {
-        let w = self.inner.weight();
-        let (n, k) = w.dims2()?;
-        let wr = crate::modeling::backbones::cpu::F32Ref::new(w)?;
-        let ws = wr.slice();
-        // Up to 512 rows per GEMM call: each call packs the weight again.
-        self.forward_rows(x, k, n, 512, |rows, xs, y| {
-            // SAFETY: `xs` holds `rows·k` values, `y` `rows·n`, `ws` the
-            // `[n, k]` weight read as `Wᵀ` (row stride 1, column stride k).
-            unsafe {
-                super::gemm::sgemm(
-                    rows,
-                    n,
-                    k,
-                    y.as_mut_ptr(),
-                    n,
-                    true,
-                    xs.as_ptr(),
-                    (k as isize, 1),
-                    ws.as_ptr(),
-                    (1, k as isize),
-                )
-            }
-        })
+        let dims = x.dims();
+        let Some((&k, lead)) = dims.split_last() else {
+            candle_core::bail!("linear: scalar input");
+        };
+        let rows: usize = lead.iter().product();
+        let y = super::gemm::matmul(
+            &x.reshape((rows, k))?,
+            &self.inner.weight().t()?,
+            self.bias_f32.as_deref(),
+        )?;
+        let mut shape = lead.to_vec();
+        shape.push(y.dim(1)?);
+        y.reshape(shape)
     }
 }
 

@@ -33,7 +33,7 @@ impl ConvTranspose2x2 {
     fn unshuffled(&self, x: &Tensor) -> Result<Tensor> {
         let b = x.dim(0)?;
         if cpu::applies(x) && cpu::applies(&self.weight) {
-            return cpu::matmul(&self.weight, x);
+            return crate::modeling::kernels::gemm::matmul(&self.weight, x, None);
         }
         self.weight
             .to_dtype(x.dtype())?
@@ -403,13 +403,7 @@ impl MaskDecoder {
         let mask_tokens_out = hs.narrow(1, s + 1, self.num_mask_tokens)?;
 
         let bs = src.dim(0)?;
-        let mlp = |m: &Mlp, x: &Tensor| {
-            if self.cpu_kernels {
-                m.forward_with(x, cpu::linear)
-            } else {
-                m.forward(x)
-            }
-        };
+        let mlp = |m: &Mlp, x: &Tensor| m.forward(x);
         let hyper_in = self
             .output_hypernetworks_mlps
             .iter()
@@ -431,9 +425,6 @@ impl MaskDecoder {
         let iou_pred = mlp(&self.iou_prediction_head, &iou_token_out)?;
         let object_score_logits = match &self.pred_obj_score_head {
             Some(ObjScoreHead::Mlp(m)) => mlp(m, &hs.i((.., 0, ..))?)?,
-            Some(ObjScoreHead::Linear(l)) if self.cpu_kernels => {
-                cpu::linear(l, &hs.i((.., 0, ..))?)?
-            }
             Some(head) => head.forward(&hs.i((.., 0, ..))?)?,
             None => (Tensor::ones((bs, 1), dt, hs.device())? * 10.0)?,
         };

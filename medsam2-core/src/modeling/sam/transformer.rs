@@ -64,13 +64,9 @@ impl Attention {
         self.cpu_kernels = on;
     }
 
-    /// A projection: the CPU kernel's matmul or the layer's forward.
+    /// A projection (the layer's forward: its fast CPU paths included).
     fn lin(&self, l: &Linear, x: &Tensor) -> Result<Tensor> {
-        if self.cpu_kernels {
-            cpu::linear(l, x)
-        } else {
-            l.forward(x)
-        }
+        l.forward(x)
     }
 
     /// `a @ b` (broadcast): the CPU kernel's matmul or candle's.
@@ -319,12 +315,7 @@ impl TwoWayAttentionBlock {
                 .forward_many_keys(&q, &k, keys)?)?;
         let queries = self.norm2.forward(&queries)?;
 
-        let mlp = if self.self_attn.cpu_kernels {
-            self.mlp.forward_with(&queries, cpu::linear)?
-        } else {
-            self.mlp.forward(&queries)?
-        };
-        let queries = (&queries + mlp)?;
+        let queries = (&queries + self.mlp.forward(&queries)?)?;
         let queries = self.norm3.forward(&queries)?;
 
         let q = (&queries + query_pe)?;
