@@ -98,6 +98,10 @@ simd_fn! {
 // The f32 GEMM of every fast kernel (`kernels::gemm`).
 use crate::modeling::kernels::gemm::sgemm;
 
+// The attention products: f32, or bf16 in the CPU bf16 mode.
+use crate::modeling::kernels::attention::{BlockProducts, F32Gemm};
+use crate::modeling::kernels::bf16::Bf16Tiles;
+
 // The CPU bf16 mode's weights (`kernels::bf16_linear`).
 use crate::modeling::kernels::bf16_linear::{self, Wt, WtRef};
 
@@ -416,6 +420,8 @@ pub(crate) struct AttnGeom {
     pub window: usize,
     /// Query pooling stride.
     pub q_stride: Option<[usize; 2]>,
+    /// Products in bf16 ([`Bf16Tiles`], the CPU bf16 mode) instead of f32.
+    pub bf16: bool,
 }
 
 /// Multi-head attention of `MultiScaleAttention` on a `qkv` buffer
@@ -425,6 +431,20 @@ pub(crate) struct AttnGeom {
 /// max-pooled inside each window. Returns the attention output `[b·ho·wo, c]`
 /// in natural order (before `proj`) and `(ho, wo)`.
 pub(crate) fn attention(
+    qkv: &[f32],
+    qkv_bias: &[f32],
+    g: &AttnGeom,
+) -> Result<(Vec<f32>, usize, usize)> {
+    if g.bf16 && crate::modeling::kernels::bf16::available() {
+        attention_in(&Bf16Tiles, qkv, qkv_bias, g)
+    } else {
+        attention_in(&F32Gemm, qkv, qkv_bias, g)
+    }
+}
+
+/// [`attention`] with the two products (`Q·Kᵀ`, `P·V`) computed by `prod`.
+fn attention_in<P: BlockProducts>(
+    prod: &P,
     qkv: &[f32],
     qkv_bias: &[f32],
     g: &AttnGeom,
@@ -464,7 +484,7 @@ pub(crate) fn attention(
             with_scratch(rows * hd + rows * l, |buf| {
                 let (q, s) = buf.split_at_mut(rows * hd);
                 let q_ptr: *const f32;
-                let q_rs: isize;
+                let q_rs: usize;
                 if g.q_stride.is_some() {
                     for r in 0..rows {
                         let (oy, ox) = ((q0 + r) / wo, (q0 + r) % wo);
@@ -481,42 +501,23 @@ pub(crate) fn attention(
                         }
                     }
                     q_ptr = q.as_ptr();
-                    q_rs = hd as isize;
+                    q_rs = hd;
                 } else {
                     q_ptr = base[q0 * c3 + hh * hd..].as_ptr();
-                    q_rs = c3 as isize;
+                    q_rs = c3;
                 }
                 let k_ptr = base[c + hh * hd..].as_ptr();
                 let v_ptr = base[2 * c + hh * hd..].as_ptr();
                 // SAFETY: all pointers address rows inside `base`/scratch; the
                 // output rows of this task are disjoint from other tasks'.
                 unsafe {
-                    sgemm(
-                        rows,
-                        l,
-                        hd,
-                        s.as_mut_ptr(),
-                        l,
-                        false,
-                        q_ptr,
-                        (q_rs, 1),
-                        k_ptr,
-                        (1, c3 as isize),
-                    );
+                    prod.scores(rows, l, hd, q_ptr, q_rs, k_ptr, c3, s.as_mut_ptr(), l);
                     softmax_rows(s, l, scale);
                     let dst = po.ptr().add((bi * lq + q0) * c + hh * hd);
-                    sgemm(
-                        rows,
-                        hd,
-                        l,
-                        dst,
-                        c,
-                        false,
-                        s.as_ptr(),
-                        (l as isize, 1),
-                        v_ptr,
-                        (c3 as isize, 1),
-                    );
+                    for r in 0..rows {
+                        std::slice::from_raw_parts_mut(dst.add(r * c), hd).fill(0.0);
+                    }
+                    prod.accumulate(rows, l, hd, s.as_ptr(), l, v_ptr, c3, dst, c);
                 }
             });
         });
@@ -569,32 +570,10 @@ pub(crate) fn attention(
             }
             // SAFETY: scratch buffers of the sizes given.
             unsafe {
-                let hd_i = hd as isize;
-                sgemm(
-                    lq,
-                    l,
-                    hd,
-                    s.as_mut_ptr(),
-                    l,
-                    false,
-                    q.as_ptr(),
-                    (hd_i, 1),
-                    k.as_ptr(),
-                    (1, hd_i),
-                );
+                prod.scores(lq, l, hd, q.as_ptr(), hd, k.as_ptr(), hd, s.as_mut_ptr(), l);
                 softmax_rows(s, l, scale);
-                sgemm(
-                    lq,
-                    hd,
-                    l,
-                    o.as_mut_ptr(),
-                    hd,
-                    false,
-                    s.as_ptr(),
-                    (l as isize, 1),
-                    v.as_ptr(),
-                    (hd_i, 1),
-                );
+                o.fill(0.0);
+                prod.accumulate(lq, l, hd, s.as_ptr(), l, v.as_ptr(), hd, o.as_mut_ptr(), hd);
             }
             for qy in 0..wqy {
                 let gy = wy * wqy + qy;
