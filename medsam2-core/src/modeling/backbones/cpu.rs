@@ -472,13 +472,14 @@ fn attention_in<P: BlockProducts>(
         // Global attention: keys/values are read in place, queries in chunks.
         let l = h * w;
         let lq = ho * wo;
-        let qc = 512.min(lq.max(1));
-        let chunks = lq.div_ceil(qc);
         // f32: one chunk per task (large chunks: every chunk re-packs this
         // head's keys and values inside the GEMM). bf16: this head's keys and
         // values are packed once per task, and a task runs a group of chunks
-        // (as few groups as keep every thread busy).
+        // (as few groups as keep every thread busy), small enough that the
+        // chunk's scores stay in cache (64 × 4096 f32 = 1 MiB at 1024).
         let packed = g.bf16 && crate::modeling::kernels::bf16::available();
+        let qc = if packed { 64 } else { 512 }.min(lq.max(1));
+        let chunks = lq.div_ceil(qc);
         let groups = if packed {
             num_threads()
                 .div_ceil((b * heads).max(1))
