@@ -98,6 +98,10 @@ simd_fn! {
 // The f32 GEMM of every fast kernel (`kernels::gemm`).
 use crate::modeling::kernels::gemm::sgemm;
 
+// The attention products: f32, or bf16 in the CPU bf16 mode.
+use crate::modeling::kernels::attention::{BlockProducts, F32Gemm};
+use crate::modeling::kernels::bf16::{self, Bf16Tiles, PackedB};
+
 // The CPU bf16 mode's weights (`kernels::bf16_linear`).
 use crate::modeling::kernels::bf16_linear::{self, Wt, WtRef};
 
@@ -416,6 +420,8 @@ pub(crate) struct AttnGeom {
     pub window: usize,
     /// Query pooling stride.
     pub q_stride: Option<[usize; 2]>,
+    /// Products in bf16 ([`Bf16Tiles`], the CPU bf16 mode) instead of f32.
+    pub bf16: bool,
 }
 
 /// Multi-head attention of `MultiScaleAttention` on a `qkv` buffer
@@ -425,6 +431,20 @@ pub(crate) struct AttnGeom {
 /// max-pooled inside each window. Returns the attention output `[b·ho·wo, c]`
 /// in natural order (before `proj`) and `(ho, wo)`.
 pub(crate) fn attention(
+    qkv: &[f32],
+    qkv_bias: &[f32],
+    g: &AttnGeom,
+) -> Result<(Vec<f32>, usize, usize)> {
+    if g.bf16 && crate::modeling::kernels::bf16::available() {
+        attention_in(&Bf16Tiles, qkv, qkv_bias, g)
+    } else {
+        attention_in(&F32Gemm, qkv, qkv_bias, g)
+    }
+}
+
+/// [`attention`] with the two products (`Q·Kᵀ`, `P·V`) computed by `prod`.
+fn attention_in<P: BlockProducts>(
+    prod: &P,
     qkv: &[f32],
     qkv_bias: &[f32],
     g: &AttnGeom,
@@ -452,73 +472,83 @@ pub(crate) fn attention(
         // Global attention: keys/values are read in place, queries in chunks.
         let l = h * w;
         let lq = ho * wo;
-        // Large query chunks: every chunk re-packs this head's keys and values.
-        let qc = 512.min(lq.max(1));
+        // f32: one chunk per task (large chunks: every chunk re-packs this
+        // head's keys and values inside the GEMM). bf16: this head's keys and
+        // values are packed once per task, and a task runs a group of chunks
+        // (as few groups as keep every thread busy), small enough that the
+        // chunk's scores stay in cache (64 × 4096 f32 = 1 MiB at 1024).
+        let packed = g.bf16 && crate::modeling::kernels::bf16::available();
+        let qc = if packed { 64 } else { 512 }.min(lq.max(1));
         let chunks = lq.div_ceil(qc);
-        par_tasks(b * heads * chunks, |t| {
-            let bi = t / (heads * chunks);
-            let hh = (t / chunks) % heads;
-            let q0 = (t % chunks) * qc;
-            let rows = qc.min(lq - q0);
+        let groups = if packed {
+            num_threads()
+                .div_ceil((b * heads).max(1))
+                .max(1)
+                .min(chunks)
+        } else {
+            chunks
+        };
+        par_tasks(b * heads * groups, |t| {
+            let bi = t / (heads * groups);
+            let hh = (t / groups) % heads;
+            let grp = t % groups;
             let base = &qkv[bi * l * c3..(bi + 1) * l * c3];
-            with_scratch(rows * hd + rows * l, |buf| {
-                let (q, s) = buf.split_at_mut(rows * hd);
-                let q_ptr: *const f32;
-                let q_rs: isize;
-                if g.q_stride.is_some() {
-                    for r in 0..rows {
-                        let (oy, ox) = ((q0 + r) / wo, (q0 + r) % wo);
-                        let qd = &mut q[r * hd..(r + 1) * hd];
-                        qd.fill(f32::NEG_INFINITY);
-                        for a in 0..sy {
-                            for bb in 0..sx {
-                                let tok = (oy * sy + a) * w + ox * sx + bb;
-                                let src = &base[tok * c3 + hh * hd..][..hd];
-                                for (d, v) in qd.iter_mut().zip(src) {
-                                    *d = d.max(*v);
+            let keys = &base[c + hh * hd..];
+            let values = &base[2 * c + hh * hd..];
+            let mut kv = None;
+            if packed {
+                let (mut kp, mut vp) = (PackedB::empty(), PackedB::empty());
+                kp.repack_keys(keys, l, hd, c3);
+                vp.repack_values(values, l, hd, c3);
+                kv = Some((kp, vp));
+            }
+            for chunk in grp * chunks / groups..(grp + 1) * chunks / groups {
+                let q0 = chunk * qc;
+                let rows = qc.min(lq - q0);
+                with_scratch(rows * hd + rows * l, |buf| {
+                    let (q, s) = buf.split_at_mut(rows * hd);
+                    let (qs, q_rs): (&[f32], usize) = if g.q_stride.is_some() {
+                        for r in 0..rows {
+                            let (oy, ox) = ((q0 + r) / wo, (q0 + r) % wo);
+                            let qd = &mut q[r * hd..(r + 1) * hd];
+                            qd.fill(f32::NEG_INFINITY);
+                            for a in 0..sy {
+                                for bb in 0..sx {
+                                    let tok = (oy * sy + a) * w + ox * sx + bb;
+                                    let src = &base[tok * c3 + hh * hd..][..hd];
+                                    for (d, v) in qd.iter_mut().zip(src) {
+                                        *d = d.max(*v);
+                                    }
                                 }
                             }
                         }
+                        (q, hd)
+                    } else {
+                        (&base[q0 * c3 + hh * hd..], c3)
+                    };
+                    // SAFETY: all pointers address rows inside `base`/scratch;
+                    // the output rows of this task are disjoint from other
+                    // tasks'.
+                    unsafe {
+                        let dst = po.ptr().add((bi * lq + q0) * c + hh * hd);
+                        for r in 0..rows {
+                            std::slice::from_raw_parts_mut(dst.add(r * c), hd).fill(0.0);
+                        }
+                        if let Some((kp, vp)) = &kv {
+                            let o = std::slice::from_raw_parts_mut(dst, (rows - 1) * c + hd);
+                            s.fill(0.0);
+                            bf16::gemm_acc(rows, qs, q_rs, kp, s, l);
+                            softmax_rows(s, l, scale);
+                            bf16::gemm_acc(rows, s, l, vp, o, c);
+                        } else {
+                            let (kp, vp) = (keys.as_ptr(), values.as_ptr());
+                            prod.scores(rows, l, hd, qs.as_ptr(), q_rs, kp, c3, s.as_mut_ptr(), l);
+                            softmax_rows(s, l, scale);
+                            prod.accumulate(rows, l, hd, s.as_ptr(), l, vp, c3, dst, c);
+                        }
                     }
-                    q_ptr = q.as_ptr();
-                    q_rs = hd as isize;
-                } else {
-                    q_ptr = base[q0 * c3 + hh * hd..].as_ptr();
-                    q_rs = c3 as isize;
-                }
-                let k_ptr = base[c + hh * hd..].as_ptr();
-                let v_ptr = base[2 * c + hh * hd..].as_ptr();
-                // SAFETY: all pointers address rows inside `base`/scratch; the
-                // output rows of this task are disjoint from other tasks'.
-                unsafe {
-                    sgemm(
-                        rows,
-                        l,
-                        hd,
-                        s.as_mut_ptr(),
-                        l,
-                        false,
-                        q_ptr,
-                        (q_rs, 1),
-                        k_ptr,
-                        (1, c3 as isize),
-                    );
-                    softmax_rows(s, l, scale);
-                    let dst = po.ptr().add((bi * lq + q0) * c + hh * hd);
-                    sgemm(
-                        rows,
-                        hd,
-                        l,
-                        dst,
-                        c,
-                        false,
-                        s.as_ptr(),
-                        (l as isize, 1),
-                        v_ptr,
-                        (c3 as isize, 1),
-                    );
-                }
-            });
+                });
+            }
         });
         return Ok((out, ho, wo));
     }
@@ -569,32 +599,10 @@ pub(crate) fn attention(
             }
             // SAFETY: scratch buffers of the sizes given.
             unsafe {
-                let hd_i = hd as isize;
-                sgemm(
-                    lq,
-                    l,
-                    hd,
-                    s.as_mut_ptr(),
-                    l,
-                    false,
-                    q.as_ptr(),
-                    (hd_i, 1),
-                    k.as_ptr(),
-                    (1, hd_i),
-                );
+                prod.scores(lq, l, hd, q.as_ptr(), hd, k.as_ptr(), hd, s.as_mut_ptr(), l);
                 softmax_rows(s, l, scale);
-                sgemm(
-                    lq,
-                    hd,
-                    l,
-                    o.as_mut_ptr(),
-                    hd,
-                    false,
-                    s.as_ptr(),
-                    (l as isize, 1),
-                    v.as_ptr(),
-                    (hd_i, 1),
-                );
+                o.fill(0.0);
+                prod.accumulate(lq, l, hd, s.as_ptr(), l, v.as_ptr(), hd, o.as_mut_ptr(), hd);
             }
             for qy in 0..wqy {
                 let gy = wy * wqy + qy;
@@ -785,6 +793,56 @@ mod tests {
                 let want = (xr[i] as f64 - m) / (var + 1e-6).sqrt() * w[i] as f64 + b[i] as f64;
                 assert!((yr[i] as f64 - want).abs() < 1e-4, "{} vs {want}", yr[i]);
             }
+        }
+    }
+
+    /// Hiera's attention in the bf16 mode (products by the bf16 kernel)
+    /// against the f32 products, windowed and global, with and without query
+    /// pooling: close (bf16 inputs, f32 sums), and not the f32 result itself
+    /// (the bf16 products did run).
+    #[test]
+    fn bf16_attention_matches_f32() {
+        if !crate::modeling::kernels::bf16::available() {
+            println!("skipped: this CPU lacks avx512_bf16 (the bf16 mode runs the f32 products)");
+            return;
+        }
+        let (b, h, w, c, heads) = (2, 10, 12, 64, 2);
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut rnd = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            ((seed >> 40) as f32 / (1u64 << 24) as f32) * 4.0 - 2.0
+        };
+        let qkv: Vec<f32> = (0..b * h * w * 3 * c).map(|_| rnd()).collect();
+        let bias: Vec<f32> = (0..3 * c).map(|_| rnd()).collect();
+        for (window, q_stride) in [(0, None), (0, Some([2, 2])), (4, None), (4, Some([2, 2]))] {
+            let geom = |bf16| AttnGeom {
+                b,
+                h,
+                w,
+                c,
+                heads,
+                window,
+                q_stride,
+                bf16,
+            };
+            let (want, ho, wo) = attention(&qkv, &bias, &geom(false)).unwrap();
+            let (got, ho2, wo2) = attention(&qkv, &bias, &geom(true)).unwrap();
+            assert_eq!((ho, wo), (ho2, wo2));
+            let worst = want
+                .iter()
+                .zip(&got)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0f32, f32::max);
+            assert!(
+                worst < 5e-2,
+                "window {window} {q_stride:?}: max-abs {worst}"
+            );
+            assert!(
+                worst > 0.0,
+                "window {window} {q_stride:?}: bf16 products did not run"
+            );
         }
     }
 }

@@ -267,6 +267,8 @@ impl MultiScaleBlock {
             heads: self.attn.num_heads,
             window: self.window_size,
             q_stride: self.q_stride,
+            // The bf16 mode (the layer's weights were packed for it).
+            bf16: qkv_w.slice().bf16.is_some(),
         };
         let (o, ho, wo) = cpu::attention(&qkv, qkv_b.slice(), &geom)?;
         cpu::recycle(qkv);

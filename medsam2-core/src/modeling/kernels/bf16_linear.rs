@@ -5,8 +5,8 @@
 //! FLOPs are: the weight matrices of the linear layers are rounded to bf16 and
 //! packed once at load for the AVX512-BF16 kernel ([`super::bf16`]); their
 //! input rows are rounded to bf16 as the kernel packs them; products are summed
-//! in f32. Layer norms, softmax, GELU, convolutions and the attention products
-//! stay f32. On a CPU without AVX512-BF16 nothing is packed and the layers run
+//! in f32. The attention products are bf16 too (below); layer norms, softmax,
+//! GELU and convolutions stay f32. On a CPU without AVX512-BF16 nothing is packed and the layers run
 //! the f32 kernels (the mode then computes as f32).
 //!
 //! Memory: the f32 weights stay next to the packed copies (the generic graph,
@@ -14,10 +14,11 @@
 //! them), so the bf16 mode holds about 1.5× the f32 weight memory. Dropping
 //! them is left for later.
 //!
-//! The attention products (QKᵀ, PV) are not here: they belong to the fused
-//! attention kernel (`kernels::attention`), which can run them through
-//! [`super::bf16::gemm_acc`] with keys packed by `PackedB::from_nk` and values
-//! by `PackedB::from_kn` when the model is loaded in this mode.
+//! The attention products (QKᵀ, PV) are not here: the fused attention kernel
+//! (`kernels::attention`) runs them as [`super::bf16::Bf16Tiles`], and Hiera's
+//! attention (`backbones::cpu::attention`) as `Bf16Tiles` (windows) or
+//! [`super::bf16::gemm_acc`] on keys and values packed once per head (global
+//! attention) when its qkv layer was packed in this mode.
 //!
 //! Which layers pack is decided while the model is built: [`LoadScope`] (held
 //! by `Sam2Base::load` for the duration of the load, on the loading thread)
