@@ -157,7 +157,10 @@ impl TLinear {
     /// From a weight `[out, in]` and an optional bias.
     pub(crate) fn from_parts(w: Tensor, b: Option<Tensor>) -> Result<Self> {
         if is_cpu_f32(&w) {
-            let wt = w.t()?.contiguous()?;
+            // Wᵀ by the blocked transpose (candle's strided copy of a
+            // transposed view took half of a cold start's load).
+            let wt =
+                crate::modeling::kernels::layout::transpose_last2(&w.unsqueeze(0)?)?.squeeze(0)?;
             Ok(Self {
                 packed: bf16_linear::pack_kn(&wt)?,
                 lin: candle_nn::Linear::new(wt.t()?, b),

@@ -78,6 +78,7 @@ pub mod bf16;
 pub mod bf16_linear;
 pub(crate) mod conv;
 pub(crate) mod gemm;
+pub(crate) mod layout;
 pub(crate) mod math;
 pub(crate) mod norm;
 pub(crate) mod parallel;

@@ -7,6 +7,7 @@
 
 use candle_core::{Device, Layout, Result, Storage, Tensor};
 
+pub(crate) use crate::modeling::kernels::layout::transpose_last2;
 pub(crate) use crate::modeling::kernels::math::gelu;
 
 use crate::modeling::kernels::norm::layer_norm_rows;
@@ -267,38 +268,6 @@ pub(crate) fn add_layer_norm(
         });
     }
     Tensor::from_vec(out, x.shape(), x.device())
-}
-
-/// `[B, C, N]` → `[B, N, C]` (contiguous) for an f32 CPU tensor of rank 3.
-pub(crate) fn transpose_last2(x: &Tensor) -> Result<Tensor> {
-    let (b, c, n) = x.dims3()?;
-    let x = x.contiguous()?;
-    let mut out = vec![0f32; b * c * n];
-    {
-        let (g, l) = x.storage_and_layout();
-        let src = slice(&g, l)?;
-        // Tiles of 8 source rows (their stride can map them to one cache
-        // set) by 64 columns.
-        const TC: usize = 8;
-        const TN: usize = 64;
-        for bi in 0..b {
-            let s = &src[bi * c * n..(bi + 1) * c * n];
-            let d = &mut out[bi * c * n..(bi + 1) * c * n];
-            for c0 in (0..c).step_by(TC) {
-                let c1 = (c0 + TC).min(c);
-                for n0 in (0..n).step_by(TN) {
-                    let n1 = (n0 + TN).min(n);
-                    for ni in n0..n1 {
-                        let drow = &mut d[ni * c + c0..ni * c + c1];
-                        for (k, v) in drow.iter_mut().enumerate() {
-                            *v = s[(c0 + k) * n + ni];
-                        }
-                    }
-                }
-            }
-        }
-    }
-    Tensor::from_vec(out, (b, n, c), x.device())
 }
 
 /// Whether the fast kernels apply to `x` (f32 on the CPU, kernels switched on:
