@@ -15,59 +15,10 @@ use crate::config::{
     CXBlockConfig, FuserConfig, MaskDownSamplerConfig, MemoryEncoderConfig, Sam2Config,
 };
 use crate::modeling::position_encoding::PositionEmbeddingSine;
-use crate::modeling::sam2_utils::{linear, DepthwiseConv2d, LayerNorm2d};
+use crate::modeling::sam2_utils::{linear, Conv1x1, DepthwiseConv2d, LayerNorm2d};
 
 /// Epsilon of every `LayerNorm2d` in the memory encoder.
 const LN2D_EPS: f64 = 1e-6;
-
-/// `nn.Conv2d(cin, cout, kernel_size=1)` run as one matmul per batch item on
-/// the NCHW map (no im2col, no layout change).
-#[derive(Debug, Clone)]
-struct Conv1x1 {
-    /// `[cout, cin]`.
-    weight: Tensor,
-    /// `[cout, 1]`.
-    bias: Tensor,
-}
-
-impl Conv1x1 {
-    fn new(cin: usize, cout: usize, vb: VarBuilder) -> Result<Self> {
-        let weight = vb.get((cout, cin, 1, 1), "weight")?.reshape((cout, cin))?;
-        let bias = vb.get(cout, "bias")?.reshape((cout, 1))?;
-        Ok(Self { weight, bias })
-    }
-}
-
-impl Module for Conv1x1 {
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let (b, c, h, w) = x.dims4()?;
-        let cout = self.weight.dim(0)?;
-        if let Some(y) = crate::modeling::kernels::conv::conv2d_fast(
-            x,
-            &self.weight.reshape((cout, c, 1, 1))?,
-            Some(&self.bias.reshape(cout)?),
-            1,
-            0,
-        )? {
-            return Ok(y);
-        }
-        let weight = self.weight.to_dtype(x.dtype())?;
-        let bias = self.bias.to_dtype(x.dtype())?;
-        let x = x.contiguous()?;
-        if b == 1 {
-            let y = weight
-                .matmul(&x.reshape((c, h * w))?)?
-                .broadcast_add(&bias)?;
-            return y.reshape((1, cout, h, w));
-        }
-        let mut outs = Vec::with_capacity(b);
-        for i in 0..b {
-            let xi = x.get(i)?.reshape((c, h * w))?;
-            outs.push(weight.matmul(&xi)?.broadcast_add(&bias)?);
-        }
-        Tensor::stack(&outs, 0)?.reshape((b, cout, h, w))
-    }
-}
 
 /// Contiguous f32 slice of a CPU tensor's storage (no copy), if it is one.
 pub(crate) fn cpu_f32<'a>(storage: &'a Storage, layout: &Layout) -> Option<&'a [f32]> {
@@ -354,7 +305,7 @@ impl MemoryEncoder {
             .mask_downsampler
             .forward(&masks.to_dtype(pix_feat.dtype())?)?;
         let (b, _, h, w) = pix_feat.dims4()?;
-        if masks.dims4()? != (b, self.pix_feat_proj.weight.dim(0)?, h, w) {
+        if masks.dims4()? != (b, self.pix_feat_proj.out_channels()?, h, w) {
             candle_core::bail!(
                 "memory encoder: downsampled mask {:?} does not match pixel features {:?}",
                 masks.shape(),

@@ -244,3 +244,60 @@ pub fn sdpa(q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Tensor> {
     let d = q.dim(D::Minus1)? as f64;
     attention::sdpa_generic(q, k, v, 1.0 / d.sqrt())
 }
+
+/// `nn.Conv2d(cin, cout, kernel_size=1)` (the memory encoder's projections,
+/// the mask decoder's `conv_s0` / `conv_s1`): one GEMM per batch item on the
+/// NCHW map, no layout change ([`crate::modeling::kernels::conv`] on CPU f32
+/// data, a candle matmul elsewhere).
+#[derive(Debug, Clone)]
+pub struct Conv1x1 {
+    /// `[cout, cin]`.
+    weight: Tensor,
+    /// `[cout, 1]`.
+    bias: Tensor,
+}
+
+impl Conv1x1 {
+    /// Loads `weight` `[cout, cin, 1, 1]` and `bias` `[cout]` under `vb`.
+    pub fn new(cin: usize, cout: usize, vb: VarBuilder) -> Result<Self> {
+        let weight = vb.get((cout, cin, 1, 1), "weight")?.reshape((cout, cin))?;
+        let bias = vb.get(cout, "bias")?.reshape((cout, 1))?;
+        Ok(Self { weight, bias })
+    }
+
+    /// Output channels.
+    pub fn out_channels(&self) -> Result<usize> {
+        self.weight.dim(0)
+    }
+}
+
+impl Module for Conv1x1 {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let (b, c, h, w) = x.dims4()?;
+        let cout = self.weight.dim(0)?;
+        if let Some(y) = crate::modeling::kernels::conv::conv2d_fast(
+            x,
+            &self.weight.reshape((cout, c, 1, 1))?,
+            Some(&self.bias.reshape(cout)?),
+            1,
+            0,
+        )? {
+            return Ok(y);
+        }
+        let weight = self.weight.to_dtype(x.dtype())?;
+        let bias = self.bias.to_dtype(x.dtype())?;
+        let x = x.contiguous()?;
+        if b == 1 {
+            let y = weight
+                .matmul(&x.reshape((c, h * w))?)?
+                .broadcast_add(&bias)?;
+            return y.reshape((1, cout, h, w));
+        }
+        let mut outs = Vec::with_capacity(b);
+        for i in 0..b {
+            let xi = x.get(i)?.reshape((c, h * w))?;
+            outs.push(weight.matmul(&xi)?.broadcast_add(&bias)?);
+        }
+        Tensor::stack(&outs, 0)?.reshape((b, cout, h, w))
+    }
+}

@@ -62,11 +62,17 @@ pub(crate) fn conv2d_fast(
     if out.is_empty() {
         return Ok(Some(Tensor::from_vec(out, (b, cout, ho, wo), x.device())?));
     }
-    // Output rows per task: a patch block of at most PATCH_BLOCK values, and
-    // at least two tasks per thread.
-    let rows = (PATCH_BLOCK / (k * wo).max(1))
-        .min((b * ho).div_ceil(2 * num_threads()))
-        .clamp(1, ho);
+    // Output rows per task: a patch block of at most PATCH_BLOCK values (no
+    // block for a 1x1 conv, which reads its input in place), and at least
+    // two tasks per thread.
+    let pointwise = kh == 1 && kw == 1 && stride == 1 && padding == 0;
+    let rows = (if pointwise {
+        ho
+    } else {
+        PATCH_BLOCK / (k * wo).max(1)
+    })
+    .min((b * ho).div_ceil(2 * num_threads()))
+    .clamp(1, ho);
     let blocks = ho.div_ceil(rows);
     let po = SyncPtr(out.as_mut_ptr());
     par_tasks(b * blocks, |task| {
@@ -74,6 +80,36 @@ pub(crate) fn conv2d_fast(
         let nr = rows.min(ho - r0);
         let p = nr * wo;
         let xb = &xs[bi * cin * h * w..][..cin * h * w];
+        let base = bi * cout * plane + r0 * wo;
+        let fill_bias = || {
+            for co in 0..cout {
+                // SAFETY: rows r0.. of image bi, every channel: this task's only.
+                let dst =
+                    unsafe { std::slice::from_raw_parts_mut(po.ptr().add(base + co * plane), p) };
+                dst.fill(bs.map_or(0.0, |b| b[co]));
+            }
+        };
+        if pointwise {
+            // A 1x1 conv: the input's pixels are the patches (no gather).
+            fill_bias();
+            // SAFETY: `ws` is `[cout, cin]`, the input block `[cin, p]` at
+            // row stride `plane`, the destination as below.
+            unsafe {
+                sgemm(
+                    cout,
+                    p,
+                    k,
+                    po.ptr().add(base),
+                    plane,
+                    true,
+                    ws.as_ptr(),
+                    (k as isize, 1),
+                    xb[r0 * wo..].as_ptr(),
+                    (plane as isize, 1),
+                );
+            }
+            return;
+        }
         with_scratch(k * p, |cols| {
             // cols[(ci, ky, kx), (oy, ox)] = x[ci, oy·s + ky − pad, ox·s + kx − pad].
             for ci in 0..cin {

@@ -11,7 +11,7 @@ use crate::modeling::kernels::bf16_linear::Linear;
 use crate::config::{Activation, MaskDecoderConfig};
 use crate::modeling::sam::cpu;
 use crate::modeling::sam::transformer::TwoWayTransformer;
-use crate::modeling::sam2_utils::{activation, linear, LayerNorm2d, Mlp};
+use crate::modeling::sam2_utils::{activation, linear, Conv1x1, LayerNorm2d, Mlp};
 
 /// `LayerNorm2d` default epsilon.
 const LN2D_EPS: f64 = 1e-6;
@@ -74,39 +74,6 @@ impl Module for ConvTranspose2x2 {
             .contiguous()?;
         y.reshape((b, o, 2 * h, 2 * w))?
             .broadcast_add(&self.bias.to_dtype(x.dtype())?)
-    }
-}
-
-/// A 1x1 `nn.Conv2d` (`conv_s0`, `conv_s1`) run as a matmul.
-#[derive(Debug, Clone)]
-struct Conv1x1 {
-    /// `[Cout, Cin]`.
-    weight: Tensor,
-    /// `[1, Cout, 1]`.
-    bias: Tensor,
-}
-
-impl Conv1x1 {
-    fn new(in_channels: usize, out_channels: usize, vb: VarBuilder) -> Result<Self> {
-        let weight = vb.get((out_channels, in_channels, 1, 1), "weight")?;
-        Ok(Self {
-            weight: weight.reshape((out_channels, in_channels))?,
-            bias: vb
-                .get(out_channels, "bias")?
-                .reshape((1, out_channels, 1))?,
-        })
-    }
-}
-
-impl Module for Conv1x1 {
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let (b, c, h, w) = x.dims4()?;
-        let dt = x.dtype();
-        let x = x.contiguous()?.reshape((b, c, h * w))?;
-        let y = self.weight.to_dtype(dt)?.broadcast_left(b)?.matmul(&x)?;
-        let o = y.dim(1)?;
-        y.broadcast_add(&self.bias.to_dtype(dt)?)?
-            .reshape((b, o, h, w))
     }
 }
 
