@@ -466,14 +466,8 @@ mod tests {
             (2, 9, 7, 5, 3),
             (3, 64, 64, 400, 300),
         ] {
-            let v: Vec<f32> = (0..n * ih * iw)
-                .map(|_| {
-                    s = s
-                        .wrapping_mul(6364136223846793005)
-                        .wrapping_add(1442695040888963407);
-                    ((s >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 40.0
-                })
-                .collect();
+            s += 1;
+            let v = crate::modeling::kernels::softmax::tests::lcg(n * ih * iw, 20.0, s);
             let want = Tensor::from_vec(v.clone(), (1, n, ih, iw), &Device::Cpu)
                 .and_then(|t| t.upsample_bilinear2d(oh, ow, false))
                 .and_then(|t| t.flatten_all())

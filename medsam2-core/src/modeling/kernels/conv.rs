@@ -89,11 +89,13 @@ pub(crate) fn conv2d_fast(
                 dst.fill(bs.map_or(0.0, |b| b[co]));
             }
         };
-        if pointwise {
-            // A 1x1 conv: the input's pixels are the patches (no gather).
+        // The bias, then `out[:, block] += W · rhs` with `rhs` the block's
+        // patches `[k, p]` at row stride `rhs_rs`.
+        let product = |rhs: *const f32, rhs_rs: usize| {
             fill_bias();
-            // SAFETY: `ws` is `[cout, cin]`, the input block `[cin, p]` at
-            // row stride `plane`, the destination as below.
+            // SAFETY: `ws` is `[cout, k]`, `rhs` `k` rows of `p` values at
+            // stride `rhs_rs`, the destination `cout` rows of `p` values at
+            // stride `plane`, owned by this task.
             unsafe {
                 sgemm(
                     cout,
@@ -104,11 +106,14 @@ pub(crate) fn conv2d_fast(
                     true,
                     ws.as_ptr(),
                     (k as isize, 1),
-                    xb[r0 * wo..].as_ptr(),
-                    (plane as isize, 1),
-                );
+                    rhs,
+                    (rhs_rs as isize, 1),
+                )
             }
-            return;
+        };
+        if pointwise {
+            // A 1x1 conv: the input's pixels are the patches (no gather).
+            return product(xb[r0 * wo..].as_ptr(), plane);
         }
         with_scratch(k * p, |cols| {
             // cols[(ci, ky, kx), (oy, ox)] = x[ci, oy·s + ky − pad, ox·s + kx − pad].
@@ -136,29 +141,7 @@ pub(crate) fn conv2d_fast(
                     }
                 }
             }
-            let base = bi * cout * plane + r0 * wo;
-            for co in 0..cout {
-                // SAFETY: rows r0.. of image bi, every channel: this task's only.
-                let dst =
-                    unsafe { std::slice::from_raw_parts_mut(po.ptr().add(base + co * plane), p) };
-                dst.fill(bs.map_or(0.0, |b| b[co]));
-            }
-            // SAFETY: `ws` is `[cout, k]`, `cols` `[k, p]`, the destination
-            // `cout` rows of `p` values at stride `plane`, owned by this task.
-            unsafe {
-                sgemm(
-                    cout,
-                    p,
-                    k,
-                    po.ptr().add(base),
-                    plane,
-                    true,
-                    ws.as_ptr(),
-                    (k as isize, 1),
-                    cols.as_ptr(),
-                    (p as isize, 1),
-                );
-            }
+            product(cols.as_ptr(), p);
         });
     });
     Ok(Some(Tensor::from_vec(out, (b, cout, ho, wo), x.device())?))

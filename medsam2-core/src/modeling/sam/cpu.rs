@@ -309,15 +309,7 @@ mod tests {
         for shape in [(2usize, 3usize, 9usize), (1, 70, 4096), (3, 1200, 8)] {
             // Deterministic inputs in about [-6, 6] (a fixed LCG, so the test cannot flake).
             let n = shape.0 * shape.1 * shape.2;
-            let mut state = 0x2545_f491_4f6c_dd1du64;
-            let v: Vec<f32> = (0..n)
-                .map(|_| {
-                    state = state
-                        .wrapping_mul(6364136223846793005)
-                        .wrapping_add(1442695040888963407);
-                    ((state >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 12.0
-                })
-                .collect();
+            let v = crate::modeling::kernels::softmax::tests::lcg(n, 6.0, n as u64);
             let x = Tensor::from_vec(v, shape, &dev).unwrap();
             // Against an f64 softmax: as accurate as candle's f32 one.
             let r64 =
