@@ -247,7 +247,7 @@ pub fn sdpa(q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Tensor> {
 
 /// `nn.Conv2d(cin, cout, kernel_size=1)` (the memory encoder's projections,
 /// the mask decoder's `conv_s0` / `conv_s1`): one GEMM per batch item on the
-/// NCHW map, no layout change ([`crate::modeling::kernels::conv`] on CPU f32
+/// NCHW map, no layout change (`kernels::conv` on CPU f32
 /// data, a candle matmul elsewhere).
 #[derive(Debug, Clone)]
 pub struct Conv1x1 {

@@ -6,9 +6,9 @@
 //! tile that stays in L2), an online softmax (running maximum `m` and running
 //! sum `l` per query; when the maximum grows, the accumulated output and sum
 //! are rescaled by `e^{scale·(m_old − m_new)}`), then `O += P V_blk`. Outputs
-//! are accumulated in f32, the sums `l` in f64 (as [`super::softmax`] does, for
+//! are accumulated in f32, the sums `l` in f64 (as `kernels::softmax` does, for
 //! the same reason), and divided by `l` at the end. Tasks run on the kernels'
-//! thread pool ([`super::parallel`]).
+//! thread pool (`kernels::parallel`).
 //!
 //! This is the arithmetic of PyTorch's CPU `scaled_dot_product_attention`
 //! (its flash kernel also tiles and rescales), and it removes the score

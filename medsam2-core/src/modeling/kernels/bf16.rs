@@ -17,7 +17,7 @@
 //! [`super::bf16_linear`]). [`force_fallback`] switches the kernel off for
 //! tests.
 //!
-//! Layout of a packed `k × n` matrix: panels of [`NR`] columns, each panel
+//! Layout of a packed `k × n` matrix: panels of `NR` columns, each panel
 //! holding the rows two by two (`kp = k` rounded up to even): pair `p`,
 //! column `j` of the panel at `p·2·NR + 2·j` (row `2p`) and `+1` (row
 //! `2p + 1`). Columns past `n` and the row past an odd `k` are zeros. A row of

@@ -17,7 +17,7 @@
 //! The attention products (QKᵀ, PV) are not here: the fused attention kernel
 //! (`kernels::attention`) runs them as [`super::bf16::Bf16Tiles`], and Hiera's
 //! attention (`backbones::cpu::attention`) as `Bf16Tiles` (windows) or
-//! [`super::bf16::gemm_acc`] on keys and values packed once per head (global
+//! `bf16::gemm_acc` on keys and values packed once per head (global
 //! attention) when its qkv layer was packed in this mode.
 //!
 //! Which layers pack is decided while the model is built: [`LoadScope`] (held

@@ -11,9 +11,13 @@
 //!
 //! The shared kernels live here, one of each, compiled per SIMD level and
 //! chosen at run time ([`simd`]: AVX-512, AVX2 + FMA, baseline): `math` (exp,
-//! erf, GELU), `softmax`, `norm` (layer norm), `parallel` (the one thread
-//! helper) and [`attention`] (the fused, tiled `softmax(q kᵀ/√d) v`). The
-//! component files keep only what is specific to them.
+//! erf, GELU), `softmax`, `norm` (layer norms, channels-last and
+//! channels-first), `parallel` (the one thread pool: candle's barrier pool),
+//! `gemm` (the one f32 GEMM call and the threaded matmul of tensors that
+//! linear layers and the SAM heads use), `conv` (dense 2-D convolution as
+//! blocked im2col + GEMM), `layout` (a blocked transpose), [`attention`] (the
+//! fused, tiled `softmax(q kᵀ/√d) v`) and the bf16 kernels ([`bf16`],
+//! [`bf16_linear`]). The component files keep only what is specific to them.
 //!
 //! The switch is process-wide: [`set_fast_cpu_kernels`] at run time, or the
 //! environment variable [`GENERIC_KERNELS_ENV`] (`1` = generic path) read at the
