@@ -14,6 +14,13 @@
 //! attention, SAM heads, memory encoder), `propagate_slice` (propagation per
 //! slice, encoder included, once the bank is full). Output: one line per
 //! stage, `stage=NAME size=S ms=MEDIAN runs=N`.
+//!
+//! `--cpu-time` (Linux) reports the process's CPU time per call instead of
+//! wall time: the sum over its threads of `/proc/self/task/*/schedstat`.
+//! With `RAYON_NUM_THREADS=1` that is the stable measure for comparing two
+//! builds on a busy machine, where wall times of two-thread runs swing 2–4×
+//! (a thread waiting for a descheduled partner). The kernel may account it
+//! in scheduler ticks (4 ms on some VMs): use it for stages well above that.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -53,6 +60,26 @@ struct Args {
     /// encoded once (untimed) for the click stages.
     #[arg(long, value_delimiter = ',')]
     stages: Option<Vec<String>>,
+    /// Report CPU time (all threads, Linux) instead of wall time.
+    #[arg(long)]
+    cpu_time: bool,
+}
+
+/// Set from `--cpu-time`: [`time_ms`] reads CPU time instead of the clock.
+static CPU_TIME: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// CPU time of this process in ms: the sum over its threads of the first
+/// field of `/proc/self/task/*/schedstat` (nanoseconds on the CPU).
+fn process_cpu_ms() -> Res<f64> {
+    let mut ns = 0f64;
+    for entry in std::fs::read_dir("/proc/self/task")? {
+        // A thread may exit between the listing and the read: skip it.
+        if let Ok(s) = std::fs::read_to_string(entry?.path().join("schedstat")) {
+            let first = s.split_whitespace().next().unwrap_or("0");
+            ns += first.parse::<f64>()?;
+        }
+    }
+    Ok(ns * 1e-6)
 }
 
 type Res<T> = Result<T, Box<dyn std::error::Error>>;
@@ -89,11 +116,17 @@ fn time_ms(dev: &Device, runs: usize, mut f: impl FnMut() -> Res<()>) -> Res<f64
     }
     dev.synchronize()?;
     let mut t = Vec::with_capacity(runs);
+    let cpu = CPU_TIME.load(std::sync::atomic::Ordering::Relaxed);
     for _ in 0..runs.max(1) {
         let s = Instant::now();
+        let c = if cpu { process_cpu_ms()? } else { 0.0 };
         f()?;
         dev.synchronize()?;
-        t.push(s.elapsed().as_secs_f64() * 1e3);
+        t.push(if cpu {
+            process_cpu_ms()? - c
+        } else {
+            s.elapsed().as_secs_f64() * 1e3
+        });
     }
     Ok(median(t))
 }
@@ -214,10 +247,17 @@ fn main() -> std::process::ExitCode {
     let args = Args::parse();
     let res = (|| -> Res<()> {
         let dev = DeviceKind::parse(&args.device)?.device()?;
+        CPU_TIME.store(args.cpu_time, std::sync::atomic::Ordering::Relaxed);
         let dtype = ComputeDType::parse(&args.dtype)?;
         println!(
-            "# medsam2 stage timings: device {} dtype {}",
-            args.device, args.dtype
+            "# medsam2 stage timings: device {} dtype {}{}",
+            args.device,
+            args.dtype,
+            if args.cpu_time {
+                " (CPU time, all threads)"
+            } else {
+                ""
+            }
         );
         for &size in &args.sizes {
             let track = args.track_sizes.as_ref().is_none_or(|t| t.contains(&size));
