@@ -370,12 +370,11 @@ impl MaskDecoder {
         let mask_tokens_out = hs.narrow(1, s + 1, self.num_mask_tokens)?;
 
         let bs = src.dim(0)?;
-        let mlp = |m: &Mlp, x: &Tensor| m.forward(x);
         let hyper_in = self
             .output_hypernetworks_mlps
             .iter()
             .enumerate()
-            .map(|(i, m)| mlp(m, &mask_tokens_out.i((.., i, ..))?))
+            .map(|(i, mlp)| mlp.forward(&mask_tokens_out.i((.., i, ..))?))
             .collect::<Result<Vec<_>>>()?;
         let hyper_in = Tensor::stack(&hyper_in, 1)?;
         let high_res = match (self.cfg.use_high_res_features, high_res_features) {
@@ -389,9 +388,8 @@ impl MaskDecoder {
             self.upscale_masks(&src, h, w, high_res.as_ref(), &hyper_in)?
         };
 
-        let iou_pred = mlp(&self.iou_prediction_head, &iou_token_out)?;
+        let iou_pred = self.iou_prediction_head.forward(&iou_token_out)?;
         let object_score_logits = match &self.pred_obj_score_head {
-            Some(ObjScoreHead::Mlp(m)) => mlp(m, &hs.i((.., 0, ..))?)?,
             Some(head) => head.forward(&hs.i((.., 0, ..))?)?,
             None => (Tensor::ones((bs, 1), dt, hs.device())? * 10.0)?,
         };

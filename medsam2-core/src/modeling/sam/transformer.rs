@@ -64,11 +64,6 @@ impl Attention {
         self.cpu_kernels = on;
     }
 
-    /// A projection (the layer's forward: its fast CPU paths included).
-    fn lin(&self, l: &Linear, x: &Tensor) -> Result<Tensor> {
-        l.forward(x)
-    }
-
     /// `a @ b` (broadcast): the CPU kernel's matmul or candle's.
     fn mm(&self, a: &Tensor, b: &Tensor) -> Result<Tensor> {
         cpu::mm(a, b, self.cpu_kernels)
@@ -127,11 +122,11 @@ impl Attention {
 
     /// Attention of `q` `[B, Nq, C]` over `k`, `v` `[B, Nk, kv_in_dim]` → `[B, Nq, C]`.
     pub fn forward(&self, q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Tensor> {
-        let q = self.separate_heads(&self.lin(&self.q_proj, &q.contiguous()?)?)?;
-        let k = self.separate_heads(&self.lin(&self.k_proj, &k.contiguous()?)?)?;
-        let v = self.separate_heads(&self.lin(&self.v_proj, &v.contiguous()?)?)?;
+        let q = self.separate_heads(&self.q_proj.forward(&q.contiguous()?)?)?;
+        let k = self.separate_heads(&self.k_proj.forward(&k.contiguous()?)?)?;
+        let v = self.separate_heads(&self.v_proj.forward(&v.contiguous()?)?)?;
         let out = sdpa(&q, &k, &v)?;
-        self.lin(&self.out_proj, &Self::recombine_heads(&out)?)
+        self.out_proj.forward(&Self::recombine_heads(&out)?)
     }
 
     /// Spreads per-token head vectors `[B, N, I]` block-diagonally over the
@@ -158,7 +153,7 @@ impl Attention {
         let scale = 1.0 / ((self.internal_dim / h) as f64).sqrt();
         // scores_h = q_h Wk_h kᵀ (+ q_h·bk_h, constant along the keys: it
         // cancels in the softmax).
-        let qp = (self.lin(&self.q_proj, &q.contiguous()?)? * scale)?;
+        let qp = (self.q_proj.forward(&q.contiguous()?)? * scale)?;
         let a = self.mm(&self.head_blocks(&qp)?, self.k_proj.weight())?;
         let p = self.softmax(&self.mm(&a, &k.contiguous()?.transpose(1, 2)?)?)?;
         // out_h = P_h v Wv_hᵀ + bv_h (rows of P_h sum to 1).
@@ -173,7 +168,7 @@ impl Attention {
             Some(bv) => o.broadcast_add(bv)?,
             None => o,
         };
-        self.lin(&self.out_proj, &o)
+        self.out_proj.forward(&o)
     }
 
     /// Same result as [`Attention::forward`] for many queries over few keys
@@ -197,14 +192,14 @@ impl Attention {
         let scale = 1.0 / ((self.internal_dim / h) as f64).sqrt();
         let q = q.contiguous()?;
         // scores_h = q Wq_hᵀ k_hᵀ + bq_h·k_h.
-        let kb = self.head_blocks(&(self.lin(&self.k_proj, &k.contiguous()?)? * scale)?)?;
+        let kb = self.head_blocks(&(self.k_proj.forward(&k.contiguous()?)? * scale)?)?;
         let m = self.mm(&kb, self.q_proj.weight())?;
         let bias = match self.q_proj.bias() {
             Some(bq) => Some(self.mm(&kb, &bq.unsqueeze(1)?)?),
             None => None,
         };
         // out = Σ_h P_h (v_h Wo_hᵀ) + bo.
-        let vblk = self.head_blocks(&self.lin(&self.v_proj, &v.contiguous()?)?)?;
+        let vblk = self.head_blocks(&self.v_proj.forward(&v.contiguous()?)?)?;
         let vo = self.mm(&vblk, &self.out_proj.weight().t()?)?;
         let out = if self.cpu_kernels && cpu::applies(&q) {
             // Scores as [B, heads·Nk, Nq]: the softmax runs along the keys of
