@@ -1,5 +1,6 @@
 //! Linear layers in the CPU bf16 mode (`ComputeDType::BF16` on the CPU), and
-//! the f32 fast path of the same layer (row blocks on the kernels' pool).
+//! the f32 fast path of the same layer (`kernels::gemm::matmul`, on the
+//! kernels' pool rather than candle's matmul on rayon's).
 //!
 //! On the CPU the bf16 mode keeps every tensor in f32 and puts bf16 where the
 //! FLOPs are: the weight matrices of the linear layers are rounded to bf16 and
@@ -199,19 +200,11 @@ impl Linear {
         self.packed.is_some()
     }
 
-    /// The fast CPU product on f32 input `x` `[.., k]`: rows split into
-    /// blocks over the kernels' thread pool (no second pool: candle's
-    /// matmul would run the gemm crate on rayon's threads while the kernels'
-    /// pool spins), each block by `product(rows, x_block, y_block)` with `y`
-    /// holding the bias beforehand.
-    fn forward_rows(
-        &self,
-        x: &Tensor,
-        k: usize,
-        n: usize,
-        max_rows: usize,
-        product: impl Fn(usize, &[f32], &mut [f32]) + Sync,
-    ) -> Result<Tensor> {
+    /// The bf16 product on f32 input `x` `[.., k]`: rows split into blocks
+    /// over the kernels' thread pool, each block's output holding the bias
+    /// before the kernel adds the product.
+    fn forward_bf16(&self, p: &PackedB, x: &Tensor) -> Result<Tensor> {
+        let (k, n) = (p.k(), p.n());
         let dims = x.dims();
         let Some((&last, lead)) = dims.split_last() else {
             candle_core::bail!("linear: scalar input");
@@ -235,27 +228,22 @@ impl Linear {
             }
         }
         use super::parallel::{num_threads, par_tasks, SyncPtr};
-        // Row blocks: at least two per thread, at most `max_rows`.
-        let rb = rows.div_ceil(2 * num_threads()).clamp(16, max_rows);
+        // Row blocks: at least two per thread, at most 256 rows (the A block
+        // in bf16 stays in L2).
+        let rb = rows.div_ceil(2 * num_threads()).clamp(16, 256);
         let po = SyncPtr(out.as_mut_ptr());
         par_tasks(rows.div_ceil(rb), |t| {
             let r0 = t * rb;
             let nr = rb.min(rows - r0);
             // SAFETY: disjoint row ranges of `out`.
             let y = unsafe { std::slice::from_raw_parts_mut(po.ptr().add(r0 * n), nr * n) };
-            product(nr, &xs[r0 * k..(r0 + nr) * k], y);
+            bf16::gemm_acc(nr, &xs[r0 * k..(r0 + nr) * k], k, p, y, n);
         });
         Tensor::from_vec(out, shape, x.device())
     }
 
-    fn forward_bf16(&self, p: &PackedB, x: &Tensor) -> Result<Tensor> {
-        let (k, n) = (p.k(), p.n());
-        // At most 256 rows: the A block in bf16 stays in L2.
-        self.forward_rows(x, k, n, 256, |rows, xs, y| {
-            bf16::gemm_acc(rows, xs, k, p, y, n)
-        })
-    }
-
+    /// The f32 product on f32 input `x` `[.., k]`: the kernels' threaded
+    /// matmul with the weight read in place as `Wᵀ` and the bias added.
     fn forward_f32(&self, x: &Tensor) -> Result<Tensor> {
         let dims = x.dims();
         let Some((&k, lead)) = dims.split_last() else {
@@ -353,8 +341,8 @@ mod tests {
         assert!(!Linear::new(w, Some(b)).unwrap().is_bf16());
     }
 
-    /// The f32 fast path (row blocks over the pool, the gemm crate) against
-    /// candle's linear layer: many row blocks, with and without bias, and a
+    /// The f32 fast path (the kernels' matmul) against candle's linear layer:
+    /// enough rows to split over threads, with and without bias, and a
     /// non-contiguous input.
     #[test]
     fn f32_fast_path_matches_candle_linear() {
