@@ -108,22 +108,7 @@ impl Module for MaskDownSampler {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let mut x = x.clone();
         for (conv, norm) in &self.blocks {
-            let cfg = conv.config();
-            let fast = if cfg.groups == 1 && cfg.dilation == 1 {
-                crate::modeling::kernels::conv::conv2d_fast(
-                    &x,
-                    conv.weight(),
-                    conv.bias(),
-                    cfg.stride,
-                    cfg.padding,
-                )?
-            } else {
-                None
-            };
-            let y = match fast {
-                Some(y) => y,
-                None => conv.forward(&x)?,
-            };
+            let y = crate::modeling::kernels::conv::conv2d_layer(conv, &x)?;
             x = crate::modeling::kernels::math::gelu_tensor(&norm.forward(&y)?)?;
         }
         self.out.forward(&x)

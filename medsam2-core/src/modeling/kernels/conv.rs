@@ -147,6 +147,19 @@ pub(crate) fn conv2d_fast(
     Ok(Some(Tensor::from_vec(out, (b, cout, ho, wo), x.device())?))
 }
 
+/// A candle `Conv2d` layer's forward: [`conv2d_fast`] when it applies
+/// (groups 1, dilation 1, CPU f32), the layer's own forward otherwise.
+pub(crate) fn conv2d_layer(conv: &candle_nn::Conv2d, x: &Tensor) -> Result<Tensor> {
+    use candle_core::Module;
+    let cfg = conv.config();
+    if cfg.groups == 1 && cfg.dilation == 1 {
+        if let Some(y) = conv2d_fast(x, conv.weight(), conv.bias(), cfg.stride, cfg.padding)? {
+            return Ok(y);
+        }
+    }
+    conv.forward(x)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
