@@ -39,17 +39,19 @@ simd_fn! {
     }
 }
 
-/// Layer norm over the last dim of an f32 CPU tensor (fast kernels on) on all
-/// threads; `None` when the fast path does not apply (other device or dtype,
-/// or `weight`/`bias` not `[n]`), for the caller's generic path.
-pub(crate) fn layer_norm_last_fast(
+/// The fast path's common part: `x` (an f32 CPU tensor, fast kernels on)
+/// made contiguous, `weight` and `bias` as f32 slices of `c` values, and an
+/// output of `x`'s shape filled by `norm(x, weight, bias, out)`. `None` when
+/// the fast path does not apply (other device or dtype, `c == 0`, or
+/// `weight`/`bias` not `[c]`), for the caller's generic path.
+fn norm_fast(
     x: &Tensor,
     weight: &Tensor,
     bias: &Tensor,
-    eps: f64,
+    c: usize,
+    norm: impl FnOnce(&[f32], &[f32], &[f32], &mut [f32]),
 ) -> Result<Option<Tensor>> {
-    let n = x.dim(D::Minus1)?;
-    if !super::fast_cpu_f32(x) || n == 0 {
+    if !super::fast_cpu_f32(x) || c == 0 {
         return Ok(None);
     }
     let x = x.contiguous()?;
@@ -62,16 +64,31 @@ pub(crate) fn layer_norm_last_fast(
     let (Some(xv), Some(wv), Some(bv)) = (cpu(&xs, xl), cpu(&ws, wl), cpu(&bs, bl)) else {
         return Ok(None);
     };
-    if wv.len() != n || bv.len() != n {
+    if wv.len() != c || bv.len() != c {
         return Ok(None);
     }
     let mut out = vec![0f32; xv.len()];
-    let per = rows_per_chunk(xv.len() / n, n, 1 << 15);
-    par_chunks_mut(&mut out, per * n, |i, dst| {
-        let src = &xv[i * per * n..][..dst.len()];
-        layer_norm_rows(src, dst, n, wv, bv, eps as f32)
-    });
+    norm(xv, wv, bv, &mut out);
     Tensor::from_vec(out, x.shape(), x.device()).map(Some)
+}
+
+/// Layer norm over the last dim of an f32 CPU tensor (fast kernels on) on all
+/// threads; `None` when the fast path does not apply (other device or dtype,
+/// or `weight`/`bias` not `[n]`), for the caller's generic path.
+pub(crate) fn layer_norm_last_fast(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: &Tensor,
+    eps: f64,
+) -> Result<Option<Tensor>> {
+    let n = x.dim(D::Minus1)?;
+    norm_fast(x, weight, bias, n, |xv, wv, bv, out| {
+        let per = rows_per_chunk(xv.len() / n, n, 1 << 15);
+        par_chunks_mut(out, per * n, |i, dst| {
+            let src = &xv[i * per * n..][..dst.len()];
+            layer_norm_rows(src, dst, n, wv, bv, eps as f32)
+        });
+    })
 }
 
 simd_fn! {
@@ -120,54 +137,41 @@ pub(crate) fn layer_norm_channels_fast(
     bias: &Tensor,
     eps: f64,
 ) -> Result<Option<Tensor>> {
-    if !super::fast_cpu_f32(x) || x.rank() != 4 {
+    if x.rank() != 4 {
         return Ok(None);
     }
     let (bn, c, h, w) = x.dims4()?;
     let plane = h * w;
-    let x = x.contiguous()?;
-    let wt = weight.to_dtype(DType::F32)?.contiguous()?;
-    let bt = bias.to_dtype(DType::F32)?.contiguous()?;
-    let cpu = crate::modeling::memory_encoder::cpu_f32;
-    let (xs, xl) = x.storage_and_layout();
-    let (ws, wl) = wt.storage_and_layout();
-    let (bs, bl) = bt.storage_and_layout();
-    let (Some(xv), Some(wv), Some(bv)) = (cpu(&xs, xl), cpu(&ws, wl), cpu(&bs, bl)) else {
-        return Ok(None);
-    };
-    if wv.len() != c || bv.len() != c || c == 0 {
-        return Ok(None);
-    }
-    let mut out = vec![0f32; xv.len()];
-    // Pixel blocks: up to 1024 pixels (the block's channels stream through
-    // cache three times), about two per thread when there are few.
-    let block = plane
-        .div_ceil(2 * super::parallel::num_threads())
-        .clamp(64, 1024);
-    let blocks = plane.div_ceil(block).max(1);
-    let po = super::parallel::SyncPtr(out.as_mut_ptr());
-    super::parallel::par_tasks(bn * blocks, |t| {
-        let (bi, p0) = (t / blocks, (t % blocks) * block);
-        let np = block.min(plane - p0);
-        let off = bi * c * plane + p0;
-        super::parallel::with_scratch(2 * np, |buf| {
-            let (mean, sd) = buf.split_at_mut(np);
-            // SAFETY: pixels p0.. of image bi in every channel: this task's only.
-            layer_norm_channels_block(
-                &xv[off..],
-                unsafe { po.ptr().add(off) },
-                c,
-                plane,
-                np,
-                wv,
-                bv,
-                eps as f32,
-                mean,
-                sd,
-            );
+    norm_fast(x, weight, bias, c, |xv, wv, bv, out| {
+        // Pixel blocks: up to 1024 pixels (the block's channels stream
+        // through cache three times), about two per thread when there are few.
+        let block = plane
+            .div_ceil(2 * super::parallel::num_threads())
+            .clamp(64, 1024);
+        let blocks = plane.div_ceil(block).max(1);
+        let po = super::parallel::SyncPtr(out.as_mut_ptr());
+        super::parallel::par_tasks(bn * blocks, |t| {
+            let (bi, p0) = (t / blocks, (t % blocks) * block);
+            let np = block.min(plane - p0);
+            let off = bi * c * plane + p0;
+            super::parallel::with_scratch(2 * np, |buf| {
+                let (mean, sd) = buf.split_at_mut(np);
+                // SAFETY: pixels p0.. of image bi in every channel: this task's only.
+                layer_norm_channels_block(
+                    &xv[off..],
+                    unsafe { po.ptr().add(off) },
+                    c,
+                    plane,
+                    np,
+                    wv,
+                    bv,
+                    eps as f32,
+                    mean,
+                    sd,
+                );
+            });
         });
-    });
-    Tensor::from_vec(out, x.shape(), x.device()).map(Some)
+    })
 }
 
 #[cfg(test)]
