@@ -810,15 +810,10 @@ mod tests {
             return;
         }
         let (b, h, w, c, heads) = (2, 10, 12, 64, 2);
-        let mut seed = 0x2545_f491_4f6c_dd1du64;
-        let mut rnd = || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            ((seed >> 40) as f32 / (1u64 << 24) as f32) * 4.0 - 2.0
-        };
-        let qkv: Vec<f32> = (0..b * h * w * 3 * c).map(|_| rnd()).collect();
-        let bias: Vec<f32> = (0..3 * c).map(|_| rnd()).collect();
+        // Values in about [-2, 2] (the kernels' fixed LCG).
+        let lcg = crate::modeling::kernels::softmax::tests::lcg;
+        let qkv = lcg(b * h * w * 3 * c, 2.0, 1);
+        let bias = lcg(3 * c, 2.0, 2);
         for (window, q_stride) in [(0, None), (0, Some([2, 2])), (4, None), (4, Some([2, 2]))] {
             let geom = |bf16| AttnGeom {
                 b,
