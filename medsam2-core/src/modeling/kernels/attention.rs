@@ -286,6 +286,22 @@ pub fn attention_with<P: BlockProducts>(
     v: (&[f32], Layout),
     out: (&mut [f32], Layout),
 ) -> Result<()> {
+    attention_split(prod, dims, scale, q, k, v, out, None)
+}
+
+/// [`attention_with`] with the number of key splits given (`None`: chosen
+/// by [`key_splits`]); tests force splits whatever the thread count.
+#[allow(clippy::too_many_arguments)]
+fn attention_split<P: BlockProducts>(
+    prod: &P,
+    dims: Dims,
+    scale: f32,
+    q: (&[f32], Layout),
+    k: (&[f32], Layout),
+    v: (&[f32], Layout),
+    out: (&mut [f32], Layout),
+    splits: Option<usize>,
+) -> Result<()> {
     let Dims { bh, lq, lk, d, dv } = dims;
     if q.0.len() < q.1.extent(bh, lq, d)
         || k.0.len() < k.1.extent(bh, lk, d)
@@ -309,13 +325,23 @@ pub fn attention_with<P: BlockProducts>(
         }
         return Ok(());
     }
-    let qbs = q_block(bh, lq);
-    let q_blocks = lq.div_ceil(qbs);
     let kb = K_BLOCK.min(lk);
-    par_tasks(bh * q_blocks, |task| {
-        let (t, qb) = (task / q_blocks, task % q_blocks);
+    let splits = splits
+        .unwrap_or_else(|| key_splits(bh, lq, lk))
+        .clamp(1, lk);
+    let qbs = if splits > 1 { lq } else { q_block(bh, lq) };
+    let q_blocks = lq.div_ceil(qbs);
+    // Keys per split: whole blocks.
+    let per_split = lk.div_ceil(splits).next_multiple_of(kb);
+    // Task `task` = (batch·head t, query block qb, key split ks): its queries
+    // over its keys, leaving the output accumulator `o`, maxima `m` and sums
+    // `l` in the scratch for `finish`.
+    let walk = |task: usize, finish: Finish| {
+        let (t, rest) = (task / (q_blocks * splits), task % (q_blocks * splits));
+        let (qb, ks) = (rest / splits, rest % splits);
         let q0 = qb * qbs;
         let rows = qbs.min(lq - q0);
+        let (k_lo, k_hi) = ((ks * per_split).min(lk), ((ks + 1) * per_split).min(lk));
         let q_ptr = q.0[q.1.offset(t) + q0 * q.1.row_stride..].as_ptr();
         let k_base = k.1.offset(t);
         let v_base = v.1.offset(t);
@@ -326,9 +352,9 @@ pub fn attention_with<P: BlockProducts>(
             o.fill(0.0);
             m.fill(f32::NEG_INFINITY);
             let mut l = vec![0f64; rows];
-            let mut k0 = 0;
-            while k0 < lk {
-                let n = kb.min(lk - k0);
+            let mut k0 = k_lo;
+            while k0 < k_hi {
+                let n = kb.min(k_hi - k0);
                 // SAFETY: the row ranges were checked against the slices
                 // above; `s` and `o` are this task's scratch.
                 unsafe {
@@ -361,20 +387,92 @@ pub fn attention_with<P: BlockProducts>(
                 }
                 k0 += n;
             }
-            let dst = ol.offset(t) + q0 * ol.row_stride;
-            // SAFETY: rows q0.. of batch·head t belong to this task only.
-            normalise_rows(
-                o,
-                dv,
-                &l,
-                unsafe { optr.ptr().add(dst) },
-                ol.row_stride,
-                rows,
-                dv,
-            );
+            finish(t, q0, rows, o, m, &l);
         });
+    };
+    if splits == 1 {
+        par_tasks(bh * q_blocks, |task| {
+            walk(task, &|t, q0, rows, o, _, l| {
+                let dst = ol.offset(t) + q0 * ol.row_stride;
+                // SAFETY: rows q0.. of batch·head t belong to this task only.
+                normalise_rows(
+                    o,
+                    dv,
+                    l,
+                    unsafe { optr.ptr().add(dst) },
+                    ol.row_stride,
+                    rows,
+                    dv,
+                );
+            })
+        });
+        return Ok(());
+    }
+    // Split keys: every task keeps its (o, m, l); the splits of one batch·head
+    // are merged by their maxima afterwards (one query block per batch·head).
+    let tasks = bh * splits;
+    let mut parts = vec![0f32; tasks * lq * (dv + 2)];
+    let pp = SyncPtr(parts.as_mut_ptr());
+    par_tasks(tasks, |task| {
+        walk(task, &|_, _, rows, o, m, l| {
+            // SAFETY: slot `task` of `parts` belongs to this task only.
+            let part = unsafe {
+                std::slice::from_raw_parts_mut(pp.ptr().add(task * lq * (dv + 2)), lq * (dv + 2))
+            };
+            let (po, rest) = part.split_at_mut(lq * dv);
+            let (pm, pl) = rest.split_at_mut(lq);
+            po[..rows * dv].copy_from_slice(o);
+            pm[..rows].copy_from_slice(m);
+            for (d, s) in pl.iter_mut().zip(l) {
+                *d = *s as f32;
+            }
+        })
     });
+    for (t, group) in parts.chunks_exact(splits * lq * (dv + 2)).enumerate() {
+        for i in 0..lq {
+            let slot = |ks: usize| &group[ks * lq * (dv + 2)..][..lq * (dv + 2)];
+            let top = (0..splits)
+                .map(|ks| slot(ks)[lq * dv + i])
+                .fold(f32::NEG_INFINITY, f32::max);
+            let dst = out_row(optr, ol.offset(t) + i * ol.row_stride, dv);
+            dst.fill(0.0);
+            let mut total = 0f64;
+            for ks in 0..splits {
+                let p = slot(ks);
+                let mi = p[lq * dv + i];
+                if mi == f32::NEG_INFINITY {
+                    continue;
+                }
+                let w = exp((mi - top) * scale);
+                total += w as f64 * p[lq * (dv + 1) + i] as f64;
+                for (d, x) in dst.iter_mut().zip(&p[i * dv..(i + 1) * dv]) {
+                    *d += w * x;
+                }
+            }
+            let inv = (1.0 / total) as f32;
+            for d in dst.iter_mut() {
+                *d *= inv;
+            }
+        }
+    }
     Ok(())
+}
+
+/// Receives a task's result: batch·head, first query, rows, the unnormalised
+/// output rows, their maxima and their sums.
+type Finish<'a> = &'a dyn Fn(usize, usize, usize, &[f32], &[f32], &[f64]);
+
+/// Key splits for `bh` batch·heads of `lq` queries over `lk` keys: 1 when
+/// the query blocks alone give every thread work; otherwise (few queries
+/// over many keys, e.g. prompt tokens over an image) enough splits of whole
+/// key blocks for every thread, each a task of all queries (one query block)
+/// over its keys — each key and value then is read by one task only.
+fn key_splits(bh: usize, lq: usize, lk: usize) -> usize {
+    let threads = super::parallel::num_threads();
+    if threads < 2 || lq > Q_BLOCK || bh >= threads {
+        return 1;
+    }
+    threads.div_ceil(bh.max(1)).min(lk / (2 * K_BLOCK)).max(1)
 }
 
 fn out_row<'a>(p: SyncPtr, offset: usize, len: usize) -> &'a mut [f32] {
@@ -423,6 +521,13 @@ pub fn sdpa(q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Tensor> {
 /// ([`super::bf16::Bf16Tiles`]) when `bf16` is set and the CPU has the bf16
 /// kernel (the CPU bf16 mode); f32 tiles otherwise.
 pub fn sdpa_in(q: &Tensor, k: &Tensor, v: &Tensor, bf16: bool) -> Result<Tensor> {
+    let scale = 1.0 / (q.dim(3)? as f64).sqrt();
+    sdpa_scaled(q, k, v, scale, bf16)
+}
+
+/// [`sdpa_in`] with the given `scale` in place of `1 / √d` (callers that
+/// folded the scale into `q` pass 1).
+pub fn sdpa_scaled(q: &Tensor, k: &Tensor, v: &Tensor, scale: f64, bf16: bool) -> Result<Tensor> {
     let (b, h, lq, d) = q.dims4()?;
     let (bk, hk, lk, dk) = k.dims4()?;
     let (bv, hv, lv, dv) = v.dims4()?;
@@ -434,7 +539,6 @@ pub fn sdpa_in(q: &Tensor, k: &Tensor, v: &Tensor, bf16: bool) -> Result<Tensor>
             v.shape()
         );
     }
-    let scale = 1.0 / (d as f64).sqrt();
     if !super::fast_cpu(q) {
         return sdpa_generic(q, k, v, scale);
     }
@@ -513,7 +617,7 @@ mod tests {
         (out, smax)
     }
 
-    fn run(dims: Dims, spread: f32, seed: u64) {
+    fn run(dims: Dims, spread: f32, seed: u64, splits: Option<usize>) {
         let Dims { bh, lq, lk, d, dv } = dims;
         let q = lcg(bh * lq * d, spread, seed);
         let k = lcg(bh * lk * d, spread, seed + 1);
@@ -521,7 +625,7 @@ mod tests {
         let scale = 1.0 / (d as f64).sqrt();
         let (want, smax) = reference(&q, &k, &v, dims, scale);
         let mut got = vec![0f32; bh * lq * dv];
-        attention_with(
+        attention_split(
             &F32Gemm,
             dims,
             scale as f32,
@@ -529,6 +633,7 @@ mod tests {
             (&k, Layout::bhld(1, lk, d)),
             (&v, Layout::bhld(1, lk, dv)),
             (&mut got, Layout::bhld(1, lq, dv)),
+            splits,
         )
         .unwrap();
         let err = got
@@ -561,7 +666,29 @@ mod tests {
         ];
         for (i, &(bh, lq, lk, d, dv)) in cases.iter().enumerate() {
             for spread in [1.0f32, 6.0] {
-                run(Dims { bh, lq, lk, d, dv }, spread, i as u64 * 10);
+                run(Dims { bh, lq, lk, d, dv }, spread, i as u64 * 10, None);
+            }
+        }
+    }
+
+    /// Few queries over many keys with the keys split over tasks and merged
+    /// (as on a machine with more threads): uneven and empty splits, batch
+    /// 2, scores large enough that the splits' maxima differ.
+    #[test]
+    fn key_splits_merge_exactly() {
+        let cases = [
+            (1, 64, 4096, 64, 64, 2),
+            (2, 5, 3 * K_BLOCK + 7, 16, 24, 3),
+            (1, 3, 2 * K_BLOCK, 8, 8, 5),
+        ];
+        for (i, &(bh, lq, lk, d, dv, splits)) in cases.iter().enumerate() {
+            for spread in [1.0f32, 6.0] {
+                run(
+                    Dims { bh, lq, lk, d, dv },
+                    spread,
+                    100 + i as u64,
+                    Some(splits),
+                );
             }
         }
     }
@@ -583,7 +710,6 @@ mod tests {
             };
         }
         let v: Vec<f32> = (0..lk * d).map(|i| (i / d) as f32).collect();
-        let mut out = vec![0f32; lq * d];
         let dims = Dims {
             bh: 1,
             lq,
@@ -592,19 +718,24 @@ mod tests {
             dv: d,
         };
         let l = |n| Layout::bhld(1, n, d);
-        attention_with(
-            &F32Gemm,
-            dims,
-            0.5,
-            (&q, l(lq)),
-            (&k, l(lk)),
-            (&v, l(lk)),
-            (&mut out, l(lq)),
-        )
-        .unwrap();
-        // All weight on the largest key, the last one.
-        for x in &out {
-            assert_eq!(*x, (lk - 1) as f32);
+        // One task, and the keys split so that a whole split scores −∞.
+        for splits in [1, 2] {
+            let mut out = vec![0f32; lq * d];
+            attention_split(
+                &F32Gemm,
+                dims,
+                0.5,
+                (&q, l(lq)),
+                (&k, l(lk)),
+                (&v, l(lk)),
+                (&mut out, l(lq)),
+                Some(splits),
+            )
+            .unwrap();
+            // All weight on the largest key, the last one.
+            for x in &out {
+                assert_eq!(*x, (lk - 1) as f32, "{splits} splits");
+            }
         }
     }
 

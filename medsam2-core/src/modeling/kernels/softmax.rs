@@ -1,5 +1,5 @@
 //! Softmax kernels: along contiguous rows ([`softmax_rows`], the tensor op
-//! [`softmax_last`]) and across the rows of a group ([`softmax_dim2`]).
+//! [`softmax_last`]) and across the rows of a group ([`softmax_cols`]).
 //!
 //! Sums are accumulated in f64 lanes: in f32, the many tiny terms of a long
 //! row next to its largest term (`e^0 = 1`) would be rounded away one by one,
@@ -137,25 +137,6 @@ pub(crate) fn softmax_last(x: &Tensor) -> Result<Tensor> {
     softmax_last_generic(x)
 }
 
-/// Softmax over dim 2 of a `[B, G, T, N]` tensor (vectorised along `N`) for
-/// f32 CPU tensors (fast kernels on); candle's op otherwise.
-pub(crate) fn softmax_dim2(x: &Tensor) -> Result<Tensor> {
-    let (b, g, t, n) = x.dims4()?;
-    if super::fast_cpu_f32(x) && t * n > 0 {
-        let x = x.contiguous()?;
-        if let Some(mut data) = to_vec(&x)? {
-            let per = rows_per_chunk(b * g, t * n, PAR_MIN_ELEMS);
-            par_chunks_mut(&mut data, per * t * n, |_, c| {
-                let (mut max, mut sum) = (vec![0f32; n], vec![0f64; n]);
-                softmax_cols(c, t, n, &mut max, &mut sum)
-            });
-            return Tensor::from_vec(data, (b, g, t, n), x.device());
-        }
-    }
-    let dt = x.dtype();
-    candle_nn::ops::softmax(&x.to_dtype(DType::F32)?, 2)?.to_dtype(dt)
-}
-
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -282,13 +263,6 @@ pub(crate) mod tests {
                 .max_all()?
                 .to_scalar::<f64>()?;
             assert!(d < 1e-6, "softmax_last {shape:?}: {d:e}");
-            let x4 = x.reshape((shape.0, 1, shape.1, shape.2))?;
-            let want = candle_nn::ops::softmax(&x4.to_dtype(DType::F64)?, 2)?;
-            let d = (softmax_dim2(&x4)?.to_dtype(DType::F64)? - want)?
-                .abs()?
-                .max_all()?
-                .to_scalar::<f64>()?;
-            assert!(d < 1e-6, "softmax_dim2 {shape:?}: {d:e}");
         }
         Ok(())
     }

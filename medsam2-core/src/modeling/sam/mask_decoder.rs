@@ -20,26 +20,13 @@ const LN2D_EPS: f64 = 1e-6;
 /// matmul followed by a pixel shuffle.
 #[derive(Debug, Clone)]
 struct ConvTranspose2x2 {
-    /// Weight `[Cout·4, Cin]`, rows ordered (o, i, j).
-    weight: Tensor,
+    /// The conv as a linear layer over each input pixel's channels: weight
+    /// `[Cout·4, Cin]`, rows ordered (o, i, j); no bias (in bf16 mode its
+    /// weight is packed like every linear layer's).
+    lin: Linear,
     /// Bias `[1, Cout, 1, 1]`.
     bias: Tensor,
     out_channels: usize,
-}
-
-impl ConvTranspose2x2 {
-    /// `[B, Cout·4, H·W]`: the conv before the pixel shuffle and the bias, from
-    /// `x` given as `[B, Cin, H·W]` (any strides).
-    fn unshuffled(&self, x: &Tensor) -> Result<Tensor> {
-        let b = x.dim(0)?;
-        if cpu::applies(x) && cpu::applies(&self.weight) {
-            return crate::modeling::kernels::gemm::matmul(&self.weight, x, None);
-        }
-        self.weight
-            .to_dtype(x.dtype())?
-            .broadcast_left(b)?
-            .matmul(x)
-    }
 }
 
 impl ConvTranspose2x2 {
@@ -53,10 +40,16 @@ impl ConvTranspose2x2 {
             .t()?
             .contiguous()?;
         Ok(Self {
-            weight,
+            lin: Linear::new(weight, None)?,
             bias,
             out_channels,
         })
+    }
+
+    /// `[B, H·W, Cout·4]`: the conv before the pixel shuffle and the bias,
+    /// pixel-major, from `x` given pixel-major as `[B, H·W, Cin]`.
+    fn unshuffled(&self, x: &Tensor) -> Result<Tensor> {
+        self.lin.forward(x)
     }
 }
 
@@ -65,7 +58,7 @@ impl Module for ConvTranspose2x2 {
         let (b, c, h, w) = x.dims4()?;
         let o = self.out_channels;
         let x = x.contiguous()?.reshape((b, c, h * w))?;
-        let wt = self.weight.to_dtype(x.dtype())?;
+        let wt = self.lin.weight().to_dtype(x.dtype())?;
         // [B, O·4, HW] → (b, o, i, j, y, x) → (b, o, y, i, x, j).
         let y = wt.broadcast_left(b)?.matmul(&x)?;
         let y = y
@@ -429,7 +422,8 @@ impl MaskDecoder {
             .reshape((ub, self.num_mask_tokens, uh, uw))
     }
 
-    /// [`Self::upscale_masks`] with the fused CPU kernels (f32).
+    /// [`Self::upscale_masks`] with the fused CPU kernels (f32 tensors; the two
+    /// convs' products in bf16 in the CPU bf16 mode).
     fn upscale_masks_cpu(
         &self,
         src: &Tensor,
@@ -442,10 +436,9 @@ impl MaskDecoder {
         let dev = src.device();
         let o1 = self.upscale_dc1.out_channels;
         let o2 = self.upscale_dc2.out_channels;
-        let y1 = self
-            .upscale_dc1
-            .unshuffled(&src.transpose(1, 2)?)?
-            .contiguous()?;
+        // Pixel-major throughout: the transformer's image tokens [B, h·w, C]
+        // are the first conv's input rows.
+        let y1 = self.upscale_dc1.unshuffled(src)?.contiguous()?;
         let feat = |f: Option<&Tensor>, o: usize, k: usize| -> Result<Option<Tensor>> {
             let Some(f) = f else { return Ok(None) };
             let (fb, fc, fh, fw) = f.dims4()?;
@@ -489,10 +482,7 @@ impl MaskDecoder {
                 dev,
             )?
         };
-        let y2 = self
-            .upscale_dc2
-            .unshuffled(&u1.reshape((b, o1, 4 * h * w))?)?
-            .contiguous()?;
+        let y2 = self.upscale_dc2.unshuffled(&u1)?.contiguous()?;
         let bias2 = self.upscale_dc2.bias.flatten_all()?;
         let hyper = hyper_in.contiguous()?;
         let (gy, ly) = y2.storage_and_layout();

@@ -5,6 +5,7 @@ mod cpu;
 pub mod mask_decoder;
 pub mod prompt_encoder;
 pub mod transformer;
+mod transformer_cpu;
 
 pub use mask_decoder::{AllMasks, MaskDecoder, MaskDecoderOutput};
 pub use prompt_encoder::PromptEncoder;

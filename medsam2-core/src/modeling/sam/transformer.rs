@@ -13,7 +13,9 @@ use candle_nn::{LayerNorm, VarBuilder};
 use crate::modeling::kernels::bf16_linear::Linear;
 
 use crate::config::{Activation, TwoWayTransformerConfig};
-use crate::modeling::sam::cpu;
+use crate::modeling::kernels::attention::sdpa_scaled;
+use crate::modeling::kernels::layout::transpose_add;
+use crate::modeling::sam::{cpu, transformer_cpu};
 use crate::modeling::sam2_utils::{layer_norm, linear, sdpa, softmax_last, Mlp};
 
 /// `nn.LayerNorm` default epsilon.
@@ -155,9 +157,23 @@ impl Attention {
         // cancels in the softmax).
         let qp = (self.q_proj.forward(&q.contiguous()?)? * scale)?;
         let a = self.mm(&self.head_blocks(&qp)?, self.k_proj.weight())?;
-        let p = self.softmax(&self.mm(&a, &k.contiguous()?.transpose(1, 2)?)?)?;
         // out_h = P_h v Wv_hᵀ + bv_h (rows of P_h sum to 1).
-        let pv = self.mm(&self.mm(&p, &v.contiguous()?)?, &self.v_proj.weight().t()?)?;
+        let pv = if self.cpu_kernels && cpu::applies(&a) && cpu::applies(k) && cpu::applies(v) {
+            // The fused attention (its keys split over the threads).
+            let bf16 = self.k_proj.is_bf16();
+            sdpa_scaled(
+                &a.unsqueeze(1)?,
+                &k.unsqueeze(1)?,
+                &v.unsqueeze(1)?,
+                1.0,
+                bf16,
+            )?
+            .squeeze(1)?
+        } else {
+            let p = self.softmax(&self.mm(&a, &k.contiguous()?.transpose(1, 2)?)?)?;
+            self.mm(&p, &v.contiguous()?)?
+        };
+        let pv = self.mm(&pv, &self.v_proj.weight().t()?)?;
         let i = self.internal_dim;
         let mask = self.head_blocks(&Tensor::ones((1, 1, i), pv.dtype(), pv.device())?)?;
         let o = pv
@@ -184,13 +200,18 @@ impl Attention {
         }
     }
 
-    /// [`Self::forward_many_queries`] without the output bias.
-    fn many_queries(&self, q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Tensor> {
-        let (b, nq, _) = q.dims3()?;
-        let nk = k.dim(1)?;
+    /// The image → token attention with the key and value heads folded in
+    /// (`q` image tokens `[B, Nq, C]`, `k`, `v` prompt tokens `[B, Nk, C]`):
+    /// `scores = q mᵀ + c` with `m` `[B, heads·Nk, C]` (scale included) and
+    /// `c` `[B, heads·Nk, 1]` (the query bias, if any), softmax over each
+    /// head's `Nk` columns, `out = P vo` with `vo` `[B, heads·Nk, C]`.
+    fn fold_many_queries(
+        &self,
+        k: &Tensor,
+        v: &Tensor,
+    ) -> Result<(Tensor, Option<Tensor>, Tensor)> {
         let h = self.num_heads;
         let scale = 1.0 / ((self.internal_dim / h) as f64).sqrt();
-        let q = q.contiguous()?;
         // scores_h = q Wq_hᵀ k_hᵀ + bq_h·k_h.
         let kb = self.head_blocks(&(self.k_proj.forward(&k.contiguous()?)? * scale)?)?;
         let m = self.mm(&kb, self.q_proj.weight())?;
@@ -201,24 +222,21 @@ impl Attention {
         // out = Σ_h P_h (v_h Wo_hᵀ) + bo.
         let vblk = self.head_blocks(&self.v_proj.forward(&v.contiguous()?)?)?;
         let vo = self.mm(&vblk, &self.out_proj.weight().t()?)?;
-        let out = if self.cpu_kernels && cpu::applies(&q) {
-            // Scores as [B, heads·Nk, Nq]: the softmax runs along the keys of
-            // each head for all queries at once.
-            let mut scores = self.mm(&m, &q.transpose(1, 2)?)?;
-            if let Some(c) = bias {
-                scores = scores.broadcast_add(&c)?;
-            }
-            let p = cpu::softmax_dim2(&scores.reshape((b, h, nk, nq))?)?;
-            self.mm(&p.reshape((b, h * nk, nq))?.transpose(1, 2)?, &vo)?
-        } else {
-            let mut scores = q.matmul(&m.transpose(1, 2)?)?;
-            if let Some(c) = bias {
-                scores = scores.broadcast_add(&c.transpose(1, 2)?)?;
-            }
-            let p = softmax_last(&scores.reshape((b, nq, h, nk))?)?.reshape((b, nq, h * nk))?;
-            p.matmul(&vo)?
-        };
-        Ok(out)
+        Ok((m, bias, vo))
+    }
+
+    /// [`Self::forward_many_queries`] without the output bias.
+    fn many_queries(&self, q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Tensor> {
+        let (b, nq, _) = q.dims3()?;
+        let nk = k.dim(1)?;
+        let h = self.num_heads;
+        let (m, bias, vo) = self.fold_many_queries(k, v)?;
+        let mut scores = q.contiguous()?.matmul(&m.transpose(1, 2)?)?;
+        if let Some(c) = bias {
+            scores = scores.broadcast_add(&c.transpose(1, 2)?)?;
+        }
+        let p = softmax_last(&scores.reshape((b, nq, h, nk))?)?.reshape((b, nq, h * nk))?;
+        p.matmul(&vo)
     }
 }
 
@@ -294,6 +312,26 @@ impl TwoWayAttentionBlock {
         query_pe: &Tensor,
         key_pe: &Tensor,
     ) -> Result<(Tensor, Tensor)> {
+        let k = keys.broadcast_add(key_pe)?;
+        let queries = self.update_queries(queries, keys, &k, query_pe)?;
+        let q = (&queries + query_pe)?;
+        let keys = (keys
+            + self
+                .cross_attn_image_to_token
+                .forward_many_queries(&k, &q, &queries)?)?;
+        let keys = self.norm4.forward(&keys)?;
+        Ok((queries, keys))
+    }
+
+    /// The block's query side: self-attention, token → image attention over
+    /// `kpe` (keys + PE) and `keys`, MLP, each with its residual and norm.
+    fn update_queries(
+        &self,
+        queries: &Tensor,
+        keys: &Tensor,
+        kpe: &Tensor,
+        query_pe: &Tensor,
+    ) -> Result<Tensor> {
         let queries = if self.skip_first_layer_pe {
             self.self_attn.forward(queries, queries, queries)?
         } else {
@@ -303,26 +341,45 @@ impl TwoWayAttentionBlock {
         let queries = self.norm1.forward(&queries)?;
 
         let q = (&queries + query_pe)?;
-        let k = keys.broadcast_add(key_pe)?;
         let queries = (&queries
             + self
                 .cross_attn_token_to_image
-                .forward_many_keys(&q, &k, keys)?)?;
+                .forward_many_keys(&q, kpe, keys)?)?;
         let queries = self.norm2.forward(&queries)?;
 
         let queries = (&queries + self.mlp.forward(&queries)?)?;
-        let queries = self.norm3.forward(&queries)?;
+        self.norm3.forward(&queries)
+    }
 
+    /// [`Self::forward`] on the CPU kernels: `kpe` is `keys + key_pe`
+    /// (`[B, HW, C]`, f32), and the block also returns the new keys' sum
+    /// with `key_pe` for the next block (made in the same pass as `norm4`).
+    pub(crate) fn forward_fused(
+        &self,
+        queries: &Tensor,
+        keys: &Tensor,
+        kpe: &Tensor,
+        query_pe: &Tensor,
+        key_pe: &Tensor,
+    ) -> Result<(Tensor, Tensor, Tensor)> {
+        let queries = self.update_queries(queries, keys, kpe, query_pe)?;
         let q = (&queries + query_pe)?;
         let attn = &self.cross_attn_image_to_token;
-        let keys = if attn.cpu_kernels && cpu::applies(keys) {
-            let out = attn.many_queries(&k, &q, &queries)?;
-            cpu::add_layer_norm(keys, &out, attn.out_proj.bias(), &self.norm4, LN_EPS)?
-        } else {
-            let keys = (keys + attn.forward_many_queries(&k, &q, &queries)?)?;
-            self.norm4.forward(&keys)?
-        };
-        Ok((queries, keys))
+        let (m, score_bias, vo) = attn.fold_many_queries(&q, &queries)?;
+        let (keys, kpe) = transformer_cpu::image_to_token(&transformer_cpu::ImageToToken {
+            q: kpe,
+            keys,
+            m: &m,
+            score_bias: score_bias.as_ref(),
+            vo: &vo,
+            out_bias: attn.out_proj.bias(),
+            norm: &self.norm4,
+            eps: LN_EPS as f32,
+            pe: key_pe,
+            keys_per_head: q.dim(1)?,
+            bf16: attn.q_proj.is_bf16(),
+        })?;
+        Ok((queries, keys, kpe))
     }
 }
 
@@ -415,15 +472,27 @@ impl TwoWayTransformer {
         image_pe: &Tensor,
         point_embedding: &Tensor,
     ) -> Result<(Tensor, Tensor)> {
-        let keys = self.to_tokens(image_embedding)?;
         let key_pe = self.pe_tokens(image_pe)?;
         let mut queries = point_embedding.contiguous()?;
-        let mut keys = keys;
-        for layer in &self.layers {
-            (queries, keys) = layer.forward(&queries, &keys, point_embedding, &key_pe)?;
-        }
+        let (keys, k) =
+            if self.cpu_kernels && cpu::applies(image_embedding) && cpu::applies(&key_pe) {
+                let (mut keys, kpe) =
+                    transpose_add(&image_embedding.flatten_from(2)?, Some(&key_pe))?;
+                let mut kpe = kpe.ok_or_else(|| candle_core::Error::Msg("transpose_add".into()))?;
+                for layer in &self.layers {
+                    (queries, keys, kpe) =
+                        layer.forward_fused(&queries, &keys, &kpe, point_embedding, &key_pe)?;
+                }
+                (keys, kpe)
+            } else {
+                let mut keys = self.to_tokens(image_embedding)?;
+                for layer in &self.layers {
+                    (queries, keys) = layer.forward(&queries, &keys, point_embedding, &key_pe)?;
+                }
+                let k = keys.broadcast_add(&key_pe)?;
+                (keys, k)
+            };
         let q = (&queries + point_embedding)?;
-        let k = keys.broadcast_add(&key_pe)?;
         let attn = self
             .final_attn_token_to_image
             .forward_many_keys(&q, &k, &keys)?;
