@@ -275,18 +275,10 @@ mod tests {
         Tensor::from_vec(lcg(n, scale, seed), shape, &Device::Cpu).unwrap()
     }
 
-    fn max_err(a: &Tensor, b: &Tensor) -> f32 {
+    /// Largest |a − b| (same shapes).
+    fn max_err(a: &Tensor, b: &Tensor) -> candle_core::Result<f32> {
         assert_eq!(a.dims(), b.dims());
-        (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap()
+        (a - b)?.abs()?.max_all()?.to_scalar::<f32>()
     }
 
     /// Image → token attention + residual + norm + PE against the unfused
@@ -344,7 +336,10 @@ mod tests {
                 bf16: use_bf16,
             })
             .unwrap();
-            let (e1, e2) = (max_err(&got, &want), max_err(&got_pe, &want_pe));
+            let (e1, e2) = (
+                max_err(&got, &want).unwrap(),
+                max_err(&got_pe, &want_pe).unwrap(),
+            );
             assert!(
                 e1 < tol && e2 < tol,
                 "{b}x{n} bf16 {use_bf16}: errors {e1:e}, {e2:e}"
