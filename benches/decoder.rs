@@ -1,15 +1,20 @@
 //! One click at 512 and 1024: prompt encoding + mask decoding for SAM 2.1
-//! tiny (random weights, random image embedding and high-res features).
+//! tiny (random weights, random image embedding and high-res features), in
+//! f32 and in the CPU bf16 mode (the decoder's linear layers, transposed
+//! convs and attention products in bf16; the same as f32 on a CPU without
+//! AVX512-BF16).
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 use criterion::{criterion_group, criterion_main, Criterion};
 use medsam2_core::config::{ModelSize, Version};
+use medsam2_core::modeling::kernels::bf16_linear::LoadScope;
 use medsam2_core::modeling::sam::{MaskDecoder, PromptEncoder};
 use medsam2_core::Sam2Config;
 use std::time::Duration;
 
-fn heads(size: usize) -> (PromptEncoder, MaskDecoder) {
+/// The prompt encoder and mask decoder; `bf16`: built in a bf16 load scope.
+fn heads(size: usize, bf16: bool) -> (PromptEncoder, MaskDecoder) {
     let cfg = Sam2Config::preset(Version::Sam2_1, ModelSize::Tiny)
         .with_image_size(size)
         .unwrap();
@@ -31,6 +36,7 @@ fn heads(size: usize) -> (PromptEncoder, MaskDecoder) {
             .unwrap();
     }
     let vb = VarBuilder::from_varmap(&varmap, DType::F32, &dev);
+    let _scope = LoadScope::new(bf16);
     let pe = PromptEncoder::new(&cfg.prompt_encoder(), vb.pp("sam_prompt_encoder")).unwrap();
     let dec = MaskDecoder::new(&cfg.mask_decoder(), vb.pp("sam_mask_decoder")).unwrap();
     (pe, dec)
@@ -38,13 +44,15 @@ fn heads(size: usize) -> (PromptEncoder, MaskDecoder) {
 
 fn bench(c: &mut Criterion) {
     for size in [512usize, 1024] {
-        bench_size(c, size);
+        for bf16 in [false, true] {
+            bench_size(c, size, bf16);
+        }
     }
 }
 
-fn bench_size(c: &mut Criterion, size: usize) {
+fn bench_size(c: &mut Criterion, size: usize, bf16: bool) {
     let dev = Device::Cpu;
-    let (pe, dec) = heads(size);
+    let (pe, dec) = heads(size, bf16);
     let e = size / 16;
     let image_embed = Tensor::randn(0f32, 1.0, (1, 256, e, e), &dev).unwrap();
     let feat_s0 = Tensor::randn(0f32, 1.0, (1, 32, 4 * e, 4 * e), &dev).unwrap();
@@ -72,11 +80,7 @@ fn bench_size(c: &mut Criterion, size: usize) {
         out.masks
     };
 
-    let name = if size == 1024 {
-        "sam_heads_1024_tiny".to_string()
-    } else {
-        format!("sam_heads_{size}_tiny")
-    };
+    let name = format!("sam_heads_{size}_tiny{}", if bf16 { "_bf16" } else { "" });
     let mut g = c.benchmark_group(name);
     g.sample_size(20)
         .warm_up_time(Duration::from_secs(1))
