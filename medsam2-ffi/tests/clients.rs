@@ -715,21 +715,24 @@ fn cmake_package_and_pkg_config() {
     check_volume_outputs(&m, &out);
 }
 
-#[test]
-fn c_client_under_valgrind() {
-    let Some(c) = ctx("valgrind") else { return };
+/// Compiles the C example `source` (`examples/c/…`) with debug info, runs it
+/// under valgrind (full leak check, the project's suppressions, one worker
+/// thread: the same results, several times faster under valgrind) with the
+/// usual arguments plus `extra`, asserts no error and no leak, and returns
+/// its output folder. `None` (after saying why) without valgrind.
+fn run_under_valgrind(c: &Ctx, source: &str, extra: &[&str]) -> Option<PathBuf> {
     if !have("valgrind") {
         eprintln!(
             "skipped: valgrind is not installed (apt-get install -y valgrind; CI installs it)"
         );
-        return;
+        return None;
     }
-    let exe = c.tmp.join("medsam2_segment");
+    let exe = c.tmp.join(source.trim_end_matches(".c"));
     compile(
-        &c,
+        c,
         "cc",
         "c11",
-        &c.root.join("examples/c/medsam2_segment.c"),
+        &c.root.join("examples/c").join(source),
         &exe,
         &["-g"],
     );
@@ -745,8 +748,7 @@ fn c_client_under_valgrind() {
         .arg(format!("--suppressions={}", supp.display()))
         .arg(&exe)
         .args(c.client_args(&out))
-        .arg("--volume-only")
-        // One worker thread: the same results, several times faster under valgrind.
+        .args(extra)
         .env("RAYON_NUM_THREADS", "1")
         .output()
         .expect("run valgrind");
@@ -775,7 +777,15 @@ fn c_client_under_valgrind() {
             assert!(l.contains(&format!("{kind}: 0 bytes in 0 blocks")), "{l}");
         }
     }
-    check_volume_outputs(&model(&c), &out);
+    Some(out)
+}
+
+#[test]
+fn c_client_under_valgrind() {
+    let Some(c) = ctx("valgrind") else { return };
+    if let Some(out) = run_under_valgrind(&c, "medsam2_segment.c", &["--volume-only"]) {
+        check_volume_outputs(&model(&c), &out);
+    }
 }
 
 #[test]
@@ -942,50 +952,7 @@ fn one_prompt_client_under_valgrind() {
     let Some(c) = ctx("one_prompt_valgrind") else {
         return;
     };
-    if !have("valgrind") {
-        eprintln!(
-            "skipped: valgrind is not installed (apt-get install -y valgrind; CI installs it)"
-        );
-        return;
+    if let Some(out) = run_under_valgrind(&c, "medsam2_one_prompt.c", &[]) {
+        check_one_prompt_outputs(&model(&c), &out);
     }
-    let exe = c.tmp.join("medsam2_one_prompt");
-    compile(
-        &c,
-        "cc",
-        "c11",
-        &c.root.join("examples/c/medsam2_one_prompt.c"),
-        &exe,
-        &["-g"],
-    );
-    let out = c.out_dir("out");
-    let supp = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/valgrind.supp");
-    let o = c
-        .client("valgrind")
-        .args([
-            "--leak-check=full",
-            "--errors-for-leak-kinds=definite,indirect,possible",
-            "--error-exitcode=1",
-        ])
-        .arg(format!("--suppressions={}", supp.display()))
-        .arg(&exe)
-        .args(c.client_args(&out))
-        .env("RAYON_NUM_THREADS", "1")
-        .output()
-        .expect("run valgrind");
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(o.status.success(), "valgrind found errors:\n{err}");
-    assert!(err.contains("ERROR SUMMARY: 0 errors"), "{err}");
-    for kind in ["definitely lost", "indirectly lost", "possibly lost"] {
-        if let Some(l) = err.lines().find(|l| l.contains(kind)) {
-            assert!(l.contains(&format!("{kind}: 0 bytes in 0 blocks")), "{l}");
-        }
-    }
-    println!(
-        "{}",
-        err.lines()
-            .filter(|l| l.contains("ERROR SUMMARY") || l.contains("lost"))
-            .collect::<Vec<_>>()
-            .join("\n")
-    );
-    check_one_prompt_outputs(&model(&c), &out);
 }

@@ -4,7 +4,6 @@
 //! status quickly with a one-line `medsam2_last_error()`, print no panic text,
 //! and stay within a memory budget (a counting allocator in this binary).
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::ffi::{CStr, CString};
 use std::path::{Path, PathBuf};
 use std::ptr::{null, null_mut};
@@ -13,27 +12,9 @@ use std::time::Instant;
 
 use medsam2::*;
 
-struct Counting;
-static LIVE: AtomicUsize = AtomicUsize::new(0);
-static PEAK: AtomicUsize = AtomicUsize::new(0);
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        let p = System.alloc(l);
-        if !p.is_null() {
-            let now = LIVE.fetch_add(l.size(), Ordering::Relaxed) + l.size();
-            PEAK.fetch_max(now, Ordering::Relaxed);
-        }
-        p
-    }
-    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
-        System.dealloc(p, l);
-        LIVE.fetch_sub(l.size(), Ordering::Relaxed);
-    }
-}
-
-#[global_allocator]
-static ALLOC: Counting = Counting;
+#[path = "../../tests/common/counting_alloc.rs"]
+mod counting_alloc;
+use counting_alloc::peak_of;
 
 const MIB: usize = 1 << 20;
 
@@ -63,12 +44,10 @@ fn last_error() -> String {
 fn load_fails(config: &str, checkpoint: &Path, dtype: &str) -> String {
     let (cfg, ck, dt) = (c(config), c(&checkpoint.to_string_lossy()), c(dtype));
     let mut model = null_mut();
-    let base = LIVE.load(Ordering::Relaxed);
-    PEAK.store(base, Ordering::Relaxed);
     let t0 = Instant::now();
-    let st =
-        unsafe { medsam2_model_load(cfg.as_ptr(), ck.as_ptr(), null(), dt.as_ptr(), &mut model) };
-    let peak = PEAK.load(Ordering::Relaxed).saturating_sub(base);
+    let (st, peak) = peak_of(|| unsafe {
+        medsam2_model_load(cfg.as_ptr(), ck.as_ptr(), null(), dt.as_ptr(), &mut model)
+    });
     assert_ne!(
         st,
         medsam2_status::MEDSAM2_OK,
@@ -205,12 +184,10 @@ fn sessions_refuse_oversized_volumes_and_prompts() {
     let n = 10_000;
     let pts: Vec<f32> = (0..n).flat_map(|i| [(i % 32) as f32, 3.0]).collect();
     let labels = vec![1i32; n];
-    let base = LIVE.load(Ordering::Relaxed);
-    PEAK.store(base, Ordering::Relaxed);
     let t0 = Instant::now();
-    let st = unsafe {
+    let (st, peak) = peak_of(|| unsafe {
         medsam2_session_add_points(s, 1, 1, pts.as_ptr(), labels.as_ptr(), n, 1, null_mut(), 0)
-    };
+    });
     assert_eq!(st, medsam2_status::MEDSAM2_ERR_INVALID_ARGUMENT);
     assert!(
         last_error().contains("MAX_PROMPT_POINTS"),
@@ -218,7 +195,7 @@ fn sessions_refuse_oversized_volumes_and_prompts() {
         last_error()
     );
     assert!(t0.elapsed().as_secs_f64() < 1.0);
-    assert!(PEAK.load(Ordering::Relaxed) - base < 16 * MIB);
+    assert!(peak < 16 * MIB);
     // Accumulated corrections hit the same limit.
     let st = unsafe {
         medsam2_session_add_points(
