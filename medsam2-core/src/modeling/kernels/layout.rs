@@ -4,19 +4,27 @@ use candle_core::{Result, Tensor};
 
 use super::parallel::{par_tasks, SyncPtr};
 
-/// Token columns per task of [`transpose_add`] (a multiple of the tile width).
+/// Token columns per task of [`transpose_impl`] (a multiple of the tile width).
 const TASK_COLS: usize = 512;
 
 /// `[B, C, N]` → `[B, N, C]` (contiguous) for an f32 CPU tensor of rank 3.
 pub(crate) fn transpose_last2(x: &Tensor) -> Result<Tensor> {
-    transpose_add(x, None).map(|(t, _)| t)
+    transpose_impl(x, None).map(|(t, _)| t)
 }
 
-/// `[B, C, N]` → `t = [B, N, C]` (contiguous) for an f32 CPU tensor of rank
-/// 3 and, with `add` (`[N, C]` or `[1, N, C]`, f32), also `t + add` in the
-/// same pass (image tokens and their sum with the position encoding), on the
-/// kernels' threads in blocks of token columns.
-pub(crate) fn transpose_add(x: &Tensor, add: Option<&Tensor>) -> Result<(Tensor, Option<Tensor>)> {
+/// `[B, C, N]` → `t = [B, N, C]` (contiguous) and `t + add` (`add`: `[N, C]`
+/// or `[1, N, C]`) in one pass, for f32 CPU tensors: image tokens and their
+/// sum with the position encoding.
+pub(crate) fn transpose_and_add(x: &Tensor, add: &Tensor) -> Result<(Tensor, Tensor)> {
+    match transpose_impl(x, Some(add))? {
+        (t, Some(s)) => Ok((t, s)),
+        (_, None) => candle_core::bail!("transpose_and_add: no sum"),
+    }
+}
+
+/// [`transpose_last2`], and with `add` also the sum, on the kernels' threads
+/// in blocks of token columns.
+fn transpose_impl(x: &Tensor, add: Option<&Tensor>) -> Result<(Tensor, Option<Tensor>)> {
     let (b, c, n) = x.dims3()?;
     let x = x.contiguous()?;
     let add = add.map(|a| a.contiguous()).transpose()?;
@@ -31,7 +39,7 @@ pub(crate) fn transpose_add(x: &Tensor, add: Option<&Tensor>) -> Result<(Tensor,
         let src = xr.slice();
         let addv = ar.as_ref().map(|a| a.slice());
         if addv.is_some_and(|a| a.len() != n * c) {
-            candle_core::bail!("transpose_add: the addend is not [{n}, {c}]");
+            candle_core::bail!("transpose_and_add: the addend is not [{n}, {c}]");
         }
         let (po, ps) = (SyncPtr(out.as_mut_ptr()), SyncPtr(sum.as_mut_ptr()));
         let blocks = n.div_ceil(TASK_COLS);
@@ -101,27 +109,24 @@ mod tests {
     /// Transposes with and without the addend, one and several tasks,
     /// against candle's transpose and add.
     #[test]
-    fn transpose_add_matches_candle() {
+    fn transpose_and_add_match_candle() {
         let dev = Device::Cpu;
         for (b, c, n) in [(1usize, 3usize, 5usize), (2, 256, 1100), (1, 64, 4096)] {
             let x = Tensor::from_vec(lcg(b * c * n, 1.0, 1), (b, c, n), &dev).unwrap();
             let pe = Tensor::from_vec(lcg(n * c, 1.0, 2), (1, n, c), &dev).unwrap();
             let want = x.transpose(1, 2).unwrap().contiguous().unwrap();
             let want_sum = want.broadcast_add(&pe).unwrap();
-            let (t, s) = transpose_add(&x, Some(&pe)).unwrap();
+            let (t, s) = transpose_and_add(&x, &pe).unwrap();
             let same = |a: &Tensor, b: &Tensor| {
                 a.dims() == b.dims()
                     && a.flatten_all().unwrap().to_vec1::<f32>().unwrap()
                         == b.flatten_all().unwrap().to_vec1::<f32>().unwrap()
             };
-            assert!(
-                same(&t, &want) && same(&s.unwrap(), &want_sum),
-                "{b}x{c}x{n}"
-            );
+            assert!(same(&t, &want) && same(&s, &want_sum), "{b}x{c}x{n}");
             assert!(same(&transpose_last2(&x).unwrap(), &want));
         }
         let x = Tensor::zeros((1, 4, 6), candle_core::DType::F32, &dev).unwrap();
         let bad = Tensor::zeros((5, 4), candle_core::DType::F32, &dev).unwrap();
-        assert!(transpose_add(&x, Some(&bad)).is_err());
+        assert!(transpose_and_add(&x, &bad).is_err());
     }
 }

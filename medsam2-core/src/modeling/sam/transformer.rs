@@ -14,7 +14,7 @@ use crate::modeling::kernels::bf16_linear::Linear;
 
 use crate::config::{Activation, TwoWayTransformerConfig};
 use crate::modeling::kernels::attention::sdpa_scaled;
-use crate::modeling::kernels::layout::transpose_add;
+use crate::modeling::kernels::layout::transpose_and_add;
 use crate::modeling::sam::{cpu, transformer_cpu};
 use crate::modeling::sam2_utils::{layer_norm, linear, sdpa, softmax_last, Mlp};
 
@@ -476,9 +476,8 @@ impl TwoWayTransformer {
         let mut queries = point_embedding.contiguous()?;
         let (keys, k) =
             if self.cpu_kernels && cpu::applies(image_embedding) && cpu::applies(&key_pe) {
-                let (mut keys, kpe) =
-                    transpose_add(&image_embedding.flatten_from(2)?, Some(&key_pe))?;
-                let mut kpe = kpe.ok_or_else(|| candle_core::Error::Msg("transpose_add".into()))?;
+                let (mut keys, mut kpe) =
+                    transpose_and_add(&image_embedding.flatten_from(2)?, &key_pe)?;
                 for layer in &self.layers {
                     (queries, keys, kpe) =
                         layer.forward_fused(&queries, &keys, &kpe, point_embedding, &key_pe)?;
