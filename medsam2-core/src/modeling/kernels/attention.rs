@@ -324,22 +324,6 @@ pub fn attention_with<P: BlockProducts>(
     v: (&[f32], Layout),
     out: (&mut [f32], Layout),
 ) -> Result<()> {
-    attention_split(prod, dims, scale, q, k, v, out, None)
-}
-
-/// [`attention_with`] with the number of key splits given (`None`: chosen
-/// by [`key_splits`]); tests force splits whatever the thread count.
-#[allow(clippy::too_many_arguments)]
-fn attention_split<P: BlockProducts>(
-    prod: &P,
-    dims: Dims,
-    scale: f32,
-    q: (&[f32], Layout),
-    k: (&[f32], Layout),
-    v: (&[f32], Layout),
-    out: (&mut [f32], Layout),
-    splits: Option<usize>,
-) -> Result<()> {
     let Dims { bh, lq, lk, d, dv } = dims;
     if q.0.len() < q.1.extent(bh, lq, d)
         || k.0.len() < k.1.extent(bh, lk, d)
@@ -364,9 +348,7 @@ fn attention_split<P: BlockProducts>(
         return Ok(());
     }
     let kb = K_BLOCK.min(lk);
-    let splits = splits
-        .unwrap_or_else(|| key_splits(bh, lq, lk))
-        .clamp(1, lk);
+    let splits = key_splits(bh, lq, lk).clamp(1, lk);
     let qbs = if splits > 1 { lq } else { q_block(bh, lq) };
     let q_blocks = lq.div_ceil(qbs);
     // Keys per split: whole blocks.
@@ -506,6 +488,10 @@ type Finish<'a> = &'a dyn Fn(usize, usize, usize, &[f32], &[f32], &[f64]);
 /// key blocks for every thread, each a task of all queries (one query block)
 /// over its keys — each key and value then is read by one task only.
 fn key_splits(bh: usize, lq: usize, lk: usize) -> usize {
+    #[cfg(test)]
+    if let Some(s) = tests::FORCED_SPLITS.with(|c| c.get()) {
+        return s;
+    }
     let threads = super::parallel::num_threads();
     if threads < 2 || lq > Q_BLOCK || bh >= threads {
         return 1;
@@ -655,6 +641,21 @@ mod tests {
         (out, smax)
     }
 
+    thread_local! {
+        /// Key splits that [`key_splits`] returns while set (tests force
+        /// splits whatever the thread count).
+        pub(super) static FORCED_SPLITS: std::cell::Cell<Option<usize>> =
+            const { std::cell::Cell::new(None) };
+    }
+
+    /// Runs `f` with [`key_splits`] returning `splits` (`None`: chosen).
+    fn with_splits<R>(splits: Option<usize>, f: impl FnOnce() -> R) -> R {
+        FORCED_SPLITS.with(|c| c.set(splits));
+        let r = f();
+        FORCED_SPLITS.with(|c| c.set(None));
+        r
+    }
+
     fn run(dims: Dims, spread: f32, seed: u64, splits: Option<usize>) {
         let Dims { bh, lq, lk, d, dv } = dims;
         let q = lcg(bh * lq * d, spread, seed);
@@ -663,16 +664,17 @@ mod tests {
         let scale = 1.0 / (d as f64).sqrt();
         let (want, smax) = reference(&q, &k, &v, dims, scale);
         let mut got = vec![0f32; bh * lq * dv];
-        attention_split(
-            &F32Gemm,
-            dims,
-            scale as f32,
-            (&q, Layout::bhld(1, lq, d)),
-            (&k, Layout::bhld(1, lk, d)),
-            (&v, Layout::bhld(1, lk, dv)),
-            (&mut got, Layout::bhld(1, lq, dv)),
-            splits,
-        )
+        with_splits(splits, || {
+            attention_with(
+                &F32Gemm,
+                dims,
+                scale as f32,
+                (&q, Layout::bhld(1, lq, d)),
+                (&k, Layout::bhld(1, lk, d)),
+                (&v, Layout::bhld(1, lk, dv)),
+                (&mut got, Layout::bhld(1, lq, dv)),
+            )
+        })
         .unwrap();
         let err = got
             .iter()
@@ -759,16 +761,17 @@ mod tests {
         // One task, and the keys split so that a whole split scores −∞.
         for splits in [1, 2] {
             let mut out = vec![0f32; lq * d];
-            attention_split(
-                &F32Gemm,
-                dims,
-                0.5,
-                (&q, l(lq)),
-                (&k, l(lk)),
-                (&v, l(lk)),
-                (&mut out, l(lq)),
-                Some(splits),
-            )
+            with_splits(Some(splits), || {
+                attention_with(
+                    &F32Gemm,
+                    dims,
+                    0.5,
+                    (&q, l(lq)),
+                    (&k, l(lk)),
+                    (&v, l(lk)),
+                    (&mut out, l(lq)),
+                )
+            })
             .unwrap();
             // All weight on the largest key, the last one.
             for x in &out {
