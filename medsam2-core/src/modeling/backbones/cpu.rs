@@ -10,7 +10,7 @@ use std::ops::Range;
 
 use candle_core::{CpuStorage, Device, Result, Storage, StorageRef, Tensor};
 
-pub(crate) use crate::modeling::kernels::math::gelu_inplace;
+use crate::modeling::kernels::math::activation_inplace;
 pub(crate) use crate::modeling::kernels::norm::layer_norm_rows;
 use crate::modeling::kernels::parallel::num_threads;
 pub(crate) use crate::modeling::kernels::parallel::{par_tasks, with_scratch, SyncPtr};
@@ -347,10 +347,16 @@ pub(crate) struct MlpWeights<'a> {
     pub b1: &'a [f32],
     pub w2: Wt<'a>,
     pub b2: &'a [f32],
+    /// The activation between the two layers.
+    pub act: crate::config::Activation,
+    /// Sum as `x + (h·W2 + b2)` (the second layer's output first, as the
+    /// unfused ops do) rather than `(x + b2) + h·W2` accumulated in place.
+    pub residual_last: bool,
 }
 
-/// `x += fc2(GELU(fc1(LN(x))))` over `n` rows of width `c`, row block by row
-/// block so that the hidden activations stay in cache.
+/// `x += fc2(act(fc1(LN(x))))` over `n` rows of width `c`, row block by row
+/// block so that the hidden activations stay in cache (Hiera's MLP with GELU,
+/// memory attention's with ReLU).
 pub(crate) fn mlp_residual(x: &mut [f32], n: usize, c: usize, m: &MlpWeights<'_>) {
     let hdim = m.b1.len();
     let rb = row_block(n);
@@ -366,9 +372,17 @@ pub(crate) fn mlp_residual(x: &mut [f32], n: usize, c: usize, m: &MlpWeights<'_>
                 layer_norm_rows(xr, xn, c, m.ln_w, m.ln_b, m.eps);
                 fill_rows(hid, m.b1);
                 linear_acc(xn.as_ptr(), rows, m.w1, hdim, c, hid.as_mut_ptr());
-                gelu_inplace(hid);
-                add_rows(xr, m.b2);
-                linear_acc(hid.as_ptr(), rows, m.w2, c, hdim, xr.as_mut_ptr());
+                activation_inplace(hid, m.act);
+                if m.residual_last {
+                    // The second layer's output (into the normed rows, no
+                    // longer needed), then added to the residual.
+                    fill_rows(xn, m.b2);
+                    linear_acc(hid.as_ptr(), rows, m.w2, c, hdim, xn.as_mut_ptr());
+                    add_rows(xr, xn);
+                } else {
+                    add_rows(xr, m.b2);
+                    linear_acc(hid.as_ptr(), rows, m.w2, c, hdim, xr.as_mut_ptr());
+                }
             }
         });
     });
@@ -796,6 +810,90 @@ mod tests {
                 let want = (xr[i] as f64 - m) / (var + 1e-6).sqrt() * w[i] as f64 + b[i] as f64;
                 assert!((yr[i] as f64 - want).abs() < 1e-4, "{} vs {want}", yr[i]);
             }
+        }
+    }
+
+    /// The fused MLP residual equals the candle ops it replaces
+    /// (`x + fc2(act(fc1(LN(x))))`) for both activations, with a row count
+    /// that leaves a partial row block.
+    #[test]
+    fn mlp_residual_matches_candle() {
+        use crate::config::Activation;
+        use candle_core::D;
+        let lcg = crate::modeling::kernels::softmax::tests::lcg;
+        let dev = Device::Cpu;
+        let (n, c, hd) = (37, 24, 64);
+        let x = lcg(n * c, 2.0, 1);
+        let (ln_w, ln_b) = (lcg(c, 1.0, 2), lcg(c, 0.5, 3));
+        let (w1, b1) = (lcg(hd * c, 0.3, 4), lcg(hd, 0.5, 5));
+        let (w2, b2) = (lcg(c * hd, 0.3, 6), lcg(c, 0.5, 7));
+        let t = |v: &[f32], shape: (usize, usize)| Tensor::from_slice(v, shape, &dev).unwrap();
+        let row = |v: &[f32]| Tensor::from_slice(v, v.len(), &dev).unwrap();
+        // Wᵀ `[in, out]` as the kernel takes it.
+        let w1t = t(&w1, (hd, c)).t().unwrap().contiguous().unwrap();
+        let w2t = t(&w2, (c, hd)).t().unwrap().contiguous().unwrap();
+        let (w1t, w2t) = (
+            w1t.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            w2t.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+        );
+        for act in [Activation::Relu, Activation::Gelu] {
+            let xt = t(&x, (n, c));
+            let mean = xt.mean_keepdim(D::Minus1).unwrap();
+            let xc = xt.broadcast_sub(&mean).unwrap();
+            let var = xc.sqr().unwrap().mean_keepdim(D::Minus1).unwrap();
+            let xn = xc
+                .broadcast_div(&(var + 1e-5).unwrap().sqrt().unwrap())
+                .unwrap()
+                .broadcast_mul(&row(&ln_w))
+                .unwrap()
+                .broadcast_add(&row(&ln_b))
+                .unwrap();
+            let h = xn
+                .matmul(&t(&w1, (hd, c)).t().unwrap())
+                .unwrap()
+                .broadcast_add(&row(&b1))
+                .unwrap();
+            let h = match act {
+                Activation::Relu => h.relu().unwrap(),
+                Activation::Gelu => h.gelu_erf().unwrap(),
+            };
+            let y = h
+                .matmul(&t(&w2, (c, hd)).t().unwrap())
+                .unwrap()
+                .broadcast_add(&row(&b2))
+                .unwrap();
+            let want = (xt + y)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap();
+            let mut got = x.clone();
+            let m = MlpWeights {
+                ln_w: &ln_w,
+                ln_b: &ln_b,
+                eps: 1e-5,
+                w1: Wt {
+                    f32: &w1t,
+                    bf16: None,
+                },
+                b1: &b1,
+                w2: Wt {
+                    f32: &w2t,
+                    bf16: None,
+                },
+                b2: &b2,
+                act,
+                residual_last: act == Activation::Relu,
+            };
+            mlp_residual(&mut got, n, c, &m);
+            let worst = want
+                .iter()
+                .zip(&got)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0f32, f32::max);
+            assert!(worst < 1e-4, "{act:?}: max-abs {worst}");
+            assert!(got != x, "{act:?}: nothing was added");
         }
     }
 
