@@ -313,10 +313,9 @@ fn rope_cpu(
             Some(s)
         })
         .collect();
-    let mut out = vec![0f32; bh * l * d];
     // Tasks of whole tokens (rows of `d`) over every batch·head, all threads.
     let per = crate::modeling::kernels::parallel::rows_per_chunk(bh * l, d, 1 << 15);
-    crate::modeling::kernels::parallel::par_chunks_mut(&mut out, per * d, |i, dst| {
+    crate::modeling::kernels::parallel::par_chunks_new(bh * l * d, per * d, |i, dst| {
         let mut shifted = vec![0f32; d];
         let first = i * per;
         for (r, o) in dst.chunks_exact_mut(d).enumerate() {
@@ -352,8 +351,7 @@ fn rope_cpu(
                 op[1] = x0 * sv + x1 * cv;
             }
         }
-    });
-    out
+    })
 }
 
 /// `softmax(q kᵀ / sqrt(d)) v` on `[B, H, L, d]` tensors: the fused, tiled
