@@ -19,6 +19,7 @@ use std::sync::{Arc, Mutex};
 use candle_core::{DType, Device, DeviceLocation, Module, Result, Tensor};
 use candle_nn::VarBuilder;
 
+use crate::modeling::backbones::cpu::{mlp_residual, F32Ref, MlpWeights, TLinear};
 use crate::modeling::kernels::bf16_linear::Linear;
 
 use crate::config::{
@@ -312,10 +313,9 @@ fn rope_cpu(
             Some(s)
         })
         .collect();
-    let mut out = vec![0f32; bh * l * d];
     // Tasks of whole tokens (rows of `d`) over every batch·head, all threads.
     let per = crate::modeling::kernels::parallel::rows_per_chunk(bh * l, d, 1 << 15);
-    crate::modeling::kernels::parallel::par_chunks_mut(&mut out, per * d, |i, dst| {
+    crate::modeling::kernels::parallel::par_chunks_new(bh * l * d, per * d, |i, dst| {
         let mut shifted = vec![0f32; d];
         let first = i * per;
         for (r, o) in dst.chunks_exact_mut(d).enumerate() {
@@ -351,8 +351,7 @@ fn rope_cpu(
                 op[1] = x0 * sv + x1 * cv;
             }
         }
-    });
-    out
+    })
 }
 
 /// `softmax(q kᵀ / sqrt(d)) v` on `[B, H, L, d]` tensors: the fused, tiled
@@ -589,8 +588,10 @@ impl ProjectedMemory {
 pub struct MemoryAttentionLayer {
     self_attn: RoPEAttention,
     cross_attn_image: RoPEAttention,
-    linear1: Linear,
-    linear2: Linear,
+    /// `linear1` / `linear2`, weights stored transposed for the fused MLP
+    /// kernel (`backbones::cpu::mlp_residual`).
+    linear1: TLinear,
+    linear2: TLinear,
     norms: [(Tensor, Tensor); 3],
     act: Activation,
     pos_enc_at_attn: bool,
@@ -617,8 +618,8 @@ impl MemoryAttentionLayer {
                 rope,
                 vb.pp("cross_attn_image"),
             )?,
-            linear1: linear(d_model, cfg.dim_feedforward, vb.pp("linear1"))?,
-            linear2: linear(cfg.dim_feedforward, d_model, vb.pp("linear2"))?,
+            linear1: TLinear::new(d_model, cfg.dim_feedforward, vb.pp("linear1"))?,
+            linear2: TLinear::new(cfg.dim_feedforward, d_model, vb.pp("linear2"))?,
             norms: [norm("norm1")?, norm("norm2")?, norm("norm3")?],
             act: cfg.activation,
             pos_enc_at_attn: cfg.pos_enc_at_attn,
@@ -686,8 +687,49 @@ impl MemoryAttentionLayer {
             .cross_attn_image
             .attend_memory(&q, keys, memory, num_k_exclude_rope)?;
         let tgt = (tgt + ca)?;
-        // MLP.
-        let t2 = self.norm(2, &tgt)?;
+        self.mlp_residual(&tgt)
+    }
+
+    /// `tgt + linear2(act(linear1(norm3(tgt))))`: on f32 CPU tensors one
+    /// fused row-block kernel (the hidden activations stay in cache), candle
+    /// ops elsewhere.
+    fn mlp_residual(&self, tgt: &Tensor) -> Result<Tensor> {
+        if crate::modeling::kernels::fast_cpu_f32(tgt) {
+            if let (Ok((w1, b1)), Ok((w2, b2))) = (self.linear1.fast(), self.linear2.fast()) {
+                let (ln_w, ln_b) = (
+                    F32Ref::new(&self.norms[2].0)?,
+                    F32Ref::new(&self.norms[2].1)?,
+                );
+                let c = ln_w.slice().len();
+                let hidden = b1.slice().len();
+                if tgt.dims().last() != Some(&c)
+                    || w1.slice().len() != c * hidden
+                    || w2.slice().len() != hidden * c
+                    || b2.slice().len() != c
+                {
+                    candle_core::bail!(
+                        "memory attention MLP: input {:?} does not fit",
+                        tgt.shape()
+                    );
+                }
+                let mut x = tgt.flatten_all()?.to_vec1::<f32>()?;
+                let weights = MlpWeights {
+                    ln_w: ln_w.slice(),
+                    ln_b: ln_b.slice(),
+                    eps: LN_EPS as f32,
+                    w1: w1.slice(),
+                    b1: b1.slice(),
+                    w2: w2.slice(),
+                    b2: b2.slice(),
+                    act: self.act,
+                    residual_last: true,
+                };
+                let n = x.len() / c;
+                mlp_residual(&mut x, n, c, &weights);
+                return Tensor::from_vec(x, tgt.shape(), tgt.device());
+            }
+        }
+        let t2 = self.norm(2, tgt)?;
         let t2 = self
             .linear2
             .forward(&activation(&self.linear1.forward(&t2)?, self.act)?)?;

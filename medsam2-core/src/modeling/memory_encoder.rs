@@ -9,13 +9,13 @@
 use candle_core::{Device, Layout, Module, Result, Storage, Tensor, D};
 use candle_nn::{Conv2d, Conv2dConfig, VarBuilder};
 
-use crate::modeling::kernels::bf16_linear::Linear;
+use crate::modeling::backbones::cpu::{mlp_residual_nchw, F32Ref, MlpWeights, TLinear};
 
 use crate::config::{
     CXBlockConfig, FuserConfig, MaskDownSamplerConfig, MemoryEncoderConfig, Sam2Config,
 };
 use crate::modeling::position_encoding::PositionEmbeddingSine;
-use crate::modeling::sam2_utils::{linear, Conv1x1, DepthwiseConv2d, LayerNorm2d};
+use crate::modeling::sam2_utils::{Conv1x1, DepthwiseConv2d, LayerNorm2d};
 
 /// Epsilon of every `LayerNorm2d` in the memory encoder.
 const LN2D_EPS: f64 = 1e-6;
@@ -129,8 +129,10 @@ pub struct CXBlock {
     dwconv: BlockConv,
     norm_weight: Tensor,
     norm_bias: Tensor,
-    pwconv1: Linear,
-    pwconv2: Linear,
+    /// `pwconv1` / `pwconv2`, weights stored transposed for the fused MLP
+    /// kernel (`backbones::cpu::mlp_residual_nchw`).
+    pwconv1: TLinear,
+    pwconv2: TLinear,
     gamma: Option<Tensor>,
 }
 
@@ -163,8 +165,8 @@ impl CXBlock {
             dwconv,
             norm_weight: norm.get(dim, "weight")?,
             norm_bias: norm.get(dim, "bias")?,
-            pwconv1: linear(dim, 4 * dim, vb.pp("pwconv1"))?,
-            pwconv2: linear(4 * dim, dim, vb.pp("pwconv2"))?,
+            pwconv1: TLinear::new(dim, 4 * dim, vb.pp("pwconv1"))?,
+            pwconv2: TLinear::new(4 * dim, dim, vb.pp("pwconv2"))?,
             gamma: if cfg.layer_scale {
                 Some(vb.get(dim, "gamma")?)
             } else {
@@ -181,6 +183,9 @@ impl Module for CXBlock {
             BlockConv::Depthwise(c) => c.forward(x)?,
             BlockConv::Dense(c) => c.forward(x)?,
         };
+        if let Some(out) = self.mlp_fast(x, &y)? {
+            return Ok(out);
+        }
         // Channels-last: the norm and the pointwise linears act on the last dim.
         let y = y.permute((0, 2, 3, 1))?.contiguous()?;
         let y = layer_norm_last(&y, &self.norm_weight, &self.norm_bias, LN2D_EPS)?;
@@ -194,6 +199,60 @@ impl Module for CXBlock {
             None => y,
         };
         x + y.permute((0, 3, 1, 2))?
+    }
+}
+
+impl CXBlock {
+    /// The block after its conv on f32 CPU tensors: norm, MLP, `gamma` and
+    /// the residual in one fused kernel on the channels-first map
+    /// (`x` the block input, `y` its conv output); `None` off the fast path.
+    fn mlp_fast(&self, x: &Tensor, y: &Tensor) -> Result<Option<Tensor>> {
+        if !crate::modeling::kernels::fast_cpu_f32(x) || !crate::modeling::kernels::fast_cpu_f32(y)
+        {
+            return Ok(None);
+        }
+        let (Ok((w1, b1)), Ok((w2, b2))) = (self.pwconv1.fast(), self.pwconv2.fast()) else {
+            return Ok(None);
+        };
+        let (b, c, h, w) = x.dims4()?;
+        if y.dims4()? != (b, c, h, w) {
+            candle_core::bail!(
+                "CXBlock: conv output {:?} differs from its input {:?}",
+                y.shape(),
+                x.shape()
+            );
+        }
+        let (x, y) = (x.contiguous()?, y.contiguous()?);
+        let (xr, yr) = (F32Ref::new(&x)?, F32Ref::new(&y)?);
+        let (ln_w, ln_b) = (
+            F32Ref::new(&self.norm_weight)?,
+            F32Ref::new(&self.norm_bias)?,
+        );
+        let gamma = match &self.gamma {
+            Some(g) => Some(F32Ref::new(g)?),
+            None => None,
+        };
+        let weights = MlpWeights {
+            ln_w: ln_w.slice(),
+            ln_b: ln_b.slice(),
+            eps: LN2D_EPS as f32,
+            w1: w1.slice(),
+            b1: b1.slice(),
+            w2: w2.slice(),
+            b2: b2.slice(),
+            act: crate::config::Activation::Gelu,
+            residual_last: true,
+        };
+        let mut out = vec![0f32; b * c * h * w];
+        mlp_residual_nchw(
+            xr.slice(),
+            yr.slice(),
+            &mut out,
+            (b, c, h * w),
+            &weights,
+            gamma.as_ref().map(|g| g.slice()),
+        )?;
+        Tensor::from_vec(out, (b, c, h, w), x.device()).map(Some)
     }
 }
 

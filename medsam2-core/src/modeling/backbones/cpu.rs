@@ -10,7 +10,7 @@ use std::ops::Range;
 
 use candle_core::{CpuStorage, Device, Result, Storage, StorageRef, Tensor};
 
-pub(crate) use crate::modeling::kernels::math::gelu_inplace;
+use crate::modeling::kernels::math::activation_inplace;
 pub(crate) use crate::modeling::kernels::norm::layer_norm_rows;
 use crate::modeling::kernels::parallel::num_threads;
 pub(crate) use crate::modeling::kernels::parallel::{par_tasks, with_scratch, SyncPtr};
@@ -347,10 +347,34 @@ pub(crate) struct MlpWeights<'a> {
     pub b1: &'a [f32],
     pub w2: Wt<'a>,
     pub b2: &'a [f32],
+    /// The activation between the two layers.
+    pub act: crate::config::Activation,
+    /// Sum as `x + (h·W2 + b2)` (the second layer's output first, as the
+    /// unfused ops do) rather than `(x + b2) + h·W2` accumulated in place.
+    pub residual_last: bool,
 }
 
-/// `x += fc2(GELU(fc1(LN(x))))` over `n` rows of width `c`, row block by row
-/// block so that the hidden activations stay in cache.
+/// `hid = act(fc1(LN(src)))` for `rows` rows of width `c` (`xn` receives
+/// `LN(src)`): the first half of the fused MLPs, on one thread.
+fn mlp_hidden(
+    src: &[f32],
+    rows: usize,
+    c: usize,
+    m: &MlpWeights<'_>,
+    xn: &mut [f32],
+    hid: &mut [f32],
+) {
+    let hdim = m.b1.len();
+    layer_norm_rows(src, xn, c, m.ln_w, m.ln_b, m.eps);
+    fill_rows(hid, m.b1);
+    // SAFETY: `xn` holds `rows·c` values and `hid` `rows·hdim`.
+    unsafe { linear_acc(xn.as_ptr(), rows, m.w1, hdim, c, hid.as_mut_ptr()) };
+    activation_inplace(hid, m.act);
+}
+
+/// `x += fc2(act(fc1(LN(x))))` over `n` rows of width `c`, row block by row
+/// block so that the hidden activations stay in cache (Hiera's MLP with GELU,
+/// memory attention's with ReLU).
 pub(crate) fn mlp_residual(x: &mut [f32], n: usize, c: usize, m: &MlpWeights<'_>) {
     let hdim = m.b1.len();
     let rb = row_block(n);
@@ -363,15 +387,89 @@ pub(crate) fn mlp_residual(x: &mut [f32], n: usize, c: usize, m: &MlpWeights<'_>
             // SAFETY: disjoint row ranges of `x`.
             unsafe {
                 let xr = std::slice::from_raw_parts_mut(px.ptr().add(r0 * c), rows * c);
-                layer_norm_rows(xr, xn, c, m.ln_w, m.ln_b, m.eps);
-                fill_rows(hid, m.b1);
-                linear_acc(xn.as_ptr(), rows, m.w1, hdim, c, hid.as_mut_ptr());
-                gelu_inplace(hid);
-                add_rows(xr, m.b2);
-                linear_acc(hid.as_ptr(), rows, m.w2, c, hdim, xr.as_mut_ptr());
+                mlp_hidden(xr, rows, c, m, xn, hid);
+                if m.residual_last {
+                    // The second layer's output (into the normed rows, no
+                    // longer needed), then added to the residual.
+                    fill_rows(xn, m.b2);
+                    linear_acc(hid.as_ptr(), rows, m.w2, c, hdim, xn.as_mut_ptr());
+                    add_rows(xr, xn);
+                } else {
+                    add_rows(xr, m.b2);
+                    linear_acc(hid.as_ptr(), rows, m.w2, c, hdim, xr.as_mut_ptr());
+                }
             }
         });
     });
+}
+
+/// The MLP half of a ConvNeXt block on channels-first maps:
+/// `out[b, :, p] = x[b, :, p] + γ ∘ fc2(act(fc1(LN(y[b, :, p]))))` for `x`,
+/// `y`, `out` `[B, C, HW]` (`γ` = 1 when `None`). Each task gathers a block of
+/// pixels into rows, runs the MLP on them in cache and scatters the result
+/// back, so no channels-last copy of the map is made.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn mlp_residual_nchw(
+    x: &[f32],
+    y: &[f32],
+    out: &mut [f32],
+    (b, c, hw): (usize, usize, usize),
+    m: &MlpWeights<'_>,
+    gamma: Option<&[f32]>,
+) -> Result<()> {
+    let hdim = m.b1.len();
+    let n = b * c * hw;
+    if x.len() != n
+        || y.len() != n
+        || out.len() != n
+        || m.ln_w.len() != c
+        || m.ln_b.len() != c
+        || m.b2.len() != c
+        || m.w1.len() != c * hdim
+        || m.w2.len() != hdim * c
+        || gamma.is_some_and(|g| g.len() != c)
+    {
+        candle_core::bail!("mlp_residual_nchw: sizes do not fit [{b}, {c}, {hw}]");
+    }
+    let rb = row_block(b * hw).min(hw.max(1));
+    let blocks = hw.div_ceil(rb.max(1));
+    let po = SyncPtr(out.as_mut_ptr());
+    par_tasks(b * blocks, |t| {
+        let (bi, p0) = (t / blocks, (t % blocks) * rb);
+        let rows = rb.min(hw - p0);
+        let (xb, yb) = (&x[bi * c * hw..][..c * hw], &y[bi * c * hw..][..c * hw]);
+        with_scratch(rows * (2 * c + hdim), |buf| {
+            let (rows_in, rest) = buf.split_at_mut(rows * c);
+            let (xn, hid) = rest.split_at_mut(rows * c);
+            for ch in 0..c {
+                for (r, &v) in yb[ch * hw + p0..][..rows].iter().enumerate() {
+                    rows_in[r * c + ch] = v;
+                }
+            }
+            mlp_hidden(rows_in, rows, c, m, xn, hid);
+            // The second layer into the gathered rows (no longer needed).
+            fill_rows(rows_in, m.b2);
+            // SAFETY: `hid` holds `rows·hdim` values, `rows_in` `rows·c`.
+            unsafe { linear_acc(hid.as_ptr(), rows, m.w2, c, hdim, rows_in.as_mut_ptr()) };
+            for ch in 0..c {
+                let g = gamma.map_or(1.0, |g| g[ch]);
+                let src = &xb[ch * hw + p0..][..rows];
+                // SAFETY: pixels `p0..p0 + rows` of image `bi` belong to this
+                // task only.
+                let dst = unsafe {
+                    std::slice::from_raw_parts_mut(po.ptr().add((bi * c + ch) * hw + p0), rows)
+                };
+                for (r, (d, &xv)) in dst.iter_mut().zip(src).enumerate() {
+                    *d = if gamma.is_some() {
+                        xv + rows_in[r * c + ch] * g
+                    } else {
+                        xv + rows_in[r * c + ch]
+                    };
+                }
+            }
+        });
+    });
+    Ok(())
 }
 
 /// Max pooling of NHWC `[b, h, w, c]` with kernel = stride = `s` (floor).
@@ -797,6 +895,199 @@ mod tests {
                 assert!((yr[i] as f64 - want).abs() < 1e-4, "{} vs {want}", yr[i]);
             }
         }
+    }
+
+    /// The fused MLP residual equals the candle ops it replaces
+    /// (`x + fc2(act(fc1(LN(x))))`) for both activations, with a row count
+    /// that leaves a partial row block.
+    #[test]
+    fn mlp_residual_matches_candle() {
+        use crate::config::Activation;
+        use candle_core::D;
+        let lcg = crate::modeling::kernels::softmax::tests::lcg;
+        let dev = Device::Cpu;
+        let (n, c, hd) = (37, 24, 64);
+        let x = lcg(n * c, 2.0, 1);
+        let (ln_w, ln_b) = (lcg(c, 1.0, 2), lcg(c, 0.5, 3));
+        let (w1, b1) = (lcg(hd * c, 0.3, 4), lcg(hd, 0.5, 5));
+        let (w2, b2) = (lcg(c * hd, 0.3, 6), lcg(c, 0.5, 7));
+        let t = |v: &[f32], shape: (usize, usize)| Tensor::from_slice(v, shape, &dev).unwrap();
+        let row = |v: &[f32]| Tensor::from_slice(v, v.len(), &dev).unwrap();
+        // Wᵀ `[in, out]` as the kernel takes it.
+        let w1t = t(&w1, (hd, c)).t().unwrap().contiguous().unwrap();
+        let w2t = t(&w2, (c, hd)).t().unwrap().contiguous().unwrap();
+        let (w1t, w2t) = (
+            w1t.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            w2t.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+        );
+        for act in [Activation::Relu, Activation::Gelu] {
+            let xt = t(&x, (n, c));
+            let mean = xt.mean_keepdim(D::Minus1).unwrap();
+            let xc = xt.broadcast_sub(&mean).unwrap();
+            let var = xc.sqr().unwrap().mean_keepdim(D::Minus1).unwrap();
+            let xn = xc
+                .broadcast_div(&(var + 1e-5).unwrap().sqrt().unwrap())
+                .unwrap()
+                .broadcast_mul(&row(&ln_w))
+                .unwrap()
+                .broadcast_add(&row(&ln_b))
+                .unwrap();
+            let h = xn
+                .matmul(&t(&w1, (hd, c)).t().unwrap())
+                .unwrap()
+                .broadcast_add(&row(&b1))
+                .unwrap();
+            let h = match act {
+                Activation::Relu => h.relu().unwrap(),
+                Activation::Gelu => h.gelu_erf().unwrap(),
+            };
+            let y = h
+                .matmul(&t(&w2, (c, hd)).t().unwrap())
+                .unwrap()
+                .broadcast_add(&row(&b2))
+                .unwrap();
+            let want = (xt + y)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap();
+            let mut got = x.clone();
+            let m = MlpWeights {
+                ln_w: &ln_w,
+                ln_b: &ln_b,
+                eps: 1e-5,
+                w1: Wt {
+                    f32: &w1t,
+                    bf16: None,
+                },
+                b1: &b1,
+                w2: Wt {
+                    f32: &w2t,
+                    bf16: None,
+                },
+                b2: &b2,
+                act,
+                residual_last: act == Activation::Relu,
+            };
+            mlp_residual(&mut got, n, c, &m);
+            let worst = want
+                .iter()
+                .zip(&got)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0f32, f32::max);
+            assert!(worst < 1e-4, "{act:?}: max-abs {worst}");
+            assert!(got != x, "{act:?}: nothing was added");
+        }
+    }
+
+    /// The channels-first fused MLP equals the candle ops of a ConvNeXt
+    /// block's second half (`x + γ ∘ fc2(GELU(fc1(LN(y))))` on NCHW maps),
+    /// with and without `γ`, over two images and a partial pixel block; bad
+    /// sizes are an error.
+    #[test]
+    fn mlp_residual_nchw_matches_candle() {
+        use crate::config::Activation;
+        use candle_core::D;
+        let lcg = crate::modeling::kernels::softmax::tests::lcg;
+        let dev = Device::Cpu;
+        let (b, c, h, w, hd) = (2, 16, 5, 7, 48);
+        let n = b * c * h * w;
+        let (x, y) = (lcg(n, 2.0, 11), lcg(n, 2.0, 12));
+        let (ln_w, ln_b) = (lcg(c, 1.0, 13), lcg(c, 0.5, 14));
+        let (w1, b1) = (lcg(hd * c, 0.3, 15), lcg(hd, 0.5, 16));
+        let (w2, b2) = (lcg(c * hd, 0.3, 17), lcg(c, 0.5, 18));
+        let gamma = lcg(c, 1.0, 19);
+        let row = |v: &[f32]| Tensor::from_slice(v, v.len(), &dev).unwrap();
+        let mat = |v: &[f32], r, k| Tensor::from_slice(v, (r, k), &dev).unwrap();
+        let wt = |v: &[f32], r, k| {
+            mat(v, r, k)
+                .t()
+                .unwrap()
+                .contiguous()
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap()
+        };
+        let (w1t, w2t) = (wt(&w1, hd, c), wt(&w2, c, hd));
+        let m = MlpWeights {
+            ln_w: &ln_w,
+            ln_b: &ln_b,
+            eps: 1e-6,
+            w1: Wt {
+                f32: &w1t,
+                bf16: None,
+            },
+            b1: &b1,
+            w2: Wt {
+                f32: &w2t,
+                bf16: None,
+            },
+            b2: &b2,
+            act: Activation::Gelu,
+            residual_last: true,
+        };
+        let xt = Tensor::from_slice(&x, (b, c, h, w), &dev).unwrap();
+        let yl = Tensor::from_slice(&y, (b, c, h, w), &dev)
+            .unwrap()
+            .permute((0, 2, 3, 1))
+            .unwrap()
+            .contiguous()
+            .unwrap();
+        let mean = yl.mean_keepdim(D::Minus1).unwrap();
+        let yc = yl.broadcast_sub(&mean).unwrap();
+        let var = yc.sqr().unwrap().mean_keepdim(D::Minus1).unwrap();
+        let yn = yc
+            .broadcast_div(&(var + 1e-6).unwrap().sqrt().unwrap())
+            .unwrap()
+            .broadcast_mul(&row(&ln_w))
+            .unwrap()
+            .broadcast_add(&row(&ln_b))
+            .unwrap();
+        let z = yn
+            .broadcast_matmul(&mat(&w1, hd, c).t().unwrap())
+            .unwrap()
+            .broadcast_add(&row(&b1))
+            .unwrap()
+            .gelu_erf()
+            .unwrap()
+            .broadcast_matmul(&mat(&w2, c, hd).t().unwrap())
+            .unwrap()
+            .broadcast_add(&row(&b2))
+            .unwrap();
+        for g in [None, Some(&gamma[..])] {
+            let zg = match g {
+                Some(g) => z.broadcast_mul(&row(g)).unwrap(),
+                None => z.clone(),
+            };
+            let want = (&xt + zg.permute((0, 3, 1, 2)).unwrap())
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap();
+            let mut got = vec![0f32; n];
+            mlp_residual_nchw(&x, &y, &mut got, (b, c, h * w), &m, g).unwrap();
+            let worst = want
+                .iter()
+                .zip(&got)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0f32, f32::max);
+            assert!(worst < 1e-4, "gamma {}: max-abs {worst}", g.is_some());
+        }
+        let mut short = vec![0f32; n - 1];
+        assert!(mlp_residual_nchw(&x, &y, &mut short, (b, c, h * w), &m, None).is_err());
+        assert!(mlp_residual_nchw(
+            &x,
+            &y,
+            &mut vec![0f32; n],
+            (b, c, h * w),
+            &m,
+            Some(&gamma[1..])
+        )
+        .is_err());
     }
 
     /// Hiera's attention in the bf16 mode (products by the bf16 kernel)

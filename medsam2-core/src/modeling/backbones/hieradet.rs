@@ -294,6 +294,8 @@ impl MultiScaleBlock {
             b1: b1.slice(),
             w2: w2.slice(),
             b2: b2.slice(),
+            act: crate::config::Activation::Gelu,
+            residual_last: false,
         };
         cpu::mlp_residual(&mut shortcut, m, self.dim_out, &mw);
         Ok((shortcut, ho, wo))

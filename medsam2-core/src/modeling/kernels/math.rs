@@ -69,6 +69,24 @@ simd_fn! {
     }
 }
 
+simd_fn! {
+    /// ReLU in place, `max(x, 0)` as candle's `relu` computes it.
+    pub(crate) fn relu_inplace[relu_inplace_at](xs: &mut [f32]) {
+        for v in xs.iter_mut() {
+            *v = v.max(0.0);
+        }
+    }
+}
+
+/// The activation `act` of an MLP in place ([`relu_inplace`] or
+/// [`gelu_inplace`]).
+pub(crate) fn activation_inplace(xs: &mut [f32], act: crate::config::Activation) {
+    match act {
+        crate::config::Activation::Relu => relu_inplace(xs),
+        crate::config::Activation::Gelu => gelu_inplace(xs),
+    }
+}
+
 /// Exact GELU of a tensor: [`gelu_inplace`] on all threads for f32 CPU
 /// tensors (fast kernels on), candle's `gelu_erf` elsewhere.
 pub(crate) fn gelu_tensor(x: &Tensor) -> Result<Tensor> {
@@ -123,6 +141,33 @@ mod tests {
         }
         assert!(worst < 6e-7, "erf abs error {worst:e}");
         assert_eq!(erf(50.0), 1.0);
+    }
+
+    /// The ReLU loop of every SIMD build and the activation switch equal
+    /// candle's `relu` / `gelu_erf` (within the GELU's error bound).
+    #[test]
+    fn activations_match_candle() {
+        use crate::config::Activation;
+        let dev = candle_core::Device::Cpu;
+        for n in [1usize, 7, 17, 63, 1000] {
+            let x: Vec<f32> = (0..n).map(|i| (i as f32 * 0.731).sin() * 6.0).collect();
+            let t = Tensor::from_slice(&x, n, &dev).unwrap();
+            let want_relu = t.relu().unwrap().to_vec1::<f32>().unwrap();
+            for level in available() {
+                let mut y = x.clone();
+                relu_inplace_at(level, &mut y);
+                assert_eq!(y, want_relu, "{level:?} n {n}");
+            }
+            let mut y = x.clone();
+            activation_inplace(&mut y, Activation::Relu);
+            assert_eq!(y, want_relu);
+            let want_gelu = t.gelu_erf().unwrap().to_vec1::<f32>().unwrap();
+            let mut y = x.clone();
+            activation_inplace(&mut y, Activation::Gelu);
+            for (a, b) in y.iter().zip(&want_gelu) {
+                assert!((a - b).abs() < 1e-5, "gelu {a} vs {b}");
+            }
+        }
     }
 
     /// The GELU loop of every SIMD build matches an f64 GELU at odd lengths.

@@ -62,6 +62,37 @@ pub(crate) fn par_chunks_mut(data: &mut [f32], chunk: usize, f: impl Fn(usize, &
     });
 }
 
+/// A new buffer of `len` values made chunk by chunk on the pool: each task
+/// zeroes its chunk of `chunk` elements (the last may be shorter) and runs
+/// `f(index, chunk)` on it. Same as a zeroed `vec!` followed by
+/// [`par_chunks_mut`], without the serial zeroing pass over the whole buffer
+/// (a memset that kept the other threads waiting).
+pub(crate) fn par_chunks_new(
+    len: usize,
+    chunk: usize,
+    f: impl Fn(usize, &mut [f32]) + Sync,
+) -> Vec<f32> {
+    let chunk = chunk.max(1);
+    let mut out: Vec<f32> = Vec::with_capacity(len);
+    let p = SyncPtr(out.as_mut_ptr());
+    par_tasks(len.div_ceil(chunk), |i| {
+        let start = i * chunk;
+        let n = chunk.min(len - start);
+        // SAFETY: chunk `i` is `start..start + n` of the allocation, disjoint
+        // from every other task's; it is initialised (zeroed) before the
+        // slice is formed.
+        let c = unsafe {
+            std::ptr::write_bytes(p.ptr().add(start), 0, n);
+            std::slice::from_raw_parts_mut(p.ptr().add(start), n)
+        };
+        f(i, c)
+    });
+    // SAFETY: the tasks above initialised every chunk of `0..len` (the pool
+    // joins before returning).
+    unsafe { out.set_len(len) };
+    out
+}
+
 /// Rows per chunk when `rows` rows of `row_len` elements are split over the
 /// threads: all rows in one chunk below `min_elems` elements of work (the
 /// wake-up would cost more), otherwise about two chunks per thread.
@@ -131,6 +162,14 @@ mod tests {
                 }
             });
             assert!(data.iter().enumerate().all(|(i, &v)| v == i as f32 + 1.0));
+            // A new buffer: zeroed chunks, each seen once by `f`.
+            let made = par_chunks_new(n, 7, |i, c| {
+                assert!(c.iter().all(|&v| v == 0.0));
+                for (j, v) in c.iter_mut().enumerate() {
+                    *v += (i * 7 + j) as f32 + 1.0;
+                }
+            });
+            assert_eq!(made, data);
             let seen: Vec<AtomicUsize> = (0..n).map(|_| AtomicUsize::new(0)).collect();
             par_ranges(n, 3, |r, s| {
                 assert!(s.len() == 3 && s.iter().all(|&v| v == 0.0));
