@@ -897,13 +897,53 @@ mod tests {
         }
     }
 
+    /// `fc2(act(fc1(LN(x))))` over the last dim of `x` in candle ops (the
+    /// reference of the fused MLP kernels): `w1` `[hd, c]`, `w2` `[c, hd]`
+    /// row-major as `nn.Linear` stores them.
+    #[allow(clippy::too_many_arguments)]
+    fn reference_mlp(
+        x: &Tensor,
+        (ln_w, ln_b): (&[f32], &[f32]),
+        eps: f64,
+        (w1, b1): (&[f32], &[f32]),
+        (w2, b2): (&[f32], &[f32]),
+        act: crate::config::Activation,
+    ) -> Tensor {
+        use candle_core::D;
+        let dev = x.device();
+        let row = |v: &[f32]| Tensor::from_slice(v, v.len(), dev).unwrap();
+        let mat = |v: &[f32], r: usize| Tensor::from_slice(v, (r, v.len() / r), dev).unwrap();
+        let mean = x.mean_keepdim(D::Minus1).unwrap();
+        let xc = x.broadcast_sub(&mean).unwrap();
+        let var = xc.sqr().unwrap().mean_keepdim(D::Minus1).unwrap();
+        let xn = xc
+            .broadcast_div(&(var + eps).unwrap().sqrt().unwrap())
+            .unwrap()
+            .broadcast_mul(&row(ln_w))
+            .unwrap()
+            .broadcast_add(&row(ln_b))
+            .unwrap();
+        let h = xn
+            .broadcast_matmul(&mat(w1, b1.len()).t().unwrap())
+            .unwrap()
+            .broadcast_add(&row(b1))
+            .unwrap();
+        let h = match act {
+            crate::config::Activation::Relu => h.relu().unwrap(),
+            _ => h.gelu_erf().unwrap(),
+        };
+        h.broadcast_matmul(&mat(w2, b2.len()).t().unwrap())
+            .unwrap()
+            .broadcast_add(&row(b2))
+            .unwrap()
+    }
+
     /// The fused MLP residual equals the candle ops it replaces
     /// (`x + fc2(act(fc1(LN(x))))`) for both activations, with a row count
     /// that leaves a partial row block.
     #[test]
     fn mlp_residual_matches_candle() {
         use crate::config::Activation;
-        use candle_core::D;
         let lcg = crate::modeling::kernels::softmax::tests::lcg;
         let dev = Device::Cpu;
         let (n, c, hd) = (37, 24, 64);
@@ -912,7 +952,6 @@ mod tests {
         let (w1, b1) = (lcg(hd * c, 0.3, 4), lcg(hd, 0.5, 5));
         let (w2, b2) = (lcg(c * hd, 0.3, 6), lcg(c, 0.5, 7));
         let t = |v: &[f32], shape: (usize, usize)| Tensor::from_slice(v, shape, &dev).unwrap();
-        let row = |v: &[f32]| Tensor::from_slice(v, v.len(), &dev).unwrap();
         // Wᵀ `[in, out]` as the kernel takes it.
         let w1t = t(&w1, (hd, c)).t().unwrap().contiguous().unwrap();
         let w2t = t(&w2, (c, hd)).t().unwrap().contiguous().unwrap();
@@ -922,30 +961,7 @@ mod tests {
         );
         for act in [Activation::Relu, Activation::Gelu] {
             let xt = t(&x, (n, c));
-            let mean = xt.mean_keepdim(D::Minus1).unwrap();
-            let xc = xt.broadcast_sub(&mean).unwrap();
-            let var = xc.sqr().unwrap().mean_keepdim(D::Minus1).unwrap();
-            let xn = xc
-                .broadcast_div(&(var + 1e-5).unwrap().sqrt().unwrap())
-                .unwrap()
-                .broadcast_mul(&row(&ln_w))
-                .unwrap()
-                .broadcast_add(&row(&ln_b))
-                .unwrap();
-            let h = xn
-                .matmul(&t(&w1, (hd, c)).t().unwrap())
-                .unwrap()
-                .broadcast_add(&row(&b1))
-                .unwrap();
-            let h = match act {
-                Activation::Relu => h.relu().unwrap(),
-                Activation::Gelu => h.gelu_erf().unwrap(),
-            };
-            let y = h
-                .matmul(&t(&w2, (c, hd)).t().unwrap())
-                .unwrap()
-                .broadcast_add(&row(&b2))
-                .unwrap();
+            let y = reference_mlp(&xt, (&ln_w, &ln_b), 1e-5, (&w1, &b1), (&w2, &b2), act);
             let want = (xt + y)
                 .unwrap()
                 .flatten_all()
@@ -988,7 +1004,6 @@ mod tests {
     #[test]
     fn mlp_residual_nchw_matches_candle() {
         use crate::config::Activation;
-        use candle_core::D;
         let lcg = crate::modeling::kernels::softmax::tests::lcg;
         let dev = Device::Cpu;
         let (b, c, h, w, hd) = (2, 16, 5, 7, 48);
@@ -1036,27 +1051,14 @@ mod tests {
             .unwrap()
             .contiguous()
             .unwrap();
-        let mean = yl.mean_keepdim(D::Minus1).unwrap();
-        let yc = yl.broadcast_sub(&mean).unwrap();
-        let var = yc.sqr().unwrap().mean_keepdim(D::Minus1).unwrap();
-        let yn = yc
-            .broadcast_div(&(var + 1e-6).unwrap().sqrt().unwrap())
-            .unwrap()
-            .broadcast_mul(&row(&ln_w))
-            .unwrap()
-            .broadcast_add(&row(&ln_b))
-            .unwrap();
-        let z = yn
-            .broadcast_matmul(&mat(&w1, hd, c).t().unwrap())
-            .unwrap()
-            .broadcast_add(&row(&b1))
-            .unwrap()
-            .gelu_erf()
-            .unwrap()
-            .broadcast_matmul(&mat(&w2, c, hd).t().unwrap())
-            .unwrap()
-            .broadcast_add(&row(&b2))
-            .unwrap();
+        let z = reference_mlp(
+            &yl,
+            (&ln_w, &ln_b),
+            1e-6,
+            (&w1, &b1),
+            (&w2, &b2),
+            Activation::Gelu,
+        );
         for g in [None, Some(&gamma[..])] {
             let zg = match g {
                 Some(g) => z.broadcast_mul(&row(g)).unwrap(),
