@@ -897,45 +897,96 @@ mod tests {
         }
     }
 
-    /// `fc2(act(fc1(LN(x))))` over the last dim of `x` in candle ops (the
-    /// reference of the fused MLP kernels): `w1` `[hd, c]`, `w2` `[c, hd]`
-    /// row-major as `nn.Linear` stores them.
-    #[allow(clippy::too_many_arguments)]
-    fn reference_mlp(
-        x: &Tensor,
-        (ln_w, ln_b): (&[f32], &[f32]),
-        eps: f64,
-        (w1, b1): (&[f32], &[f32]),
-        (w2, b2): (&[f32], &[f32]),
-        act: crate::config::Activation,
-    ) -> Tensor {
-        use candle_core::D;
-        let dev = x.device();
-        let row = |v: &[f32]| Tensor::from_slice(v, v.len(), dev).unwrap();
-        let mat = |v: &[f32], r: usize| Tensor::from_slice(v, (r, v.len() / r), dev).unwrap();
-        let mean = x.mean_keepdim(D::Minus1).unwrap();
-        let xc = x.broadcast_sub(&mean).unwrap();
-        let var = xc.sqr().unwrap().mean_keepdim(D::Minus1).unwrap();
-        let xn = xc
-            .broadcast_div(&(var + eps).unwrap().sqrt().unwrap())
-            .unwrap()
-            .broadcast_mul(&row(ln_w))
-            .unwrap()
-            .broadcast_add(&row(ln_b))
-            .unwrap();
-        let h = xn
-            .broadcast_matmul(&mat(w1, b1.len()).t().unwrap())
-            .unwrap()
-            .broadcast_add(&row(b1))
-            .unwrap();
-        let h = match act {
-            crate::config::Activation::Relu => h.relu().unwrap(),
-            _ => h.gelu_erf().unwrap(),
-        };
-        h.broadcast_matmul(&mat(w2, b2.len()).t().unwrap())
-            .unwrap()
-            .broadcast_add(&row(b2))
-            .unwrap()
+    /// Random MLP weights of width `c` and hidden width `hd` from the kernels'
+    /// LCG (seeds from `seed`): `w1` `[hd, c]`, `w2` `[c, hd]` as `nn.Linear`
+    /// stores them, and their transposes as the fused kernels take them.
+    struct MlpFixture {
+        ln: (Vec<f32>, Vec<f32>),
+        w1: Vec<f32>,
+        b1: Vec<f32>,
+        w2: Vec<f32>,
+        b2: Vec<f32>,
+        w1t: Vec<f32>,
+        w2t: Vec<f32>,
+    }
+
+    impl MlpFixture {
+        fn new(c: usize, hd: usize, seed: u64) -> Self {
+            let lcg = crate::modeling::kernels::softmax::tests::lcg;
+            let transposed = |v: &[f32], rows: usize, cols: usize| -> Vec<f32> {
+                (0..cols * rows)
+                    .map(|i| v[(i % rows) * cols + i / rows])
+                    .collect()
+            };
+            let (w1, w2) = (lcg(hd * c, 0.3, seed + 2), lcg(c * hd, 0.3, seed + 4));
+            Self {
+                ln: (lcg(c, 1.0, seed), lcg(c, 0.5, seed + 1)),
+                w1t: transposed(&w1, hd, c),
+                w2t: transposed(&w2, c, hd),
+                w1,
+                b1: lcg(hd, 0.5, seed + 3),
+                w2,
+                b2: lcg(c, 0.5, seed + 5),
+            }
+        }
+
+        /// The kernels' view of the weights.
+        fn weights(
+            &self,
+            eps: f32,
+            act: crate::config::Activation,
+            residual_last: bool,
+        ) -> MlpWeights<'_> {
+            MlpWeights {
+                ln_w: &self.ln.0,
+                ln_b: &self.ln.1,
+                eps,
+                w1: Wt {
+                    f32: &self.w1t,
+                    bf16: None,
+                },
+                b1: &self.b1,
+                w2: Wt {
+                    f32: &self.w2t,
+                    bf16: None,
+                },
+                b2: &self.b2,
+                act,
+                residual_last,
+            }
+        }
+
+        /// `fc2(act(fc1(LN(x))))` over the last dim of `x` in candle ops
+        /// (the reference of the fused MLP kernels).
+        fn reference(&self, x: &Tensor, eps: f64, act: crate::config::Activation) -> Tensor {
+            use candle_core::D;
+            let dev = x.device();
+            let row = |v: &[f32]| Tensor::from_slice(v, v.len(), dev).unwrap();
+            let mat = |v: &[f32], r: usize| Tensor::from_slice(v, (r, v.len() / r), dev).unwrap();
+            let mean = x.mean_keepdim(D::Minus1).unwrap();
+            let xc = x.broadcast_sub(&mean).unwrap();
+            let var = xc.sqr().unwrap().mean_keepdim(D::Minus1).unwrap();
+            let xn = xc
+                .broadcast_div(&(var + eps).unwrap().sqrt().unwrap())
+                .unwrap()
+                .broadcast_mul(&row(&self.ln.0))
+                .unwrap()
+                .broadcast_add(&row(&self.ln.1))
+                .unwrap();
+            let h = xn
+                .broadcast_matmul(&mat(&self.w1, self.b1.len()).t().unwrap())
+                .unwrap()
+                .broadcast_add(&row(&self.b1))
+                .unwrap();
+            let h = match act {
+                crate::config::Activation::Relu => h.relu().unwrap(),
+                _ => h.gelu_erf().unwrap(),
+            };
+            h.broadcast_matmul(&mat(&self.w2, self.b2.len()).t().unwrap())
+                .unwrap()
+                .broadcast_add(&row(&self.b2))
+                .unwrap()
+        }
     }
 
     /// The fused MLP residual equals the candle ops it replaces
@@ -944,24 +995,13 @@ mod tests {
     #[test]
     fn mlp_residual_matches_candle() {
         use crate::config::Activation;
-        let lcg = crate::modeling::kernels::softmax::tests::lcg;
         let dev = Device::Cpu;
         let (n, c, hd) = (37, 24, 64);
-        let x = lcg(n * c, 2.0, 1);
-        let (ln_w, ln_b) = (lcg(c, 1.0, 2), lcg(c, 0.5, 3));
-        let (w1, b1) = (lcg(hd * c, 0.3, 4), lcg(hd, 0.5, 5));
-        let (w2, b2) = (lcg(c * hd, 0.3, 6), lcg(c, 0.5, 7));
-        let t = |v: &[f32], shape: (usize, usize)| Tensor::from_slice(v, shape, &dev).unwrap();
-        // Wᵀ `[in, out]` as the kernel takes it.
-        let w1t = t(&w1, (hd, c)).t().unwrap().contiguous().unwrap();
-        let w2t = t(&w2, (c, hd)).t().unwrap().contiguous().unwrap();
-        let (w1t, w2t) = (
-            w1t.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
-            w2t.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
-        );
+        let x = crate::modeling::kernels::softmax::tests::lcg(n * c, 2.0, 1);
+        let f = MlpFixture::new(c, hd, 2);
         for act in [Activation::Relu, Activation::Gelu] {
-            let xt = t(&x, (n, c));
-            let y = reference_mlp(&xt, (&ln_w, &ln_b), 1e-5, (&w1, &b1), (&w2, &b2), act);
+            let xt = Tensor::from_slice(&x, (n, c), &dev).unwrap();
+            let y = f.reference(&xt, 1e-5, act);
             let want = (xt + y)
                 .unwrap()
                 .flatten_all()
@@ -969,23 +1009,7 @@ mod tests {
                 .to_vec1::<f32>()
                 .unwrap();
             let mut got = x.clone();
-            let m = MlpWeights {
-                ln_w: &ln_w,
-                ln_b: &ln_b,
-                eps: 1e-5,
-                w1: Wt {
-                    f32: &w1t,
-                    bf16: None,
-                },
-                b1: &b1,
-                w2: Wt {
-                    f32: &w2t,
-                    bf16: None,
-                },
-                b2: &b2,
-                act,
-                residual_last: act == Activation::Relu,
-            };
+            let m = f.weights(1e-5, act, act == Activation::Relu);
             mlp_residual(&mut got, n, c, &m);
             let worst = want
                 .iter()
@@ -1009,41 +1033,10 @@ mod tests {
         let (b, c, h, w, hd) = (2, 16, 5, 7, 48);
         let n = b * c * h * w;
         let (x, y) = (lcg(n, 2.0, 11), lcg(n, 2.0, 12));
-        let (ln_w, ln_b) = (lcg(c, 1.0, 13), lcg(c, 0.5, 14));
-        let (w1, b1) = (lcg(hd * c, 0.3, 15), lcg(hd, 0.5, 16));
-        let (w2, b2) = (lcg(c * hd, 0.3, 17), lcg(c, 0.5, 18));
+        let f = MlpFixture::new(c, hd, 13);
         let gamma = lcg(c, 1.0, 19);
         let row = |v: &[f32]| Tensor::from_slice(v, v.len(), &dev).unwrap();
-        let mat = |v: &[f32], r, k| Tensor::from_slice(v, (r, k), &dev).unwrap();
-        let wt = |v: &[f32], r, k| {
-            mat(v, r, k)
-                .t()
-                .unwrap()
-                .contiguous()
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .to_vec1::<f32>()
-                .unwrap()
-        };
-        let (w1t, w2t) = (wt(&w1, hd, c), wt(&w2, c, hd));
-        let m = MlpWeights {
-            ln_w: &ln_w,
-            ln_b: &ln_b,
-            eps: 1e-6,
-            w1: Wt {
-                f32: &w1t,
-                bf16: None,
-            },
-            b1: &b1,
-            w2: Wt {
-                f32: &w2t,
-                bf16: None,
-            },
-            b2: &b2,
-            act: Activation::Gelu,
-            residual_last: true,
-        };
+        let m = f.weights(1e-6, Activation::Gelu, true);
         let xt = Tensor::from_slice(&x, (b, c, h, w), &dev).unwrap();
         let yl = Tensor::from_slice(&y, (b, c, h, w), &dev)
             .unwrap()
@@ -1051,14 +1044,7 @@ mod tests {
             .unwrap()
             .contiguous()
             .unwrap();
-        let z = reference_mlp(
-            &yl,
-            (&ln_w, &ln_b),
-            1e-6,
-            (&w1, &b1),
-            (&w2, &b2),
-            Activation::Gelu,
-        );
+        let z = f.reference(&yl, 1e-6, Activation::Gelu);
         for g in [None, Some(&gamma[..])] {
             let zg = match g {
                 Some(g) => z.broadcast_mul(&row(g)).unwrap(),
