@@ -459,12 +459,9 @@ pub(crate) fn mlp_residual_nchw(
                 let dst = unsafe {
                     std::slice::from_raw_parts_mut(po.ptr().add((bi * c + ch) * hw + p0), rows)
                 };
+                // Without γ, g = 1: the product is exact, the sum the same.
                 for (r, (d, &xv)) in dst.iter_mut().zip(src).enumerate() {
-                    *d = if gamma.is_some() {
-                        xv + rows_in[r * c + ch] * g
-                    } else {
-                        xv + rows_in[r * c + ch]
-                    };
+                    *d = xv + rows_in[r * c + ch] * g;
                 }
             }
         });
