@@ -195,32 +195,16 @@ impl Module for DepthwiseConv2d {
         // One (image, channel) plane per task, on all threads.
         crate::modeling::kernels::parallel::par_chunks_mut(&mut out, ho * wo, |plane, dst| {
             let ci = plane % c;
-            let src = &xs[plane * h * w..][..h * w];
-            dst.fill(bs[ci]);
-            let wk = &ws[ci * k * k..][..k * k];
-            for ky in 0..k {
-                for kx in 0..k {
-                    let wv = wk[ky * k + kx];
-                    for oy in 0..ho {
-                        let iy = oy + ky;
-                        if iy < p || iy >= h + p {
-                            continue;
-                        }
-                        let srow = &src[(iy - p) * w..][..w];
-                        let drow = &mut dst[oy * wo..][..wo];
-                        // ox + kx - p in [0, w)
-                        let lo = p.saturating_sub(kx);
-                        let hi = (w + p).saturating_sub(kx).min(wo);
-                        if lo >= hi {
-                            continue;
-                        }
-                        let off = lo + kx - p;
-                        for (d, s) in drow[lo..hi].iter_mut().zip(&srow[off..off + (hi - lo)]) {
-                            *d += wv * s;
-                        }
-                    }
-                }
-            }
+            crate::modeling::kernels::conv::depthwise_plane(
+                &xs[plane * h * w..][..h * w],
+                w,
+                dst,
+                wo,
+                &ws[ci * k * k..][..k * k],
+                k,
+                p,
+                bs[ci],
+            );
         });
         Tensor::from_vec(out, (b, c, ho, wo), x.device())?.to_dtype(dtype)
     }

@@ -13,9 +13,87 @@ use candle_core::{Result, Tensor};
 
 use super::gemm::sgemm;
 use super::parallel::{num_threads, par_tasks, with_scratch, SyncPtr};
+use super::simd::simd_fn;
 
 /// Scratch elements per task's patch block (1 MB of f32).
 const PATCH_BLOCK: usize = 1 << 18;
+
+/// Output columns per block of [`depthwise_plane`] (one AVX-512 vector).
+const DW_COLS: usize = 16;
+
+/// One plane of a depthwise convolution (stride 1, zero padding `p`,
+/// `k × k` taps `wk`): `dst` (`ho × wo`, `wo` wide) = `bias` + the taps over
+/// `src` (`w` wide), summed tap after tap in row-major tap order (the memory
+/// encoder's 7 × 7 ConvNeXt convolution), by [`depthwise_padded`] on a
+/// thread scratch.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn depthwise_plane(
+    src: &[f32],
+    w: usize,
+    dst: &mut [f32],
+    wo: usize,
+    wk: &[f32],
+    k: usize,
+    p: usize,
+    bias: f32,
+) {
+    let ho = dst.len() / wo.max(1);
+    let (hp, wp) = (ho + k - 1, wo.next_multiple_of(DW_COLS) + k);
+    with_scratch(hp * wp, |pad| {
+        depthwise_padded(src, w, pad, wp, dst, wo, wk, k, p, bias)
+    });
+}
+
+simd_fn! {
+    /// [`depthwise_plane`] with its scratch `pad` (`wp` wide, `wp` ≥ whole
+    /// blocks of [`DW_COLS`] outputs + `k`): the plane is copied in,
+    /// zero-padded, so that each block of outputs keeps its sums in
+    /// registers over all taps. (The scratch is taken outside: a closure
+    /// here would not inherit the SIMD level.)
+    fn depthwise_padded[depthwise_padded_at](
+        src: &[f32],
+        w: usize,
+        pad: &mut [f32],
+        wp: usize,
+        dst: &mut [f32],
+        wo: usize,
+        wk: &[f32],
+        k: usize,
+        p: usize,
+        bias: f32,
+    ) {
+        let h = src.len() / w.max(1);
+        let ho = dst.len() / wo.max(1);
+        if ho == 0 || wo == 0 {
+            return;
+        }
+        let hp = pad.len() / wp;
+        pad.fill(0.0);
+        for y in 0..h.min(hp.saturating_sub(p)) {
+            let n = w.min(wp - p);
+            pad[(y + p) * wp + p..][..n].copy_from_slice(&src[y * w..][..n]);
+        }
+        for oy in 0..ho {
+            for x0 in (0..wo).step_by(DW_COLS) {
+                let mut acc = [bias; DW_COLS];
+                for (ky, taps) in wk.chunks_exact(k).enumerate() {
+                    let row = &pad[(oy + ky) * wp + x0..][..k - 1 + DW_COLS];
+                    for (kx, &wv) in taps.iter().enumerate() {
+                        // A fixed-size window: one vector, no bounds checks.
+                        let s: &[f32; DW_COLS] = row[kx..kx + DW_COLS]
+                            .try_into()
+                            .expect("the padded row holds k - 1 + DW_COLS values");
+                        for j in 0..DW_COLS {
+                            acc[j] += wv * s[j];
+                        }
+                    }
+                }
+                let n = DW_COLS.min(wo - x0);
+                dst[oy * wo + x0..][..n].copy_from_slice(&acc[..n]);
+            }
+        }
+    }
+}
 
 /// `conv2d(x, weight, bias, stride, padding)` on an f32 CPU tensor `x`
 /// `[B, Cin, H, W]` with `weight` `[Cout, Cin, k, k]`; `None` when the fast
@@ -164,6 +242,60 @@ pub(crate) fn conv2d_layer(conv: &candle_nn::Conv2d, x: &Tensor) -> Result<Tenso
 mod tests {
     use super::*;
     use candle_core::Device;
+
+    /// The depthwise plane at every SIMD level against candle's grouped
+    /// conv2d (one group per channel): 7 × 7 and 3 × 3 taps, "same" and no
+    /// padding, planes narrower and shorter than the kernel, and rows not a
+    /// multiple of the vector width; every level gives the same bits.
+    #[test]
+    fn depthwise_plane_matches_candle_at_every_level() -> Result<()> {
+        let dev = Device::Cpu;
+        let lcg = crate::modeling::kernels::softmax::tests::lcg;
+        for (c, k, p, h, w) in [
+            (3, 7, 3, 32, 32),
+            (2, 7, 3, 5, 9),
+            (2, 3, 1, 17, 33),
+            (1, 3, 0, 6, 4),
+        ] {
+            let x = lcg(c * h * w, 2.0, (h * w) as u64);
+            let wk = lcg(c * k * k, 0.5, 7);
+            let bias = lcg(c, 1.0, 8);
+            let want = Tensor::from_slice(&x, (1, c, h, w), &dev)?
+                .conv2d(&Tensor::from_slice(&wk, (c, 1, k, k), &dev)?, p, 1, 1, c)?
+                .broadcast_add(&Tensor::from_slice(&bias, (1, c, 1, 1), &dev)?)?;
+            let (ho, wo) = (want.dim(2)?, want.dim(3)?);
+            let want = want.flatten_all()?.to_vec1::<f32>()?;
+            let mut first: Option<Vec<f32>> = None;
+            for level in crate::modeling::kernels::simd::available() {
+                let mut got = vec![f32::NAN; c * ho * wo];
+                for (ci, dst) in got.chunks_exact_mut(ho * wo).enumerate() {
+                    let src = &x[ci * h * w..][..h * w];
+                    let taps = &wk[ci * k * k..][..k * k];
+                    let wp = wo.next_multiple_of(DW_COLS) + k;
+                    let mut pad = vec![f32::NAN; (ho + k - 1) * wp];
+                    depthwise_padded_at(level, src, w, &mut pad, wp, dst, wo, taps, k, p, bias[ci]);
+                }
+                for (g, e) in got.iter().zip(&want) {
+                    assert!(
+                        (g - e).abs() < 1e-4,
+                        "{level:?} {c}x{h}x{w} k {k}: {g} vs {e}"
+                    );
+                }
+                match &first {
+                    Some(f) => assert_eq!(f, &got, "{level:?} differs from the first level"),
+                    None => first = Some(got),
+                }
+            }
+            // The entry point (its own scratch, the CPU's level).
+            let mut got = vec![f32::NAN; c * ho * wo];
+            for (ci, dst) in got.chunks_exact_mut(ho * wo).enumerate() {
+                let (src, taps) = (&x[ci * h * w..][..h * w], &wk[ci * k * k..][..k * k]);
+                depthwise_plane(src, w, dst, wo, taps, k, p, bias[ci]);
+            }
+            assert_eq!(first.as_ref(), Some(&got));
+        }
+        Ok(())
+    }
 
     /// Against candle's conv2d: strides 1 and 2, paddings 0 and 1, several
     /// channel counts, odd sizes, batch 2, with and without bias.
