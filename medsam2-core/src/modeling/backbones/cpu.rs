@@ -659,12 +659,17 @@ fn attention_in<P: BlockProducts>(
         candle_core::bail!("attention: window {ws} and query stride {sy}x{sx} do not tile {h}x{w}");
     }
     let l = ws * ws;
-    let lq = wqy * wqx;
     par_tasks(b * nwy * nwx * heads, |t| {
         let hh = t % heads;
         let win = t / heads;
         let (bi, wy, wx) = (win / (nwy * nwx), (win / nwx) % nwy, win % nwx);
         let base = &qkv[bi * h * w * c3..(bi + 1) * h * w * c3];
+        // Only the queries of real output tokens (`ry × rx` of the window's
+        // `wqy × wqx`): the padded ones are dropped by `window_unpartition`
+        // (each query row is computed on its own, so the rest is the same).
+        // The padded keys still take part, as in the official code.
+        let (ry, rx) = (wqy.min(ho - wy * wqy), wqx.min(wo - wx * wqx));
+        let lq = ry * rx;
         with_scratch(2 * l * hd + lq * hd + lq * l + lq * hd, |buf| {
             let (k, rest) = buf.split_at_mut(l * hd);
             let (v, rest) = rest.split_at_mut(l * hd);
@@ -681,9 +686,9 @@ fn attention_in<P: BlockProducts>(
                     v[i * hd..(i + 1) * hd].copy_from_slice(&r[2 * c + hh * hd..][..hd]);
                 }
             }
-            for qy in 0..wqy {
-                for qx in 0..wqx {
-                    let qd = &mut q[(qy * wqx + qx) * hd..][..hd];
+            for qy in 0..ry {
+                for qx in 0..rx {
+                    let qd = &mut q[(qy * rx + qx) * hd..][..hd];
                     qd.fill(f32::NEG_INFINITY);
                     for a in 0..sy {
                         for bb in 0..sx {
@@ -702,17 +707,11 @@ fn attention_in<P: BlockProducts>(
                 o.fill(0.0);
                 prod.accumulate(lq, l, hd, s.as_ptr(), l, v.as_ptr(), hd, o.as_mut_ptr(), hd);
             }
-            for qy in 0..wqy {
+            for qy in 0..ry {
                 let gy = wy * wqy + qy;
-                if gy >= ho {
-                    break;
-                }
-                for qx in 0..wqx {
+                for qx in 0..rx {
                     let gx = wx * wqx + qx;
-                    if gx >= wo {
-                        break;
-                    }
-                    let src = &o[(qy * wqx + qx) * hd..][..hd];
+                    let src = &o[(qy * rx + qx) * hd..][..hd];
                     // SAFETY: each (token, head) slot is written by one task.
                     unsafe {
                         let dst = po.ptr().add(((bi * ho + gy) * wo + gx) * c + hh * hd);
@@ -1073,6 +1072,106 @@ mod tests {
             Some(&gamma[1..])
         )
         .is_err());
+    }
+
+    /// Windowed attention against an f64 reference that follows the
+    /// official code literally (zero-pad the map to whole windows, padding
+    /// tokens' qkv = the bias, max-pool the queries inside each window,
+    /// attend over all the window's keys, drop the padded outputs): windows
+    /// that tile the map and windows that need padding on either side, with
+    /// and without query pooling, two heads, batch 2.
+    #[test]
+    fn windowed_attention_matches_f64_reference() {
+        let lcg = crate::modeling::kernels::softmax::tests::lcg;
+        let (b, c, heads) = (2, 16, 2);
+        let hd = c / heads;
+        for (h, w, ws, q_stride) in [
+            (8, 8, 4, None),
+            (9, 11, 4, None),
+            (5, 12, 7, None),
+            (10, 6, 4, Some([2, 2])),
+            (12, 12, 8, Some([2, 2])),
+        ] {
+            let qkv = lcg(b * h * w * 3 * c, 2.0, (h * 31 + w) as u64);
+            let bias = lcg(3 * c, 2.0, 5);
+            let g = AttnGeom {
+                b,
+                h,
+                w,
+                c,
+                heads,
+                window: ws,
+                q_stride,
+                bf16: false,
+            };
+            let (got, ho, wo) = attention(&qkv, &bias, &g).unwrap();
+            let [sy, sx] = q_stride.unwrap_or([1, 1]);
+            assert_eq!((ho, wo), (h / sy, w / sx));
+            let (wqy, wqx) = (ws / sy, ws / sx);
+            // Token (y, x) of image bi in the padded map: its qkv row.
+            let tok = |bi: usize, y: usize, x: usize| -> &[f32] {
+                if y < h && x < w {
+                    &qkv[((bi * h + y) * w + x) * 3 * c..][..3 * c]
+                } else {
+                    &bias
+                }
+            };
+            let scale = 1.0 / (hd as f64).sqrt();
+            for bi in 0..b {
+                for gy in 0..ho {
+                    for gx in 0..wo {
+                        let (wy, wx) = (gy / wqy, gx / wqx);
+                        let (qy, qx) = (gy % wqy, gx % wqx);
+                        for hh in 0..heads {
+                            let q: Vec<f64> = (0..hd)
+                                .map(|d| {
+                                    let mut m = f64::NEG_INFINITY;
+                                    for a in 0..sy {
+                                        for bb in 0..sx {
+                                            let r = tok(
+                                                bi,
+                                                wy * ws + qy * sy + a,
+                                                wx * ws + qx * sx + bb,
+                                            );
+                                            m = m.max(r[hh * hd + d] as f64);
+                                        }
+                                    }
+                                    m
+                                })
+                                .collect();
+                            let keys: Vec<&[f32]> = (0..ws * ws)
+                                .map(|i| tok(bi, wy * ws + i / ws, wx * ws + i % ws))
+                                .collect();
+                            let logits: Vec<f64> = keys
+                                .iter()
+                                .map(|r| {
+                                    (0..hd)
+                                        .map(|d| q[d] * r[c + hh * hd + d] as f64)
+                                        .sum::<f64>()
+                                        * scale
+                                })
+                                .collect();
+                            let top = logits.iter().fold(f64::NEG_INFINITY, |a, &v| a.max(v));
+                            let e: Vec<f64> = logits.iter().map(|v| (v - top).exp()).collect();
+                            let z: f64 = e.iter().sum();
+                            for d in 0..hd {
+                                let want: f64 = keys
+                                    .iter()
+                                    .zip(&e)
+                                    .map(|(r, p)| p / z * r[2 * c + hh * hd + d] as f64)
+                                    .sum();
+                                let at = ((bi * ho + gy) * wo + gx) * c + hh * hd + d;
+                                assert!(
+                                    (got[at] as f64 - want).abs() < 1e-4,
+                                    "{h}x{w} window {ws} {q_stride:?}: [{bi},{gy},{gx},{hh},{d}] {} vs {want}",
+                                    got[at]
+                                );
+                            }
+                        }
+                    }
+                }
+            }
+        }
     }
 
     /// Hiera's attention in the bf16 mode (products by the bf16 kernel)
