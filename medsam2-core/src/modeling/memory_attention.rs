@@ -21,6 +21,7 @@ use candle_nn::VarBuilder;
 
 use crate::modeling::backbones::cpu::{mlp_residual, F32Ref, MlpWeights, TLinear};
 use crate::modeling::kernels::bf16_linear::Linear;
+use crate::modeling::kernels::parallel::{par_tasks, SyncPtr};
 use crate::modeling::kernels::simd::simd_fn;
 
 use crate::config::{
@@ -447,8 +448,10 @@ fn rope_cpu(parts: &[RopePart], g: RopeGeom, cos: &[f32], sin: &[f32]) -> Vec<f3
 
 simd_fn! {
     /// One channel pair of a run of tokens, channel-major: `y0 + i·y1 =
-    /// ((x0 + o0) + i·(x1 + o1))·(c + i·s)` element by element, with the
-    /// same f32 operations (and so the same results) as [`rope_row`].
+    /// ((x0 + o0) + i·(x1 + o1))·(c + i·s)` element by element (`c`, `s`
+    /// empty: no rotation), with the same f32 operations (and so the same
+    /// results) as [`rope_row`]. Writes `x0.len()` values at `y0` and `y1`
+    /// through raw pointers: the output is not yet initialised.
     fn rotate_pair_run[rotate_pair_run_at](
         x0: &[f32],
         x1: &[f32],
@@ -456,15 +459,30 @@ simd_fn! {
         o1: f32,
         c: &[f32],
         s: &[f32],
-        y0: &mut [f32],
-        y1: &mut [f32],
+        y0: SyncPtr,
+        y1: SyncPtr,
     ) {
-        let n = y0.len();
-        let (x0, x1, c, s, y1) = (&x0[..n], &x1[..n], &c[..n], &s[..n], &mut y1[..n]);
+        let n = x0.len();
+        let x1 = &x1[..n];
+        let (y0, y1) = (y0.ptr(), y1.ptr());
+        if c.is_empty() {
+            for i in 0..n {
+                // SAFETY: the caller owns `n` writable values at y0 and y1.
+                unsafe {
+                    y0.add(i).write(x0[i] + o0);
+                    y1.add(i).write(x1[i] + o1);
+                }
+            }
+            return;
+        }
+        let (c, s) = (&c[..n], &s[..n]);
         for i in 0..n {
             let (a, b) = (x0[i] + o0, x1[i] + o1);
-            y0[i] = a * c[i] - b * s[i];
-            y1[i] = a * s[i] + b * c[i];
+            // SAFETY: as above.
+            unsafe {
+                y0.add(i).write(a * c[i] - b * s[i]);
+                y1.add(i).write(a * s[i] + b * c[i]);
+            }
         }
     }
 }
@@ -472,50 +490,56 @@ simd_fn! {
 /// [`rope_cpu`] on channel-major data: `parts` are (contiguous `[BH, d,
 /// nᵢ]` keys, `nᵢ`, optional `[BH, d]` offset), the tables transposed
 /// (`[d / 2, n]`), the output `[BH, d, l]`. One task per channel pair of a
-/// batch·head, every row read and written contiguously. Offsets are added
-/// to the excluded tokens too, as [`rope_cpu`] does.
+/// batch·head, every row read and written once, contiguously. Offsets are
+/// added to the excluded tokens too, as [`rope_cpu`] does.
 fn rope_cpu_t(parts: &[RopePart], g: RopeGeom, cos_t: &[f32], sin_t: &[f32]) -> Vec<f32> {
     let (l, d, n, n_rope) = (g.l, g.d, g.n, g.n_rope);
     let starts = part_starts(parts);
     let half = d / 2;
-    crate::modeling::kernels::parallel::par_chunks_new(g.bh * d * l, 2 * l, |task, dst| {
+    let len = g.bh * d * l;
+    let mut out: Vec<f32> = Vec::with_capacity(len);
+    let p = SyncPtr(out.as_mut_ptr());
+    par_tasks(g.bh * half, |task| {
         let (bhi, pair) = (task / half, task % half);
-        let (y0, y1) = dst.split_at_mut(l);
-        for (&(data, len, off), &start) in parts.iter().zip(&starts) {
-            let row = |c: usize| &data[(bhi * d + c) * len..][..len];
+        // SAFETY: rows 2·pair and 2·pair + 1 of batch·head bhi belong to
+        // this task only and lie inside the allocation.
+        let (y0, y1) = unsafe {
+            let y0 = p.ptr().add((bhi * d + 2 * pair) * l);
+            (y0, y0.add(l))
+        };
+        for (&(data, plen, off), &start) in parts.iter().zip(&starts) {
+            let row = |c: usize| &data[(bhi * d + c) * plen..][..plen];
             let (x0, x1) = (row(2 * pair), row(2 * pair + 1));
             let (o0, o1) = off.map_or((0.0, 0.0), |o| {
                 (o[bhi * d + 2 * pair], o[bhi * d + 2 * pair + 1])
             });
-            // Tokens start..start + len: rotated runs (table rows t mod n,
+            // Tokens start..start + plen: rotated runs (table rows t mod n,
             // contiguous until the next multiple of n), then the excluded.
             let mut t = start;
-            while t < start + len {
+            while t < start + plen {
                 let i = t - start;
-                if t >= n_rope {
-                    for j in i..len {
-                        y0[start + j] = x0[j] + o0;
-                        y1[start + j] = x1[j] + o1;
-                    }
-                    break;
-                }
-                let r = t % n;
-                let run = (n - r).min(start + len - t).min(n_rope - t);
-                let tab = pair * n + r;
-                rotate_pair_run(
-                    &x0[i..i + run],
-                    &x1[i..i + run],
-                    o0,
-                    o1,
-                    &cos_t[tab..tab + run],
-                    &sin_t[tab..tab + run],
-                    &mut y0[t..t + run],
-                    &mut y1[t..t + run],
-                );
+                let (run, tab) = if t >= n_rope {
+                    (plen - i, None)
+                } else {
+                    let r = t % n;
+                    let run = (n - r).min(start + plen - t).min(n_rope - t);
+                    (run, Some(pair * n + r))
+                };
+                let (c, s) = match tab {
+                    Some(tab) => (&cos_t[tab..tab + run], &sin_t[tab..tab + run]),
+                    None => (&[][..], &[][..]),
+                };
+                // SAFETY: tokens t..t + run of the two rows (t + run <= l).
+                let (z0, z1) = unsafe { (SyncPtr(y0.add(t)), SyncPtr(y1.add(t))) };
+                rotate_pair_run(&x0[i..i + run], &x1[i..i + run], o0, o1, c, s, z0, z1);
                 t += run;
             }
         }
-    })
+    });
+    // SAFETY: the tasks above wrote every row of every batch·head (each
+    // part's tokens, the parts covering 0..l), and the pool joined.
+    unsafe { out.set_len(len) };
+    out
 }
 
 /// Whether rotated keys should be written transposed
@@ -647,16 +671,13 @@ impl RoPEAttention {
         let n_rope = self.rotated_keys(lq, k.dim(2)?, num_k_exclude_rope)?;
         let (cos, sin) = self.tables(lq, q.device())?;
         let q = apply_rotary_enc(q, &cos, &sin, lq)?;
+        // Row-major keys: transposing these freshly projected keys costs
+        // what the GEMM's packing saves (measured on the self-attention at
+        // 512), unlike the cached memory keys of `attend_memory`.
+        let k = apply_rotary_enc(k, &cos, &sin, n_rope)?;
         // In the CPU bf16 mode (packed projections) the two attention
         // products run in bf16 too.
         let bf16 = self.q_proj.is_bf16();
-        let k = rotate_parts(
-            &[KeyPart::plain(k.clone())],
-            &cos,
-            &sin,
-            n_rope,
-            keys_transposed(bf16),
-        )?;
         self.merge_heads(&crate::modeling::kernels::attention::sdpa_in(
             &q, &k, v, bf16,
         )?)
