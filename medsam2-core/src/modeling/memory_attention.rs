@@ -21,6 +21,8 @@ use candle_nn::VarBuilder;
 
 use crate::modeling::backbones::cpu::{mlp_residual, F32Ref, MlpWeights, TLinear};
 use crate::modeling::kernels::bf16_linear::Linear;
+use crate::modeling::kernels::parallel::{par_tasks, SyncPtr};
+use crate::modeling::kernels::simd::simd_fn;
 
 use crate::config::{
     Activation, MemoryAttentionConfig, MemoryAttentionLayerConfig, RoPEAttentionConfig,
@@ -165,18 +167,26 @@ impl KeyPart {
 /// remaining tokens (object pointers, `num_k_exclude_rope`) pass unchanged.
 /// `n_rope` must be a multiple of `n`.
 pub fn apply_rotary_enc(x: &Tensor, cos: &Tensor, sin: &Tensor, n_rope: usize) -> Result<Tensor> {
-    rotate_parts(&[KeyPart::plain(x.clone())], cos, sin, n_rope)
+    rotate_parts(&[KeyPart::plain(x.clone())], cos, sin, n_rope, false)
 }
 
 /// The keys of `parts` (each plus its offset) concatenated along the token
 /// axis and rotated as [`apply_rotary_enc`] rotates one tensor: one pass on
 /// CPU f32 data (offset, concatenation and rotation fused), candle ops
 /// elsewhere. Returns `[B, H, Σn, dh]` in the first part's dtype.
+///
+/// With `transposed` set, f32 keys rotated on the CPU are written channel
+/// by channel: the result is the transposed view of contiguous `[B, H, dh,
+/// Σn]` data (same values), the order in which the fused attention's f32
+/// score GEMM reads keys without repacking them
+/// ([`crate::modeling::kernels::attention::Layout::bhdl`]). Elsewhere the
+/// flag changes nothing.
 pub fn rotate_parts(
     parts: &[KeyPart],
     cos: &Tensor,
     sin: &Tensor,
     n_rope: usize,
+    transposed: bool,
 ) -> Result<Tensor> {
     let Some(first) = parts.first() else {
         candle_core::bail!("RoPE: no keys");
@@ -215,9 +225,27 @@ pub fn rotate_parts(
     let cos = f32c(cos)?;
     let sin = f32c(sin)?;
     if crate::modeling::kernels::fast_cpu(&first.k) {
+        // Channel-major output reads channel-major keys and tables (`[B·H,
+        // dh, n]`, `[dh / 2, n]`); cached keys already are
+        // ([`channel_major`]).
+        let transposed = transposed && dtype == DType::F32;
+        let (cos, sin) = if transposed {
+            let t = |x: &Tensor| -> Result<Tensor> {
+                crate::modeling::kernels::layout::transpose_last2(&x.unsqueeze(0)?)
+            };
+            (t(&cos)?, t(&sin)?)
+        } else {
+            (cos.clone(), sin.clone())
+        };
         let ks = parts
             .iter()
-            .map(|p| f32c(&p.k))
+            .map(|p| {
+                if transposed {
+                    channel_major(&p.k)
+                } else {
+                    f32c(&p.k)
+                }
+            })
             .collect::<Result<Vec<_>>>()?;
         let offs = parts
             .iter()
@@ -240,18 +268,36 @@ pub fn rotate_parts(
                         Some((os, ol)) => Some(cpu_f32(os, ol)?),
                         None => None,
                     };
-                    Some((cpu_f32(st, ly)?, k.dim(2).ok()?, off))
+                    let len = if transposed { k.dim(3) } else { k.dim(2) };
+                    Some((cpu_f32(st, ly)?, len.ok()?, off))
                 })
                 .collect();
             match (data, cpu_f32(&cs, cl), cpu_f32(&ss, sl)) {
                 (Some(data), Some(cv), Some(sv)) => {
-                    Some(rope_cpu(&data, b * h, l, d, cv, sv, n, n_rope))
+                    let geom = RopeGeom {
+                        bh: b * h,
+                        l,
+                        d,
+                        n,
+                        n_rope,
+                    };
+                    Some(if transposed {
+                        (rope_cpu_t(&data, geom, cv, sv), true)
+                    } else {
+                        (rope_cpu(&data, geom, cv, sv), false)
+                    })
                 }
                 _ => None,
             }
         };
-        if let Some(out) = out {
-            return Tensor::from_vec(out, (b, h, l, d), first.k.device())?.to_dtype(dtype);
+        match out {
+            Some((out, true)) => {
+                return Tensor::from_vec(out, (b, h, d, l), first.k.device())?.transpose(2, 3);
+            }
+            Some((out, false)) => {
+                return Tensor::from_vec(out, (b, h, l, d), first.k.device())?.to_dtype(dtype);
+            }
+            None => {}
         }
     }
     let shifted = parts
@@ -266,6 +312,26 @@ pub fn rotate_parts(
         return xf.to_dtype(dtype);
     }
     rope_generic(&xf, &cos, &sin, n_rope)?.to_dtype(dtype)
+}
+
+/// The data of keys `k` `[B, H, L, dh]` (f32) channel by channel: contiguous
+/// `[B, H, dh, L]`, whose transposed view is `k`. Keys that already are
+/// such a view (as [`MemoryAttentionLayer::project_memory`] caches them for
+/// the f32 CPU attention) are returned as they are, without a copy.
+pub fn channel_major(k: &Tensor) -> Result<Tensor> {
+    let (b, h, l, d) = k.dims4()?;
+    let kt = k.transpose(2, 3)?;
+    if k.dtype() == DType::F32 && kt.is_contiguous() {
+        return Ok(kt);
+    }
+    if !crate::modeling::kernels::fast_cpu(k) {
+        return kt.to_dtype(DType::F32)?.contiguous();
+    }
+    let rows = k
+        .to_dtype(DType::F32)?
+        .contiguous()?
+        .reshape((b * h, l, d))?;
+    crate::modeling::kernels::layout::transpose_last2(&rows)?.reshape((b, h, d, l))
 }
 
 /// Device-independent rotation of f32 tensors: the leading tokens
@@ -290,29 +356,84 @@ fn rope_generic(xf: &Tensor, cos: &Tensor, sin: &Tensor, n_rope: usize) -> Resul
 /// One input of [`rope_cpu`]: keys, their token count, their offset.
 type RopePart<'a> = (&'a [f32], usize, Option<&'a [f32]>);
 
-/// CPU kernel of [`rotate_parts`]: `parts` are (contiguous `[BH, nᵢ, d]`
-/// keys, `nᵢ`, optional `[BH, d]` offset); the output is `[BH, l, d]`,
-/// `l = Σnᵢ`, token `t < n_rope` rotated by table row `t mod n`.
-#[allow(clippy::too_many_arguments)]
-fn rope_cpu(
-    parts: &[RopePart],
+/// Sizes of one rotation: `bh` batch·heads of `l` tokens of `d` channels,
+/// the first `n_rope` tokens rotated by table row `t mod n`.
+#[derive(Debug, Clone, Copy)]
+struct RopeGeom {
     bh: usize,
     l: usize,
     d: usize,
-    cos: &[f32],
-    sin: &[f32],
     n: usize,
     n_rope: usize,
-) -> Vec<f32> {
-    let half = d / 2;
-    let starts: Vec<usize> = parts
+}
+
+/// Writes token `t` of batch·head `bhi` of `parts` (plus its part's offset),
+/// rotated when `t < n_rope`, into `o` (`d` values); `shifted` is `d` values
+/// of scratch. `starts`: each part's first token.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn rope_row(
+    parts: &[RopePart],
+    starts: &[usize],
+    g: RopeGeom,
+    cos: &[f32],
+    sin: &[f32],
+    bhi: usize,
+    t: usize,
+    o: &mut [f32],
+    shifted: &mut [f32],
+) {
+    let (d, half) = (g.d, g.d / 2);
+    // The part holding token t (few parts: a linear scan).
+    let pi = starts.iter().rposition(|&s| s <= t).unwrap_or(0);
+    let (data, len, off) = parts[pi];
+    let src = &data[(bhi * len + t - starts[pi]) * d..][..d];
+    let src = match off {
+        Some(off) => {
+            for ((x, &a), &b) in shifted.iter_mut().zip(src).zip(&off[bhi * d..][..d]) {
+                *x = a + b;
+            }
+            &shifted[..]
+        }
+        None => src,
+    };
+    if t >= g.n_rope {
+        o.copy_from_slice(src);
+        return;
+    }
+    let row = t % g.n;
+    let c = &cos[row * half..(row + 1) * half];
+    let sn = &sin[row * half..(row + 1) * half];
+    for (((op, sp), &cv), &sv) in o
+        .chunks_exact_mut(2)
+        .zip(src.chunks_exact(2))
+        .zip(c)
+        .zip(sn)
+    {
+        let (x0, x1) = (sp[0], sp[1]);
+        op[0] = x0 * cv - x1 * sv;
+        op[1] = x0 * sv + x1 * cv;
+    }
+}
+
+/// First token of each part.
+fn part_starts(parts: &[RopePart]) -> Vec<usize> {
+    parts
         .iter()
         .scan(0, |acc, p| {
             let s = *acc;
             *acc += p.1;
             Some(s)
         })
-        .collect();
+        .collect()
+}
+
+/// CPU kernel of [`rotate_parts`]: `parts` are (contiguous `[BH, nᵢ, d]`
+/// keys, `nᵢ`, optional `[BH, d]` offset); the output is `[BH, l, d]`,
+/// `l = Σnᵢ`, token `t < n_rope` rotated by table row `t mod n`.
+fn rope_cpu(parts: &[RopePart], g: RopeGeom, cos: &[f32], sin: &[f32]) -> Vec<f32> {
+    let (bh, l, d) = (g.bh, g.l, g.d);
+    let starts = part_starts(parts);
     // Tasks of whole tokens (rows of `d`) over every batch·head, all threads.
     let per = crate::modeling::kernels::parallel::rows_per_chunk(bh * l, d, 1 << 15);
     crate::modeling::kernels::parallel::par_chunks_new(bh * l * d, per * d, |i, dst| {
@@ -320,38 +441,113 @@ fn rope_cpu(
         let first = i * per;
         for (r, o) in dst.chunks_exact_mut(d).enumerate() {
             let (bhi, t) = ((first + r) / l, (first + r) % l);
-            // The part holding token t (few parts: a linear scan).
-            let pi = starts.iter().rposition(|&s| s <= t).unwrap_or(0);
-            let (data, len, off) = parts[pi];
-            let src = &data[(bhi * len + t - starts[pi]) * d..][..d];
-            let src = match off {
-                Some(off) => {
-                    for ((x, &a), &b) in shifted.iter_mut().zip(src).zip(&off[bhi * d..][..d]) {
-                        *x = a + b;
-                    }
-                    &shifted[..]
-                }
-                None => src,
-            };
-            if t >= n_rope {
-                o.copy_from_slice(src);
-                continue;
-            }
-            let row = t % n;
-            let c = &cos[row * half..(row + 1) * half];
-            let sn = &sin[row * half..(row + 1) * half];
-            for (((op, sp), &cv), &sv) in o
-                .chunks_exact_mut(2)
-                .zip(src.chunks_exact(2))
-                .zip(c)
-                .zip(sn)
-            {
-                let (x0, x1) = (sp[0], sp[1]);
-                op[0] = x0 * cv - x1 * sv;
-                op[1] = x0 * sv + x1 * cv;
-            }
+            rope_row(parts, &starts, g, cos, sin, bhi, t, o, &mut shifted);
         }
     })
+}
+
+simd_fn! {
+    /// One channel pair of a run of tokens, channel-major: `y0 + i·y1 =
+    /// ((x0 + o0) + i·(x1 + o1))·(c + i·s)` element by element (`c`, `s`
+    /// empty: no rotation), with the same f32 operations (and so the same
+    /// results) as [`rope_row`]. Writes `x0.len()` values at `y0` and `y1`
+    /// through raw pointers: the output is not yet initialised.
+    fn rotate_pair_run[rotate_pair_run_at](
+        x0: &[f32],
+        x1: &[f32],
+        o0: f32,
+        o1: f32,
+        c: &[f32],
+        s: &[f32],
+        y0: SyncPtr,
+        y1: SyncPtr,
+    ) {
+        let n = x0.len();
+        let x1 = &x1[..n];
+        let (y0, y1) = (y0.ptr(), y1.ptr());
+        if c.is_empty() {
+            for i in 0..n {
+                // SAFETY: the caller owns `n` writable values at y0 and y1.
+                unsafe {
+                    y0.add(i).write(x0[i] + o0);
+                    y1.add(i).write(x1[i] + o1);
+                }
+            }
+            return;
+        }
+        let (c, s) = (&c[..n], &s[..n]);
+        for i in 0..n {
+            let (a, b) = (x0[i] + o0, x1[i] + o1);
+            // SAFETY: as above.
+            unsafe {
+                y0.add(i).write(a * c[i] - b * s[i]);
+                y1.add(i).write(a * s[i] + b * c[i]);
+            }
+        }
+    }
+}
+
+/// [`rope_cpu`] on channel-major data: `parts` are (contiguous `[BH, d,
+/// nᵢ]` keys, `nᵢ`, optional `[BH, d]` offset), the tables transposed
+/// (`[d / 2, n]`), the output `[BH, d, l]`. One task per channel pair of a
+/// batch·head, every row read and written once, contiguously. Offsets are
+/// added to the excluded tokens too, as [`rope_cpu`] does.
+fn rope_cpu_t(parts: &[RopePart], g: RopeGeom, cos_t: &[f32], sin_t: &[f32]) -> Vec<f32> {
+    let (l, d, n, n_rope) = (g.l, g.d, g.n, g.n_rope);
+    let starts = part_starts(parts);
+    let half = d / 2;
+    let len = g.bh * d * l;
+    let mut out: Vec<f32> = Vec::with_capacity(len);
+    let p = SyncPtr(out.as_mut_ptr());
+    par_tasks(g.bh * half, |task| {
+        let (bhi, pair) = (task / half, task % half);
+        // SAFETY: rows 2·pair and 2·pair + 1 of batch·head bhi belong to
+        // this task only and lie inside the allocation.
+        let (y0, y1) = unsafe {
+            let y0 = p.ptr().add((bhi * d + 2 * pair) * l);
+            (y0, y0.add(l))
+        };
+        for (&(data, plen, off), &start) in parts.iter().zip(&starts) {
+            let row = |c: usize| &data[(bhi * d + c) * plen..][..plen];
+            let (x0, x1) = (row(2 * pair), row(2 * pair + 1));
+            let (o0, o1) = off.map_or((0.0, 0.0), |o| {
+                (o[bhi * d + 2 * pair], o[bhi * d + 2 * pair + 1])
+            });
+            // Tokens start..start + plen: rotated runs (table rows t mod n,
+            // contiguous until the next multiple of n), then the excluded.
+            let mut t = start;
+            while t < start + plen {
+                let i = t - start;
+                let (run, tab) = if t >= n_rope {
+                    (plen - i, None)
+                } else {
+                    let r = t % n;
+                    let run = (n - r).min(start + plen - t).min(n_rope - t);
+                    (run, Some(pair * n + r))
+                };
+                let (c, s) = match tab {
+                    Some(tab) => (&cos_t[tab..tab + run], &sin_t[tab..tab + run]),
+                    None => (&[][..], &[][..]),
+                };
+                // SAFETY: tokens t..t + run of the two rows (t + run <= l).
+                let (z0, z1) = unsafe { (SyncPtr(y0.add(t)), SyncPtr(y1.add(t))) };
+                rotate_pair_run(&x0[i..i + run], &x1[i..i + run], o0, o1, c, s, z0, z1);
+                t += run;
+            }
+        }
+    });
+    // SAFETY: the tasks above wrote every row of every batch·head (each
+    // part's tokens, the parts covering 0..l), and the pool joined.
+    unsafe { out.set_len(len) };
+    out
+}
+
+/// Whether rotated keys should be written transposed
+/// ([`rotate_parts`]): when the attention's scores run as f32 GEMMs, i.e.
+/// unless the CPU bf16 mode (`bf16`) has its bf16 tiles, which read keys
+/// row by row.
+fn keys_transposed(bf16: bool) -> bool {
+    !(bf16 && crate::modeling::kernels::bf16::available())
 }
 
 /// `softmax(q kᵀ / sqrt(d)) v` on `[B, H, L, d]` tensors: the fused, tiled
@@ -475,6 +671,9 @@ impl RoPEAttention {
         let n_rope = self.rotated_keys(lq, k.dim(2)?, num_k_exclude_rope)?;
         let (cos, sin) = self.tables(lq, q.device())?;
         let q = apply_rotary_enc(q, &cos, &sin, lq)?;
+        // Row-major keys: transposing these freshly projected keys costs
+        // what the GEMM's packing saves (measured on the self-attention at
+        // 512), unlike the cached memory keys of `attend_memory`.
         let k = apply_rotary_enc(k, &cos, &sin, n_rope)?;
         // In the CPU bf16 mode (packed projections) the two attention
         // products run in bf16 too.
@@ -514,12 +713,12 @@ impl RoPEAttention {
         let n_rope = self.rotated_keys(lq, lk, num_k_exclude_rope)?;
         let (cos, sin) = self.tables(lq, q.device())?;
         let q = apply_rotary_enc(q, &cos, &sin, lq)?;
-        let k = rotate_parts(parts, &cos, &sin, n_rope)?;
+        let bf16 = self.q_proj.is_bf16();
+        let k = rotate_parts(parts, &cos, &sin, n_rope, keys_transposed(bf16))?;
         let v = memory
             .to_dtype(q.dtype())?
             .unsqueeze(1)?
             .broadcast_as((b, h, lk, cm))?;
-        let bf16 = self.q_proj.is_bf16();
         let pm = crate::modeling::kernels::attention::sdpa_in(&q, &k, &v, bf16)?; // [B, H, Lq, Cm]
         if h == 1 {
             // One head: the layer itself (its fast CPU paths included).
@@ -564,7 +763,9 @@ impl RoPEAttention {
 
 /// Projected cross-attention keys of one layer for one memory, `[B, H, M,
 /// dh]`, unrotated (the values are the memory itself, see
-/// [`RoPEAttention::attend_memory`]).
+/// [`RoPEAttention::attend_memory`]). For the f32 CPU attention the keys are
+/// stored channel-major (the transposed view of `[B, H, dh, M]` data,
+/// [`channel_major`]).
 #[derive(Debug, Clone)]
 pub struct ProjectedMemory {
     /// Keys (unrotated).
@@ -640,9 +841,18 @@ impl MemoryAttentionLayer {
         } else {
             memory.clone()
         };
-        Ok(ProjectedMemory {
-            k: self.cross_attn_image.project_k(&k_in)?,
-        })
+        let k = self.cross_attn_image.project_k(&k_in)?;
+        // Stored channel by channel where the attention reads them so
+        // (rotated each step in that order, [`rotate_parts`]).
+        let att = &self.cross_attn_image;
+        let k = if keys_transposed(att.q_proj.is_bf16())
+            && crate::modeling::kernels::fast_cpu_f32(&k)
+        {
+            channel_major(&k)?.transpose(2, 3)?
+        } else {
+            k
+        };
+        Ok(ProjectedMemory { k })
     }
 
     /// What adding `t` `[B, 1, Cm]` to every position encoding of a memory
@@ -916,6 +1126,74 @@ mod tests {
         Ok(())
     }
 
+    /// Keys rotated into the channel-major layout ([`rope_cpu_t`]) hold
+    /// exactly the values of the row-major kernel ([`rope_cpu`]): parts of
+    /// uneven sizes (not multiples of the map or of any block), with and
+    /// without offsets, given row-major or channel-major, batch 2, 3 heads,
+    /// excluded (object-pointer) tokens after the rotated ones; and the
+    /// channel-major result is the transposed view of contiguous data.
+    #[test]
+    fn channel_major_rotation_matches_row_major() -> Result<()> {
+        let dev = Device::Cpu;
+        let (b, h, d, side) = (2usize, 3usize, 16usize, 3usize);
+        let n = side * side;
+        let (c, s) = compute_axial_rope(d, side, side, 10000.0);
+        let cos = Tensor::from_vec(c, (n, d / 2), &dev)?;
+        let sin = Tensor::from_vec(s, (n, d / 2), &dev)?;
+        let part = |len: usize, off: bool, cm: bool| -> Result<KeyPart> {
+            let k = Tensor::randn(0f32, 1.0, (b, h, len, d), &dev)?;
+            let k = if cm {
+                channel_major(&k)?.transpose(2, 3)?
+            } else {
+                k
+            };
+            let offset = if off {
+                Some(Tensor::randn(0f32, 1.0, (b, h, 1, d), &dev)?)
+            } else {
+                None
+            };
+            Ok(KeyPart { k, offset })
+        };
+        // Rotated: 4 maps of 9 tokens split over parts of 9, 13 and 14
+        // tokens (the maps straddle the parts); then 5 excluded tokens, 2
+        // with an offset of their own.
+        let parts = vec![
+            part(9, true, true)?,
+            part(13, false, false)?,
+            part(14, true, false)?,
+            part(3, false, true)?,
+            part(2, true, false)?,
+        ];
+        let l = 9 + 13 + 14 + 3 + 2;
+        for n_rope in [0, 18, 36] {
+            let rows = rotate_parts(&parts, &cos, &sin, n_rope, false)?;
+            let cols = rotate_parts(&parts, &cos, &sin, n_rope, true)?;
+            assert_eq!(cols.dims(), &[b, h, l, d]);
+            assert!(cols.transpose(2, 3)?.is_contiguous(), "n_rope {n_rope}");
+            let flat = |t: &Tensor| t.flatten_all()?.to_vec1::<f32>();
+            assert_eq!(flat(&rows)?, flat(&cols)?, "n_rope {n_rope}");
+        }
+        Ok(())
+    }
+
+    /// `channel_major` of keys that already are channel-major is the same
+    /// storage; of row-major keys, their transposed copy.
+    #[test]
+    fn channel_major_keeps_or_transposes() -> Result<()> {
+        let dev = Device::Cpu;
+        let k = Tensor::randn(0f32, 1.0, (2, 3, 7, 4), &dev)?;
+        let cm = channel_major(&k)?;
+        assert_eq!(cm.dims(), &[2, 3, 4, 7]);
+        let want = k.transpose(2, 3)?.contiguous()?;
+        let flat = |t: &Tensor| t.flatten_all()?.to_vec1::<f32>();
+        assert_eq!(flat(&cm)?, flat(&want)?);
+        let view = cm.transpose(2, 3)?;
+        let again = channel_major(&view)?;
+        assert!(again.is_contiguous());
+        assert_eq!(flat(&again)?, flat(&cm)?);
+        Ok(())
+    }
+
     /// The tensor-op layer norm (other devices) equals the CPU loop.
     #[test]
     fn layer_norm_paths_agree() -> Result<()> {
@@ -987,8 +1265,21 @@ mod tests {
                 KeyPart::plain(k.narrow(2, 2 * lq, n_ptr)?),
             ];
             let got = att.attend_memory(&att.project_q(&q)?, &parts, &mem, n_ptr)?;
-            let d = (got - want)?.abs()?.max_all()?.to_scalar::<f32>()?;
+            let d = (&got - want)?.abs()?.max_all()?.to_scalar::<f32>()?;
             assert!(d < 1e-5, "{heads} heads: {d}");
+            // The same keys stored channel-major (as cached): the same result.
+            let parts_cm = parts
+                .iter()
+                .map(|p| {
+                    Ok(KeyPart {
+                        k: channel_major(&p.k)?.transpose(2, 3)?,
+                        offset: p.offset.clone(),
+                    })
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let got_cm = att.attend_memory(&att.project_q(&q)?, &parts_cm, &mem, n_ptr)?;
+            let flat = |t: &Tensor| t.flatten_all()?.to_vec1::<f32>();
+            assert_eq!(flat(&got)?, flat(&got_cm)?, "{heads} heads");
             // A memory that does not match the keys is an error.
             assert!(att
                 .attend_memory(

@@ -69,6 +69,44 @@ pub trait BlockProducts: Sync {
         lds: usize,
     );
 
+    /// [`BlockProducts::scores`] with the keys stored transposed:
+    /// `s[i, j] = Σ_c q[i, c] · kt[c, j]`, row `c` of `kt` (channel `c` of
+    /// the `n` keys) at `kt + c · ldkt`. Keys in this order are what an f32
+    /// GEMM wants for `q kᵀ` (it packs contiguous runs of keys instead of
+    /// gathering one channel from every key row); by default they are
+    /// gathered into rows and passed to [`BlockProducts::scores`].
+    ///
+    /// # Safety
+    /// As [`BlockProducts::scores`], `kt` addressing `d` rows of `n` values
+    /// (stride `ldkt`).
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn scores_kt(
+        &self,
+        m: usize,
+        n: usize,
+        d: usize,
+        q: *const f32,
+        ldq: usize,
+        kt: *const f32,
+        ldkt: usize,
+        s: *mut f32,
+        lds: usize,
+    ) {
+        KEY_ROWS.with(|rows| {
+            let mut rows = rows.borrow_mut();
+            rows.resize(n * d, 0.0);
+            for c in 0..d {
+                // SAFETY: the caller gives `d` rows of `n` keys at `ldkt`.
+                let src = unsafe { core::slice::from_raw_parts(kt.add(c * ldkt), n) };
+                for (j, &x) in src.iter().enumerate() {
+                    rows[j * d + c] = x;
+                }
+            }
+            // SAFETY: forwarded from the caller; `rows` holds n × d keys.
+            unsafe { self.scores(m, n, d, q, ldq, rows.as_ptr(), d, s, lds) }
+        })
+    }
+
     /// `o[i, c] += Σ_j p[i, j] · v[j, c]` for `i < m`, `j < n`, `c < dv`.
     ///
     /// # Safety
@@ -93,6 +131,9 @@ pub trait BlockProducts: Sync {
 thread_local! {
     /// [`F32Gemm::scores`]' transposed tile, reused between calls.
     static TRANSPOSED: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+    /// [`BlockProducts::scores_kt`]' keys gathered into rows (the default
+    /// implementation), reused between calls.
+    static KEY_ROWS: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// f32 tile products by the `gemm` crate (single-threaded per task; its
@@ -163,6 +204,37 @@ impl BlockProducts for F32Gemm {
         }
     }
 
+    unsafe fn scores_kt(
+        &self,
+        m: usize,
+        n: usize,
+        d: usize,
+        q: *const f32,
+        ldq: usize,
+        kt: *const f32,
+        ldkt: usize,
+        s: *mut f32,
+        lds: usize,
+    ) {
+        // SAFETY: forwarded from the caller. The GEMM computes `sᵀ = k qᵀ`
+        // (it wants a column-major destination) and packs `k` by copying
+        // runs of keys: no transposition, whatever `m` and `n`.
+        unsafe {
+            sgemm(
+                m,
+                n,
+                d,
+                s,
+                lds,
+                false,
+                q,
+                (ldq as isize, 1),
+                kt,
+                (ldkt as isize, 1),
+            )
+        }
+    }
+
     unsafe fn accumulate(
         &self,
         m: usize,
@@ -195,7 +267,10 @@ impl BlockProducts for F32Gemm {
 
 /// Where the rows of one operand lie: batch·head `t` (batch `t / heads`,
 /// head `t % heads`) starts at `t / heads · batch_stride + t % heads ·
-/// head_stride`; its token `i` at `+ i · row_stride`.
+/// head_stride`; its token `i`, channel `c` at `+ i · row_stride + c ·
+/// col_stride`. Channels are contiguous (`col_stride` 1) in every operand
+/// except the keys, which may instead be stored transposed (`row_stride` 1,
+/// [`Layout::bhdl`]).
 #[derive(Debug, Clone, Copy)]
 pub struct Layout {
     /// Heads per batch item.
@@ -206,6 +281,8 @@ pub struct Layout {
     pub head_stride: usize,
     /// Elements between tokens.
     pub row_stride: usize,
+    /// Elements between channels.
+    pub col_stride: usize,
 }
 
 impl Layout {
@@ -216,6 +293,7 @@ impl Layout {
             batch_stride: heads * len * d,
             head_stride: len * d,
             row_stride: d,
+            col_stride: 1,
         }
     }
 
@@ -226,6 +304,20 @@ impl Layout {
             batch_stride: len * heads * d,
             head_stride: d,
             row_stride: heads * d,
+            col_stride: 1,
+        }
+    }
+
+    /// `[B, H, d, L]` contiguous: each head's tokens transposed, channel by
+    /// channel (keys in the order the f32 score GEMM reads fastest,
+    /// [`BlockProducts::scores_kt`]).
+    pub fn bhdl(heads: usize, len: usize, d: usize) -> Self {
+        Self {
+            heads,
+            batch_stride: heads * d * len,
+            head_stride: d * len,
+            row_stride: 1,
+            col_stride: len,
         }
     }
 
@@ -240,7 +332,7 @@ impl Layout {
         if n == 0 || len == 0 || width == 0 {
             return 0;
         }
-        self.offset(n - 1) + (len - 1) * self.row_stride + width
+        self.offset(n - 1) + (len - 1) * self.row_stride + (width - 1) * self.col_stride + 1
     }
 }
 
@@ -330,6 +422,8 @@ pub fn attention_with<P: BlockProducts>(
         || v.0.len() < v.1.extent(bh, lk, dv)
         || out.0.len() < out.1.extent(bh, lq, dv)
         || [q.1, k.1, v.1, out.1].iter().any(|l| l.heads == 0)
+        || [q.1, v.1, out.1].iter().any(|l| l.col_stride != 1)
+        || (k.1.col_stride != 1 && k.1.row_stride != 1)
     {
         candle_core::bail!("attention: operands do not fit {dims:?}");
     }
@@ -375,20 +469,37 @@ pub fn attention_with<P: BlockProducts>(
             let mut k0 = k_lo;
             while k0 < k_hi {
                 let n = kb.min(k_hi - k0);
+                let k_ptr = k.0[k_base + k0 * k.1.row_stride..].as_ptr();
                 // SAFETY: the row ranges were checked against the slices
                 // above; `s` and `o` are this task's scratch.
                 unsafe {
-                    prod.scores(
-                        rows,
-                        n,
-                        d,
-                        q_ptr,
-                        q.1.row_stride,
-                        k.0[k_base + k0 * k.1.row_stride..].as_ptr(),
-                        k.1.row_stride,
-                        s.as_mut_ptr(),
-                        kb,
-                    );
+                    if k.1.col_stride == 1 {
+                        let ldk = k.1.row_stride;
+                        prod.scores(
+                            rows,
+                            n,
+                            d,
+                            q_ptr,
+                            q.1.row_stride,
+                            k_ptr,
+                            ldk,
+                            s.as_mut_ptr(),
+                            kb,
+                        );
+                    } else {
+                        let ldkt = k.1.col_stride;
+                        prod.scores_kt(
+                            rows,
+                            n,
+                            d,
+                            q_ptr,
+                            q.1.row_stride,
+                            k_ptr,
+                            ldkt,
+                            s.as_mut_ptr(),
+                            kb,
+                        );
+                    }
                 }
                 online_softmax_tile(s, rows, n, kb, scale, m, &mut l, o, dv, dv);
                 // SAFETY: as above.
@@ -568,7 +679,13 @@ pub fn sdpa_scaled(q: &Tensor, k: &Tensor, v: &Tensor, scale: f64, bf16: bool) -
     }
     let dtype = q.dtype();
     let f = |t: &Tensor| -> Result<Tensor> { t.to_dtype(DType::F32)?.contiguous() };
-    let (qf, kf, vf) = (f(q)?, f(k)?, f(v)?);
+    // Keys that are the transposed view of contiguous `[B, H, d, Lk]` f32
+    // data (as `memory_attention::rotate_parts` writes them for this kernel)
+    // are read in place, channel by channel.
+    let kt = k.transpose(2, 3)?;
+    let keys_t = k.dtype() == DType::F32 && !k.is_contiguous() && kt.is_contiguous();
+    let (qf, vf) = (f(q)?, f(v)?);
+    let kf = if keys_t { kt } else { f(k)? };
     let mut out = vec![0f32; b * h * lq * dv];
     {
         let (qs, ql) = qf.storage_and_layout();
@@ -588,7 +705,14 @@ pub fn sdpa_scaled(q: &Tensor, k: &Tensor, v: &Tensor, scale: f64, bf16: bool) -
         };
         let (q, k, v) = (
             (qv, Layout::bhld(h, lq, d)),
-            (kv, Layout::bhld(h, lk, d)),
+            (
+                kv,
+                if keys_t {
+                    Layout::bhdl(h, lk, d)
+                } else {
+                    Layout::bhld(h, lk, d)
+                },
+            ),
             (vv, Layout::bhld(h, lk, dv)),
         );
         let o = (&mut out[..], Layout::bhld(h, lq, dv));
@@ -656,39 +780,131 @@ mod tests {
         r
     }
 
+    /// `[bh, l, d]` row-major data transposed to `[bh, d, l]`.
+    pub(crate) fn transpose_keys(k: &[f32], bh: usize, l: usize, d: usize) -> Vec<f32> {
+        let mut t = vec![0f32; k.len()];
+        for b in 0..bh {
+            for j in 0..l {
+                for c in 0..d {
+                    t[(b * d + c) * l + j] = k[(b * l + j) * d + c];
+                }
+            }
+        }
+        t
+    }
+
+    /// The fused kernel against the f64 reference, with the keys row-major
+    /// and transposed ([`Layout::bhdl`], [`BlockProducts::scores_kt`]; the
+    /// GEMM may order its sums differently, so the two agree to rounding).
     fn run(dims: Dims, spread: f32, seed: u64, splits: Option<usize>) {
         let Dims { bh, lq, lk, d, dv } = dims;
         let q = lcg(bh * lq * d, spread, seed);
         let k = lcg(bh * lk * d, spread, seed + 1);
         let v = lcg(bh * lk * dv, 1.0, seed + 2);
+        let kt = transpose_keys(&k, bh, lk, d);
         let scale = 1.0 / (d as f64).sqrt();
         let (want, smax) = reference(&q, &k, &v, dims, scale);
-        let mut got = vec![0f32; bh * lq * dv];
-        with_splits(splits, || {
+        for keys in [
+            (&k[..], Layout::bhld(1, lk, d)),
+            (&kt[..], Layout::bhdl(1, lk, d)),
+        ] {
+            let mut got = vec![0f32; bh * lq * dv];
+            with_splits(splits, || {
+                attention_with(
+                    &F32Gemm,
+                    dims,
+                    scale as f32,
+                    (&q, Layout::bhld(1, lq, d)),
+                    keys,
+                    (&v, Layout::bhld(1, lk, dv)),
+                    (&mut got, Layout::bhld(1, lq, dv)),
+                )
+            })
+            .unwrap();
+            let err = got
+                .iter()
+                .zip(&want)
+                .map(|(&g, &w)| (g as f64 - w).abs())
+                .fold(0f64, f64::max);
+            // Values lie in [-1, 1]. The f32 scores carry a relative rounding
+            // error of a few ulps, an absolute error in the exponent of about
+            // 4 ε |s|; the weighted sum adds ~1e-6.
+            let tol = 1e-6 + 4.0 * f32::EPSILON as f64 * smax;
+            assert!(
+                err < tol,
+                "{dims:?} spread {spread}, keys {:?}: max-abs error {err:e} > {tol:e}",
+                keys.1
+            );
+        }
+    }
+
+    /// Transposed keys through the default [`BlockProducts::scores_kt`]
+    /// (gathered into rows) score exactly as row-major keys do; keys laid
+    /// out neither way, and queries or values not row-major, are errors.
+    #[test]
+    fn default_scores_kt_gathers_rows() {
+        /// F32Gemm's products without its own `scores_kt`.
+        struct RowsOnly;
+        impl BlockProducts for RowsOnly {
+            unsafe fn scores(
+                &self,
+                m: usize,
+                n: usize,
+                d: usize,
+                q: *const f32,
+                ldq: usize,
+                k: *const f32,
+                ldk: usize,
+                s: *mut f32,
+                lds: usize,
+            ) {
+                // SAFETY: forwarded.
+                unsafe { F32Gemm.scores(m, n, d, q, ldq, k, ldk, s, lds) }
+            }
+            unsafe fn accumulate(
+                &self,
+                m: usize,
+                n: usize,
+                dv: usize,
+                p: *const f32,
+                ldp: usize,
+                v: *const f32,
+                ldv: usize,
+                o: *mut f32,
+                ldo: usize,
+            ) {
+                // SAFETY: forwarded.
+                unsafe { F32Gemm.accumulate(m, n, dv, p, ldp, v, ldv, o, ldo) }
+            }
+        }
+        let (bh, lq, lk, d, dv) = (2usize, 37usize, K_BLOCK + 19, 24usize, 8usize);
+        let dims = Dims { bh, lq, lk, d, dv };
+        let q = lcg(bh * lq * d, 2.0, 1);
+        let k = lcg(bh * lk * d, 2.0, 2);
+        let v = lcg(bh * lk * dv, 1.0, 3);
+        let kt = transpose_keys(&k, bh, lk, d);
+        let call = |keys: (&[f32], Layout), q_layout: Layout| {
+            let mut out = vec![0f32; bh * lq * dv];
             attention_with(
-                &F32Gemm,
+                &RowsOnly,
                 dims,
-                scale as f32,
-                (&q, Layout::bhld(1, lq, d)),
-                (&k, Layout::bhld(1, lk, d)),
+                0.3,
+                (&q, q_layout),
+                keys,
                 (&v, Layout::bhld(1, lk, dv)),
-                (&mut got, Layout::bhld(1, lq, dv)),
+                (&mut out, Layout::bhld(1, lq, dv)),
             )
-        })
-        .unwrap();
-        let err = got
-            .iter()
-            .zip(&want)
-            .map(|(&g, &w)| (g as f64 - w).abs())
-            .fold(0f64, f64::max);
-        // Values lie in [-1, 1]. The f32 scores carry a relative rounding
-        // error of a few ulps, an absolute error in the exponent of about
-        // 4 ε |s|; the weighted sum adds ~1e-6.
-        let tol = 1e-6 + 4.0 * f32::EPSILON as f64 * smax;
-        assert!(
-            err < tol,
-            "{dims:?} spread {spread}: max-abs error {err:e} > {tol:e}"
-        );
+            .map(|_| out)
+        };
+        let rows = call((&k, Layout::bhld(1, lk, d)), Layout::bhld(1, lq, d)).unwrap();
+        let cols = call((&kt, Layout::bhdl(1, lk, d)), Layout::bhld(1, lq, d)).unwrap();
+        assert_eq!(rows, cols);
+        let skewed = Layout {
+            row_stride: 2,
+            ..Layout::bhdl(1, lk, d)
+        };
+        assert!(call((&kt, skewed), Layout::bhld(1, lq, d)).is_err());
+        assert!(call((&k, Layout::bhld(1, lk, d)), Layout::bhdl(1, lq, d)).is_err());
     }
 
     /// Odd sizes (not multiples of the SIMD width or of the blocks), one key,
@@ -828,6 +1044,14 @@ mod tests {
             .abs()?
             .max_all()?
             .to_scalar::<f64>()?;
+        assert!(e < 1e-6, "{e:e}");
+        // Keys given as the transposed view of `[B, H, d, Lk]` data are read
+        // in place and give the same result (up to the GEMM's summation
+        // order).
+        let kt = k.transpose(2, 3)?.contiguous()?.transpose(2, 3)?;
+        assert!(!kt.is_contiguous());
+        let same = sdpa(&q, &kt, &v)?;
+        let e = (same - &fast)?.abs()?.max_all()?.to_scalar::<f32>()?;
         assert!(e < 1e-6, "{e:e}");
         Ok(())
     }

@@ -770,6 +770,26 @@ mod tests {
                 }
             }
             assert!(worst < 2e-2, "{lq}x{lk}x{d}x{dv}: max-abs error {worst:e}");
+            // Keys stored transposed (gathered back into rows by the
+            // default `scores_kt`): the same result.
+            let mut kt = vec![0f32; lk * d];
+            for j in 0..lk {
+                for c in 0..d {
+                    kt[c * lk + j] = k[j * d + c];
+                }
+            }
+            let mut got_t = vec![0f32; lq * dv];
+            attention_with(
+                &Bf16Tiles,
+                dims,
+                scale,
+                (&q, Layout::bhld(1, lq, d)),
+                (&kt, Layout::bhdl(1, lk, d)),
+                (&v, Layout::bhld(1, lk, dv)),
+                (&mut got_t, Layout::bhld(1, lq, dv)),
+            )
+            .unwrap();
+            assert_eq!(got, got_t, "{lq}x{lk}x{d}x{dv}: transposed keys");
             assert!(got.iter().all(|x| x.is_finite()));
         }
     }
