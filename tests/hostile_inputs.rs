@@ -9,7 +9,6 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
 use std::time::Instant;
 
 use medsam2_core::checkpoint::Checkpoint;
@@ -19,10 +18,7 @@ use medsam2_tools::volume_job::SplitMix64;
 
 #[path = "common/counting_alloc.rs"]
 mod counting_alloc;
-use counting_alloc::peak_of;
-
-/// One measurement at a time (the tests of this binary run in parallel).
-static MEASURE: Mutex<()> = Mutex::new(());
+use counting_alloc::{peak_of, serial};
 
 const MIB: usize = 1 << 20;
 
@@ -68,7 +64,7 @@ fn small_volume(dtype: DataType) -> Volume {
 /// Every truncation and `flips` seeded corruptions of `good`, through `parse`:
 /// clean outcomes, every truncation an error, a small memory peak.
 fn hammer(name: &str, good: &[u8], flips: usize, parse: &dyn Fn(&[u8]) -> Result<(), String>) {
-    let _g = MEASURE.lock().unwrap_or_else(|e| e.into_inner());
+    let _g = serial();
     let t0 = Instant::now();
     let (_, peak) = peak_of(|| {
         assert!(parse(good).is_ok(), "{name}: the intact file must parse");
@@ -158,7 +154,7 @@ fn gzip(parts: &[&[u8]], zeros: usize) -> Vec<u8> {
 
 #[test]
 fn size_fields_at_their_maxima_and_decompression_bombs() {
-    let _g = MEASURE.lock().unwrap_or_else(|e| e.into_inner());
+    let _g = serial();
     // dims at 32767^3 (f64): refused before any allocation.
     let h = nifti_header([32767, 32767, 32767], 64, 64);
     let (r, peak) = peak_of(|| nifti::parse_nifti(&h));
@@ -286,6 +282,7 @@ fn npz_archive(members: &[(&str, Vec<u8>, bool)]) -> Vec<u8> {
 #[cfg(unix)]
 #[test]
 fn non_regular_files_and_escaping_data_files_are_refused() {
+    let _g = serial();
     let d = scratch("special");
     let fifo = d.join("pipe.nii");
     let ok = std::process::Command::new("mkfifo")
@@ -364,6 +361,7 @@ fn non_regular_files_and_escaping_data_files_are_refused() {
 
 #[test]
 fn outputs_never_overwrite_inputs_and_writes_are_atomic() {
+    let _g = serial();
     let d = scratch("outputs");
     let input = d.join("ct.nii.gz");
     let v = small_volume(DataType::I16);
@@ -411,9 +409,9 @@ fn tiny_config() -> String {
 
 #[test]
 fn yaml_configs_truncated_corrupted_and_bombs() {
+    let _g = serial();
     let good = tiny_config();
     {
-        let _g = MEASURE.lock().unwrap_or_else(|e| e.into_inner());
         let t0 = Instant::now();
         let (_, peak) = peak_of(|| {
             assert!(Sam2Config::from_yaml_str(&good).is_ok());
@@ -439,7 +437,6 @@ fn yaml_configs_truncated_corrupted_and_bombs() {
         );
         assert!(peak < 256 * MIB, "yaml: peak {peak}");
     }
-    let _g = MEASURE.lock().unwrap_or_else(|e| e.into_inner());
     // Interpolation bomb: each level doubles the one below (2^40 nodes).
     let mut bomb = String::from("model:\n  _target_: x\nl0: [1, 2, 3, 4, 5, 6, 7, 8]\n");
     for i in 1..=40 {
@@ -558,7 +555,7 @@ fn checkpoints_truncated_corrupted_and_crafted() {
         }
         prev(i)
     }));
-    let _g = MEASURE.lock().unwrap_or_else(|e| e.into_inner());
+    let _g = serial();
     let t0 = Instant::now();
     let (_, peak) = peak_of(|| {
         // safetensors: truncations (strided), corruptions, lying headers.
@@ -668,6 +665,7 @@ fn checkpoints_truncated_corrupted_and_crafted() {
 
 #[test]
 fn nan_weights_bf16_on_cpu_and_backtraces() {
+    let _g = serial();
     use medsam2_core::checkpoint::{ComputeDType, DeviceKind};
     use medsam2_core::modeling::sam2_base::Sam2Base;
     let cfg_text = std::fs::read_to_string(heads_fixture().join("config.yaml")).unwrap();
@@ -721,16 +719,14 @@ fn nan_weights_bf16_on_cpu_and_backtraces() {
 
 #[test]
 fn prompts_are_capped() {
+    let _g = serial();
     use medsam2_core::limits::MAX_PROMPT_POINTS;
     use medsam2_core::sam2_image_predictor::{validate_prompt, Prompt};
     let mut p = Prompt::point(1.0, 1.0);
     for i in 0..10_000 {
         p = p.with_point((i % 50) as f32, 2.0, 1);
     }
-    let (r, peak) = {
-        let _g = MEASURE.lock().unwrap_or_else(|e| e.into_inner());
-        peak_of(|| validate_prompt(&p, 64, 64, 16))
-    };
+    let (r, peak) = peak_of(|| validate_prompt(&p, 64, 64, 16));
     let e = r.unwrap_err().to_string();
     assert!(e.contains("MAX_PROMPT_POINTS"), "{e}");
     assert!(peak < MIB);

@@ -14,7 +14,7 @@ use medsam2::*;
 
 #[path = "../../tests/common/counting_alloc.rs"]
 mod counting_alloc;
-use counting_alloc::peak_of;
+use counting_alloc::{peak_of, serial};
 
 const MIB: usize = 1 << 20;
 
@@ -64,6 +64,7 @@ fn load_fails(config: &str, checkpoint: &Path, dtype: &str) -> String {
 
 #[test]
 fn model_load_refuses_hostile_files() {
+    let _g = serial();
     // Count panics the hook sees on this test's thread (other tests may fail).
     static HOOK: AtomicUsize = AtomicUsize::new(0);
     let me = std::thread::current().id();
@@ -147,6 +148,7 @@ fn model_load_refuses_hostile_files() {
 
 #[test]
 fn sessions_refuse_oversized_volumes_and_prompts() {
+    let _g = serial();
     let (cfg, ck) = (
         c(&fixture().join("config.yaml").to_string_lossy()),
         c(&fixture().join("weights.safetensors").to_string_lossy()),

@@ -4,6 +4,7 @@
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, MutexGuard};
 
 /// Counts live heap bytes and their peak.
 pub struct Counting;
@@ -51,9 +52,19 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static ALLOC: Counting = Counting;
 
+/// One test at a time: the counts are process-wide and a binary's tests run
+/// in parallel, so every test of a binary that installs this allocator holds
+/// this guard for its whole body (a test allocating while another measures
+/// would inflate the other's peak: a 1 MiB buffer of
+/// `counting_allocator_counts` once did in CI).
+pub fn serial() -> MutexGuard<'static, ()> {
+    static SERIAL: Mutex<()> = Mutex::new(());
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// Runs `f` and returns its result and the heap growth at its peak (bytes
 /// above what was live when it started; other threads' allocations count
-/// too, so callers measure one thing at a time).
+/// too: hold [`serial`]).
 pub fn peak_of<T>(f: impl FnOnce() -> T) -> (T, usize) {
     let base = LIVE.load(Ordering::Relaxed);
     PEAK.store(base, Ordering::Relaxed);
@@ -65,6 +76,7 @@ pub fn peak_of<T>(f: impl FnOnce() -> T) -> (T, usize) {
 /// allocator is installed and counts: a 1 MiB buffer must show.
 #[test]
 fn counting_allocator_counts() {
+    let _g = serial();
     let (v, peak) = peak_of(|| std::hint::black_box(vec![1u8; 1 << 20]));
     assert!(peak >= 1 << 20, "peak {peak}");
     drop(v);
