@@ -28,17 +28,25 @@ pub(crate) fn row_max(row: &[f32]) -> f32 {
             m[j] = if c[j] > m[j] { c[j] } else { m[j] };
         }
     }
-    // Halving the lanes (a few vector ops) rather than a chain of 16.
+    let max = fold_lanes(m, |a, b| if b > a { b } else { a });
+    it.remainder()
+        .iter()
+        .fold(max, |a, &b| if b > a { b } else { a })
+}
+
+/// `f` over the lanes of `a` by halving them (a few vector ops per step,
+/// rather than a chain of 16 dependent ones: the per-row cost that dominates
+/// short rows).
+#[inline(always)]
+fn fold_lanes<T: Copy>(mut a: [T; LANES], f: impl Fn(T, T) -> T) -> T {
     let mut w = LANES / 2;
     while w > 0 {
         for j in 0..w {
-            m[j] = if m[j + w] > m[j] { m[j + w] } else { m[j] };
+            a[j] = f(a[j], a[j + w]);
         }
         w /= 2;
     }
-    it.remainder()
-        .iter()
-        .fold(m[0], |a, &b| if b > a { b } else { a })
+    a[0]
 }
 
 /// `row[j] = e^{scale·(row[j] − max)}` in place; returns the sum of the
@@ -66,16 +74,7 @@ pub(crate) fn exp_sub_sum(row: &mut [f32], max: f32, scale: f32) -> f64 {
             acc[j] += c[j] as f64;
         }
     }
-    // Halving the lanes rather than a chain of 16 dependent adds (the
-    // per-row cost that dominates short rows).
-    let mut w = LANES / 2;
-    while w > 0 {
-        for j in 0..w {
-            acc[j] += acc[j + w];
-        }
-        w /= 2;
-    }
-    sum + acc[0]
+    sum + fold_lanes(acc, |a, b| a + b)
 }
 
 simd_fn! {
