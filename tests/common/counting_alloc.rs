@@ -73,11 +73,16 @@ pub fn peak_of<T>(f: impl FnOnce() -> T) -> (T, usize) {
 }
 
 /// The budgets measured with [`peak_of`] mean something only if the
-/// allocator is installed and counts: a 1 MiB buffer must show.
+/// allocator is installed and counts: a 1 MiB buffer must show, in full, in
+/// one of three measurements (the harness's other threads may free a few
+/// bytes during one, which lowers the count below its base: a run saw
+/// 1 MiB − 24 B; an allocator that does not count shows 0 in all three).
 #[test]
 fn counting_allocator_counts() {
     let _g = serial();
-    let (v, peak) = peak_of(|| std::hint::black_box(vec![1u8; 1 << 20]));
+    let peak = (0..3)
+        .map(|_| peak_of(|| drop(std::hint::black_box(vec![1u8; 1 << 20]))).1)
+        .max()
+        .unwrap_or(0);
     assert!(peak >= 1 << 20, "peak {peak}");
-    drop(v);
 }
