@@ -3,6 +3,10 @@
 //! the bf16 kernel (`modeling::kernels::bf16`, weights packed at load).
 //! GFLOP/s = 17.18 / seconds. The bf16 case is skipped on a CPU without
 //! AVX512-BF16.
+//!
+//! Then, in bf16, the linear layers of a tracking step at 512 (1024 tokens):
+//! the projections (256 → 256, one partial 16-column panel of the kernel's
+//! 48) and the memory-attention MLP (256 → 2048 → 256).
 
 use std::time::Duration;
 
@@ -34,6 +38,24 @@ fn bench(c: &mut Criterion) {
             "skipped bf16: kernel not available (cpu has it: {})",
             bf16::cpu_has_bf16_kernel()
         );
+    }
+    group.finish();
+
+    let mut group = c.benchmark_group("linear_bf16_1024_tokens");
+    group.sample_size(20);
+    for (k, n) in [(256usize, 256usize), (256, 2048), (2048, 256)] {
+        let scope = LoadScope::new(true);
+        let lin =
+            Linear::new(Tensor::randn(0f32, 0.02, (n, k), &dev).expect("w"), None).expect("bf16");
+        drop(scope);
+        if !lin.is_bf16() {
+            break;
+        }
+        let x = Tensor::randn(0f32, 1.0, (1024, k), &dev).expect("x");
+        group.throughput(Throughput::Elements((2 * 1024 * k * n) as u64));
+        group.bench_function(format!("{k}x{n}"), |b| {
+            b.iter(|| lin.forward(&x).expect("bf16"))
+        });
     }
     group.finish();
 }

@@ -12,7 +12,7 @@ use candle_core::{CpuStorage, Device, Result, Storage, StorageRef, Tensor};
 
 use crate::modeling::kernels::math::activation_inplace;
 pub(crate) use crate::modeling::kernels::norm::layer_norm_rows;
-use crate::modeling::kernels::parallel::num_threads;
+use crate::modeling::kernels::parallel::{num_threads, par_chunks_mut};
 pub(crate) use crate::modeling::kernels::parallel::{par_tasks, with_scratch, SyncPtr};
 use crate::modeling::kernels::simd::simd_fn;
 pub(crate) use crate::modeling::kernels::softmax::softmax_rows;
@@ -99,7 +99,7 @@ simd_fn! {
 use crate::modeling::kernels::gemm::sgemm;
 
 // The attention products: f32, or bf16 in the CPU bf16 mode.
-use crate::modeling::kernels::attention::{BlockProducts, F32Gemm};
+use crate::modeling::kernels::attention::{attention_with, BlockProducts, Dims, F32Gemm, Layout};
 use crate::modeling::kernels::bf16::{self, Bf16Tiles, PackedB};
 
 // The CPU bf16 mode's weights (`kernels::bf16_linear`).
@@ -119,7 +119,7 @@ pub(crate) unsafe fn linear_acc(
     y: *mut f32,
 ) {
     if let Some(p) = wt.bf16 {
-        return bf16_linear::linear_acc_bf16(x, rows, p, y);
+        return bf16_linear::linear_bf16(x, rows, p, y, bf16::Start::Acc);
     }
     let wt = wt.f32;
     sgemm(
@@ -134,6 +134,27 @@ pub(crate) unsafe fn linear_acc(
         wt.as_ptr(),
         (n as isize, 1),
     )
+}
+
+/// `y = bias + x · Wᵀ` (`bias` on every row, `n` values), as
+/// [`linear_acc`] onto rows filled with the bias; the bf16 kernel writes its
+/// first sums onto the bias instead of filling `y` first.
+///
+/// # Safety
+/// As [`linear_acc`]; `bias` holds `n` values.
+pub(crate) unsafe fn linear_bias(
+    x: *const f32,
+    rows: usize,
+    wt: Wt<'_>,
+    (n, k): (usize, usize),
+    bias: &[f32],
+    y: &mut [f32],
+) {
+    if let Some(p) = wt.bf16 {
+        return bf16_linear::linear_bf16(x, rows, p, y.as_mut_ptr(), bf16::Start::Bias(bias));
+    }
+    fill_rows(y, bias);
+    linear_acc(x, rows, wt, n, k, y.as_mut_ptr())
 }
 
 /// A linear layer (`nn.Linear`) whose weight is stored transposed
@@ -281,13 +302,11 @@ pub(crate) fn ln_linear(
             // SAFETY: disjoint row ranges of the outputs.
             unsafe {
                 let y = std::slice::from_raw_parts_mut(po.ptr().add(r0 * o), rows * o);
-                fill_rows(y, b);
-                linear_acc(xn.as_ptr(), rows, w, o, c, y.as_mut_ptr());
+                linear_bias(xn.as_ptr(), rows, w, (o, c), b, y);
                 if let (Some((w2, b2)), Some(p2)) = (second, po2) {
                     let o2 = b2.len();
                     let y2 = std::slice::from_raw_parts_mut(p2.ptr().add(r0 * o2), rows * o2);
-                    fill_rows(y2, b2);
-                    linear_acc(xn.as_ptr(), rows, w2, o2, c, y2.as_mut_ptr());
+                    linear_bias(xn.as_ptr(), rows, w2, (o2, c), b2, y2);
                 }
             }
         });
@@ -331,8 +350,7 @@ pub(crate) fn linear(x: &[f32], n: usize, k: usize, w: Wt<'_>, b: &[f32]) -> Vec
         // SAFETY: disjoint row ranges of `out`.
         unsafe {
             let y = std::slice::from_raw_parts_mut(po.ptr().add(r0 * o), rows * o);
-            fill_rows(y, b);
-            linear_acc(x[r0 * k..].as_ptr(), rows, w, o, k, y.as_mut_ptr());
+            linear_bias(x[r0 * k..].as_ptr(), rows, w, (o, k), b, y);
         }
     });
     out
@@ -366,9 +384,8 @@ fn mlp_hidden(
 ) {
     let hdim = m.b1.len();
     layer_norm_rows(src, xn, c, m.ln_w, m.ln_b, m.eps);
-    fill_rows(hid, m.b1);
     // SAFETY: `xn` holds `rows·c` values and `hid` `rows·hdim`.
-    unsafe { linear_acc(xn.as_ptr(), rows, m.w1, hdim, c, hid.as_mut_ptr()) };
+    unsafe { linear_bias(xn.as_ptr(), rows, m.w1, (hdim, c), m.b1, hid) };
     activation_inplace(hid, m.act);
 }
 
@@ -391,8 +408,7 @@ pub(crate) fn mlp_residual(x: &mut [f32], n: usize, c: usize, m: &MlpWeights<'_>
                 if m.residual_last {
                     // The second layer's output (into the normed rows, no
                     // longer needed), then added to the residual.
-                    fill_rows(xn, m.b2);
-                    linear_acc(hid.as_ptr(), rows, m.w2, c, hdim, xn.as_mut_ptr());
+                    linear_bias(hid.as_ptr(), rows, m.w2, (c, hdim), m.b2, xn);
                     add_rows(xr, xn);
                 } else {
                     add_rows(xr, m.b2);
@@ -448,9 +464,8 @@ pub(crate) fn mlp_residual_nchw(
             }
             mlp_hidden(rows_in, rows, c, m, xn, hid);
             // The second layer into the gathered rows (no longer needed).
-            fill_rows(rows_in, m.b2);
             // SAFETY: `hid` holds `rows·hdim` values, `rows_in` `rows·c`.
-            unsafe { linear_acc(hid.as_ptr(), rows, m.w2, c, hdim, rows_in.as_mut_ptr()) };
+            unsafe { linear_bias(hid.as_ptr(), rows, m.w2, (c, hdim), m.b2, rows_in) };
             for ch in 0..c {
                 let g = gamma.map_or(1.0, |g| g[ch]);
                 let src = &xb[ch * hw + p0..][..rows];
@@ -540,7 +555,9 @@ pub(crate) fn attention(
     }
 }
 
-/// [`attention`] with the two products (`Q·Kᵀ`, `P·V`) computed by `prod`.
+/// [`attention`] with the two products (`Q·Kᵀ`, `P·V`) computed by `prod`
+/// (global attention: [`global_attention_fused`], or
+/// [`global_attention_bf16`] in the bf16 mode; windows here).
 fn attention_in<P: BlockProducts>(
     prod: &P,
     qkv: &[f32],
@@ -563,93 +580,28 @@ fn attention_in<P: BlockProducts>(
     }
     let (ho, wo) = (h / sy, w / sx);
     let mut out = alloc(b * ho * wo * c);
-    let po = SyncPtr(out.as_mut_ptr());
     let c3 = 3 * c;
-
     if g.window == 0 {
-        // Global attention: keys/values are read in place, queries in chunks.
-        let l = h * w;
-        let lq = ho * wo;
-        // f32: one chunk per task (large chunks: every chunk re-packs this
-        // head's keys and values inside the GEMM). bf16: this head's keys and
-        // values are packed once per task, and a task runs a group of chunks
-        // (as few groups as keep every thread busy), small enough that the
-        // chunk's scores stay in cache (64 × 4096 f32 = 1 MiB at 1024).
-        let packed = g.bf16 && crate::modeling::kernels::bf16::available();
-        let qc = if packed { 64 } else { 512 }.min(lq.max(1));
-        let chunks = lq.div_ceil(qc);
-        let groups = if packed {
-            num_threads()
-                .div_ceil((b * heads).max(1))
-                .max(1)
-                .min(chunks)
-        } else {
-            chunks
+        let z = GlobalSizes {
+            b,
+            l: h * w,
+            w,
+            c,
+            heads,
+            hd,
+            lq: ho * wo,
+            wo,
+            q_stride: g.q_stride.map(|_| (sy, sx)),
+            scale,
         };
-        par_tasks(b * heads * groups, |t| {
-            let bi = t / (heads * groups);
-            let hh = (t / groups) % heads;
-            let grp = t % groups;
-            let base = &qkv[bi * l * c3..(bi + 1) * l * c3];
-            let keys = &base[c + hh * hd..];
-            let values = &base[2 * c + hh * hd..];
-            let mut kv = None;
-            if packed {
-                let (mut kp, mut vp) = (PackedB::empty(), PackedB::empty());
-                kp.repack_keys(keys, l, hd, c3);
-                vp.repack_values(values, l, hd, c3);
-                kv = Some((kp, vp));
-            }
-            for chunk in grp * chunks / groups..(grp + 1) * chunks / groups {
-                let q0 = chunk * qc;
-                let rows = qc.min(lq - q0);
-                with_scratch(rows * hd + rows * l, |buf| {
-                    let (q, s) = buf.split_at_mut(rows * hd);
-                    let (qs, q_rs): (&[f32], usize) = if g.q_stride.is_some() {
-                        for r in 0..rows {
-                            let (oy, ox) = ((q0 + r) / wo, (q0 + r) % wo);
-                            let qd = &mut q[r * hd..(r + 1) * hd];
-                            qd.fill(f32::NEG_INFINITY);
-                            for a in 0..sy {
-                                for bb in 0..sx {
-                                    let tok = (oy * sy + a) * w + ox * sx + bb;
-                                    let src = &base[tok * c3 + hh * hd..][..hd];
-                                    for (d, v) in qd.iter_mut().zip(src) {
-                                        *d = d.max(*v);
-                                    }
-                                }
-                            }
-                        }
-                        (q, hd)
-                    } else {
-                        (&base[q0 * c3 + hh * hd..], c3)
-                    };
-                    // SAFETY: all pointers address rows inside `base`/scratch;
-                    // the output rows of this task are disjoint from other
-                    // tasks'.
-                    unsafe {
-                        let dst = po.ptr().add((bi * lq + q0) * c + hh * hd);
-                        for r in 0..rows {
-                            std::slice::from_raw_parts_mut(dst.add(r * c), hd).fill(0.0);
-                        }
-                        if let Some((kp, vp)) = &kv {
-                            let o = std::slice::from_raw_parts_mut(dst, (rows - 1) * c + hd);
-                            s.fill(0.0);
-                            bf16::gemm_acc(rows, qs, q_rs, kp, s, l);
-                            softmax_rows(s, l, scale);
-                            bf16::gemm_acc(rows, s, l, vp, o, c);
-                        } else {
-                            let (kp, vp) = (keys.as_ptr(), values.as_ptr());
-                            prod.scores(rows, l, hd, qs.as_ptr(), q_rs, kp, c3, s.as_mut_ptr(), l);
-                            softmax_rows(s, l, scale);
-                            prod.accumulate(rows, l, hd, s.as_ptr(), l, vp, c3, dst, c);
-                        }
-                    }
-                });
-            }
-        });
+        if g.bf16 && crate::modeling::kernels::bf16::available() {
+            global_attention_bf16(qkv, &z, &mut out);
+        } else {
+            global_attention_fused(prod, qkv, &z, &mut out)?;
+        }
         return Ok((out, ho, wo));
     }
+    let po = SyncPtr(out.as_mut_ptr());
 
     // Windowed attention over the zero-padded map.
     let ws = g.window;
@@ -722,6 +674,153 @@ fn attention_in<P: BlockProducts>(
         });
     });
     Ok((out, ho, wo))
+}
+
+/// Sizes of one global attention call ([`attention`] with `window` 0).
+struct GlobalSizes {
+    b: usize,
+    /// Tokens (keys) per image, `h · w`.
+    l: usize,
+    /// Map width.
+    w: usize,
+    c: usize,
+    heads: usize,
+    /// Channels per head.
+    hd: usize,
+    /// Queries (output tokens) per image, `ho · wo`.
+    lq: usize,
+    /// Output map width.
+    wo: usize,
+    /// Query pooling stride `(sy, sx)`, if any.
+    q_stride: Option<(usize, usize)>,
+    scale: f32,
+}
+
+impl GlobalSizes {
+    /// Max-pools output token `oq`'s query of head `hh` (`qd.len()`
+    /// channels) from image `base` (its qkv rows): the max over the `sy × sx`
+    /// tokens under it.
+    fn pool(&self, base: &[f32], hh: usize, oq: usize, qd: &mut [f32]) {
+        let (sy, sx) = self.q_stride.unwrap_or((1, 1));
+        let (oy, ox) = (oq / self.wo, oq % self.wo);
+        qd.fill(f32::NEG_INFINITY);
+        for a in 0..sy {
+            for bb in 0..sx {
+                let tok = (oy * sy + a) * self.w + ox * sx + bb;
+                let src = &base[tok * 3 * self.c + hh * self.hd..];
+                for (d, v) in qd.iter_mut().zip(src) {
+                    *d = d.max(*v);
+                }
+            }
+        }
+    }
+}
+
+/// f32 global attention: the fused, tiled kernel (its score tiles stay in
+/// cache; whole rows of 512 queries × 4096 keys are 8 MiB at 1024), on the
+/// queries in place in `qkv` or max-pooled into a buffer first; keys and
+/// values read in place. Writes `out` `[b, lq, c]`.
+fn global_attention_fused<P: BlockProducts>(
+    prod: &P,
+    qkv: &[f32],
+    z: &GlobalSizes,
+    out: &mut [f32],
+) -> Result<()> {
+    let (b, l, c, heads, hd, lq) = (z.b, z.l, z.c, z.heads, z.hd, z.lq);
+    let c3 = 3 * c;
+    // Pooled queries `[b, lq, c]`, in blocks of rows on the pool (the bf16
+    // route pools inside its tasks too).
+    let pooled = z.q_stride.map(|_| {
+        const ROWS: usize = 64;
+        let mut q = alloc(b * lq * c);
+        if c > 0 {
+            par_chunks_mut(&mut q, ROWS * c, |blk, rows| {
+                for (r, row) in rows.chunks_exact_mut(c).enumerate() {
+                    let (bi, oq) = ((blk * ROWS + r) / lq, (blk * ROWS + r) % lq);
+                    let base = &qkv[bi * l * c3..(bi + 1) * l * c3];
+                    for (hh, qd) in row.chunks_exact_mut(hd).enumerate() {
+                        z.pool(base, hh, oq, qd);
+                    }
+                }
+            });
+        }
+        q
+    });
+    let in_qkv = |offset: usize| {
+        (
+            &qkv[offset..],
+            Layout {
+                heads,
+                batch_stride: l * c3,
+                head_stride: hd,
+                row_stride: c3,
+                col_stride: 1,
+            },
+        )
+    };
+    let q = match &pooled {
+        Some(p) => (&p[..], Layout::blhd(heads, lq, hd)),
+        None => in_qkv(0),
+    };
+    let dims = Dims {
+        bh: b * heads,
+        lq,
+        lk: l,
+        d: hd,
+        dv: hd,
+    };
+    let o = (out, Layout::blhd(heads, lq, hd));
+    attention_with(prod, dims, z.scale, q, in_qkv(c), in_qkv(2 * c), o)
+}
+
+/// bf16 global attention (the CPU must have the bf16 kernel): each head's
+/// keys and values packed once per task, and a task runs a group of query
+/// chunks (as few groups as keep every thread busy), small enough that the
+/// chunk's scores stay in cache (64 × 4096 f32 = 1 MiB at 1024); softmax
+/// over whole rows. Writes `out` `[b, lq, c]`.
+fn global_attention_bf16(qkv: &[f32], z: &GlobalSizes, out: &mut [f32]) {
+    let (b, l, c, heads, hd, lq) = (z.b, z.l, z.c, z.heads, z.hd, z.lq);
+    let c3 = 3 * c;
+    let po = SyncPtr(out.as_mut_ptr());
+    let qc = 64.min(lq.max(1));
+    let chunks = lq.div_ceil(qc);
+    let groups = num_threads()
+        .div_ceil((b * heads).max(1))
+        .max(1)
+        .min(chunks);
+    par_tasks(b * heads * groups, |t| {
+        let bi = t / (heads * groups);
+        let hh = (t / groups) % heads;
+        let grp = t % groups;
+        let base = &qkv[bi * l * c3..(bi + 1) * l * c3];
+        let (mut kp, mut vp) = (PackedB::empty(), PackedB::empty());
+        kp.repack_keys(&base[c + hh * hd..], l, hd, c3);
+        vp.repack_values(&base[2 * c + hh * hd..], l, hd, c3);
+        for chunk in grp * chunks / groups..(grp + 1) * chunks / groups {
+            let q0 = chunk * qc;
+            let rows = qc.min(lq - q0);
+            with_scratch(rows * hd + rows * l, |buf| {
+                let (q, s) = buf.split_at_mut(rows * hd);
+                let (qs, q_rs): (&[f32], usize) = if z.q_stride.is_some() {
+                    for r in 0..rows {
+                        z.pool(base, hh, q0 + r, &mut q[r * hd..(r + 1) * hd]);
+                    }
+                    (q, hd)
+                } else {
+                    (&base[q0 * c3 + hh * hd..], c3)
+                };
+                // SAFETY: the output rows of this task are disjoint from
+                // other tasks'. Both products are written, not accumulated.
+                let o = unsafe {
+                    let dst = po.ptr().add((bi * lq + q0) * c + hh * hd);
+                    std::slice::from_raw_parts_mut(dst, (rows - 1) * c + hd)
+                };
+                bf16::gemm(rows, qs, q_rs, &kp, s, l, bf16::Start::Zero);
+                softmax_rows(s, l, z.scale);
+                bf16::gemm(rows, s, l, &vp, o, c, bf16::Start::Zero);
+            });
+        }
+    });
 }
 
 /// `lat[b, y, x, :] += prev[b, y / 2, x / 2, :]` (nearest 2× upsampling of
@@ -1074,14 +1173,15 @@ mod tests {
         .is_err());
     }
 
-    /// Windowed attention against an f64 reference that follows the
-    /// official code literally (zero-pad the map to whole windows, padding
-    /// tokens' qkv = the bias, max-pool the queries inside each window,
-    /// attend over all the window's keys, drop the padded outputs): windows
-    /// that tile the map and windows that need padding on either side, with
-    /// and without query pooling, two heads, batch 2.
+    /// Windowed and global attention against an f64 reference that follows
+    /// the official code literally (zero-pad the map to whole windows,
+    /// padding tokens' qkv = the bias, max-pool the queries inside each
+    /// window, attend over all the window's keys, drop the padded outputs;
+    /// global: one window of the whole map, no padding): windows that tile
+    /// the map and windows that need padding on either side, with and
+    /// without query pooling, two heads, batch 2.
     #[test]
-    fn windowed_attention_matches_f64_reference() {
+    fn attention_matches_f64_reference() {
         let lcg = crate::modeling::kernels::softmax::tests::lcg;
         let (b, c, heads) = (2, 16, 2);
         let hd = c / heads;
@@ -1091,6 +1191,8 @@ mod tests {
             (5, 12, 7, None),
             (10, 6, 4, Some([2, 2])),
             (12, 12, 8, Some([2, 2])),
+            (9, 11, 0, None),
+            (10, 6, 0, Some([2, 2])),
         ] {
             let qkv = lcg(b * h * w * 3 * c, 2.0, (h * 31 + w) as u64);
             let bias = lcg(3 * c, 2.0, 5);
@@ -1107,7 +1209,9 @@ mod tests {
             let (got, ho, wo) = attention(&qkv, &bias, &g).unwrap();
             let [sy, sx] = q_stride.unwrap_or([1, 1]);
             assert_eq!((ho, wo), (h / sy, w / sx));
-            let (wqy, wqx) = (ws / sy, ws / sx);
+            // Global attention: one window, the whole (unpadded) map.
+            let (wh, ww) = if ws == 0 { (h, w) } else { (ws, ws) };
+            let (wqy, wqx) = (wh / sy, ww / sx);
             // Token (y, x) of image bi in the padded map: its qkv row.
             let tok = |bi: usize, y: usize, x: usize| -> &[f32] {
                 if y < h && x < w {
@@ -1130,8 +1234,8 @@ mod tests {
                                         for bb in 0..sx {
                                             let r = tok(
                                                 bi,
-                                                wy * ws + qy * sy + a,
-                                                wx * ws + qx * sx + bb,
+                                                wy * wh + qy * sy + a,
+                                                wx * ww + qx * sx + bb,
                                             );
                                             m = m.max(r[hh * hd + d] as f64);
                                         }
@@ -1139,8 +1243,8 @@ mod tests {
                                     m
                                 })
                                 .collect();
-                            let keys: Vec<&[f32]> = (0..ws * ws)
-                                .map(|i| tok(bi, wy * ws + i / ws, wx * ws + i % ws))
+                            let keys: Vec<&[f32]> = (0..wh * ww)
+                                .map(|i| tok(bi, wy * wh + i / ww, wx * ww + i % ww))
                                 .collect();
                             let logits: Vec<f64> = keys
                                 .iter()

@@ -129,8 +129,6 @@ pub trait BlockProducts: Sync {
 }
 
 thread_local! {
-    /// [`F32Gemm::scores`]' transposed tile, reused between calls.
-    static TRANSPOSED: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
     /// [`BlockProducts::scores_kt`]' keys gathered into rows (the default
     /// implementation), reused between calls.
     static KEY_ROWS: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
@@ -154,39 +152,10 @@ impl BlockProducts for F32Gemm {
         s: *mut f32,
         lds: usize,
     ) {
-        if m < n {
-            // Few queries (prompt tokens over image keys): `sᵀ = k qᵀ` with
-            // the larger operand read row-major, then transposed into `s`;
-            // the GEMM packs a transposed `k` slowly (measured on 64 × 256
-            // tiles, d = 256: 2.0 against 1.4 ms per 4096 keys).
-            return TRANSPOSED.with(|t| {
-                let mut t = t.borrow_mut();
-                t.resize(n * m, 0.0);
-                // SAFETY: forwarded from the caller; `t` holds n × m values.
-                unsafe {
-                    sgemm(
-                        n,
-                        m,
-                        d,
-                        t.as_mut_ptr(),
-                        m,
-                        false,
-                        k,
-                        (ldk as isize, 1),
-                        q,
-                        (1, ldq as isize),
-                    );
-                }
-                for i in 0..m {
-                    // SAFETY: the caller gives `m` rows of `n` writable
-                    // values at stride `lds`.
-                    let row = unsafe { core::slice::from_raw_parts_mut(s.add(i * lds), n) };
-                    for (j, v) in row.iter_mut().enumerate() {
-                        *v = t[j * m + i];
-                    }
-                }
-            });
-        }
+        // One product whatever the shape. (For fewer queries than keys this
+        // used to compute `sᵀ = k qᵀ` and transpose it: that cost Hiera's
+        // f32 encoder at 512 4–7 % — its pooled and edge windows have fewer
+        // queries than keys — and gained nothing measurable on clicks.)
         // SAFETY: forwarded from the caller; kᵀ is k read column-major.
         unsafe {
             sgemm(

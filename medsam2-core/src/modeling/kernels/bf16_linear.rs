@@ -118,19 +118,25 @@ impl<'a> WtRef<'a> {
     }
 }
 
-/// `y[rows × n] += x[rows × k] · B` on one thread with the bf16 kernel
-/// (`k`, `n` = `b`'s).
+/// `y[rows × n] = start + x[rows × k] · B` on one thread with the bf16
+/// kernel (`k`, `n` = `b`'s; see [`bf16::gemm`]).
 ///
 /// # Safety
 /// `x` must hold `rows·k` and `y` `rows·n` elements, not overlapping.
-pub(crate) unsafe fn linear_acc_bf16(x: *const f32, rows: usize, b: &PackedB, y: *mut f32) {
+pub(crate) unsafe fn linear_bf16(
+    x: *const f32,
+    rows: usize,
+    b: &PackedB,
+    y: *mut f32,
+    start: bf16::Start<'_>,
+) {
     if rows == 0 {
         return;
     }
     let (k, n) = (b.k(), b.n());
     let xs = std::slice::from_raw_parts(x, rows * k);
     let ys = std::slice::from_raw_parts_mut(y, rows * n);
-    bf16::gemm_acc(rows, xs, k, b, ys, n);
+    bf16::gemm(rows, xs, k, b, ys, n, start);
 }
 
 /// `nn.Linear` (weight `[out, in]`, optional bias) that runs its product in
@@ -201,8 +207,8 @@ impl Linear {
     }
 
     /// The bf16 product on f32 input `x` `[.., k]`: rows split into blocks
-    /// over the kernels' thread pool, each block's output holding the bias
-    /// before the kernel adds the product.
+    /// over the kernels' thread pool, the kernel writing each block's
+    /// products onto the bias.
     fn forward_bf16(&self, p: &PackedB, x: &Tensor) -> Result<Tensor> {
         let (k, n) = (p.k(), p.n());
         let dims = x.dims();
@@ -222,11 +228,11 @@ impl Linear {
         let xr = crate::modeling::backbones::cpu::F32Ref::new(&xc)?;
         let xs = xr.slice();
         let mut out = vec![0f32; rows * n];
-        if let Some(b) = &self.bias_f32 {
-            for row in out.chunks_exact_mut(n) {
-                row.copy_from_slice(b);
-            }
-        }
+        // The kernel writes its first sums onto the bias (or zeros).
+        let start = match &self.bias_f32 {
+            Some(b) => bf16::Start::Bias(b),
+            None => bf16::Start::Zero,
+        };
         use super::parallel::{num_threads, par_tasks, SyncPtr};
         // Row blocks: at least two per thread, at most 256 rows (the A block
         // in bf16 stays in L2).
@@ -237,7 +243,7 @@ impl Linear {
             let nr = rb.min(rows - r0);
             // SAFETY: disjoint row ranges of `out`.
             let y = unsafe { std::slice::from_raw_parts_mut(po.ptr().add(r0 * n), nr * n) };
-            bf16::gemm_acc(nr, &xs[r0 * k..(r0 + nr) * k], k, p, y, n);
+            bf16::gemm(nr, &xs[r0 * k..(r0 + nr) * k], k, p, y, n, start);
         });
         Tensor::from_vec(out, shape, x.device())
     }

@@ -10,7 +10,7 @@
 use candle_core::{Result, Tensor};
 
 use crate::modeling::backbones::cpu::F32Ref;
-use crate::modeling::kernels::bf16::{self, gemm_acc, PackedB};
+use crate::modeling::kernels::bf16::{self, gemm, PackedB, Start};
 use crate::modeling::kernels::gemm::sgemm;
 use crate::modeling::kernels::norm::layer_norm_rows;
 use crate::modeling::kernels::parallel::{par_tasks, with_scratch, SyncPtr};
@@ -211,10 +211,7 @@ fn token_block[token_block_at](
     let rows = a.q.len() / c;
     let (scores, mx) = scores.split_at_mut(rows * g);
     match a.packed {
-        Some((pm, _)) => {
-            scores.fill(0.0);
-            gemm_acc(rows, a.q, c, pm, scores, g);
-        }
+        Some((pm, _)) => gemm(rows, a.q, c, pm, scores, g, Start::Zero),
         // SAFETY: `scores` holds rows × g values, `o` rows × c; `q` is
         // [rows, c], `m` [g, c] read as its transpose, `vo` [g, c].
         None => unsafe {
@@ -233,10 +230,7 @@ fn token_block[token_block_at](
     // an [Nk, heads] group whose columns are the heads' softmaxes.
     softmax_cols(scores, nk, heads, mx, &mut vec![0f64; heads]);
     match a.packed {
-        Some((_, pvo)) => {
-            o.fill(0.0);
-            gemm_acc(rows, scores, g, pvo, o, c);
-        }
+        Some((_, pvo)) => gemm(rows, scores, g, pvo, o, c, Start::Zero),
         // SAFETY: as above.
         None => unsafe {
             sgemm(rows, c, g, o.as_mut_ptr(), c, false, scores.as_ptr(), (g as isize, 1),
