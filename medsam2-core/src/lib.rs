@@ -19,6 +19,7 @@ pub mod error;
 pub mod limits;
 #[cfg(feature = "std")]
 pub mod memory_bank;
+pub mod misc;
 #[cfg(feature = "std")]
 pub mod modeling;
 pub mod transforms;

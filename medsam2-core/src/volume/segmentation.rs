@@ -137,8 +137,9 @@ impl Segmentation {
     }
 
     /// Keeps only the largest 26-connected 3-D component of every object (the
-    /// MedSAM2 reference post-processing).
-    pub fn keep_largest_component(&mut self) {
+    /// MedSAM2 reference post-processing). Fails only for a grid of more
+    /// than 2^32 voxels.
+    pub fn keep_largest_component(&mut self) -> Result<()> {
         let n = self.num_slices();
         let (w, h) = (self.width, self.height);
         for o in 0..self.masks.len() {
@@ -152,7 +153,7 @@ impl Segmentation {
                     }
                 }
             }
-            let keep = largest_component(&on, dims);
+            let keep = largest_component(&on, dims)?;
             for (z, m) in self.masks[o].iter_mut().enumerate() {
                 if let Some(m) = m {
                     for (p, v) in m.iter_mut().enumerate() {
@@ -161,55 +162,24 @@ impl Segmentation {
                 }
             }
         }
+        Ok(())
     }
 }
 
 /// The largest 26-connected component of a 3-D mask (`dims` `[nx, ny, nz]`,
-/// x fastest); the first found wins ties.
-pub fn largest_component(mask: &[bool], dims: [usize; 3]) -> Vec<bool> {
-    let [nx, ny, nz] = dims;
-    let mut comp = vec![0u32; mask.len()];
-    let mut best = (0usize, 0u32);
-    let mut next = 0u32;
-    let mut stack = Vec::new();
-    for start in 0..mask.len() {
-        if !mask[start] || comp[start] != 0 {
-            continue;
-        }
-        next += 1;
-        comp[start] = next;
-        stack.push(start);
-        let mut size = 0usize;
-        while let Some(p) = stack.pop() {
-            size += 1;
-            let (x, y, z) = (p % nx, (p / nx) % ny, p / (nx * ny));
-            for dz in -1i64..=1 {
-                for dy in -1i64..=1 {
-                    for dx in -1i64..=1 {
-                        let (qx, qy, qz) = (x as i64 + dx, y as i64 + dy, z as i64 + dz);
-                        if qx < 0
-                            || qy < 0
-                            || qz < 0
-                            || qx >= nx as i64
-                            || qy >= ny as i64
-                            || qz >= nz as i64
-                        {
-                            continue;
-                        }
-                        let q = qx as usize + nx * (qy as usize + ny * qz as usize);
-                        if mask[q] && comp[q] == 0 {
-                            comp[q] = next;
-                            stack.push(q);
-                        }
-                    }
-                }
-            }
-        }
-        if size > best.0 {
-            best = (size, next);
-        }
-    }
-    comp.iter().map(|&c| c != 0 && c == best.1).collect()
+/// x fastest; [`crate::misc::connected_components`]); the first found wins
+/// ties.
+pub fn largest_component(mask: &[bool], dims: [usize; 3]) -> Result<Vec<bool>> {
+    let comp = crate::misc::connected_components(mask, dims)?;
+    // The first of the largest: `max_by_key` keeps the last, so compare
+    // (size, reversed label).
+    let best = comp
+        .sizes
+        .iter()
+        .enumerate()
+        .max_by_key(|&(l, &s)| (s, core::cmp::Reverse(l)))
+        .map(|(l, _)| l as u32 + 1);
+    Ok(comp.labels.iter().map(|&c| Some(c) == best).collect())
 }
 
 /// Gives every prompt of `objects` to `session` (in order; a slice with a mask
@@ -325,7 +295,7 @@ pub fn segment(
         seg.visits += done_here;
     }
     if opts.largest_component {
-        seg.keep_largest_component();
+        seg.keep_largest_component()?;
     }
     Ok(seg)
 }
@@ -362,7 +332,7 @@ mod tests {
         on[13] = true; // diagonal neighbour of 0: (1, 1, 1)
         on[26] = true;
         on[53] = true;
-        let keep = largest_component(&on, [3, 3, 6]);
+        let keep = largest_component(&on, [3, 3, 6]).unwrap();
         assert_eq!(keep.iter().filter(|&&b| b).count(), 3);
         assert!(!keep[53]);
         assert_eq!(Propagation::parse(" Both ").unwrap(), Propagation::Joint);
@@ -384,7 +354,7 @@ mod tests {
             s.masks[0][0].as_deref(),
             Some(&[1, 1, 0, 0, 1, 0, 0, 0][..])
         );
-        s.keep_largest_component();
+        s.keep_largest_component().unwrap();
         assert_eq!(s.masks[0][1].as_deref(), Some(&[0u8; 8][..]));
         assert_eq!(s.masks[1][0], None);
         assert_eq!(s.masks[1][1].as_deref().map(|m| m[0]), Some(1));
