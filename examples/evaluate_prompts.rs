@@ -124,6 +124,11 @@ struct Args {
     /// Slices whose encoder features are kept (reused across strategies).
     #[arg(long, value_name = "N", default_value_t = 64)]
     cache_frames: usize,
+    /// Fill background holes of at most N pixels in each slice's
+    /// low-resolution mask, as the official video predictor does on a GPU
+    /// (`fill_hole_area`); 0 = off, as the official code on a CPU.
+    #[arg(long, value_name = "N", default_value_t = 8)]
+    fill_hole_area: usize,
     /// No progress bar.
     #[arg(long)]
     quiet: bool,
@@ -174,6 +179,7 @@ fn job_from(args: &Args) -> Result<EvalJob, JobError> {
     job.device = DeviceKind::parse(&args.device)?;
     job.dtype = ComputeDType::parse(&args.dtype)?;
     job.cache_frames = args.cache_frames;
+    job.fill_hole_area = args.fill_hole_area;
     for (flag, p) in [("--csv", &args.csv), ("--summary-csv", &args.summary_csv)] {
         if let Some(p) = p {
             medsam2_tools::volume_job::check_output(p, flag, &[".csv"])?;

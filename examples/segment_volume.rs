@@ -144,6 +144,11 @@ struct Args {
     /// Slices whose encoder features are kept in memory.
     #[arg(long, value_name = "N", default_value_t = 32)]
     cache_frames: usize,
+    /// Fill background holes of at most N pixels in each slice's
+    /// low-resolution mask, as the official video predictor does on a GPU
+    /// (`fill_hole_area`); 0 = off, as the official code on a CPU.
+    #[arg(long, value_name = "N", default_value_t = 8)]
+    fill_hole_area: usize,
     /// No progress bar.
     #[arg(long)]
     quiet: bool,
@@ -182,6 +187,7 @@ fn job_from(args: &Args) -> Result<SegmentJob, JobError> {
     job.device = DeviceKind::parse(&args.device)?;
     job.dtype = ComputeDType::parse(&args.dtype)?;
     job.cache_frames = args.cache_frames;
+    job.fill_hole_area = args.fill_hole_area;
     if args.boxes.is_empty() && args.points.is_empty() && args.mask.is_none() {
         return Err(JobError("no prompt: give --box, --point or --mask".into()));
     }

@@ -485,6 +485,14 @@ typedef struct medsam2_session_options {
      * keeps the voxel (the official `non_overlap_masks`).
      */
     int32_t non_overlap_masks;
+    /**
+     * Background holes of at most this many pixels in each slice's
+     * low-resolution mask become foreground (the official video
+     * predictor's `fill_hole_area`, applied there only on a GPU); 0 =
+     * default (8, as the official predictor on a GPU), negative = off (as
+     * the official code on a CPU).
+     */
+    int32_t fill_hole_area;
 } medsam2_session_options;
 
 /**

@@ -478,13 +478,26 @@ pub fn check_video(f: &mut Fixture, report: &mut Report) -> Result<()> {
         pixels: frames,
         hw: [vh, vw],
     };
-    // The official predictor's settings (`build_sam2_video_predictor`).
+    // The official predictor's settings (`build_sam2_video_predictor`), hole
+    // filling as the fixture's run applied it (never on a CPU: it needs the
+    // CUDA extension).
+    let pp = &f.json["postprocessing"];
+    let fill_hole_area = match pp["fill_hole_applied"].as_bool() {
+        Some(false) => 0,
+        Some(true) => pp["fill_hole_area"].as_u64().unwrap_or(0) as usize,
+        None => {
+            return Err(FixtureError::Format(
+                "no postprocessing.fill_hole_applied".into(),
+            ))
+        }
+    };
     let opts = SessionOptions {
         trace: true,
         feature_cache_frames: 4,
         add_all_frames_to_correct_as_cond: false,
         non_overlap_masks: false,
         binarize_mask_from_pts_for_mem_enc: true,
+        fill_hole_area,
     };
     let mut sess = Sam2VideoPredictor::new(model.clone(), Box::new(provider), opts)?;
     let obj_ids: Vec<u32> = v["obj_ids"]

@@ -130,13 +130,16 @@ impl FrameProvider for MedSam2Frames {
 
 /// A session with the official `build_sam2_video_predictor` settings (in
 /// particular `add_all_frames_to_correct_as_cond = false`, where this crate's
-/// default is `true`) over `slices`, whose pixels reach the model as the
+/// default is `true`; `fill_hole_area` 8 as the scripts run on a GPU, 0 as
+/// the official code on a CPU, see [`SessionOptions::fill_hole_area`]) over
+/// `slices`, whose pixels reach the model as the
 /// protocol's script sends them ([`MedSam2Frames`] for MedSAM2, the official
 /// video loader's [`GreyFrames`] for Medical-SAM2).
 pub fn official_session(
     model: Arc<Sam2Base>,
     slices: &Slices,
     protocol: Protocol,
+    fill_hole_area: usize,
 ) -> Result<Sam2VideoPredictor> {
     let (h, w) = (slices.height, slices.width);
     let frames: Box<dyn FrameProvider> = match protocol {
@@ -150,6 +153,7 @@ pub fn official_session(
         non_overlap_masks: false,
         add_all_frames_to_correct_as_cond: false,
         binarize_mask_from_pts_for_mem_enc: true,
+        fill_hole_area,
         trace: false,
     };
     Ok(Sam2VideoPredictor::new(model, frames, opts)?)
@@ -176,8 +180,9 @@ pub fn medsam2_ct(
     obj_id: u32,
     key: usize,
     bbox: [f32; 4],
+    fill_hole_area: usize,
 ) -> Result<Segmentation> {
-    let mut session = official_session(model, slices, Protocol::MedSam2Ct)?;
+    let mut session = official_session(model, slices, Protocol::MedSam2Ct, fill_hole_area)?;
     let objects = [box_prompt(obj_id, key, bbox)];
     segment(
         &mut session,
@@ -203,8 +208,9 @@ pub fn medsam2_recist(
     obj_id: u32,
     key: usize,
     bbox: [f32; 4],
+    fill_hole_area: usize,
 ) -> Result<(Vec<u8>, Segmentation)> {
-    let mut session = official_session(model, slices, Protocol::MedSam2Recist)?;
+    let mut session = official_session(model, slices, Protocol::MedSam2Recist, fill_hole_area)?;
     session.reset();
     let fm = session.add_points_or_box(key, obj_id, &[], &[], Some(bbox), true)?;
     let mask = fm
@@ -237,6 +243,7 @@ pub fn segment_with_protocol(
     slices: &Slices,
     prompts: &[ObjectPrompts],
     protocol: Protocol,
+    fill_hole_area: usize,
 ) -> Result<Segmentation> {
     let one_box = match prompts {
         [o] => match o.slices.as_slice() {
@@ -259,9 +266,9 @@ pub fn segment_with_protocol(
                 ))
             })?;
             if p == Protocol::MedSam2Ct {
-                medsam2_ct(model, slices, id, key, b)
+                medsam2_ct(model, slices, id, key, b, fill_hole_area)
             } else {
-                medsam2_recist(model, slices, id, key, b).map(|(_, seg)| seg)
+                medsam2_recist(model, slices, id, key, b, fill_hole_area).map(|(_, seg)| seg)
             }
         }
     }
@@ -280,6 +287,8 @@ pub struct MedicalSam2Options {
     pub threshold: f32,
     /// Seed of the clicks.
     pub seed: u64,
+    /// [`SessionOptions::fill_hole_area`] (8, as `build_sam2_video_predictor`).
+    pub fill_hole_area: usize,
 }
 
 impl Default for MedicalSam2Options {
@@ -289,6 +298,7 @@ impl Default for MedicalSam2Options {
             boxes: true,
             threshold: 0.5,
             seed: 2024,
+            fill_hole_area: 8,
         }
     }
 }
@@ -394,8 +404,9 @@ pub fn medical_sam2(
     slices: &Slices,
     prompts: &[ObjectPrompts],
     threshold: f32,
+    fill_hole_area: usize,
 ) -> Result<Segmentation> {
-    let mut session = official_session(model, slices, Protocol::MedicalSam2)?;
+    let mut session = official_session(model, slices, Protocol::MedicalSam2, fill_hole_area)?;
     segment(
         &mut session,
         prompts,
@@ -428,7 +439,7 @@ pub fn evaluate_case_medical_sam2(
     let labels = label_slices(&case.labels, axis)?;
     let (rs, rl) = medical_sam2_inputs(slices, &labels, size)?;
     let prompts = medical_sam2_prompts(&rl, size, opts)?;
-    let seg = medical_sam2(model, &rs, &prompts, opts.threshold)?;
+    let seg = medical_sam2(model, &rs, &prompts, opts.threshold, opts.fill_hole_area)?;
     let n = rs.len();
     let sp = case.image.geometry().spacing;
     let (c, r) = axis.in_plane();

@@ -106,6 +106,24 @@ fn grey(f: &mut Fixture) -> Vec<u8> {
     }
 }
 
+/// The fixture's hole filling: its reference ran on a CPU, where the
+/// official code skips `fill_hole_area` (it needs the CUDA extension), and
+/// its deviations say so; 0 turns ours off to match.
+fn fill_hole_area(f: &Fixture) -> usize {
+    let skipped = f.json["deviations"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .any(|d| d.starts_with("fill_hole_area=8 configured but not applied"));
+    assert!(
+        skipped,
+        "{}: deviations do not record hole filling skipped",
+        f.name()
+    );
+    0
+}
+
 /// Voxels where `got` and `want` (same length, 0 = background) disagree.
 fn agree(what: &str, got: &[u8], want: &[u8]) -> usize {
     assert_eq!(got.len(), want.len(), "{what}: sizes");
@@ -147,7 +165,8 @@ fn check_passes(
     starts: &[(usize, Direction)],
     protocol: Protocol,
 ) {
-    let mut session = official_session(model.clone(), slices, protocol).unwrap();
+    let fill = fill_hole_area(f);
+    let mut session = official_session(model.clone(), slices, protocol, fill).unwrap();
     for (i, (p, &(start, dir))) in passes.as_array().unwrap().iter().zip(starts).enumerate() {
         let want = f
             .f32("e2e", p["tensors"]["low_res"].as_str().unwrap())
@@ -279,7 +298,13 @@ fn check_medsam2_ct(f: &mut Fixture, model: Arc<Sam2Base>) {
         Protocol::MedSam2Ct,
     );
     // The union before the component filter, then the protocol's output.
-    let mut session = official_session(model.clone(), &slices, Protocol::MedSam2Ct).unwrap();
+    let mut session = official_session(
+        model.clone(),
+        &slices,
+        Protocol::MedSam2Ct,
+        fill_hole_area(f),
+    )
+    .unwrap();
     let union = segment(
         &mut session,
         &objects,
@@ -289,7 +314,7 @@ fn check_medsam2_ct(f: &mut Fixture, model: Arc<Sam2Base>) {
     .unwrap();
     let want = u8s(&f.tensor("e2e", "e2e/union").unwrap());
     agree("union of both passes", &seg_voxels(&union, 0, 1), &want);
-    let seg = medsam2_ct(model, &slices, 1, key, b).unwrap();
+    let seg = medsam2_ct(model, &slices, 1, key, b, fill_hole_area(f)).unwrap();
     let want = u8s(&f.tensor("e2e", "e2e/final").unwrap());
     agree("final (largest component)", &seg_voxels(&seg, 0, 1), &want);
 }
@@ -300,7 +325,7 @@ fn check_medsam2_recist(f: &mut Fixture, model: Arc<Sam2Base>) {
     let b = bbox(&f.json["box"]);
     let label = f.json["label"].as_u64().unwrap() as u8;
     let slices = slices_of(&grey(f), &dhw);
-    let (mask, seg) = medsam2_recist(model.clone(), &slices, 1, key, b).unwrap();
+    let (mask, seg) = medsam2_recist(model.clone(), &slices, 1, key, b, fill_hole_area(f)).unwrap();
     let want_mask = u8s(&f.tensor("e2e", "e2e/mask_prompt").unwrap());
     agree("mask prompt (box -> logits > 0)", &mask, &want_mask);
     // Replay the passes from the reference's mask prompt.
@@ -419,6 +444,7 @@ fn check_medical_sam2(f: &mut Fixture, model: Arc<Sam2Base>) {
             boxes,
             threshold,
             seed: 7,
+            fill_hole_area: fill_hole_area(f),
         };
         let ours = medical_sam2_prompts(&rl, size, &opts).unwrap();
         for (a, b) in ours.iter().zip(&recorded) {
@@ -448,7 +474,8 @@ fn check_medical_sam2(f: &mut Fixture, model: Arc<Sam2Base>) {
             &[(0, Direction::Forward)],
             Protocol::MedicalSam2,
         );
-        let seg = medical_sam2(model.clone(), &rs, &recorded, threshold).unwrap();
+        let seg =
+            medical_sam2(model.clone(), &rs, &recorded, threshold, fill_hole_area(f)).unwrap();
         let want = u8s(&f
             .tensor("e2e", run["tensors"]["masks"].as_str().unwrap())
             .unwrap());
@@ -465,7 +492,7 @@ fn check_medical_sam2(f: &mut Fixture, model: Arc<Sam2Base>) {
         let total = (dhw[0] * size * size) as f64;
         for (th, counts) in run["voxels_per_threshold"].as_object().unwrap() {
             let t: f32 = th.parse().unwrap();
-            let seg = medical_sam2(model.clone(), &rs, &recorded, t).unwrap();
+            let seg = medical_sam2(model.clone(), &rs, &recorded, t, fill_hole_area(f)).unwrap();
             for (o, want) in usizes(counts).into_iter().enumerate() {
                 let got = seg_voxels(&seg, o, 1).iter().filter(|&&v| v != 0).count();
                 let frac = 1.0 - got.abs_diff(want) as f64 / total;

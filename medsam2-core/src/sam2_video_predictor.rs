@@ -167,6 +167,13 @@ pub struct SessionOptions {
     pub add_all_frames_to_correct_as_cond: bool,
     /// Binarise click masks before memory encoding (`build_sam2_video_predictor` sets it).
     pub binarize_mask_from_pts_for_mem_enc: bool,
+    /// Background holes of at most this many pixels in each frame's
+    /// low-resolution logits become foreground (`fill_hole_area`,
+    /// [`crate::misc::fill_holes_in_mask_scores`]); 0 = off. Default 8, as
+    /// `build_sam2_video_predictor` sets for SAM 2, MedSAM2 and Medical-SAM2
+    /// alike. The official code applies it only when its CUDA extension is
+    /// built, so its CPU runs (and this crate's parity fixtures) have 0.
+    pub fill_hole_area: usize,
     /// Record every tracking call (for parity checks).
     pub trace: bool,
 }
@@ -178,6 +185,7 @@ impl Default for SessionOptions {
             non_overlap_masks: false,
             add_all_frames_to_correct_as_cond: true,
             binarize_mask_from_pts_for_mem_enc: true,
+            fill_hole_area: 8,
             trace: false,
         }
     }
@@ -469,7 +477,7 @@ impl Sam2VideoPredictor {
             self.policy
                 .select(&self.objects[obj_idx].out, frame_idx, reverse, n, &pos)
         };
-        let out = self.model.track_step(
+        let mut out = self.model.track_step(
             &feats,
             is_init_cond_frame,
             points.as_ref().map(|(a, b)| (a, b)),
@@ -479,6 +487,17 @@ impl Sam2VideoPredictor {
             prev_sam_mask_logits.as_ref(),
             &self.mem_params,
         )?;
+        if self.opts.fill_hole_area > 0 {
+            // As `_run_single_frame_inference`: on the stored, returned (and
+            // traced) logits; the memory encoded inside the step saw them
+            // unfilled.
+            let m = &out.frame.pred_masks;
+            let (_, _, h, w) = m.dims4()?;
+            let mut v = m.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+            crate::misc::fill_holes_in_mask_scores(&mut v, h, w, self.opts.fill_hole_area)?;
+            out.frame.pred_masks =
+                Tensor::from_vec(v, m.shape(), m.device())?.to_dtype(m.dtype())?;
+        }
         let frame = out.frame.clone();
         if self.opts.trace {
             self.calls.push(TrackCall {

@@ -139,6 +139,12 @@ pub struct medsam2_session_options {
     /// Nonzero: where objects overlap, only the one with the highest score
     /// keeps the voxel (the official `non_overlap_masks`).
     pub non_overlap_masks: i32,
+    /// Background holes of at most this many pixels in each slice's
+    /// low-resolution mask become foreground (the official video
+    /// predictor's `fill_hole_area`, applied there only on a GPU); 0 =
+    /// default (8, as the official predictor on a GPU), negative = off (as
+    /// the official code on a CPU).
+    pub fill_hole_area: i32,
 }
 
 /// Progress callback of `medsam2_session_propagate`: called on the calling
@@ -341,6 +347,11 @@ pub unsafe extern "C" fn medsam2_session_new(
                 opts.feature_cache_frames = o.feature_cache_slices as usize;
             }
             opts.non_overlap_masks = o.non_overlap_masks != 0;
+            match o.fill_hole_area {
+                0 => {}
+                a if a < 0 => opts.fill_hole_area = 0,
+                a => opts.fill_hole_area = a as usize,
+            }
         }
         let vol = read_volume(v)?;
         let grey = core_intensity(&vol, it)?.grey(&vol)?;

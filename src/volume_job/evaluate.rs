@@ -394,6 +394,10 @@ pub struct EvalJob {
     pub dtype: medsam2_core::checkpoint::ComputeDType,
     /// Encoder features kept (slices).
     pub cache_frames: usize,
+    /// Small holes filled in every slice's low-resolution mask, in pixels
+    /// ([`medsam2_core::sam2_video_predictor::SessionOptions::fill_hole_area`];
+    /// 8 as the official predictor on a GPU, 0 = off).
+    pub fill_hole_area: usize,
     /// `Some(Protocol::MedicalSam2)`: Medical-SAM2's own evaluation instead
     /// of `strategies` (see [`crate::protocols::evaluate_case_medical_sam2`]).
     pub protocol: Option<crate::protocols::Protocol>,
@@ -416,6 +420,7 @@ impl EvalJob {
             device: Default::default(),
             dtype: Default::default(),
             cache_frames: 64,
+            fill_hole_area: 8,
             protocol: None,
         }
     }
@@ -480,6 +485,7 @@ pub fn run_eval_job(
                 prompt_freq: job.sim.every,
                 boxes: job.sim.every_box,
                 seed: job.sim.seed,
+                fill_hole_area: job.fill_hole_area,
                 ..Default::default()
             };
             let r = crate::protocols::evaluate_case_medical_sam2(
@@ -498,7 +504,7 @@ pub fn run_eval_job(
             VolumeGrid::of(&case.image, job.axis),
             slices,
             model.clone(),
-            session_options(job.cache_frames, false),
+            session_options(job.cache_frames, false, job.fill_hole_area),
         )?;
         let r = evaluate_case(
             &mut session,

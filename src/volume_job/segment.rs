@@ -45,6 +45,10 @@ pub struct SegmentJob {
     pub dtype: medsam2_core::checkpoint::ComputeDType,
     /// Encoder features kept (slices).
     pub cache_frames: usize,
+    /// Small holes filled in every slice's low-resolution mask, in pixels
+    /// ([`medsam2_core::sam2_video_predictor::SessionOptions::fill_hole_area`];
+    /// 8 as the official predictor on a GPU, 0 = off).
+    pub fill_hole_area: usize,
     /// A paper's protocol instead of `propagation`/`largest_component`
     /// (see [`crate::protocols::segment_with_protocol`]).
     pub protocol: Option<crate::protocols::Protocol>,
@@ -78,6 +82,7 @@ impl SegmentJob {
             device: Default::default(),
             dtype: Default::default(),
             cache_frames: 32,
+            fill_hole_area: 8,
             protocol: None,
         }
     }
@@ -129,11 +134,17 @@ impl SegmentReport {
 }
 
 /// The session settings of the jobs: `cache_frames` slices' encoder
-/// features kept (at least 1); `non_overlap` for several objects.
-pub fn session_options(cache_frames: usize, non_overlap: bool) -> SessionOptions {
+/// features kept (at least 1); `non_overlap` for several objects; holes of
+/// at most `fill_hole_area` pixels filled.
+pub fn session_options(
+    cache_frames: usize,
+    non_overlap: bool,
+    fill_hole_area: usize,
+) -> SessionOptions {
     SessionOptions {
         feature_cache_frames: cache_frames.max(1),
         non_overlap_masks: non_overlap,
+        fill_hole_area,
         ..Default::default()
     }
 }
@@ -183,13 +194,13 @@ pub fn run_segment_job(
             })?;
     let load_seconds = t.elapsed().as_secs_f64();
     let seg = if let Some(p) = job.protocol {
-        crate::protocols::segment_with_protocol(model, &slices, &prompts, p)?
+        crate::protocols::segment_with_protocol(model, &slices, &prompts, p, job.fill_hole_area)?
     } else {
         let mut session = VolumeSession::from_slices(
             VolumeGrid::of(&input, job.axis),
             slices.clone(),
             model,
-            session_options(job.cache_frames, prompts.len() > 1),
+            session_options(job.cache_frames, prompts.len() > 1, job.fill_hole_area),
         )?;
         session.set_prompts(prompts.clone())?;
         let opts = SegmentOptions {

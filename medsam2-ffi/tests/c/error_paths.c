@@ -426,7 +426,7 @@ int main(int argc, char **argv) {
     bi.upper_percentile = 99.5;
     EXPECT(medsam2_session_new(model, &vol, &bi, MEDSAM2_AXIS_J, NULL, &s), MEDSAM2_OK);
     EXPECT(medsam2_session_free(s), MEDSAM2_OK);
-    medsam2_session_options opts = {2, 1};
+    medsam2_session_options opts = {2, 1, -1};
     EXPECT(medsam2_session_new(model, &vol, &it, MEDSAM2_AXIS_K, &opts, &s), MEDSAM2_OK);
 
     const size_t nvox = (size_t)VX * VY * VZ;
