@@ -97,7 +97,7 @@ def check_set(d):
         c.ok(t.dtype == want, f"{k} dtype {t.dtype} (want {want})")
 
     # --- weights: strict load into official models
-    wsd = load_file(os.path.join(d, "weights.safetensors"))
+    wsd = load_file(os.path.join(d, fx.get("weights", "weights.safetensors")))
     c.ok(all(v.dtype == torch.float32 for v in wsd.values()), "weights F32")
     model = G.hydra_build(d, video=False)
     model.load_state_dict(wsd, strict=True)
@@ -168,6 +168,15 @@ def check_set(d):
             if call["mask_inputs"]:
                 c.ok(abs(abs(sc.item()) - 10.0) < 1e-6, "mask prompt score +-10")
             c.ok(("maskmem_features" in t) == call["run_mem_encoder"], "maskmem iff run_mem_encoder")
+            pp = fx.get("postprocessing", {})
+            if pp.get("fill_hole_applied"):
+                # After filling, no background component of at most
+                # fill_hole_area pixels is left (labelled independently here).
+                from scipy import ndimage
+
+                lab, n = ndimage.label((pm[0, 0] <= 0).numpy(), structure=np.ones((3, 3), dtype=int))
+                small = [a for a in np.bincount(lab.ravel())[1:] if a <= pp["fill_hole_area"]]
+                c.ok(not small, f"call {call['index']}: unfilled holes of {small} pixels")
         for o in v["outputs"]:
             t = o["tensors"]
             if "video_res_masks" in t:

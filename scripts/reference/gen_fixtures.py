@@ -226,6 +226,21 @@ SETS = OrderedDict(
     ]
 )
 
+# The video part of sam2.1-tiny-a again (same seed, so the same weights: the
+# set points at that set's file) with the official hole filling applied. The
+# official `fill_holes_in_mask_scores` runs unchanged; only its labeller
+# `get_connected_components` (the CUDA extension sam2._C, absent on a CPU) is
+# replaced by scipy's 8-connected `ndimage.label` (see
+# `cpu_connected_components`).
+SETS["sam2.1-tiny-a-fill"] = dict(
+    SETS["sam2.1-tiny-a"],
+    fill_holes=True,
+    weights_from="sam2.1-tiny-a",
+    parts=["video"],
+    note=SETS["sam2.1-tiny-a"]["note"]
+    + " Video part only, with fill_hole_area=8 applied (CPU labeller in place of sam2._C).",
+)
+
 # ---------------------------------------------------------------------------
 # helpers
 # ---------------------------------------------------------------------------
@@ -334,6 +349,52 @@ def _wrap(text, width):
     if cur:
         lines.append(cur)
     return lines
+
+
+def cpu_connected_components(mask):
+    """What ``sam2._C.get_connected_componnets`` returns for binary masks
+    ``(N, 1, H, W)``: 8-connected component labels (0 = background) and each
+    pixel's component area (0 on background), by ``scipy.ndimage.label``.
+    ``fill_holes_in_mask_scores`` uses only ``labels > 0`` and the areas, so
+    any correct 8-connected labelling gives the official result."""
+    from scipy import ndimage
+
+    m = mask.to(torch.uint8).cpu().numpy()
+    labels = np.zeros(m.shape, np.int32)
+    counts = np.zeros(m.shape, np.int32)
+    for i in range(m.shape[0]):
+        lab, n = ndimage.label(m[i, 0], structure=np.ones((3, 3), dtype=int))
+        area = np.bincount(lab.ravel(), minlength=n + 1)
+        area[0] = 0
+        labels[i, 0] = lab
+        counts[i, 0] = area[lab]
+    return torch.from_numpy(labels), torch.from_numpy(counts)
+
+
+def enable_cpu_hole_filling(stats):
+    """Makes the official ``fill_holes_in_mask_scores`` run on a CPU (its
+    labeller replaced by ``cpu_connected_components``) and counts in
+    ``stats`` the calls and the pixels it changes; returns the function that
+    undoes it."""
+    import sam2.sam2_video_predictor as svp
+    import sam2.utils.misc as misc
+
+    saved = (misc.get_connected_components, svp.fill_holes_in_mask_scores)
+    misc.get_connected_components = cpu_connected_components
+    official = misc.fill_holes_in_mask_scores
+
+    def counted(mask, max_area):
+        out = official(mask, max_area)
+        stats["calls"] += 1
+        stats["pixels_filled"] += int((out != mask).sum())
+        return out
+
+    svp.fill_holes_in_mask_scores = counted
+
+    def restore():
+        misc.get_connected_components, svp.fill_holes_in_mask_scores = saved
+
+    return restore
 
 
 def hydra_build(cfg_dir, video):
@@ -1408,6 +1469,10 @@ def check_set(d, fx):
 
 def generate(name, spec, out_root, parts):
     spec = dict(spec, name=name)
+    parts = [p for p in parts if p in spec.get("parts", parts)]
+    fill = spec.get("fill_holes", False)
+    fill_stats = dict(calls=0, pixels_filled=0)
+    restore = enable_cpu_hole_filling(fill_stats) if fill else None
     d = os.path.join(out_root, name)
     os.makedirs(d, exist_ok=True)
     cfg = os.path.join(d, "config.yaml")
@@ -1419,11 +1484,21 @@ def generate(name, spec, out_root, parts):
     model = hydra_build(d, video=False)
     fixture_init(model, spec["seed"] + 1, spec.get("obj_bias", 1.0))
     sd = OrderedDict((k, v.detach().to(torch.float32).contiguous().clone()) for k, v in model.state_dict().items())
-    write_safetensors(sd, os.path.join(d, "weights.safetensors"), {"config": "config.yaml", "format": "pt"})
+    weights = "weights.safetensors"
+    write_safetensors(sd, os.path.join(d, weights), {"config": "config.yaml", "format": "pt"})
+    if spec.get("weights_from"):
+        # Same seed and sizes as that set: the same bytes; point at its file.
+        import filecmp
+
+        sibling = os.path.join("..", spec["weights_from"], "weights.safetensors")
+        same = filecmp.cmp(os.path.join(d, weights), os.path.join(d, sibling), shallow=False)
+        assert same, f"weights differ from {sibling}"
+        os.remove(os.path.join(d, weights))
+        weights = sibling
     # reload from disk (strict) into fresh official models
     from safetensors.torch import load_file
 
-    wsd = load_file(os.path.join(d, "weights.safetensors"))
+    wsd = load_file(os.path.join(d, weights))
     model = hydra_build(d, video=False)
     model.load_state_dict(wsd, strict=True)
     model.eval()
@@ -1434,7 +1509,7 @@ def generate(name, spec, out_root, parts):
         generator=GENERATOR,
         reference=versions(),
         config="config.yaml",
-        weights="weights.safetensors",
+        weights=weights,
         derived_from=f"sam2/configs/{spec['parent']}",
         sam2_version_flags=spec["version"],
         description=spec["note"],
@@ -1453,12 +1528,22 @@ def generate(name, spec, out_root, parts):
         ),
         postprocessing=OrderedDict(
             fill_hole_area=8,
-            fill_hole_applied=False,
-            note="fill_holes_in_mask_scores needs the CUDA extension sam2._C; without it the official code warns and "
-            "returns the masks unchanged, so these fixtures have no hole filling.",
+            fill_hole_applied=fill,
+            note=(
+                "fill_holes_in_mask_scores applied as officially, its labeller sam2._C.get_connected_componnets "
+                "replaced by scipy.ndimage.label with 8-connectivity (gen_fixtures.cpu_connected_components)."
+                if fill
+                else "fill_holes_in_mask_scores needs the CUDA extension sam2._C; without it the official code warns "
+                "and returns the masks unchanged, so these fixtures have no hole filling."
+            ),
             image_predictor=OrderedDict(mask_threshold=0.0, max_hole_area=0.0, max_sprinkle_area=0.0),
         ),
-        deviations_from_plain_official_calls=DEVIATIONS,
+        deviations_from_plain_official_calls=[
+            "fill_hole_area=8 applied with a CPU labeller in place of sam2._C (scipy.ndimage.label, 8-connectivity)."
+            if fill and dev.startswith("fill_hole_area")
+            else dev
+            for dev in DEVIATIONS
+        ],
     )
     with torch.no_grad():
         if "image" in parts:
@@ -1475,6 +1560,13 @@ def generate(name, spec, out_root, parts):
         save_st(T, os.path.join(d, "video.safetensors"), name)
         fx["video"] = js
         print(f"[{name}] video part: {len(T)} tensors, {len(js['calls'])} calls", flush=True)
+        if fill:
+            fx["postprocessing"]["fill_hole_calls"] = fill_stats["calls"]
+            fx["postprocessing"]["fill_hole_pixels_filled"] = fill_stats["pixels_filled"]
+            print(f"[{name}] hole filling: {fill_stats}", flush=True)
+            assert fill_stats["pixels_filled"] > 0, "hole filling changed nothing: the set would not test it"
+    if restore:
+        restore()
     if "oneprompt" in parts and spec.get("oneprompt", True):
         net = hydra_build(d, video=False)
         net.load_state_dict(wsd, strict=True)
