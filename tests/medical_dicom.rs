@@ -6,8 +6,9 @@
 //!
 //! * The tiny committed set `tests/fixtures/dicom` runs everywhere.
 //! * The synthetic series (oblique CT, fractional-rescale MR, sagittal 8-bit
-//!   implicit VR, RLE, deflated, JPEG lossless written by GDCM, two series in
-//!   one folder, six broken series)
+//!   implicit VR, RLE, deflated, JPEG lossless written by GDCM, the oblique
+//!   CT as one enhanced multi-frame file, two series in one folder, eight
+//!   broken series)
 //!   and the series made from the shared CT NIfTI are generated at test time
 //!   into a temporary folder with the Python named by `MEDSAM2_DICOM_PYTHON`
 //!   (`.ci/run` installs it). Without it the tests print `skipped: ...`, except
@@ -227,6 +228,21 @@ fn synthetic_series_match_simpleitk() {
             s.skipped.len()
         );
     }
+    // The oblique CT as one Enhanced CT file (frames stored out of z order,
+    // geometry and rescale in functional groups): the same volume as
+    // SimpleITK reads from the single-frame series.
+    let r = load_reference(&dir.join("ref/ct_oblique"));
+    let s = dicom::read_dicom_dir(dir.join("ct_enhanced"), &Default::default())
+        .unwrap_or_else(|e| panic!("ct_enhanced: {e}"));
+    assert_matches(&s.volume, &r, "ct_enhanced");
+    assert_eq!(file_names(&s.files), vec!["enhanced.dcm".to_string()]);
+    assert_eq!(s.series.files, 1, "one file, twelve frames");
+    println!(
+        "ct_enhanced: {:?} {} voxels, spacing {:?}",
+        s.volume.dims(),
+        s.volume.data_type().name(),
+        s.volume.geometry().spacing
+    );
     let s = dicom::read_dicom_dir(dir.join("ct_oblique"), &Default::default()).unwrap();
     let mut reasons: Vec<String> = s.skipped.iter().map(|k| k.reason.clone()).collect();
     reasons.sort();
@@ -289,7 +305,7 @@ fn broken_series_give_their_errors() {
     let cases: serde_json::Value =
         serde_json::from_slice(&std::fs::read(dir.join("broken.json")).unwrap()).unwrap();
     let cases = cases.as_object().unwrap();
-    assert_eq!(cases.len(), 6);
+    assert_eq!(cases.len(), 8);
     for (name, case) in cases {
         let file = case["file"].as_str().unwrap();
         let want = case["error"].as_str().unwrap();

@@ -120,6 +120,68 @@ def write_series(
     return paths
 
 
+def write_enhanced(path, vol, spacing, origin, direction, slope, intercept, order, series=60):
+    """One Enhanced CT file: vol's slices as frames (in the order `order` of
+    slice indices), plane positions per frame, orientation, pixel measures and
+    rescale shared (the functional-group layout of scanners' enhanced
+    exports). The same volume as write_series(vol, ...) gives."""
+    from pydicom.sequence import Sequence
+    from pydicom.uid import EnhancedCTImageStorage
+
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    direction = np.asarray(direction, dtype=float)
+    nz, ny, nx = vol.shape
+    row, col, normal = direction[:, 0], direction[:, 1], direction[:, 2]
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = EnhancedCTImageStorage
+    meta.MediaStorageSOPInstanceUID = uid(series, 2, 1)
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    meta.ImplementationClassUID = uid(0, 1)
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID = EnhancedCTImageStorage
+    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    ds.StudyInstanceUID = uid(0, 9)
+    ds.SeriesInstanceUID = uid(series, 1)
+    ds.SeriesNumber = series
+    ds.SeriesDescription = "enhanced"
+    ds.InstanceNumber = 1
+    ds.Modality = "CT"
+    ds.PatientName = "Synthetic^Phantom"
+    ds.PatientID = "SYNTH"
+    ds.FrameOfReferenceUID = uid(0, 8)
+    ds.NumberOfFrames = nz
+    ds.Rows, ds.Columns = ny, nx
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.BitsAllocated = ds.BitsStored = 16
+    ds.HighBit = 15
+    ds.PixelRepresentation = 0
+
+    def item(**kw):
+        d = Dataset()
+        for k, v in kw.items():
+            setattr(d, k, v)
+        return d
+
+    shared = item(
+        PixelMeasuresSequence=Sequence([item(PixelSpacing=[ds_number(spacing[1]), ds_number(spacing[0])],
+                                             SliceThickness=ds_number(spacing[2]))]),
+        PlaneOrientationSequence=Sequence([item(ImageOrientationPatient=[ds_number(v) for v in list(row) + list(col)])]),
+        PixelValueTransformationSequence=Sequence([item(RescaleSlope=ds_number(slope), RescaleIntercept=ds_number(intercept),
+                                                        RescaleType="HU")]),
+    )
+    ds.SharedFunctionalGroupsSequence = Sequence([shared])
+    per_frame = []
+    for k in order:
+        pos = np.asarray(origin) + k * spacing[2] * normal
+        per_frame.append(item(PlanePositionSequence=Sequence([item(ImagePositionPatient=[ds_number(v) for v in pos])])))
+    ds.PerFrameFunctionalGroupsSequence = Sequence(per_frame)
+    ds.PixelData = np.ascontiguousarray(vol[list(order)].astype(np.uint16)).tobytes()
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
 def sitk_reference(series_dir, out_prefix, series_uid=None):
     """What SimpleITK reads: geometry JSON + raw voxels."""
     reader = sitk.ImageSeriesReader()
@@ -197,6 +259,13 @@ def synthetic(out):
     # JPEG lossless (process 14), written by SimpleITK/GDCM (pydicom cannot encode JPEG).
     write_jpeg_series(os.path.join(out, "ct_jpeg_lossless"), vol - 1024, sp, (-3.5, 8.0, 100.0))
     sitk_reference(os.path.join(out, "ct_jpeg_lossless"), os.path.join(refs, "ct_jpeg_lossless"))
+    # The oblique CT again as one Enhanced CT file, frames stored out of z
+    # order: the same volume as ct_oblique's SimpleITK reference.
+    ob = good["ct_oblique"]
+    order = [5, 0, 11, 3, 8, 1, 10, 2, 7, 4, 9, 6]
+    assert sorted(order) == list(range(vol.shape[0]))
+    write_enhanced(os.path.join(out, "ct_enhanced", "enhanced.dcm"), ob["vol"], ob["spacing"], ob["origin"],
+                   ob["direction"], ob["slope"], ob["intercept"], order)
     # Non-image files mixed in: a text file and a DICOM object without pixels.
     d = os.path.join(out, "ct_oblique")
     with open(os.path.join(d, "README.txt"), "w") as f:
@@ -248,6 +317,16 @@ def synthetic(out):
         edit(f, lambda ds, t=t, k=k: (setattr(ds, "ImagePositionPatient", [0, ds_number(t), ds_number(k * sp[2])]),
                                       setattr(ds, "GantryDetectorTilt", 15)))
     broken["gantry_tilt"] = dict(file=os.path.basename(p[1]), error="gantry tilt")
+    # A multi-frame file whose frames have no positions of their own.
+    p = write_enhanced(os.path.join(out, "broken", "multiframe_no_positions", "mf.dcm"), vol[:3], sp, (0, 0, 0),
+                       np.eye(3), 1.0, -1024.0, [0, 1, 2], series=48)
+    edit(p, lambda ds: delattr(ds, "PerFrameFunctionalGroupsSequence"))
+    broken["multiframe_no_positions"] = dict(file="mf.dcm", error="without a PerFrameFunctionalGroupsSequence item")
+    # A multi-frame file whose pixel data holds one of its three frames.
+    p = write_enhanced(os.path.join(out, "broken", "multiframe_short_pixels", "mf3.dcm"), vol[:3], sp, (0, 0, 0),
+                       np.eye(3), 1.0, -1024.0, [0, 1, 2], series=49)
+    edit(p, lambda ds: setattr(ds, "PixelData", ds.PixelData[: len(ds.PixelData) // 3]))
+    broken["multiframe_short_pixels"] = dict(file="mf3.dcm", error="3 frame(s) of 24x20 pixels")
     with open(os.path.join(out, "broken", "broken.json"), "w") as f:
         json.dump(broken, f, indent=1)
 

@@ -1,4 +1,6 @@
-//! DICOM series: a folder (or a list) of single-frame slices -> one [`Volume`].
+//! DICOM series: a folder (or a list) of single-frame slices, or enhanced
+//! multi-frame files (Enhanced CT / MR / PET: one file, one frame per slice)
+//! -> one [`Volume`].
 //!
 //! Parsing and pixel decoding use the dicom-rs crates (`dicom-object`,
 //! `dicom-pixeldata` with its pure-Rust decoders: native, deflated, RLE lossless
@@ -9,6 +11,12 @@
 //! # Assembly (as ITK / SimpleITK `ImageSeriesReader`)
 //! * Files are grouped by SeriesInstanceUID. Several series: an error listing
 //!   them; choose one with [`DicomOptions::series_uid`].
+//! * A multi-frame file gives one slice per frame, its position, orientation,
+//!   pixel spacing and rescale read from the frame's item of the
+//!   PerFrameFunctionalGroupsSequence, else from the
+//!   SharedFunctionalGroupsSequence, else from the top level (as GDCM reads
+//!   enhanced images); a multi-frame file without per-frame positions is
+//!   refused. Frames and single-frame files are then assembled alike.
 //! * Slices are sorted along the slice normal (ImageOrientationPatient row x
 //!   column cosine) by ImagePositionPatient.
 //! * Voxel index `i` runs along the rows (column index), `j` down the columns
@@ -27,7 +35,7 @@
 //! Duplicate slice positions, missing slices (a gap that is a multiple of the
 //! spacing), uneven spacing beyond [`DicomOptions::spacing_tolerance`], varying
 //! orientation, pixel size or image size, gantry tilt (positions that drift
-//! in-plane), colour images, multi-frame files (enhanced CT/MR is not read),
+//! in-plane), colour images, multi-frame files without per-frame positions,
 //! a missing position or orientation; such a file fails only the series it
 //! belongs to. Files that are not DICOM or hold no image (DICOMDIR, reports,
 //! RT structures) are skipped and listed in [`DicomSeries::skipped`].
@@ -135,7 +143,8 @@ pub struct DicomSeries {
     pub volume: Volume,
     /// The series read.
     pub series: SeriesSummary,
-    /// The slice files in volume order (index `k`).
+    /// The files in volume order (index `k`; a multi-frame file once, at its
+    /// first frame).
     pub files: Vec<PathBuf>,
     /// Files that were not used (not DICOM, or no image).
     pub skipped: Vec<SkippedFile>,
@@ -227,16 +236,30 @@ struct SliceInfo {
     file_len: u64,
     /// Whether the pixel data is encapsulated (compressed).
     encapsulated: bool,
+    /// Frame of the file this slice is (0 for a single-frame file).
+    frame: u32,
+    /// Frames in the file.
+    frames_in_file: u32,
 }
 
 impl SliceInfo {
-    /// Fails when the file cannot hold the image its header declares: the
-    /// native pixels must be in the file, compressed ones within
-    /// [`MAX_COMPRESSION_RATIO`] of it.
+    /// The file, and the frame of a multi-frame file, for messages.
+    fn label(&self) -> String {
+        if self.frames_in_file > 1 {
+            format!("{} (frame {})", self.path.display(), self.frame + 1)
+        } else {
+            self.path.display().to_string()
+        }
+    }
+
+    /// Fails when the file cannot hold the images its header declares: the
+    /// native pixels of all its frames must be in the file, compressed ones
+    /// within [`MAX_COMPRESSION_RATIO`] of it.
     fn check_budget(&self) -> Result<()> {
         let frame_bytes = (self.rows as u64)
             .saturating_mul(self.cols as u64)
-            .saturating_mul((self.bits_allocated as u64).div_ceil(8));
+            .saturating_mul((self.bits_allocated as u64).div_ceil(8))
+            .saturating_mul(u64::from(self.frames_in_file.max(1)));
         check_limit(frame_bytes)?;
         let budget = if self.encapsulated {
             self.file_len.saturating_mul(MAX_COMPRESSION_RATIO)
@@ -247,8 +270,8 @@ impl SliceInfo {
             return Err(MedicalError::format(
                 FMT,
                 format!(
-                    "{}x{} pixels of {} bits cannot be held by a file of {} bytes",
-                    self.cols, self.rows, self.bits_allocated, self.file_len
+                    "{} frame(s) of {}x{} pixels of {} bits cannot be held by a file of {} bytes",
+                    self.frames_in_file, self.cols, self.rows, self.bits_allocated, self.file_len
                 ),
             ));
         }
@@ -261,6 +284,8 @@ impl SliceInfo {
 struct Group {
     summary: Option<SeriesSummary>,
     slices: Vec<SliceInfo>,
+    /// Files whose slices (frames) are in `slices`.
+    files: usize,
     /// Image files of the series that cannot be used (reported when the
     /// series is read, so that another series can still be chosen).
     errors: Vec<MedicalError>,
@@ -275,7 +300,7 @@ impl Group {
             description: String::new(),
             files: 0,
         });
-        s.files = self.slices.len() + self.errors.len();
+        s.files = self.files + self.errors.len();
         s
     }
 }
@@ -303,8 +328,8 @@ fn scan(files: &[PathBuf]) -> Result<(BTreeMap<String, Group>, Vec<SkippedFile>)
             continue;
         }
         let uid = text(&obj, tags::SERIES_INSTANCE_UID).unwrap_or_default();
-        let info = slice_info(&obj, path, bytes.len() as u64)
-            .and_then(|i| i.check_budget().map(|_| i))
+        let info = slice_infos(&obj, path, bytes.len() as u64)
+            .and_then(|i| i[0].check_budget().map(|_| i))
             .map_err(|e| e.with_path(path));
         let g = groups.entry(uid.clone()).or_default();
         if g.summary.is_none() {
@@ -317,7 +342,10 @@ fn scan(files: &[PathBuf]) -> Result<(BTreeMap<String, Group>, Vec<SkippedFile>)
             });
         }
         match info {
-            Ok(info) => g.slices.push(info),
+            Ok(info) => {
+                g.slices.extend(info);
+                g.files += 1;
+            }
             Err(e) => g.errors.push(e),
         }
     }
@@ -367,10 +395,17 @@ fn read_series(files: &[PathBuf], options: &DicomOptions, what: &str) -> Result<
     let series = group.summary();
     let (slices, geometry) = arrange(group.slices, tol)?;
     let (volume, rescaled) = decode_volume(&slices, geometry)?;
+    // A multi-frame file once, where its first frame lies.
+    let mut seen = std::collections::HashSet::new();
+    let files: Vec<PathBuf> = slices
+        .into_iter()
+        .filter(|s| seen.insert(s.path.clone()))
+        .map(|s| s.path)
+        .collect();
     Ok(DicomSeries {
         volume,
         series,
-        files: slices.into_iter().map(|s| s.path).collect(),
+        files,
         skipped,
         rescaled,
     })
@@ -410,7 +445,14 @@ fn arrange(mut slices: Vec<SliceInfo>, tol: f64) -> Result<(Vec<SliceInfo>, Geom
     let first = slices[0].clone();
     let [row, col] = first.orientation;
     let normal = cross(row, col);
-    let err = |s: &SliceInfo, reason: String| MedicalError::format(FMT, reason).with_path(&s.path);
+    let err = |s: &SliceInfo, reason: String| {
+        let reason = if s.frames_in_file > 1 {
+            format!("frame {}: {reason}", s.frame + 1)
+        } else {
+            reason
+        };
+        MedicalError::format(FMT, reason).with_path(&s.path)
+    };
     for s in &slices {
         if (s.rows, s.cols) != (first.rows, first.cols) {
             return Err(err(
@@ -419,7 +461,7 @@ fn arrange(mut slices: Vec<SliceInfo>, tol: f64) -> Result<(Vec<SliceInfo>, Geom
                     "{}x{} pixels, but {} has {}x{} (inconsistent series)",
                     s.cols,
                     s.rows,
-                    first.path.display(),
+                    first.label(),
                     first.cols,
                     first.rows
                 ),
@@ -437,7 +479,7 @@ fn arrange(mut slices: Vec<SliceInfo>, tol: f64) -> Result<(Vec<SliceInfo>, Geom
                 format!(
                     "PixelSpacing {:?} mm varies within the series ({} has {:?})",
                     s.pixel_spacing,
-                    first.path.display(),
+                    first.label(),
                     first.pixel_spacing
                 ),
             ));
@@ -452,7 +494,7 @@ fn arrange(mut slices: Vec<SliceInfo>, tol: f64) -> Result<(Vec<SliceInfo>, Geom
                 format!(
                     "ImageOrientationPatient {:?} varies within the series ({} has {:?})",
                     s.orientation,
-                    first.path.display(),
+                    first.label(),
                     first.orientation
                 ),
             ));
@@ -462,6 +504,7 @@ fn arrange(mut slices: Vec<SliceInfo>, tol: f64) -> Result<(Vec<SliceInfo>, Geom
         dot(a.position, normal)
             .total_cmp(&dot(b.position, normal))
             .then_with(|| a.path.cmp(&b.path))
+            .then(a.frame.cmp(&b.frame))
     });
     let n = slices.len();
     let z: Vec<f64> = slices.iter().map(|s| dot(s.position, normal)).collect();
@@ -483,7 +526,7 @@ fn arrange(mut slices: Vec<SliceInfo>, tol: f64) -> Result<(Vec<SliceInfo>, Geom
                     format!(
                         "duplicate slice: same position {:.4} mm along the normal as {}{}",
                         z[i],
-                        slices[i].path.display(),
+                        slices[i].label(),
                         if same_uid {
                             " (same SOPInstanceUID)"
                         } else {
@@ -510,7 +553,7 @@ fn arrange(mut slices: Vec<SliceInfo>, tol: f64) -> Result<(Vec<SliceInfo>, Geom
                         if k > 2.0 { "s" } else { "" },
                         k - 1.0,
                         if k > 2.0 { "s" } else { "" },
-                        a.path.display()
+                        a.label()
                     ),
                 ));
             }
@@ -518,7 +561,7 @@ fn arrange(mut slices: Vec<SliceInfo>, tol: f64) -> Result<(Vec<SliceInfo>, Geom
                 b,
                 format!(
                     "uneven slice spacing: {g:.4} mm from {}, the series' spacing is {median:.4} mm (tolerance {}%)",
-                    a.path.display(),
+                    a.label(),
                     tol * 100.0
                 ),
             ));
@@ -544,7 +587,7 @@ fn arrange(mut slices: Vec<SliceInfo>, tol: f64) -> Result<(Vec<SliceInfo>, Geom
                     s,
                     format!(
                         "gantry tilt: the slice is shifted {off_len:.3} mm within its plane relative to {} ({:.2} deg{tilt}); resample the series first",
-                        slices[0].path.display(),
+                        slices[0].label(),
                         (off_len / along.abs()).atan().to_degrees()
                     ),
                 ));
@@ -611,7 +654,8 @@ fn output_type(slices: &[SliceInfo]) -> (DataType, bool) {
     (t, true)
 }
 
-/// Decodes every slice (in order) into one volume.
+/// Decodes every slice (in order) into one volume; each file is read and
+/// decoded once, its frames written to their planes.
 fn decode_volume(slices: &[SliceInfo], geometry: Geometry) -> Result<(Volume, bool)> {
     let (rows, cols) = (slices[0].rows, slices[0].cols);
     let plane = rows * cols;
@@ -623,67 +667,117 @@ fn decode_volume(slices: &[SliceInfo], geometry: Geometry) -> Result<(Volume, bo
         .unwrap_or(u64::MAX);
     check_limit(total)?;
     let mut data = VoxelData::zeros(dtype, plane * slices.len());
+    // The planes of each file, files in the order of their first plane.
+    let mut by_file: Vec<(&Path, Vec<usize>)> = Vec::new();
+    let mut index: std::collections::HashMap<&Path, usize> = Default::default();
     for (k, s) in slices.iter().enumerate() {
-        let values = decode_slice(s).map_err(|e| e.with_path(&s.path))?;
-        let dst = k * plane..(k + 1) * plane;
-        macro_rules! fill {
-            ($v:expr, $t:ty) => {
-                for (d, x) in $v[dst].iter_mut().zip(&values) {
-                    *d = (x * s.slope + s.intercept) as $t;
-                }
-            };
-        }
-        match &mut data {
-            VoxelData::U8(v) => fill!(v, u8),
-            VoxelData::I8(v) => fill!(v, i8),
-            VoxelData::U16(v) => fill!(v, u16),
-            VoxelData::I16(v) => fill!(v, i16),
-            VoxelData::U32(v) => fill!(v, u32),
-            VoxelData::I32(v) => fill!(v, i32),
-            VoxelData::F32(v) => fill!(v, f32),
-            VoxelData::F64(v) => fill!(v, f64),
-        }
+        let i = *index.entry(&s.path).or_insert_with(|| {
+            by_file.push((&s.path, Vec::new()));
+            by_file.len() - 1
+        });
+        by_file[i].1.push(k);
+    }
+    for (path, planes) in by_file {
+        decode_frames(path, slices, &planes, |k, values| {
+            let s = &slices[k];
+            let dst = k * plane..(k + 1) * plane;
+            macro_rules! fill {
+                ($v:expr, $t:ty) => {
+                    for (d, x) in $v[dst].iter_mut().zip(values) {
+                        *d = (x * s.slope + s.intercept) as $t;
+                    }
+                };
+            }
+            match &mut data {
+                VoxelData::U8(v) => fill!(v, u8),
+                VoxelData::I8(v) => fill!(v, i8),
+                VoxelData::U16(v) => fill!(v, u16),
+                VoxelData::I16(v) => fill!(v, i16),
+                VoxelData::U32(v) => fill!(v, u32),
+                VoxelData::I32(v) => fill!(v, i32),
+                VoxelData::F32(v) => fill!(v, f32),
+                VoxelData::F64(v) => fill!(v, f64),
+            }
+        })
+        .map_err(|e| e.with_path(path))?;
     }
     let volume = Volume::new(dims, geometry, data)?;
     Ok((volume, rescaled))
 }
 
-/// The stored values of one slice (before rescaling), row by row.
-fn decode_slice(s: &SliceInfo) -> Result<Vec<f64>> {
-    let bytes = read_bounded(&s.path)?;
+/// Decodes the frames of file `path` that are `slices[k]` for each `k` of
+/// `planes`, and gives each one's stored values (before rescaling, row by
+/// row) to `put(k, values)`.
+fn decode_frames(
+    path: &Path,
+    slices: &[SliceInfo],
+    planes: &[usize],
+    mut put: impl FnMut(usize, &[f64]),
+) -> Result<()> {
+    let bytes = read_bounded(path)?;
     let obj = open_checked(&bytes)?;
-    let plane = s.rows * s.cols;
     // The file may have changed since the headers were read.
-    let now = slice_info(&obj, &s.path, bytes.len() as u64)?;
-    if (now.rows, now.cols, now.bits_allocated) != (s.rows, s.cols, s.bits_allocated) {
+    let now = slice_infos(&obj, path, bytes.len() as u64)?;
+    let first = &slices[planes[0]];
+    let changed = now.len() != first.frames_in_file as usize
+        || (now[0].rows, now[0].cols, now[0].bits_allocated)
+            != (first.rows, first.cols, first.bits_allocated);
+    if changed {
         return Err(MedicalError::format(
             FMT,
             "the file changed while the series was read",
         ));
     }
-    now.check_budget()?;
+    now[0].check_budget()?;
     if let Ok(pd) = obj.element(tags::PIXEL_DATA) {
         if let Some(fragments) = pd.value().fragments() {
             let ts = obj.meta().transfer_syntax().trim_end_matches('\0');
             if ts.starts_with("1.2.840.10008.1.2.4.5") || ts.starts_with("1.2.840.10008.1.2.4.7") {
-                let stream: Vec<u8> = fragments.iter().flatten().copied().collect();
-                check_jpeg_size(&stream, s.rows, s.cols)?;
+                if now.len() == 1 {
+                    let stream: Vec<u8> = fragments.iter().flatten().copied().collect();
+                    check_jpeg_size(&stream, first.rows, first.cols)?;
+                } else {
+                    // One stream per frame, each starting a fragment.
+                    let starts: Vec<&Vec<u8>> = fragments
+                        .iter()
+                        .filter(|f| f.starts_with(&[0xFF, 0xD8]))
+                        .collect();
+                    if starts.len() != now.len() {
+                        return Err(MedicalError::format(
+                            FMT,
+                            format!("{} JPEG streams for {} frames", starts.len(), now.len()),
+                        ));
+                    }
+                    for f in starts {
+                        check_jpeg_size(f, first.rows, first.cols)?;
+                    }
+                }
             }
         }
     }
-    let values = guard(|| {
+    let plane = first.rows * first.cols;
+    guard(|| {
         let px = obj.decode_pixel_data().map_err(|e| dicom_error(&e))?;
         let opts = ConvertOptions::new().with_modality_lut(ModalityLutOption::None);
-        px.to_vec_frame_with_options::<f64>(0, &opts)
-            .map_err(|e| dicom_error(&e))
-    })?;
-    if values.len() != plane {
-        return Err(MedicalError::format(
-            FMT,
-            format!("decoded {} pixels, expected {plane}", values.len()),
-        ));
-    }
-    Ok(values)
+        for &k in planes {
+            let frame = slices[k].frame;
+            let values = px
+                .to_vec_frame_with_options::<f64>(frame, &opts)
+                .map_err(|e| dicom_error(&e))?;
+            if values.len() != plane {
+                return Err(MedicalError::format(
+                    FMT,
+                    format!(
+                        "frame {}: decoded {} pixels, expected {plane}",
+                        frame + 1,
+                        values.len()
+                    ),
+                ));
+            }
+            put(k, &values);
+        }
+        Ok(())
+    })
 }
 
 /// Checks that a JPEG stream's frame header (SOFn) declares at most the
@@ -800,7 +894,105 @@ fn uint(obj: &InMemDicomObject, tag: Tag) -> Option<u32> {
     obj.element_opt(tag).ok().flatten()?.to_int::<u32>().ok()
 }
 
-fn slice_info(obj: &InMemDicomObject, path: &Path, file_len: u64) -> Result<SliceInfo> {
+/// The first item of sequence `seq` in `obj`.
+fn first_item(obj: &InMemDicomObject, seq: Tag) -> Option<&InMemDicomObject> {
+    obj.element_opt(seq)
+        .ok()
+        .flatten()?
+        .value()
+        .items()?
+        .first()
+}
+
+/// Where a frame's attributes are: its item of the per-frame functional
+/// groups, then the shared functional groups (each attribute inside its
+/// functional-group macro sequence), then the top level of the file.
+struct FrameAttrs<'a> {
+    per_frame: Option<&'a InMemDicomObject>,
+    shared: Option<&'a InMemDicomObject>,
+    top: &'a InMemDicomObject,
+}
+
+impl FrameAttrs<'_> {
+    /// Attribute `tag` of macro sequence `group` as numbers.
+    fn floats(&self, group: Tag, tag: Tag) -> Option<Vec<f64>> {
+        [self.per_frame, self.shared]
+            .into_iter()
+            .flatten()
+            .find_map(|g| first_item(g, group).and_then(|m| floats(m, tag)))
+            .or_else(|| floats(self.top, tag))
+    }
+
+    fn float(&self, group: Tag, tag: Tag) -> Option<f64> {
+        self.floats(group, tag).and_then(|v| v.first().copied())
+    }
+}
+
+/// Most frames accepted in one multi-frame file.
+const MAX_FRAMES: u32 = 100_000;
+
+/// The slices of one file: one for a single-frame image, one per frame for a
+/// multi-frame one (see the module notes).
+fn slice_infos(obj: &InMemDicomObject, path: &Path, file_len: u64) -> Result<Vec<SliceInfo>> {
+    let bad = |r: String| MedicalError::format(FMT, r);
+    let frames = text(obj, tags::NUMBER_OF_FRAMES)
+        .map(|s| {
+            s.parse::<u32>()
+                .ok()
+                .filter(|&n| (1..=MAX_FRAMES).contains(&n))
+                .ok_or_else(|| bad(format!("NumberOfFrames `{s}` (1..={MAX_FRAMES})")))
+        })
+        .transpose()?
+        .unwrap_or(1);
+    let per_frame: Option<&[InMemDicomObject]> = obj
+        .element_opt(tags::PER_FRAME_FUNCTIONAL_GROUPS_SEQUENCE)
+        .ok()
+        .flatten()
+        .and_then(|e| e.value().items());
+    if frames > 1 && per_frame.map(<[_]>::len) != Some(frames as usize) {
+        return Err(MedicalError::unsupported(
+            FMT,
+            format!(
+                "multi-frame image ({frames} frames) without a PerFrameFunctionalGroupsSequence item per frame; only single-frame series and enhanced (functional-group) multi-frame images"
+            ),
+        ));
+    }
+    let shared = first_item(obj, tags::SHARED_FUNCTIONAL_GROUPS_SEQUENCE);
+    (0..frames)
+        .map(|f| {
+            let attrs = FrameAttrs {
+                per_frame: per_frame.and_then(|items| items.get(f as usize)),
+                shared,
+                top: obj,
+            };
+            frame_info(obj, &attrs, path, file_len, f, frames).map_err(|e| match e {
+                // Which frame, when there are several.
+                MedicalError::Format { format, reason } if frames > 1 => MedicalError::Format {
+                    format,
+                    reason: format!("frame {}: {reason}", f + 1),
+                },
+                MedicalError::Unsupported { format, reason } if frames > 1 => {
+                    MedicalError::Unsupported {
+                        format,
+                        reason: format!("frame {}: {reason}", f + 1),
+                    }
+                }
+                e => e,
+            })
+        })
+        .collect()
+}
+
+/// Slice `frame` of `frames` of a file: the image attributes from the top
+/// level, its geometry and rescale from `attrs`.
+fn frame_info(
+    obj: &InMemDicomObject,
+    attrs: &FrameAttrs<'_>,
+    path: &Path,
+    file_len: u64,
+    frame: u32,
+    frames: u32,
+) -> Result<SliceInfo> {
     let bad = |r: String| MedicalError::format(FMT, r);
     let rows = uint(obj, tags::ROWS).ok_or_else(|| bad("missing Rows".into()))? as usize;
     let cols = uint(obj, tags::COLUMNS).ok_or_else(|| bad("missing Columns".into()))? as usize;
@@ -814,15 +1006,6 @@ fn slice_info(obj: &InMemDicomObject, path: &Path, file_len: u64) -> Result<Slic
             format!("{spp} samples per pixel (colour image); only greyscale CT/MR/PET"),
         ));
     }
-    let frames = text(obj, tags::NUMBER_OF_FRAMES)
-        .and_then(|s| s.parse::<u32>().ok())
-        .unwrap_or(1);
-    if frames != 1 {
-        return Err(MedicalError::unsupported(
-            FMT,
-            format!("multi-frame image ({frames} frames); only single-frame series"),
-        ));
-    }
     let bits_allocated = uint(obj, tags::BITS_ALLOCATED).unwrap_or(16) as u16;
     if !matches!(bits_allocated, 8 | 16 | 32) {
         return Err(MedicalError::unsupported(
@@ -832,20 +1015,27 @@ fn slice_info(obj: &InMemDicomObject, path: &Path, file_len: u64) -> Result<Slic
     }
     let bits_stored = uint(obj, tags::BITS_STORED).unwrap_or(bits_allocated as u32) as u16;
     let signed = uint(obj, tags::PIXEL_REPRESENTATION).unwrap_or(0) == 1;
-    let ps = floats(obj, tags::PIXEL_SPACING)
+    let measures = tags::PIXEL_MEASURES_SEQUENCE;
+    let ps = attrs
+        .floats(measures, tags::PIXEL_SPACING)
         .or_else(|| floats(obj, tags::IMAGER_PIXEL_SPACING))
         .ok_or_else(|| bad("missing PixelSpacing".into()))?;
     let pixel_spacing = match ps.as_slice() {
         [r, c, ..] if *r > 0.0 && *c > 0.0 => [*r, *c],
         _ => return Err(bad(format!("PixelSpacing {ps:?}"))),
     };
-    let ipp = floats(obj, tags::IMAGE_POSITION_PATIENT)
+    let ipp = attrs
+        .floats(tags::PLANE_POSITION_SEQUENCE, tags::IMAGE_POSITION_PATIENT)
         .ok_or_else(|| bad("missing ImagePositionPatient (not a cross-sectional image)".into()))?;
     let position: [f64; 3] = ipp
         .get(..3)
         .and_then(|s| s.try_into().ok())
         .ok_or_else(|| bad(format!("ImagePositionPatient {ipp:?}")))?;
-    let iop = floats(obj, tags::IMAGE_ORIENTATION_PATIENT)
+    let iop = attrs
+        .floats(
+            tags::PLANE_ORIENTATION_SEQUENCE,
+            tags::IMAGE_ORIENTATION_PATIENT,
+        )
         .ok_or_else(|| bad("missing ImageOrientationPatient".into()))?;
     if iop.len() < 6 {
         return Err(bad(format!("ImageOrientationPatient {iop:?}")));
@@ -862,10 +1052,14 @@ fn slice_info(obj: &InMemDicomObject, path: &Path, file_len: u64) -> Result<Slic
             )))
         }
     };
-    let slope = float(obj, tags::RESCALE_SLOPE)
+    let transform = tags::PIXEL_VALUE_TRANSFORMATION_SEQUENCE;
+    let slope = attrs
+        .float(transform, tags::RESCALE_SLOPE)
         .filter(|s| *s != 0.0)
         .unwrap_or(1.0);
-    let intercept = float(obj, tags::RESCALE_INTERCEPT).unwrap_or(0.0);
+    let intercept = attrs
+        .float(transform, tags::RESCALE_INTERCEPT)
+        .unwrap_or(0.0);
     let encapsulated = matches!(
         obj.element(tags::PIXEL_DATA).map(|e| e.value()),
         Ok(dicom_core::DicomValue::PixelSequence(_))
@@ -882,11 +1076,13 @@ fn slice_info(obj: &InMemDicomObject, path: &Path, file_len: u64) -> Result<Slic
         bits_allocated,
         bits_stored,
         signed,
-        thickness: float(obj, tags::SLICE_THICKNESS),
-        between: float(obj, tags::SPACING_BETWEEN_SLICES),
+        thickness: attrs.float(measures, tags::SLICE_THICKNESS),
+        between: attrs.float(measures, tags::SPACING_BETWEEN_SLICES),
         gantry_tilt: float(obj, tags::GANTRY_DETECTOR_TILT),
         sop_uid: text(obj, tags::SOP_INSTANCE_UID).unwrap_or_default(),
         file_len,
         encapsulated,
+        frame,
+        frames_in_file: frames,
     })
 }
