@@ -50,6 +50,30 @@ def ds_number(x):
     raise ValueError(x)
 
 
+def new_image(sop_class, series, instance, description, modality, syntax=ExplicitVRLittleEndian):
+    """A dataset with the file meta and the patient / study / series / frame
+    of reference attributes every synthetic image shares."""
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = sop_class
+    meta.MediaStorageSOPInstanceUID = uid(series, 2, instance)
+    meta.TransferSyntaxUID = syntax
+    meta.ImplementationClassUID = uid(0, 1)
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID = sop_class
+    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    ds.StudyInstanceUID = uid(0, 9)
+    ds.SeriesInstanceUID = uid(series, 1)
+    ds.SeriesNumber = series
+    ds.SeriesDescription = description
+    ds.InstanceNumber = instance
+    ds.Modality = modality
+    ds.PatientName = "Synthetic^Phantom"
+    ds.PatientID = "SYNTH"
+    ds.FrameOfReferenceUID = uid(0, 8)
+    return ds
+
+
 def write_series(
     out,
     vol,  # [nz, ny, nx] stored values
@@ -74,25 +98,9 @@ def write_series(
     paths = []
     for k in range(nz):
         pos = np.asarray(origin) + k * spacing[2] * normal
-        meta = FileMetaDataset()
         sop_class = CTImageStorage if modality == "CT" else MRImageStorage
-        meta.MediaStorageSOPClassUID = sop_class
-        meta.MediaStorageSOPInstanceUID = uid(series, 2, k + 1)
-        meta.TransferSyntaxUID = ExplicitVRLittleEndian if syntax == RLELossless else syntax
-        meta.ImplementationClassUID = uid(0, 1)
-        ds = Dataset()
-        ds.file_meta = meta
-        ds.SOPClassUID = sop_class
-        ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-        ds.StudyInstanceUID = uid(0, 9)
-        ds.SeriesInstanceUID = uid(series, 1)
-        ds.SeriesNumber = series
-        ds.SeriesDescription = description
-        ds.InstanceNumber = k + 1
-        ds.Modality = modality
-        ds.PatientName = "Synthetic^Phantom"
-        ds.PatientID = "SYNTH"
-        ds.FrameOfReferenceUID = uid(0, 8)
+        ds = new_image(sop_class, series, k + 1, description, modality,
+                       ExplicitVRLittleEndian if syntax == RLELossless else syntax)
         ds.ImagePositionPatient = [ds_number(v) for v in pos]
         ds.ImageOrientationPatient = [ds_number(v) for v in list(row) + list(col)]
         ds.PixelSpacing = [ds_number(spacing[1]), ds_number(spacing[0])]
@@ -132,24 +140,7 @@ def write_enhanced(path, vol, spacing, origin, direction, slope, intercept, orde
     direction = np.asarray(direction, dtype=float)
     nz, ny, nx = vol.shape
     row, col, normal = direction[:, 0], direction[:, 1], direction[:, 2]
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = EnhancedCTImageStorage
-    meta.MediaStorageSOPInstanceUID = uid(series, 2, 1)
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    meta.ImplementationClassUID = uid(0, 1)
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID = EnhancedCTImageStorage
-    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-    ds.StudyInstanceUID = uid(0, 9)
-    ds.SeriesInstanceUID = uid(series, 1)
-    ds.SeriesNumber = series
-    ds.SeriesDescription = "enhanced"
-    ds.InstanceNumber = 1
-    ds.Modality = "CT"
-    ds.PatientName = "Synthetic^Phantom"
-    ds.PatientID = "SYNTH"
-    ds.FrameOfReferenceUID = uid(0, 8)
+    ds = new_image(EnhancedCTImageStorage, series, 1, "enhanced", "CT")
     ds.NumberOfFrames = nz
     ds.Rows, ds.Columns = ny, nx
     ds.SamplesPerPixel = 1
