@@ -439,12 +439,7 @@ pub fn run_eval_job(
             job.data.display()
         )));
     }
-    if !job.checkpoint.exists() {
-        return Err(JobError(format!(
-            "--checkpoint {}: no such file",
-            job.checkpoint.display()
-        )));
-    }
+    check_checkpoint(&job.checkpoint)?;
     if job.strategies.is_empty() {
         return Err(JobError("no strategy given".into()));
     }
@@ -464,15 +459,7 @@ pub fn run_eval_job(
             job.data.display()
         )));
     }
-    let model =
-        medsam2_core::build_sam::build_sam2(&job.config, &job.checkpoint, job.dtype, job.device)
-            .map_err(|e| {
-                JobError(format!(
-                    "cannot load model (--config {}, --checkpoint {}): {e}",
-                    job.config,
-                    job.checkpoint.display()
-                ))
-            })?;
+    let model = load_model(&job.config, &job.checkpoint, job.dtype, job.device)?;
     let mut rows = Vec::new();
     let n = cases.len();
     for (i, files) in cases.iter().enumerate() {

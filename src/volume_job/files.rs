@@ -112,6 +112,33 @@ pub fn write_labels(
     medical::write_volume(out, labels).map_err(err)
 }
 
+/// Fails unless the checkpoint `--checkpoint` names exists (checked before
+/// the slow parts of a job).
+pub fn check_checkpoint(checkpoint: &Path) -> Result<()> {
+    if !checkpoint.exists() {
+        return Err(JobError(format!(
+            "--checkpoint {}: no such file",
+            checkpoint.display()
+        )));
+    }
+    Ok(())
+}
+
+/// Loads a job's model (`build_sam2`), the error naming both files.
+pub fn load_model(
+    config: &str,
+    checkpoint: &Path,
+    dtype: medsam2_core::checkpoint::ComputeDType,
+    device: medsam2_core::checkpoint::DeviceKind,
+) -> Result<std::sync::Arc<medsam2_core::modeling::sam2_base::Sam2Base>> {
+    medsam2_core::build_sam::build_sam2(config, checkpoint, dtype, device).map_err(|e| {
+        JobError(format!(
+            "cannot load model (--config {config}, --checkpoint {}): {e}",
+            checkpoint.display()
+        ))
+    })
+}
+
 /// Reads a volume (`.npz`: array `npz_key`), naming the file in errors.
 pub fn read_volume(path: &Path, npz_key: &str) -> Result<Volume> {
     if !path.exists() {

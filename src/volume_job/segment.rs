@@ -162,12 +162,7 @@ pub fn run_segment_job(
         inputs.push(m);
     }
     check_output_against(&job.out, "--out", &[".nii", ".nii.gz", ".nrrd"], &inputs)?;
-    if !job.checkpoint.exists() {
-        return Err(JobError(format!(
-            "--checkpoint {}: no such file",
-            job.checkpoint.display()
-        )));
-    }
+    check_checkpoint(&job.checkpoint)?;
     let (input, dicom) = read_input(&job.volume, job.series.as_deref())?;
     let mut prompts = parse_prompts(&input, job.axis, &job.boxes, &job.points, job.physical)?;
     if let Some(m) = &job.mask {
@@ -183,15 +178,7 @@ pub fn run_segment_job(
     let intensity = job.window.intensity(&input);
     let slices = Slices::from_volume(&input, job.axis, &intensity)?;
     let t = Instant::now();
-    let model =
-        medsam2_core::build_sam::build_sam2(&job.config, &job.checkpoint, job.dtype, job.device)
-            .map_err(|e| {
-                JobError(format!(
-                    "cannot load model (--config {}, --checkpoint {}): {e}",
-                    job.config,
-                    job.checkpoint.display()
-                ))
-            })?;
+    let model = load_model(&job.config, &job.checkpoint, job.dtype, job.device)?;
     let load_seconds = t.elapsed().as_secs_f64();
     let seg = if let Some(p) = job.protocol {
         crate::protocols::segment_with_protocol(model, &slices, &prompts, p, job.fill_hole_area)?
