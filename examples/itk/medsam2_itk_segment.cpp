@@ -14,6 +14,7 @@
 #include <cctype>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <iostream>
 #include <map>
 #include <set>
@@ -53,6 +54,9 @@ as `cargo run --release --example segment_volume` with the same box prompts.
   --propagation MODE     separate (default; MedSAM2: forward, then a fresh
                          backward pass), joint or forward
   --largest-component    keep each object's largest 26-connected component
+  --fill-hole-area N     fill background holes of at most N pixels in each
+                         slice's low-resolution mask (default 8, as the
+                         official predictor on a GPU; 0 = off, as on a CPU)
   --device DEV           cpu (default), cuda[:N], metal[:N]
   --dtype T              f32 (default), f16, bf16
   --quiet                no progress output
@@ -71,6 +75,7 @@ struct Args {
     uint32_t axis = MEDSAM2_AXIS_K;
     std::string propagation = "separate";
     bool largest_component = false;
+    int32_t fill_hole_area = 8;
     std::string device = "cpu", dtype = "f32";
     bool quiet = false;
 };
@@ -104,6 +109,14 @@ Args parse_args(int argc, char **argv) {
             a.axis = static_cast<uint32_t>(v[0] - '0');
         } else if (f == "--propagation") a.propagation = value(i);
         else if (f == "--largest-component") a.largest_component = true;
+        else if (f == "--fill-hole-area") {
+            std::string v = value(i);
+            char *end = nullptr;
+            long n = std::strtol(v.c_str(), &end, 10);
+            if (v.empty() || *end != '\0' || n < 0 || n > 1000000)
+                throw cli::UsageError("bad --fill-hole-area `" + v + "`: a pixel count, 0 = off");
+            a.fill_hole_area = static_cast<int32_t>(n);
+        }
         else if (f == "--device") a.device = value(i);
         else if (f == "--dtype") a.dtype = value(i);
         else if (f == "--quiet") a.quiet = true;
@@ -255,6 +268,8 @@ template <class TPixel> int run(const Args &args) {
     options.feature_cache_slices = 32; // segment_volume's --cache-frames default
     // As segment_volume: overlapping objects are resolved by score.
     options.non_overlap_masks = count_objects(args.boxes) > 1 ? 1 : 0;
+    // The C options: 0 = the default (8), negative = off.
+    options.fill_hole_area = args.fill_hole_area == 0 ? -1 : args.fill_hole_area;
     medsam2::VolumeSession session(model, volume.view(), intensity, args.axis, &options);
     add_boxes(args, session);
 

@@ -176,6 +176,8 @@ struct Case<'a> {
     largest_component: bool,
     /// `--window` (None: the default, auto).
     window: Option<&'a str>,
+    /// `--fill-hole-area` (None: the default, 8).
+    fill_hole_area: Option<usize>,
 }
 
 /// Runs `medsam2_itk_segment` and `segment_volume`'s job on `case`, checks
@@ -210,6 +212,9 @@ fn compare(c: &Client, case: &Case, out: &Path) -> (String, usize) {
     if let Some(w) = case.window {
         cmd.args(["--window", w]);
     }
+    if let Some(n) = case.fill_hole_area {
+        cmd.args(["--fill-hole-area", &n.to_string()]);
+    }
     let text = String::from_utf8_lossy(&run(&mut cmd).stdout).into_owned();
 
     let reference_out = out.with_file_name(format!(
@@ -230,6 +235,9 @@ fn compare(c: &Client, case: &Case, out: &Path) -> (String, usize) {
     job.largest_component = case.largest_component;
     if let Some(w) = case.window {
         job.window = IntensitySpec::parse(w).unwrap();
+    }
+    if let Some(n) = case.fill_hole_area {
+        job.fill_hole_area = n;
     }
     let report: SegmentReport = run_segment_job(&job, &mut |_| {}).expect("segment_volume job");
 
@@ -270,12 +278,14 @@ fn phantom_matches_segment_volume() {
         "7,42,101,68,133".to_string(),
         "2:5,150,60,190,110".to_string(),
     ];
-    for (boxes, mode, largest, out) in [
-        (&one, None, false, "default.nii.gz"),
-        (&one, Some("separate"), true, "largest.nrrd"),
-        (&one, Some("joint"), false, "joint.nii.gz"),
-        (&one, Some("forward"), false, "forward.nrrd"),
-        (&two, None, false, "two_objects.nii.gz"),
+    for (boxes, mode, largest, fill, out) in [
+        (&one, None, false, None, "default.nii.gz"),
+        (&one, Some("separate"), true, None, "largest.nrrd"),
+        (&one, Some("joint"), false, None, "joint.nii.gz"),
+        (&one, Some("forward"), false, None, "forward.nrrd"),
+        (&two, None, false, None, "two_objects.nii.gz"),
+        (&one, None, false, Some(0), "no_hole_filling.nii.gz"),
+        (&one, None, false, Some(40), "holes_40.nii.gz"),
     ] {
         let case = Case {
             volume: &volume,
@@ -284,6 +294,7 @@ fn phantom_matches_segment_volume() {
             propagation: mode,
             largest_component: largest,
             window: None,
+            fill_hole_area: fill,
         };
         let (text, n) = compare(c, &case, &dir.join(out));
         assert!(
@@ -297,7 +308,7 @@ fn phantom_matches_segment_volume() {
             );
         }
         println!(
-            "phantom, {} object(s), {mode:?}, largest component {largest}: {n} voxels labelled, equal to segment_volume",
+            "phantom, {} object(s), {mode:?}, largest component {largest}, fill {fill:?}: {n} voxels labelled, equal to segment_volume",
             boxes.len()
         );
     }
@@ -365,6 +376,7 @@ fn ct_cases_match_segment_volume() {
                 propagation: None,
                 largest_component: largest,
                 window: None,
+                fill_hole_area: None,
             };
             let (_, n) = compare(c, &case_run, &dir.join(format!("{case}_{out}")));
             println!(
@@ -567,6 +579,7 @@ fn physical_points_agree_with_itk_on_an_oblique_volume() {
         propagation: Some("joint"),
         largest_component: false,
         window: None,
+        fill_hole_area: None,
     };
     let (text, n) = compare(c, &case, &dir.join("physical_box.nii.gz"));
     let line = text
@@ -603,6 +616,7 @@ fn physical_points_agree_with_itk_on_an_oblique_volume() {
         propagation: None,
         largest_component: false,
         window: None,
+        fill_hole_area: None,
     };
     let (text, _) = compare(c, &case, &dir.join("physical_box_clamped.nrrd"));
     assert!(text.contains("prompt:  object 1 slice 5: box ("), "{text}");
@@ -663,6 +677,7 @@ fn pixel_types_match_segment_volume() {
             propagation: Some("joint"),
             largest_component: false,
             window,
+            fill_hole_area: None,
         };
         let (_, n) = compare(c, &case, &dir.join(format!("{name}_labels.nrrd")));
         println!("{name} ({window:?}): {n} voxels labelled, equal to segment_volume");
@@ -700,6 +715,15 @@ fn bad_inputs_are_one_line_errors() {
             "expected Z,X0,Y0,X1,Y1",
         ),
         (vec!["--box".into(), "0:4,7,5,17,15".into()], "object id"),
+        (
+            vec![
+                "--box".into(),
+                "4,7,5,17,15".into(),
+                "--fill-hole-area".into(),
+                "-3".into(),
+            ],
+            "bad --fill-hole-area `-3`",
+        ),
         (
             vec!["--box".into(), "4,7,5,17,nan".into()],
             "not a finite number",
