@@ -236,6 +236,13 @@ pub fn check_image(f: &mut Fixture, report: &mut Report) -> Result<()> {
     }
 
     let mut pred = Sam2ImagePredictor::new(model.clone())?;
+    // The official predictor's settings of the fixture (`SAM2ImagePredictor`
+    // arguments; absent: the defaults).
+    let ip = &f.json["postprocessing"]["image_predictor"];
+    let setting = |k: &str, default: f32| ip[k].as_f64().map_or(default, |v| v as f32);
+    pred.mask_threshold = setting("mask_threshold", 0.0);
+    pred.max_hole_area = setting("max_hole_area", 0.0);
+    pred.max_sprinkle_area = setting("max_sprinkle_area", 0.0);
     pred.set_image_rgb_u8(&bytes, h, w)?;
     let (feats, embed) = pred
         .features()

@@ -86,6 +86,34 @@ pub fn connected_components(mask: &[bool], dims: [usize; 3]) -> Result<Component
     Ok(Components { labels, sizes })
 }
 
+/// Checks that `len` values are a stack of `[h, w]` planes; the plane size.
+fn plane_size(len: usize, h: usize, w: usize) -> Result<usize> {
+    let plane = h.saturating_mul(w);
+    if plane == 0 || !len.is_multiple_of(plane) {
+        return Err(Error::invalid(alloc::format!(
+            "mask of {len} values is not a stack of {h}x{w} planes"
+        )));
+    }
+    Ok(plane)
+}
+
+/// The pixels of one `[h, w]` plane that lie in an 8-connected component of
+/// pixels where `select` holds, of at most `max_area` pixels (the official
+/// `(labels > 0) & (areas <= max_area)` on `get_connected_components`).
+pub fn small_components(
+    plane: &[f32],
+    h: usize,
+    w: usize,
+    select: impl Fn(f32) -> bool,
+    max_area: f64,
+) -> Result<Vec<bool>> {
+    let on: Vec<bool> = plane.iter().map(|&v| select(v)).collect();
+    let comp = connected_components(&on, [w, h, 1])?;
+    Ok((0..on.len())
+        .map(|i| comp.labels[i] != 0 && comp.area_at(i) as f64 <= max_area)
+        .collect())
+}
+
 /// The official `fill_holes_in_mask_scores` (the video predictor's
 /// `fill_hole_area` post-processing): in each `[h, w]` plane of `mask`
 /// (logits), every 8-connected component of background (`<= 0`) of at most
@@ -98,22 +126,55 @@ pub fn fill_holes_in_mask_scores(
     w: usize,
     max_area: usize,
 ) -> Result<()> {
-    let plane = h.saturating_mul(w);
-    if plane == 0 || !mask.len().is_multiple_of(plane) {
-        return Err(Error::invalid(alloc::format!(
-            "mask of {} values is not a stack of {h}x{w} planes",
-            mask.len()
-        )));
-    }
+    let plane = plane_size(mask.len(), h, w)?;
     if max_area == 0 {
         return Ok(());
     }
     for m in mask.chunks_exact_mut(plane) {
-        let background: Vec<bool> = m.iter().map(|&v| v <= 0.0).collect();
-        let comp = connected_components(&background, [w, h, 1])?;
-        for (i, v) in m.iter_mut().enumerate() {
-            if comp.labels[i] != 0 && comp.area_at(i) <= max_area {
+        let holes = small_components(m, h, w, |v| v <= 0.0, max_area as f64)?;
+        for (v, hole) in m.iter_mut().zip(holes) {
+            if hole {
                 *v = 0.1;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The official image predictor's clean-up of its low-resolution masks
+/// (`SAM2Transforms.postprocess_masks`, before upsampling): in each `[h, w]`
+/// plane, background components (`<= threshold`) of at most
+/// `max_hole_area` pixels become `threshold + 10`, and foreground components
+/// (`> threshold`) of at most `max_sprinkle_area` pixels `threshold - 10`.
+/// Both are found on the masks as given (the official code labels the
+/// sprinkles before filling the holes). An area `<= 0` skips its step.
+pub fn remove_small_regions(
+    mask: &mut [f32],
+    h: usize,
+    w: usize,
+    threshold: f32,
+    max_hole_area: f32,
+    max_sprinkle_area: f32,
+) -> Result<()> {
+    let plane = plane_size(mask.len(), h, w)?;
+    for m in mask.chunks_exact_mut(plane) {
+        let pick = |on: bool, area: f32, select: &dyn Fn(f32) -> bool| {
+            if on {
+                small_components(m, h, w, select, f64::from(area)).map(Some)
+            } else {
+                Ok(None)
+            }
+        };
+        let holes = pick(max_hole_area > 0.0, max_hole_area, &|v| v <= threshold)?;
+        let sprinkles = pick(max_sprinkle_area > 0.0, max_sprinkle_area, &|v| {
+            v > threshold
+        })?;
+        for (i, v) in m.iter_mut().enumerate() {
+            if holes.as_ref().is_some_and(|x| x[i]) {
+                *v = threshold + 10.0;
+            }
+            if sprinkles.as_ref().is_some_and(|x| x[i]) {
+                *v = threshold - 10.0;
             }
         }
     }
@@ -231,6 +292,53 @@ mod tests {
         let mut none = m.clone();
         fill_holes_in_mask_scores(&mut none, h, w, 0).unwrap();
         assert_eq!(none[w + 1], -0.5);
+    }
+
+    #[test]
+    fn small_regions_are_removed_as_the_image_predictor_does() {
+        // 5 x 6 plane, threshold 0.5: a 2-pixel background hole (0.2) inside
+        // foreground (1.0), a 1-pixel foreground speck (0.9) in background
+        // (-1.0), and large regions of both.
+        let (h, w, thr) = (5, 6, 0.5f32);
+        #[rustfmt::skip]
+        let m = vec![
+            1.0, 1.0, 1.0, -1.0, -1.0, -1.0,
+            1.0, 0.2, 1.0, -1.0,  0.9, -1.0,
+            1.0, 0.2, 1.0, -1.0, -1.0, -1.0,
+            1.0, 1.0, 1.0, -1.0, -1.0, -1.0,
+            1.0, 1.0, 1.0, -1.0, -1.0, -1.0,
+        ];
+        let mut both = m.clone();
+        remove_small_regions(&mut both, h, w, thr, 2.0, 1.0).unwrap();
+        let mut want = m.clone();
+        want[w + 1] = thr + 10.0;
+        want[2 * w + 1] = thr + 10.0;
+        want[w + 4] = thr - 10.0;
+        assert_eq!(both, want);
+        // Areas below the regions' sizes, or 0, change nothing.
+        let mut none = m.clone();
+        remove_small_regions(&mut none, h, w, thr, 1.0, 0.0).unwrap();
+        assert_eq!(none, m);
+        // The sprinkles are found on the mask as given: a one-pixel speck
+        // inside an 8-pixel ring of background inside foreground. The ring is
+        // a hole (filled), the speck a sprinkle of the original mask
+        // (removed), although after the filling it would join the foreground.
+        let mut ring = vec![1.0f32; 25];
+        for y in 1..4 {
+            for x in 1..4 {
+                ring[y * 5 + x] = if (y, x) == (2, 2) { 1.0 } else { -1.0 };
+            }
+        }
+        let orig = ring.clone();
+        remove_small_regions(&mut ring, 5, 5, thr, 8.0, 1.0).unwrap();
+        for (i, (&a, &b)) in orig.iter().zip(&ring).enumerate() {
+            let want = match (i == 12, a < 0.0) {
+                (true, _) => thr - 10.0,
+                (false, true) => thr + 10.0,
+                (false, false) => a,
+            };
+            assert_eq!(b, want, "pixel {i}");
+        }
     }
 
     #[test]

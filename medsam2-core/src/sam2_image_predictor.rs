@@ -135,6 +135,14 @@ pub struct Sam2ImagePredictor {
     dense_pe: Tensor,
     /// Logit threshold of the binary masks (official default 0.0).
     pub mask_threshold: f32,
+    /// Background holes of at most this many low-resolution pixels become
+    /// foreground before upsampling (official `max_hole_area`, default 0 =
+    /// off; [`crate::misc::remove_small_regions`]).
+    pub max_hole_area: f32,
+    /// Foreground specks of at most this many low-resolution pixels become
+    /// background before upsampling (official `max_sprinkle_area`, default
+    /// 0 = off).
+    pub max_sprinkle_area: f32,
 }
 
 impl Sam2ImagePredictor {
@@ -146,6 +154,8 @@ impl Sam2ImagePredictor {
             state: None,
             dense_pe,
             mask_threshold: 0.0,
+            max_hole_area: 0.0,
+            max_sprinkle_area: 0.0,
         })
     }
 
@@ -288,8 +298,23 @@ impl Sam2ImagePredictor {
         let low_res = out.masks.to_dtype(DType::F32)?; // [1, M, low, low]
         let m = low_res.dim(1)?;
         let low_vec = low_res.flatten_all()?.to_vec1::<f32>()?;
-        let logits = upsample_bilinear(&low_vec, m, low, low, h, w);
         let thr = self.mask_threshold;
+        // `postprocess_masks`: the clean-up applies to the upsampled masks
+        // only; the low-res logits are returned as the decoder gave them.
+        let logits = if self.max_hole_area > 0.0 || self.max_sprinkle_area > 0.0 {
+            let mut cleaned = low_vec.clone();
+            crate::misc::remove_small_regions(
+                &mut cleaned,
+                low,
+                low,
+                thr,
+                self.max_hole_area,
+                self.max_sprinkle_area,
+            )?;
+            upsample_bilinear(&cleaned, m, low, low, h, w)
+        } else {
+            upsample_bilinear(&low_vec, m, low, low, h, w)
+        };
         let masks = logits.iter().map(|&v| u8::from(v > thr)).collect();
         let pred = Prediction {
             num_masks: m,

@@ -132,7 +132,13 @@ def check_set(d):
         # synthetic image is regenerated from the seed)
         if fx["generator"] == G.GENERATOR:
             with torch.no_grad():
-                _, T2 = G.run_image_part(model, dict(image_size=S, orig_hw=im["orig_hw"], seed=fx["seed"]), [])
+                ip = fx.get("postprocessing", {}).get("image_predictor", {})
+                pp = {k: ip[k] for k in ("max_hole_area", "max_sprinkle_area") if ip.get(k, 0) > 0}
+                restore = G.enable_cpu_hole_filling(dict(calls=0, pixels_filled=0, labeller_calls=0)) if pp else None
+                spec = dict(image_size=S, orig_hw=im["orig_hw"], seed=fx["seed"], image_postprocess=pp)
+                _, T2 = G.run_image_part(model, spec, [])
+                if restore:
+                    restore()
             for k, v in T2.items():
                 tol = 1e-4 * max(1.0, T[k].float().abs().max().item()) if T[k].dtype == torch.float32 else 0
                 c.close(v, T[k], tol, f"replay {k}")

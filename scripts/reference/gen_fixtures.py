@@ -235,10 +235,12 @@ SETS = OrderedDict(
 SETS["sam2.1-tiny-a-fill"] = dict(
     SETS["sam2.1-tiny-a"],
     fill_holes=True,
+    image_postprocess=dict(max_hole_area=8.0, max_sprinkle_area=8.0),
     weights_from="sam2.1-tiny-a",
-    parts=["video"],
+    parts=["image", "video"],
     note=SETS["sam2.1-tiny-a"]["note"]
-    + " Video part only, with fill_hole_area=8 applied (CPU labeller in place of sam2._C).",
+    + " With fill_hole_area=8 applied in the video part and max_hole_area=max_sprinkle_area=8 in the image"
+    " predictor (CPU labeller in place of sam2._C).",
 )
 
 # ---------------------------------------------------------------------------
@@ -380,7 +382,11 @@ def enable_cpu_hole_filling(stats):
     import sam2.utils.misc as misc
 
     saved = (misc.get_connected_components, svp.fill_holes_in_mask_scores)
-    misc.get_connected_components = cpu_connected_components
+    def labeller(mask):
+        stats["labeller_calls"] += 1
+        return cpu_connected_components(mask)
+
+    misc.get_connected_components = labeller
     official = misc.fill_holes_in_mask_scores
 
     def counted(mask, max_area):
@@ -603,7 +609,7 @@ def run_image_part(model, spec, margins, raw=None, cases=None):
     """`raw`/`cases` override the synthetic image and prompts (cross-checks only)."""
     S = spec["image_size"]
     H, W = spec["orig_hw"]
-    pred = SAM2ImagePredictor(model)
+    pred = SAM2ImagePredictor(model, **spec.get("image_postprocess", {}))
     # Deviation 1: _bb_feat_sizes is hard-coded for 1024 inputs.
     pred._bb_feat_sizes = [(S // 4, S // 4), (S // 8, S // 8), (S // 16, S // 16)]
     cap = {}
@@ -1471,7 +1477,7 @@ def generate(name, spec, out_root, parts):
     spec = dict(spec, name=name)
     parts = [p for p in parts if p in spec.get("parts", parts)]
     fill = spec.get("fill_holes", False)
-    fill_stats = dict(calls=0, pixels_filled=0)
+    fill_stats = dict(calls=0, pixels_filled=0, labeller_calls=0)
     restore = enable_cpu_hole_filling(fill_stats) if fill else None
     d = os.path.join(out_root, name)
     os.makedirs(d, exist_ok=True)
@@ -1536,7 +1542,10 @@ def generate(name, spec, out_root, parts):
                 else "fill_holes_in_mask_scores needs the CUDA extension sam2._C; without it the official code warns "
                 "and returns the masks unchanged, so these fixtures have no hole filling."
             ),
-            image_predictor=OrderedDict(mask_threshold=0.0, max_hole_area=0.0, max_sprinkle_area=0.0),
+            image_predictor=OrderedDict(
+                mask_threshold=0.0,
+                **spec.get("image_postprocess", dict(max_hole_area=0.0, max_sprinkle_area=0.0)),
+            ),
         ),
         deviations_from_plain_official_calls=[
             "fill_hole_area=8 applied with a CPU labeller in place of sam2._C (scipy.ndimage.label, 8-connectivity)."
@@ -1547,10 +1556,15 @@ def generate(name, spec, out_root, parts):
     )
     with torch.no_grad():
         if "image" in parts:
+            calls_before = fill_stats["labeller_calls"]
             js, T = run_image_part(model, spec, margins)
             save_st(T, os.path.join(d, "image.safetensors"), name)
             fx["image"] = js
             print(f"[{name}] image part: {len(T)} tensors", flush=True)
+            if "image_postprocess" in spec:
+                n = fill_stats["labeller_calls"] - calls_before
+                fx["postprocessing"]["image_labeller_calls"] = n
+                assert n > 0, "the image predictor's clean-up never ran"
     if "video" in parts:
         vp = hydra_build(d, video=True)
         vp.load_state_dict(wsd, strict=True)
