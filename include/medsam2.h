@@ -919,6 +919,23 @@ enum medsam2_status medsam2_predictor_set_mask_threshold(struct medsam2_predicto
                                                          float threshold);
 
 /**
+ * Sets the clean-up of the low-resolution masks before they are upsampled
+ * (the official `SAM2ImagePredictor(max_hole_area, max_sprinkle_area)`):
+ * background holes of at most `max_hole_area` low-res pixels become
+ * foreground, foreground specks of at most `max_sprinkle_area` background;
+ * 0 turns a step off (the default for both, as the official predictor).
+ *
+ * Errors: `MEDSAM2_ERR_NULL_POINTER`, `MEDSAM2_ERR_INVALID_ARGUMENT`
+ * (negative or not finite).
+ *
+ * # Safety
+ * `predictor` is NULL or a live predictor not in use by another thread.
+ */
+enum medsam2_status medsam2_predictor_set_postprocessing(struct medsam2_predictor *predictor,
+                                                         float max_hole_area,
+                                                         float max_sprinkle_area);
+
+/**
  * Segments the current image from a prompt.
  *
  * * `multimask`: nonzero returns `medsam2_model_mask_count(model, 1, ...)`

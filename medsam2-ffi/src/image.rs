@@ -390,6 +390,41 @@ pub unsafe extern "C" fn medsam2_predictor_set_mask_threshold(
     })
 }
 
+/// Sets the clean-up of the low-resolution masks before they are upsampled
+/// (the official `SAM2ImagePredictor(max_hole_area, max_sprinkle_area)`):
+/// background holes of at most `max_hole_area` low-res pixels become
+/// foreground, foreground specks of at most `max_sprinkle_area` background;
+/// 0 turns a step off (the default for both, as the official predictor).
+///
+/// Errors: `MEDSAM2_ERR_NULL_POINTER`, `MEDSAM2_ERR_INVALID_ARGUMENT`
+/// (negative or not finite).
+///
+/// # Safety
+/// `predictor` is NULL or a live predictor not in use by another thread.
+#[no_mangle]
+pub unsafe extern "C" fn medsam2_predictor_set_postprocessing(
+    predictor: *mut medsam2_predictor,
+    max_hole_area: f32,
+    max_sprinkle_area: f32,
+) -> medsam2_status {
+    run(|| {
+        let p = handle_mut(predictor, "predictor")?;
+        for (name, v) in [
+            ("max_hole_area", max_hole_area),
+            ("max_sprinkle_area", max_sprinkle_area),
+        ] {
+            if !(v.is_finite() && v >= 0.0) {
+                return Err(FfiError::invalid(format!(
+                    "{name} {v}: a pixel count >= 0 (0 = off)"
+                )));
+            }
+        }
+        p.pred.max_hole_area = max_hole_area;
+        p.pred.max_sprinkle_area = max_sprinkle_area;
+        Ok(())
+    })
+}
+
 /// Builds a core prompt from a C prompt (pointer checks only; ranges are
 /// checked by the core).
 ///

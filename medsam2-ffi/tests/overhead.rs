@@ -128,6 +128,33 @@ fn c_api_equals_and_costs_little_over_the_rust_api() {
         scores.map(f32::to_bits).to_vec(),
         r.iou_scores.iter().map(|s| s.to_bits()).collect::<Vec<_>>()
     );
+    // The low-res clean-up, set through each API, gives the same masks,
+    // and changes them on this image.
+    ok(unsafe { medsam2_predictor_set_postprocessing(pred, 8.0, 8.0) });
+    (rust.max_hole_area, rust.max_sprinkle_area) = (8.0, 8.0);
+    let plain = masks.clone();
+    ok(unsafe {
+        medsam2_predictor_predict(
+            pred,
+            &prompt,
+            1,
+            masks.as_mut_ptr(),
+            masks.len(),
+            scores.as_mut_ptr(),
+            3,
+            null_mut(),
+        )
+    });
+    let cleaned = rust.predict(&rust_prompt, true).unwrap();
+    assert_eq!(masks, cleaned.masks, "C API cleaned masks differ");
+    let changed = plain.iter().zip(&masks).filter(|(a, b)| a != b).count();
+    println!(
+        "clean-up 8 / 8: {changed} of {} mask pixels changed",
+        masks.len()
+    );
+    assert!(changed > 0, "the clean-up changed nothing");
+    let bad = unsafe { medsam2_predictor_set_postprocessing(pred, -1.0, 0.0) };
+    assert_eq!(bad, medsam2_status::MEDSAM2_ERR_INVALID_ARGUMENT);
     ok(unsafe { medsam2_predictor_free(pred) });
 
     // A volume: 12 slices of 48 x 40 u8, one click, propagated both ways.

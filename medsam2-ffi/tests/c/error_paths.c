@@ -339,6 +339,10 @@ int main(int argc, char **argv) {
     free(mask_in);
     EXPECT(medsam2_predictor_set_mask_threshold(pred, NAN), MEDSAM2_ERR_INVALID_ARGUMENT);
     EXPECT(medsam2_predictor_set_mask_threshold(NULL, 0.0f), MEDSAM2_ERR_NULL_POINTER);
+    EXPECT(medsam2_predictor_set_postprocessing(pred, NAN, 0.0f), MEDSAM2_ERR_INVALID_ARGUMENT);
+    EXPECT(medsam2_predictor_set_postprocessing(pred, 0.0f, -2.0f), MEDSAM2_ERR_INVALID_ARGUMENT);
+    EXPECT(medsam2_predictor_set_postprocessing(NULL, 8.0f, 8.0f), MEDSAM2_ERR_NULL_POINTER);
+    EXPECT(medsam2_predictor_set_postprocessing(pred, 0.0f, 0.0f), MEDSAM2_OK);
 
     uint32_t nm = 0;
     EXPECT(medsam2_predictor_predict(pred, &prompt, 1, masks, sizeof masks, scores, 3, &nm), MEDSAM2_OK);
