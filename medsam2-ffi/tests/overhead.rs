@@ -103,23 +103,25 @@ fn c_api_equals_and_costs_little_over_the_rust_api() {
     let rust_prompt = Prompt::point(70.0, 40.0).with_point(20.0, 80.0, 0);
     let mut masks = vec![0u8; 3 * h * w];
     let mut scores = [0f32; 3];
+    // Three masks (multimask) and their scores through the C API.
+    let c_predict = |masks: &mut Vec<u8>, scores: &mut [f32; 3]| {
+        ok(unsafe {
+            medsam2_predictor_predict(
+                pred,
+                &prompt,
+                1,
+                masks.as_mut_ptr(),
+                masks.len(),
+                scores.as_mut_ptr(),
+                3,
+                null_mut(),
+            )
+        })
+    };
     let mut r = None;
     let (t_pred_c, t_pred_rust) = time_pair_ms(
         31,
-        || {
-            ok(unsafe {
-                medsam2_predictor_predict(
-                    pred,
-                    &prompt,
-                    1,
-                    masks.as_mut_ptr(),
-                    masks.len(),
-                    scores.as_mut_ptr(),
-                    3,
-                    null_mut(),
-                )
-            })
-        },
+        || c_predict(&mut masks, &mut scores),
         || r = Some(rust.predict(&rust_prompt, true).unwrap()),
     );
     let r = r.unwrap();
@@ -133,18 +135,7 @@ fn c_api_equals_and_costs_little_over_the_rust_api() {
     ok(unsafe { medsam2_predictor_set_postprocessing(pred, 8.0, 8.0) });
     (rust.max_hole_area, rust.max_sprinkle_area) = (8.0, 8.0);
     let plain = masks.clone();
-    ok(unsafe {
-        medsam2_predictor_predict(
-            pred,
-            &prompt,
-            1,
-            masks.as_mut_ptr(),
-            masks.len(),
-            scores.as_mut_ptr(),
-            3,
-            null_mut(),
-        )
-    });
+    c_predict(&mut masks, &mut scores);
     let cleaned = rust.predict(&rust_prompt, true).unwrap();
     assert_eq!(masks, cleaned.masks, "C API cleaned masks differ");
     let changed = plain.iter().zip(&masks).filter(|(a, b)| a != b).count();
