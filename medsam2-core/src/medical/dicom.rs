@@ -957,6 +957,9 @@ fn slice_infos(obj: &InMemDicomObject, path: &Path, file_len: u64) -> Result<Vec
             ),
         ));
     }
+    // The image attributes are the file's; only the geometry and the
+    // rescale are per frame.
+    let image = image_attrs(obj, path, file_len, frames)?;
     let shared = first_item(obj, tags::SHARED_FUNCTIONAL_GROUPS_SEQUENCE);
     (0..frames)
         .map(|f| {
@@ -965,34 +968,41 @@ fn slice_infos(obj: &InMemDicomObject, path: &Path, file_len: u64) -> Result<Vec
                 shared,
                 top: obj,
             };
-            frame_info(obj, &attrs, path, file_len, f, frames).map_err(|e| match e {
+            frame_info(&image, &attrs, f).map_err(|e| match e {
                 // Which frame, when there are several.
                 MedicalError::Format { format, reason } if frames > 1 => MedicalError::Format {
                     format,
                     reason: format!("frame {}: {reason}", f + 1),
                 },
-                MedicalError::Unsupported { format, reason } if frames > 1 => {
-                    MedicalError::Unsupported {
-                        format,
-                        reason: format!("frame {}: {reason}", f + 1),
-                    }
-                }
                 e => e,
             })
         })
         .collect()
 }
 
-/// Slice `frame` of `frames` of a file: the image attributes from the top
-/// level, its geometry and rescale from `attrs`.
-fn frame_info(
+/// The attributes of a file's image that all its frames share.
+struct ImageAttrs {
+    path: PathBuf,
+    rows: usize,
+    cols: usize,
+    bits_allocated: u16,
+    bits_stored: u16,
+    signed: bool,
+    gantry_tilt: Option<f64>,
+    sop_uid: String,
+    file_len: u64,
+    encapsulated: bool,
+    frames: u32,
+}
+
+/// Reads and checks the image attributes of `obj` (a file of `frames`
+/// frames at `path`, `file_len` bytes).
+fn image_attrs(
     obj: &InMemDicomObject,
-    attrs: &FrameAttrs<'_>,
     path: &Path,
     file_len: u64,
-    frame: u32,
     frames: u32,
-) -> Result<SliceInfo> {
+) -> Result<ImageAttrs> {
     let bad = |r: String| MedicalError::format(FMT, r);
     let rows = uint(obj, tags::ROWS).ok_or_else(|| bad("missing Rows".into()))? as usize;
     let cols = uint(obj, tags::COLUMNS).ok_or_else(|| bad("missing Columns".into()))? as usize;
@@ -1013,12 +1023,31 @@ fn frame_info(
             format!("BitsAllocated {bits_allocated}"),
         ));
     }
-    let bits_stored = uint(obj, tags::BITS_STORED).unwrap_or(bits_allocated as u32) as u16;
-    let signed = uint(obj, tags::PIXEL_REPRESENTATION).unwrap_or(0) == 1;
+    Ok(ImageAttrs {
+        path: path.to_path_buf(),
+        rows,
+        cols,
+        bits_allocated,
+        bits_stored: uint(obj, tags::BITS_STORED).unwrap_or(bits_allocated as u32) as u16,
+        signed: uint(obj, tags::PIXEL_REPRESENTATION).unwrap_or(0) == 1,
+        gantry_tilt: float(obj, tags::GANTRY_DETECTOR_TILT),
+        sop_uid: text(obj, tags::SOP_INSTANCE_UID).unwrap_or_default(),
+        file_len,
+        encapsulated: matches!(
+            obj.element(tags::PIXEL_DATA).map(|e| e.value()),
+            Ok(dicom_core::DicomValue::PixelSequence(_))
+        ),
+        frames,
+    })
+}
+
+/// Slice `frame` of `image`: its geometry and rescale from `attrs`.
+fn frame_info(image: &ImageAttrs, attrs: &FrameAttrs<'_>, frame: u32) -> Result<SliceInfo> {
+    let bad = |r: String| MedicalError::format(FMT, r);
     let measures = tags::PIXEL_MEASURES_SEQUENCE;
     let ps = attrs
         .floats(measures, tags::PIXEL_SPACING)
-        .or_else(|| floats(obj, tags::IMAGER_PIXEL_SPACING))
+        .or_else(|| floats(attrs.top, tags::IMAGER_PIXEL_SPACING))
         .ok_or_else(|| bad("missing PixelSpacing".into()))?;
     let pixel_spacing = match ps.as_slice() {
         [r, c, ..] if *r > 0.0 && *c > 0.0 => [*r, *c],
@@ -1060,29 +1089,25 @@ fn frame_info(
     let intercept = attrs
         .float(transform, tags::RESCALE_INTERCEPT)
         .unwrap_or(0.0);
-    let encapsulated = matches!(
-        obj.element(tags::PIXEL_DATA).map(|e| e.value()),
-        Ok(dicom_core::DicomValue::PixelSequence(_))
-    );
     Ok(SliceInfo {
-        path: path.to_path_buf(),
-        rows,
-        cols,
+        path: image.path.clone(),
+        rows: image.rows,
+        cols: image.cols,
         pixel_spacing,
         position,
         orientation: [r, c],
         slope,
         intercept,
-        bits_allocated,
-        bits_stored,
-        signed,
+        bits_allocated: image.bits_allocated,
+        bits_stored: image.bits_stored,
+        signed: image.signed,
         thickness: attrs.float(measures, tags::SLICE_THICKNESS),
         between: attrs.float(measures, tags::SPACING_BETWEEN_SLICES),
-        gantry_tilt: float(obj, tags::GANTRY_DETECTOR_TILT),
-        sop_uid: text(obj, tags::SOP_INSTANCE_UID).unwrap_or_default(),
-        file_len,
-        encapsulated,
+        gantry_tilt: image.gantry_tilt,
+        sop_uid: image.sop_uid.clone(),
+        file_len: image.file_len,
+        encapsulated: image.encapsulated,
         frame,
-        frames_in_file: frames,
+        frames_in_file: image.frames,
     })
 }
