@@ -491,7 +491,10 @@ pub fn check_video(f: &mut Fixture, report: &mut Report) -> Result<()> {
     let pp = &f.json["postprocessing"];
     let fill_hole_area = match pp["fill_hole_applied"].as_bool() {
         Some(false) => 0,
-        Some(true) => pp["fill_hole_area"].as_u64().unwrap_or(0) as usize,
+        Some(true) => pp["fill_hole_area"]
+            .as_u64()
+            .ok_or_else(|| FixtureError::Format("no postprocessing.fill_hole_area".into()))?
+            as usize,
         None => {
             return Err(FixtureError::Format(
                 "no postprocessing.fill_hole_applied".into(),

@@ -301,20 +301,21 @@ impl Sam2ImagePredictor {
         let thr = self.mask_threshold;
         // `postprocess_masks`: the clean-up applies to the upsampled masks
         // only; the low-res logits are returned as the decoder gave them.
-        let logits = if self.max_hole_area > 0.0 || self.max_sprinkle_area > 0.0 {
-            let mut cleaned = low_vec.clone();
+        let cleaned = if self.max_hole_area > 0.0 || self.max_sprinkle_area > 0.0 {
+            let mut c = low_vec.clone();
             crate::misc::remove_small_regions(
-                &mut cleaned,
+                &mut c,
                 low,
                 low,
                 thr,
                 self.max_hole_area,
                 self.max_sprinkle_area,
             )?;
-            upsample_bilinear(&cleaned, m, low, low, h, w)
+            std::borrow::Cow::Owned(c)
         } else {
-            upsample_bilinear(&low_vec, m, low, low, h, w)
+            std::borrow::Cow::Borrowed(&low_vec)
         };
+        let logits = upsample_bilinear(&cleaned, m, low, low, h, w);
         let masks = logits.iter().map(|&v| u8::from(v > thr)).collect();
         let pred = Prediction {
             num_masks: m,
